@@ -1,0 +1,176 @@
+"""What every probe has: declared flags, a capability check, start/read/close.
+
+The same object serves the CLI (`netsleuth probe NAME ...`) and the wizard,
+which only sees flag specs, availability, and JSON-ready records.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from .runtime import params as P
+from .runtime.kernel import KernelCaps, detect
+from .runtime.loader import ProbeError, unload
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a probe, also rendered as a form field by the wizard."""
+
+    name: str  # long name without dashes: "src-ip"
+    kind: str  # ipv4 | port | protocol | interface | choice | int | seconds | pid | vlan | bool
+    help: str
+    short: str | None = None
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    lo: float = 0
+    hi: float = 0
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def parse(self, value: Any) -> Any:
+        """Validate one raw value (str from a form or argv); raise ParamError."""
+        flag = "--" + self.name
+        if self.kind == "ipv4":
+            return P.ipv4(flag, value)
+        if self.kind == "port":
+            return P.port(flag, value)
+        if self.kind == "protocol":
+            return P.protocol(flag, value, self.choices or ("tcp", "udp", "icmp", "all"))
+        if self.kind == "interface":
+            return P.interface(flag, value)
+        if self.kind == "choice":
+            return P.choice(flag, value, self.choices, self.default)
+        if self.kind == "int":
+            return P.integer(flag, value, int(self.lo), int(self.hi), self.default)
+        if self.kind == "seconds":
+            return P.seconds(flag, value, self.lo, self.hi, self.default)
+        if self.kind == "pid":
+            return P.pid(flag, value)
+        if self.kind == "vlan":
+            return P.vlan(flag, value)
+        if self.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if value in (None, ""):
+                return bool(self.default)
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise P.ParamError(flag, value, "true or false")
+        raise ValueError(f"unknown flag kind {self.kind}")
+
+
+# Flags several probes share, defined once.
+SRC_IP = Flag("src-ip", "ipv4", "source IPv4 address")
+DST_IP = Flag("dst-ip", "ipv4", "destination IPv4 address")
+SRC_PORT = Flag("src-port", "port", "source TCP/UDP port")
+DST_PORT = Flag("dst-port", "port", "destination TCP/UDP port")
+L4_PROTOCOL = Flag("l4-protocol", "protocol", "L4 protocol: tcp, udp, icmp or all", default="all",
+                   choices=("tcp", "udp", "icmp", "all"))
+ATTACH = Flag("attach", "choice", "attach point: auto (best available), tracepoint or kprobe",
+              default="auto", choices=("auto", "tracepoint", "kprobe"))
+
+
+class Unavailable(ProbeError):
+    """This host cannot run the probe; the message says what is missing and how to get it."""
+
+
+@dataclass
+class Options:
+    raw: dict[str, Any] = field(default_factory=dict)  # as given (for the CLI equivalent)
+    values: dict[str, Any] = field(default_factory=dict)  # validated
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Probe:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    tier: ClassVar[int]
+    cost: ClassVar[str]
+    description: ClassVar[str]
+    flags: ClassVar[tuple[Flag, ...]] = ()
+
+    def __init__(self, caps: KernelCaps | None = None, **raw: Any):
+        self.caps = caps or detect()
+        self.options = self.parse_options(raw)
+        self.bpf = None
+        self.started_at: float | None = None
+
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any]) -> Options:
+        known = {f.dest: f for f in cls.flags}
+        unknown = [k for k in raw if k not in known]
+        if unknown:
+            names = ", ".join("--" + k.replace("_", "-") for k in unknown)
+            raise P.ParamError(names, raw[unknown[0]], f"a flag of {cls.name}")
+        values = {dest: flag.parse(raw.get(dest)) for dest, flag in known.items()}
+        given = {k: v for k, v in raw.items() if v not in (None, "", False)}
+        return Options(given, values)
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        """None when the probe can run here, else what is missing and how to fix it."""
+        if not caps.privileged:
+            return "needs root (or CAP_BPF + CAP_PERFMON): run with sudo"
+        return None
+
+    def command_line(self) -> str:
+        """The equivalent `netsleuth probe ...` command."""
+        parts = ["netsleuth", "probe", self.name]
+        for f in self.flags:
+            v = self.options.raw.get(f.dest)
+            if v in (None, "", False) or v == f.default:
+                continue
+            parts.append("--" + f.name)
+            if f.kind != "bool":
+                parts.append(str(v))
+        return " ".join(shlex.quote(p) for p in parts)
+
+    # lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        reason = self.unavailable_reason(self.caps)
+        if reason:
+            raise Unavailable(f"{self.name}: {reason}")
+        self.started_at = time.monotonic()
+        self.bpf = self.load()
+
+    def load(self):  # pragma: no cover - each probe implements it
+        raise NotImplementedError
+
+    def read(self) -> list[dict]:
+        """Records produced since the last call (JSON-ready dicts with a "type")."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            bpf, self.bpf = self.bpf, None
+            unload(bpf)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # text output for the CLI ----------------------------------------------
+    @staticmethod
+    def format_text(record: dict) -> str:
+        raise NotImplementedError
+
+
+ProbeFactory = Callable[..., Probe]

@@ -1,0 +1,152 @@
+"""drop-summary (guide tool 1): where the kernel drops packets, counted in the kernel."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+from . import drop_hook
+from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable
+from .flows import flow_dict, flow_text
+from .runtime.kernel import KernelCaps
+from .runtime.loader import load
+from .runtime.params import CDefines
+from .runtime.stacks import kernel_stack, ksym
+
+FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",
+          "SKB_VLAN_TCI", "NETDEV_NAME", "NETDEV_IFINDEX", "NETDEV_ND_NET", "NET_NS_INUM"]
+
+
+def current_netns() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def filter_defines(d: CDefines, o, proto_flag: str = "l4_protocol", device_flag: str = "device") -> None:
+    """The 5-tuple and device filters both drop probes share."""
+    d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip)
+    d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port)
+    d.set("NS_F_PROTO", o.values[proto_flag])
+    ifindex = o.values[device_flag]
+    d.set("NS_F_IFINDEX", ifindex)
+    d.set("NS_F_NETNS", current_netns() if ifindex else 0)
+
+
+class DropSummary(Probe):
+    name = "drop-summary"
+    title = "Drop-stack Summary"
+    tier = 1
+    cost = "low: in-kernel counting, one map update per dropped packet"
+    description = "Counts dropped packets by kernel stack, flow, device and drop reason."
+    flags = (
+        SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
+        Flag("device", "interface", "only drops whose skb->dev is this interface", short="n"),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400),
+        Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
+             lo=0.1, hi=31 * 86400),
+        Flag("top", "int", "entries shown per report", short="t", default=5, lo=1, hi=1000),
+        Flag("group-by", "choice", "aggregate by stack, fivetuple or all", default="all",
+             choices=("stack", "fivetuple", "all")),
+        ATTACH,
+    )
+
+    MAX_KEYS = 10240
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        hook = drop_hook.choose(caps, "auto")
+        return hook if isinstance(hook, str) else None
+
+    def load(self):
+        o = self.options
+        hook = drop_hook.choose(self.caps, o.attach)
+        if isinstance(hook, str):
+            raise Unavailable(f"{self.name}: {hook}")
+        self.hook = hook
+        d = CDefines()
+        hook.defines(d)
+        filter_defines(d, o)
+        d.set("NS_GROUP_STACK", o.group_by in ("stack", "all"))
+        d.set("NS_GROUP_FLOW", o.group_by in ("fivetuple", "all"))
+        d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
+        bpf = load("drop_summary.bpf.c", d, FIELDS)
+        hook.attach(bpf)
+        self._seen: dict[bytes, int] = {}
+        self._overflow_seen = 0
+        self._last_read = time.monotonic()
+        return bpf
+
+    def _totals(self) -> dict[bytes, tuple[object, int]]:
+        out = {}
+        for key, per_cpu in self.bpf["drops"].items():
+            out[bytes(key)] = (key, sum(per_cpu))
+        return out
+
+    def read(self) -> list[dict]:
+        """One drop_summary record covering the time since the previous read."""
+        now = time.monotonic()
+        interval = now - self._last_read
+        self._last_read = now
+        stacks = self.bpf["stacks"]
+        reasons = self.caps.drop_reasons
+        entries = []
+        for raw, (key, total) in self._totals().items():
+            delta = total - self._seen.get(raw, 0)
+            self._seen[raw] = total
+            if delta <= 0:
+                continue
+            stack = kernel_stack(stacks, key.stack_id)
+            location = ksym(key.location) if key.location else None
+            entries.append({
+                "count": delta,
+                "device": key.dev.decode("utf-8", "replace") or None,
+                "ifindex": key.ifindex or None,
+                "netns": key.netns or None,
+                "reason": reasons.get(key.reason) if self.hook.has_reason else None,
+                "reason_code": key.reason if self.hook.has_reason else None,
+                "location": drop_hook.drop_location(location, stack),
+                "stack_id": key.stack_id if key.stack_id >= 0 else None,
+                "stack": stack,
+                "flow": flow_dict(key.flow),
+            })
+        entries.sort(key=lambda e: -e["count"])
+        overflow = sum(self.bpf["overflow"][0])
+        lost = overflow - self._overflow_seen
+        self._overflow_seen = overflow
+        return [{
+            "type": "drop_summary",
+            "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "interval_s": round(interval, 3),
+            "total": sum(e["count"] for e in entries) + lost,
+            "uncounted_table_full": lost,
+            "attach": self.hook.describe(),
+            "group_by": self.options.group_by,
+            "entries": entries,
+        }]
+
+    def format_text(self, record: dict) -> str:
+        top = self.options.top
+        entries = record["entries"]
+        lines = [f"[{record['time']}] === Drop Stack Statistics (Interval: {record['interval_s']:.1f}s) ===", ""]
+        if not entries:
+            lines.append("No drops matched.")
+        else:
+            lines.append(f"Found {len(entries)} unique stack+flow combinations, showing top {min(top, len(entries))}:")
+        for i, e in enumerate(entries[:top], 1):
+            reason = f" [reason: {e['reason']}]" if e["reason"] else ""
+            sid = e["stack_id"] if e["stack_id"] is not None else "-"
+            lines.append("")
+            lines.append(f"#{i} Count: {e['count']:,} calls [device: {e['device'] or '?'}] [stack_id: {sid}]{reason}")
+            lines.append(f"   Flow: {flow_text(e['flow'])}")
+            lines.append(f"   Location: {e['location'] or '?'}")
+            if e["stack"]:
+                lines.append("Stack trace:")
+                lines.extend(f"  {frame}" for frame in e["stack"])
+        if record.get("uncounted_table_full"):
+            lines.append(f"\n{record['uncounted_table_full']} drops not attributed: key table full")
+        lines.append(f"\nTotal drops in {record['interval_s']:.0f}s: {record['total']:,} packets")
+        return "\n".join(lines)
+

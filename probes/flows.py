@@ -1,0 +1,32 @@
+"""Turning the kernel's struct ns_flow into JSON and text."""
+
+from __future__ import annotations
+
+import socket
+
+from .runtime.params import ipv4_text
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
+
+
+def flow_dict(flow) -> dict:
+    """{protocol, src_ip, dst_ip, src_port, dst_port}; None where the packet had no such field."""
+    if not (flow.saddr or flow.daddr or flow.proto):
+        return {"protocol": None, "src_ip": None, "dst_ip": None, "src_port": None, "dst_port": None}
+    ports = flow.proto in (6, 17)
+    return {
+        "protocol": PROTO_NAMES.get(flow.proto, str(flow.proto)),
+        "src_ip": ipv4_text(flow.saddr),
+        "dst_ip": ipv4_text(flow.daddr),
+        "src_port": socket.ntohs(flow.sport) if ports else None,
+        "dst_port": socket.ntohs(flow.dport) if ports else None,
+    }
+
+
+def flow_text(flow: dict) -> str:
+    if not flow.get("protocol"):
+        return "(not IPv4)"
+    proto = flow["protocol"].upper()
+    if flow.get("src_port") is not None:
+        return f"{flow['src_ip']}:{flow['src_port']} -> {flow['dst_ip']}:{flow['dst_port']} ({proto})"
+    return f"{flow['src_ip']} -> {flow['dst_ip']} ({proto})"

@@ -1,0 +1,330 @@
+/* Shared helpers for netsleuth's BPF programs.
+ *
+ * Kernel structs are never dereferenced through headers: every field is read
+ * with bpf_probe_read_kernel at an offset that Python resolved from BTF for
+ * the running kernel (NS_OFF_<FIELD>, passed with -D).  Packet headers are
+ * declared here because the stand-in include tree has none.
+ */
+#ifndef NETSLEUTH_H
+#define NETSLEUTH_H
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#ifdef NS_KERNEL_HEADERS
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#endif
+
+/* Filter constants: 0 (or -1 for VLAN) means "no filter". */
+#ifndef NS_F_SADDR
+#define NS_F_SADDR 0
+#endif
+#ifndef NS_F_DADDR
+#define NS_F_DADDR 0
+#endif
+#ifndef NS_F_SPORT
+#define NS_F_SPORT 0
+#endif
+#ifndef NS_F_DPORT
+#define NS_F_DPORT 0
+#endif
+#ifndef NS_F_PROTO
+#define NS_F_PROTO 0
+#endif
+#ifndef NS_F_IFINDEX
+#define NS_F_IFINDEX 0
+#endif
+#ifndef NS_F_NETNS
+#define NS_F_NETNS 0
+#endif
+#ifndef NS_F_ETHTYPE
+#define NS_F_ETHTYPE 0
+#endif
+#ifndef NS_F_VLAN
+#define NS_F_VLAN -1
+#endif
+
+#define NS_READ(dst, base, field) \
+    bpf_probe_read_kernel(&(dst), sizeof(dst), (char *)(base) + NS_OFF_##field)
+
+#define NS_ETH_P_IP 0x0800
+#define NS_ETH_P_8021Q 0x8100
+#define NS_ETH_P_8021AD 0x88A8
+#define NS_MAC_UNSET 0xffff
+
+struct ns_iphdr {
+    u8 ver_ihl;
+    u8 tos;
+    u16 tot_len;
+    u16 id;
+    u16 frag_off;
+    u8 ttl;
+    u8 protocol;
+    u16 check;
+    u32 saddr;
+    u32 daddr;
+};
+
+struct ns_l4 {
+    u16 sport;
+    u16 dport;
+    u32 seq;        /* TCP sequence; ICMP: id << 16 | seq */
+    u32 ack;
+    u8 doff_rsvd;   /* TCP data offset in the high nibble */
+    u8 flags;       /* TCP flags */
+};
+
+/* The 5-tuple, ports/addresses in network byte order as they sit in the packet. */
+struct ns_flow {
+    u32 saddr;
+    u32 daddr;
+    u16 sport;
+    u16 dport;
+    u8 proto;
+    u8 pad[3];
+};
+
+/* Everything the drop probes read from a packet. */
+struct ns_pkt {
+    struct ns_flow flow;
+    u8 eth_src[6];
+    u8 eth_dst[6];
+    u16 eth_type;      /* host order; 0 when no Ethernet header is known */
+    u16 vlan_id;
+    u8 has_vlan;
+    u8 has_ip;
+    u8 ttl;
+    u8 tcp_flags;
+    u16 ip_len;        /* host order */
+    u16 ip_id;         /* host order */
+    u32 tcp_seq;       /* host order */
+    u16 payload_len;   /* L4 payload bytes */
+    u8 icmp_type;
+    u8 icmp_code;
+    u16 icmp_id;       /* host order */
+    u16 icmp_seq;      /* host order */
+};
+
+static __always_inline u16 ns_ntohs(u16 x) { return __builtin_bswap16(x); }
+static __always_inline u32 ns_ntohl(u32 x) { return __builtin_bswap32(x); }
+
+static __always_inline void *ns_skb_dev(void *skb)
+{
+    void *dev = 0;
+    NS_READ(dev, skb, SKB_DEV);
+    return dev;
+}
+
+static __always_inline u32 ns_dev_ifindex(void *dev)
+{
+    int ifindex = 0;
+    if (dev)
+        NS_READ(ifindex, dev, NETDEV_IFINDEX);
+    return ifindex;
+}
+
+static __always_inline void ns_dev_name(void *dev, char *name /* [16] */)
+{
+    if (dev)
+        bpf_probe_read_kernel(name, 16, (char *)dev + NS_OFF_NETDEV_NAME);
+}
+
+/* Inode number of the device's network namespace (0 when unknown). */
+static __always_inline u32 ns_dev_netns(void *dev)
+{
+    void *net = 0;
+    u32 inum = 0;
+    if (!dev)
+        return 0;
+    NS_READ(net, dev, NETDEV_ND_NET);
+    if (net)
+        NS_READ(inum, net, NET_NS_INUM);
+    return inum;
+}
+
+/* Is this device the one the user asked for (ifindex is per namespace)? */
+static __always_inline int ns_dev_match(void *dev)
+{
+    if (NS_F_IFINDEX == 0)
+        return 1;
+    if (ns_dev_ifindex(dev) != NS_F_IFINDEX)
+        return 0;
+    return NS_F_NETNS == 0 || ns_dev_netns(dev) == NS_F_NETNS;
+}
+
+static __always_inline int ns_ip_ok(unsigned char *ip)
+{
+    u8 ver_ihl = 0;
+    bpf_probe_read_kernel(&ver_ihl, 1, ip);
+    return (ver_ihl >> 4) == 4 && (ver_ihl & 0x0f) >= 5;
+}
+
+/* Parse the Ethernet header at mac, return the L3 start (skipping one VLAN tag). */
+static __always_inline unsigned char *ns_parse_eth(unsigned char *mac, struct ns_pkt *p)
+{
+    u16 type = 0, tci = 0;
+    bpf_probe_read_kernel(p->eth_dst, 6, mac);
+    bpf_probe_read_kernel(p->eth_src, 6, mac + 6);
+    bpf_probe_read_kernel(&type, 2, mac + 12);
+    type = ns_ntohs(type);
+    if (type == NS_ETH_P_8021Q || type == NS_ETH_P_8021AD) {
+        bpf_probe_read_kernel(&tci, 2, mac + 14);
+        bpf_probe_read_kernel(&type, 2, mac + 16);
+        p->has_vlan = 1;
+        p->vlan_id = ns_ntohs(tci) & 0x0fff;
+        p->eth_type = ns_ntohs(type);
+        return mac + 18;
+    }
+    p->eth_type = type;
+    return mac + 14;
+}
+
+/* Fill p from the skb: Ethernet when the MAC header is known, then IPv4 and L4.
+ * Where the stack left no usable header offsets (e.g. early in tun_get_user),
+ * fall back to parsing from skb->data. */
+static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
+{
+    unsigned char *head = 0, *data = 0, *ip = 0;
+    u16 nh = 0, mh = NS_MAC_UNSET, proto = 0, tci = 0;
+
+    NS_READ(head, skb, SKB_HEAD);
+    NS_READ(data, skb, SKB_DATA);
+    NS_READ(nh, skb, SKB_NETWORK_HEADER);
+    NS_READ(mh, skb, SKB_MAC_HEADER);
+    NS_READ(proto, skb, SKB_PROTOCOL);
+    NS_READ(tci, skb, SKB_VLAN_TCI);
+    if (!head)
+        return;
+
+    if (mh != NS_MAC_UNSET) {
+        unsigned char *l3 = ns_parse_eth(head + mh, p);
+        if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(l3))
+            ip = l3;
+    }
+    if (!p->eth_type && proto)
+        p->eth_type = ns_ntohs(proto);
+    if (!p->has_vlan && tci) {  /* tag stripped into the skb by the NIC / stack */
+        p->has_vlan = 1;
+        p->vlan_id = tci & 0x0fff;
+    }
+    if (!ip && nh != NS_MAC_UNSET && nh != 0 && ns_ip_ok(head + nh))
+        ip = head + nh;
+    if (!ip && data) {
+        if (ns_ip_ok(data)) {
+            ip = data;
+        } else if (mh == NS_MAC_UNSET) {
+            unsigned char *l3 = ns_parse_eth(data, p);
+            if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(l3))
+                ip = l3;
+        }
+    }
+    if (!ip)
+        return;
+
+    struct ns_iphdr iph = {};
+    bpf_probe_read_kernel(&iph, sizeof(iph), ip);
+    if (!p->eth_type)
+        p->eth_type = NS_ETH_P_IP;
+    p->has_ip = 1;
+    p->flow.saddr = iph.saddr;
+    p->flow.daddr = iph.daddr;
+    p->flow.proto = iph.protocol;
+    p->ttl = iph.ttl;
+    p->ip_len = ns_ntohs(iph.tot_len);
+    p->ip_id = ns_ntohs(iph.id);
+
+    u32 ihl = (iph.ver_ihl & 0x0f) * 4;
+    if (ns_ntohs(iph.frag_off) & 0x1fff)
+        return;  /* a later fragment carries no L4 header */
+    unsigned char *l4p = ip + ihl;
+    struct ns_l4 l4 = {};
+    bpf_probe_read_kernel(&l4, sizeof(l4), l4p);
+    u32 l4hdr = 0;
+    if (iph.protocol == 6) {
+        p->flow.sport = l4.sport;
+        p->flow.dport = l4.dport;
+        p->tcp_seq = ns_ntohl(l4.seq);
+        p->tcp_flags = l4.flags;
+        l4hdr = (l4.doff_rsvd >> 4) * 4;
+    } else if (iph.protocol == 17) {
+        p->flow.sport = l4.sport;
+        p->flow.dport = l4.dport;
+        l4hdr = 8;
+    } else if (iph.protocol == 1) {
+        u8 *b = (u8 *)&l4;
+        p->icmp_type = b[0];
+        p->icmp_code = b[1];
+        p->icmp_id = ((u16)b[4] << 8) | b[5];
+        p->icmp_seq = ((u16)b[6] << 8) | b[7];
+        l4hdr = 8;
+    }
+    if (p->ip_len > ihl + l4hdr)
+        p->payload_len = p->ip_len - ihl - l4hdr;
+}
+
+/* The 5-tuple filters, compared against constants in the kernel. */
+static __always_inline int ns_flow_match(struct ns_flow *f)
+{
+    if (NS_F_PROTO && f->proto != NS_F_PROTO)
+        return 0;
+    if (NS_F_SADDR && f->saddr != NS_F_SADDR)
+        return 0;
+    if (NS_F_DADDR && f->daddr != NS_F_DADDR)
+        return 0;
+    if (NS_F_SPORT && ns_ntohs(f->sport) != NS_F_SPORT)
+        return 0;
+    if (NS_F_DPORT && ns_ntohs(f->dport) != NS_F_DPORT)
+        return 0;
+    /* Any address/port filter means "IPv4 only": non-IP packets have a zero flow. */
+    return 1;
+}
+
+
+/* ---- The drop hook shared by drop-summary and drop-details ------------------
+ * The including program defines ns_on_drop(ctx, skb, reason, location) and then
+ * expands NS_DEFINE_DROP_HOOK() in its own file (BCC only generates tracepoint
+ * argument structs for functions of the main file).  The driver picks the attach
+ * point: the skb:kfree_skb tracepoint (NS_DROP_TP=1, NS_DROP_HAS_REASON where the
+ * kernel has drop reasons) or a kprobe on the kernel's drop function, whose skb /
+ * reason argument positions are NS_KPROBE_SKB_ARG / NS_KPROBE_REASON_ARG
+ * (0 = no reason argument). */
+#if defined(NS_DROP_TP) && NS_DROP_TP
+#if NS_DROP_HAS_REASON
+#define NS_TP_REASON(args) ((u32)(args)->reason)
+#ifndef NS_KERNEL_HEADERS
+/* BCC's generated tracepoint struct names this enum; the values come from tracefs. */
+enum skb_drop_reason { SKB_DROP_REASON_NOT_DROPPED_YET = 0 };
+#endif
+#else
+#define NS_TP_REASON(args) 0
+#endif
+#define NS_DEFINE_DROP_HOOK()                                                       \
+    TRACEPOINT_PROBE(skb, kfree_skb)                                                \
+    {                                                                               \
+        return ns_on_drop(args, args->skbaddr, NS_TP_REASON(args), (u64)args->location); \
+    }
+#elif defined(NS_DROP_TP)
+static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
+{
+    switch (n) {
+    case 1: return PT_REGS_PARM1(ctx);
+    case 2: return PT_REGS_PARM2(ctx);
+    case 3: return PT_REGS_PARM3(ctx);
+    }
+    return 0;
+}
+/* The location is the caller's return address, found at the stack pointer on entry. */
+#define NS_DEFINE_DROP_HOOK()                                                       \
+    int ns_kprobe_drop(struct pt_regs *ctx)                                         \
+    {                                                                               \
+        void *skb = (void *)ns_kprobe_arg(ctx, NS_KPROBE_SKB_ARG);                  \
+        u32 reason = NS_KPROBE_REASON_ARG ? (u32)ns_kprobe_arg(ctx, NS_KPROBE_REASON_ARG) : 0; \
+        u64 location = 0;                                                           \
+        bpf_probe_read_kernel(&location, sizeof(location), (void *)PT_REGS_SP(ctx)); \
+        return ns_on_drop(ctx, skb, reason, location);                              \
+    }
+#endif
+
+#endif /* NETSLEUTH_H */

@@ -1,0 +1,106 @@
+"""Kernel struct field offsets, resolved from BTF and cached per kernel.
+
+Probes name the fields they read with short macro names (``SKB_HEAD``); the
+BPF C reads ``NS_OFF_SKB_HEAD`` bytes into the struct.  With matching kernel
+headers and no BTF we fall back to the compiler's ``offsetof``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+
+from .btf import BTF, VMLINUX_BTF, BTFError
+from .paths import cache_dir
+
+# macro name -> (struct, field path).  Add what new probes read here.
+FIELDS: dict[str, tuple[str, str]] = {
+    "SKB_DEV": ("sk_buff", "dev"),
+    "SKB_LEN": ("sk_buff", "len"),
+    "SKB_HEAD": ("sk_buff", "head"),
+    "SKB_DATA": ("sk_buff", "data"),
+    "SKB_PROTOCOL": ("sk_buff", "protocol"),
+    "SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
+    "SKB_TRANSPORT_HEADER": ("sk_buff", "transport_header"),
+    "SKB_MAC_HEADER": ("sk_buff", "mac_header"),
+    "SKB_VLAN_TCI": ("sk_buff", "vlan_tci"),
+    "SKB_VLAN_PROTO": ("sk_buff", "vlan_proto"),
+    "NETDEV_NAME": ("net_device", "name"),
+    "NETDEV_IFINDEX": ("net_device", "ifindex"),
+    "NETDEV_ND_NET": ("net_device", "nd_net"),
+    "NET_NS_INUM": ("net", "ns.inum"),
+}
+
+_CACHE_FORMAT = 1
+
+
+class OffsetsUnavailable(Exception):
+    """Neither BTF nor matching headers can tell where struct fields live."""
+
+
+@dataclass(frozen=True)
+class StructOffsets:
+    source: str  # "btf" or "headers"
+    values: dict[str, str]  # macro name -> C expression (a number for BTF)
+
+    def cflags(self, names: list[str]) -> list[str]:
+        out = []
+        for name in names:
+            if name not in self.values:
+                raise OffsetsUnavailable(f"field {FIELDS[name][0]}.{FIELDS[name][1]} is not known on this kernel")
+            out.append(f"-DNS_OFF_{name}={self.values[name]}")
+        return out
+
+
+def _btf_key(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def from_btf(path=VMLINUX_BTF) -> StructOffsets:
+    blob = path.read_bytes()
+    cache = cache_dir() / f"offsets-{platform.release()}-{_btf_key(blob)}-v{_CACHE_FORMAT}.json"
+    try:
+        return StructOffsets("btf", json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        pass
+    btf = BTF(blob)
+    values: dict[str, str] = {}
+    for name, (struct_name, field) in FIELDS.items():
+        try:
+            f = btf.field(struct_name, field)
+        except BTFError:
+            continue  # a field this kernel lacks: probes needing it say so
+        if f.bitfield_size:
+            continue  # not addressable by byte offset
+        values[name] = str(f.offset)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(values))
+    os.replace(tmp, cache)
+    return StructOffsets("btf", values)
+
+
+def from_headers() -> StructOffsets:
+    # Only valid when the BPF C includes the matching kernel headers.
+    values = {}
+    for name, (struct_name, field) in FIELDS.items():
+        values[name] = f"__builtin_offsetof(struct {struct_name},{field})"
+    return StructOffsets("headers", values)
+
+
+def resolve(have_matching_headers: bool) -> StructOffsets:
+    if VMLINUX_BTF.exists():
+        try:
+            return from_btf()
+        except (OSError, BTFError):
+            if not have_matching_headers:
+                raise
+    if have_matching_headers:
+        return from_headers()
+    raise OffsetsUnavailable(
+        "no BTF (/sys/kernel/btf/vmlinux) and no kernel headers matching this kernel: "
+        "install the headers package for this kernel (Debian/Ubuntu: linux-headers-$(uname -r); "
+        "RHEL/openEuler: kernel-devel-$(uname -r))"
+    )

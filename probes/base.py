@@ -150,9 +150,21 @@ class Probe:
     def load(self):  # pragma: no cover - each probe implements it
         raise NotImplementedError
 
+    # Event probes (one record per packet/wait) set this: the CLI prints as they come.
+    streaming: ClassVar[bool] = False
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds for data (event probes poll their buffer here)."""
+        time.sleep(timeout)
+
     def read(self) -> list[dict]:
         """Records produced since the last call (JSON-ready dicts with a "type")."""
         raise NotImplementedError
+
+    def describe_attach(self) -> str:
+        """Where the probe is attached, in words (after start)."""
+        hook = getattr(self, "hook", None)
+        return hook.describe() if hook is not None else self.name
 
     def close(self) -> None:
         if self.bpf is not None:

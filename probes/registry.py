@@ -1,0 +1,15 @@
+"""All probes by name.  The CLI and the wizard look probes up here."""
+
+from __future__ import annotations
+
+from .base import Probe
+from .drop_summary import DropSummary
+
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary,)}
+
+
+def get(name: str) -> type[Probe]:
+    try:
+        return PROBES[name]
+    except KeyError:
+        raise KeyError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}") from None

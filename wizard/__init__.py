@@ -1,0 +1,1 @@
+"""The netsleuth wizard: a Textual app composing probes and playbooks."""

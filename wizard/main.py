@@ -1,0 +1,36 @@
+"""The `netsleuth` command: the wizard by default, plus the probe/doctor CLIs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from probes.cli import add_probe_parsers
+
+    parser = argparse.ArgumentParser(prog="netsleuth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_probe_parsers(sub)
+    doctor = sub.add_parser("doctor", help="what this host's kernel offers the probes, and how to fix what is missing")
+    doctor.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        from probes.cli import run_probe
+
+        return run_probe(args)
+    if args.command == "doctor":
+        from probes.doctor import run_doctor
+
+        return run_doctor(args.json)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

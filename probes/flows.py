@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes as ct
 import socket
 
 from .runtime.params import ipv4_text
@@ -30,3 +31,23 @@ def flow_text(flow: dict) -> str:
     if flow.get("src_port") is not None:
         return f"{flow['src_ip']}:{flow['src_port']} -> {flow['dst_ip']}:{flow['dst_port']} ({proto})"
     return f"{flow['src_ip']} -> {flow['dst_ip']} ({proto})"
+
+
+class NsFlow(ct.Structure):
+    """Mirror of struct ns_flow in netsleuth.h."""
+
+    _fields_ = [("saddr", ct.c_uint32), ("daddr", ct.c_uint32), ("sport", ct.c_uint16),
+                ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
+
+
+class NsPkt(ct.Structure):
+    """Mirror of struct ns_pkt in netsleuth.h (perf events need explicit ctypes)."""
+
+    _fields_ = [
+        ("flow", NsFlow), ("eth_src", ct.c_uint8 * 6), ("eth_dst", ct.c_uint8 * 6),
+        ("eth_type", ct.c_uint16), ("vlan_id", ct.c_uint16), ("has_vlan", ct.c_uint8),
+        ("has_ip", ct.c_uint8), ("ttl", ct.c_uint8), ("tcp_flags", ct.c_uint8),
+        ("ip_len", ct.c_uint16), ("ip_id", ct.c_uint16), ("tcp_seq", ct.c_uint32),
+        ("payload_len", ct.c_uint16), ("icmp_type", ct.c_uint8), ("icmp_code", ct.c_uint8),
+        ("icmp_id", ct.c_uint16), ("icmp_seq", ct.c_uint16),
+    ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .base import Probe
+from .drop_details import DropDetails
 from .drop_summary import DropSummary
 
-PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary,)}
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails)}
 
 
 def get(name: str) -> type[Probe]:

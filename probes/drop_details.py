@@ -1,0 +1,211 @@
+"""drop-details (guide tool 2, `eth_drop`): every dropped packet, with its headers and stack."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import time
+from datetime import datetime
+
+from . import drop_hook
+from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable
+from .drop_summary import FIELDS as SUMMARY_FIELDS
+from .drop_summary import filter_defines
+from .flows import NsPkt, flow_dict
+from .runtime.kernel import KernelCaps
+from .runtime.loader import load
+from .runtime.params import CDefines
+from .runtime.stacks import function_of, kernel_stack, ksym
+
+FIELDS = SUMMARY_FIELDS + ["SKB_LEN"]
+
+ETH_TYPES = {"arp": 0x0806, "rarp": 0x8035, "ipv4": 0x0800, "ipv6": 0x86DD, "lldp": 0x88CC, "all": 0}
+ETH_TYPE_NAMES = {v: k.upper() if k != "ipv4" else "IPv4" for k, v in ETH_TYPES.items() if v}
+ETH_TYPE_NAMES[0x86DD] = "IPv6"
+
+# The guide's "normal free" patterns: a stack holding every function of one
+# pattern is a free after normal processing, not a drop.
+NORMAL_PATTERNS = {
+    "tcp-read-done": ("skb_release_data", "__kfree_skb", "tcp_recvmsg"),
+    "socket-close": ("sk_stream_kill_queues",),
+    "icmp-handled": ("icmp_rcv",),
+}
+
+TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"),
+                  (0x40, "ECE"), (0x80, "CWR"))
+
+
+def normal_pattern(functions: set[str]) -> str | None:
+    for name, needed in NORMAL_PATTERNS.items():
+        if all(f in functions for f in needed):
+            return name
+    return None
+
+
+class DropEvent(ct.Structure):
+    """Mirror of struct drop_event in drop_details.bpf.c."""
+
+    _fields_ = [
+        ("ts_ns", ct.c_uint64), ("location", ct.c_uint64), ("pid", ct.c_uint32), ("tgid", ct.c_uint32),
+        ("cpu", ct.c_uint32), ("reason", ct.c_uint32), ("stack_id", ct.c_int32), ("ifindex", ct.c_uint32),
+        ("netns", ct.c_uint32), ("skb_len", ct.c_uint32), ("comm", ct.c_char * 16), ("dev", ct.c_char * 16),
+        ("pkt", NsPkt),
+    ]
+
+
+def _mac(raw) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+class DropDetails(Probe):
+    name = "drop-details"
+    title = "Drop Details (eth_drop)"
+    tier = 2
+    cost = "medium: one event per dropped packet to user space; filter tightly"
+    description = "Reports every dropped packet: headers, device, process, CPU, reason and kernel stack."
+    streaming = True
+    flags = (
+        Flag("type", "choice", "EtherType: arp, rarp, ipv4, ipv6, lldp or all", default="all",
+             choices=tuple(ETH_TYPES)),
+        L4_PROTOCOL, SRC_IP, DST_IP, SRC_PORT, DST_PORT,
+        Flag("vlan-id", "vlan", "only packets with this VLAN id"),
+        Flag("interface", "interface", "only drops whose skb->dev is this interface"),
+        Flag("verbose", "bool", "also print IP id/TTL/length and the skb length"),
+        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)"),
+        Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket close, ICMP handled)"),
+        Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
+             lo=0.1, hi=31 * 86400),
+        ATTACH,
+    )
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        hook = drop_hook.choose(caps, "auto")
+        return hook if isinstance(hook, str) else None
+
+    def load(self):
+        o = self.options
+        hook = drop_hook.choose(self.caps, o.attach)
+        if isinstance(hook, str):
+            raise Unavailable(f"{self.name}: {hook}")
+        self.hook = hook
+        d = CDefines()
+        hook.defines(d)
+        filter_defines(d, o, device_flag="interface")
+        d.set("NS_F_ETHTYPE", ETH_TYPES[o.type])
+        d.set("NS_F_VLAN", o.vlan_id)
+        d.set("NS_WANT_STACK", not o.no_stack_trace)
+        d.set("NS_STACK_ENTRIES", 4096)
+        bpf = load("drop_details.bpf.c", d, FIELDS)
+        hook.attach(bpf)
+        self._pending: list[dict] = []
+        self.lost = 0
+        self.hidden_normal = 0
+        self.decode_errors: list[str] = []
+        # Wall time of a ktime stamp: offset measured once at start.
+        self._wall_offset = time.time() - time.monotonic()
+        bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        return bpf
+
+    def _on_lost(self, count: int) -> None:
+        self.lost += count
+
+    def _on_event(self, _cpu, data, size) -> None:
+        # Called from C by BCC: an exception here would only print a traceback.
+        try:
+            self._handle(ct.cast(data, ct.POINTER(DropEvent)).contents)
+        except Exception as exc:  # keep the stream going, report the decode failure
+            self.decode_errors.append(repr(exc))
+
+    def _handle(self, e: DropEvent) -> None:
+        stack = kernel_stack(self.bpf["stacks"], e.stack_id)
+        location = drop_hook.drop_location(ksym(e.location) if e.location else None, stack)
+        if not self.options.disable_normal_filter:
+            functions = {function_of(f) for f in stack}
+            if location:
+                functions.add(function_of(location))
+            if normal_pattern(functions):
+                self.hidden_normal += 1
+                return
+        self._pending.append(self._record(e, stack, location))
+
+    def _record(self, e, stack: list[str], location: str | None) -> dict:
+        p = e.pkt
+        flow = flow_dict(p.flow)
+        # bpf_ktime_get_ns is CLOCK_MONOTONIC, as is time.monotonic().
+        wall = self._wall_offset + e.ts_ns / 1e9
+        rec = {
+            "type": "drop",
+            "time": datetime.fromtimestamp(wall).astimezone().isoformat(timespec="microseconds"),
+            "ktime_ns": e.ts_ns,
+            "pid": e.pid,
+            "tgid": e.tgid,
+            "comm": e.comm.decode("utf-8", "replace"),
+            "cpu": e.cpu,
+            "device": e.dev.decode("utf-8", "replace") or None,
+            "ifindex": e.ifindex or None,
+            "netns": e.netns or None,
+            "reason": self.caps.drop_reasons.get(e.reason) if self.hook.has_reason else None,
+            "location": location,
+            "skb_len": e.skb_len,
+            "eth": {
+                "src": _mac(p.eth_src) if p.eth_type else None,
+                "dst": _mac(p.eth_dst) if p.eth_type else None,
+                "type": p.eth_type or None,
+                "type_name": ETH_TYPE_NAMES.get(p.eth_type),
+            },
+            "vlan": p.vlan_id if p.has_vlan else None,
+            "flow": flow,
+            "ip": {"id": p.ip_id, "ttl": p.ttl, "len": p.ip_len} if p.has_ip else None,
+            "tcp": None,
+            "icmp": None,
+            "payload_len": p.payload_len if p.has_ip else None,
+            "stack": stack,
+        }
+        if flow["protocol"] == "tcp":
+            rec["tcp"] = {"seq": p.tcp_seq, "flags": [n for bit, n in TCP_FLAG_NAMES if p.tcp_flags & bit]}
+        elif flow["protocol"] == "icmp":
+            rec["icmp"] = {"type": p.icmp_type, "code": p.icmp_code, "id": p.icmp_id, "seq": p.icmp_seq}
+        return rec
+
+    def wait(self, timeout: float) -> None:
+        self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+
+    def read(self) -> list[dict]:
+        out, self._pending = self._pending, []
+        return out
+
+    def format_text(self, r: dict) -> str:
+        lines = [f"[{r['time'][11:26]}] PID: {r['pid']} TGID: {r['tgid']} COMM: {r['comm']} CPU: {r['cpu']}"]
+        eth = r["eth"]
+        if eth["src"]:
+            lines += ["Ethernet Header:", f"  Source MAC: {eth['src']}", f"  Dest MAC:   {eth['dst']}",
+                      f"  EtherType:  {eth['type']:#06x} ({eth['type_name'] or '?'})"]
+        if r["vlan"] is not None:
+            lines.append(f"VLAN: {r['vlan']}")
+        flow = r["flow"]
+        if flow["protocol"]:
+            lines.append(f"{flow['protocol'].upper()} PACKET")
+            lines.append(f"  Source IP:      {flow['src_ip']}")
+            lines.append(f"  Dest IP:        {flow['dst_ip']}")
+            if flow["src_port"] is not None:
+                lines.append(f"  Source Port:    {flow['src_port']}")
+                lines.append(f"  Dest Port:      {flow['dst_port']}")
+            if r["tcp"]:
+                lines.append(f"  TCP Sequence:   {r['tcp']['seq']}")
+                lines.append(f"  TCP Flags:      [{','.join(r['tcp']['flags'])}]")
+            if r["icmp"]:
+                i = r["icmp"]
+                lines.append(f"  ICMP:           type {i['type']} code {i['code']} id {i['id']} seq {i['seq']}")
+            lines.append(f"  Data Length:    {r['payload_len']} bytes")
+            if self.options.verbose and r["ip"]:
+                lines.append(f"  IP id/TTL/len:  {r['ip']['id']} / {r['ip']['ttl']} / {r['ip']['len']}; skb len {r['skb_len']}")
+        lines.append(f"Interface: {r['device'] or '?'}" + (f"  Reason: {r['reason']}" if r["reason"] else ""))
+        lines.append(f"Location: {r['location'] or '?'}")
+        if r["stack"]:
+            lines.append("Stack trace:")
+            lines += [f"  {f}" for f in r["stack"]]
+        return "\n".join(lines) + "\n"
+

@@ -21,13 +21,14 @@ class Flag:
     """One command-line flag of a probe, also rendered as a form field by the wizard."""
 
     name: str  # long name without dashes: "src-ip"
-    kind: str  # ipv4 | port | protocol | interface | choice | int | seconds | pid | vlan | bool
+    kind: str  # ipv4 | port | protocol | interface | choice | int | seconds | pid | tids | vlan | bool
     help: str
     short: str | None = None
     default: Any = None
     choices: tuple[str, ...] = ()
     lo: float = 0
     hi: float = 0
+    required: bool = False
 
     @property
     def dest(self) -> str:
@@ -36,6 +37,8 @@ class Flag:
     def parse(self, value: Any) -> Any:
         """Validate one raw value (str from a form or argv); raise ParamError."""
         flag = "--" + self.name
+        if self.required and value in (None, ""):
+            raise MissingFlag(flag, self.help)
         if self.kind == "ipv4":
             return P.ipv4(flag, value)
         if self.kind == "port":
@@ -52,6 +55,8 @@ class Flag:
             return P.seconds(flag, value, self.lo, self.hi, self.default)
         if self.kind == "pid":
             return P.pid(flag, value)
+        if self.kind == "tids":
+            return P.thread_ids(flag, value)
         if self.kind == "vlan":
             return P.vlan(flag, value)
         if self.kind == "bool":
@@ -66,6 +71,14 @@ class Flag:
                 return False
             raise P.ParamError(flag, value, "true or false")
         raise ValueError(f"unknown flag kind {self.kind}")
+
+
+class MissingFlag(P.ParamError):
+    """A required flag was not given."""
+
+    def __init__(self, flag: str, help_text: str):
+        super().__init__(flag, None, help_text)
+        self.args = (f"{flag} is required: {help_text}",)
 
 
 # Flags several probes share, defined once.

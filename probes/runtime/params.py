@@ -122,6 +122,29 @@ def pid(flag: str, value: str | int | None, must_exist: bool = True) -> int:
     return n
 
 
+def thread_ids(flag: str, value, pid_of: int = 0) -> tuple[int, ...]:
+    """Thread ids from "12,34", a list of such strings (a repeated flag) or ints; () = any.
+
+    With ``pid_of`` every thread must belong to that process."""
+    if value in (None, "", [], ()):
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    tids: list[int] = []
+    for item in items:
+        for part in str(item).split(","):
+            if not part.strip():
+                raise ParamError(flag, value, "thread ids separated by commas, such as 1234,1240")
+            tid = integer(flag, part, 1, 4194304, what="a thread id")
+            # /proc/<tid> resolves for any thread, though only processes are listed.
+            if not os.path.exists(f"/proc/{tid}"):
+                raise ParamError(flag, part.strip(), "the id of a running thread")
+            if pid_of and not os.path.exists(f"/proc/{pid_of}/task/{tid}"):
+                raise ParamError(flag, part.strip(), f"a thread of process {pid_of} (see /proc/{pid_of}/task)")
+            if tid not in tids:
+                tids.append(tid)
+    return tuple(tids)
+
+
 def vlan(flag: str, value: str | int | None) -> int:
     """VLAN id 1-4094 (returns -1 for 'no filter')."""
     if value in (None, ""):

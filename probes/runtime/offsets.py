@@ -32,6 +32,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "NETDEV_IFINDEX": ("net_device", "ifindex"),
     "NETDEV_ND_NET": ("net_device", "nd_net"),
     "NET_NS_INUM": ("net", "ns.inum"),
+    "TASK_PID": ("task_struct", "pid"),
 }
 
 _CACHE_FORMAT = 1
@@ -61,7 +62,9 @@ def _btf_key(blob: bytes) -> str:
 
 def from_btf(path=VMLINUX_BTF) -> StructOffsets:
     blob = path.read_bytes()
-    cache = cache_dir() / f"offsets-{platform.release()}-{_btf_key(blob)}-v{_CACHE_FORMAT}.json"
+    # The key covers FIELDS too: a field added by a new probe must not miss a stale cache.
+    fields_key = hashlib.sha256(json.dumps(FIELDS, sort_keys=True).encode()).hexdigest()[:8]
+    cache = cache_dir() / f"offsets-{platform.release()}-{_btf_key(blob)}-{fields_key}-v{_CACHE_FORMAT}.json"
     try:
         return StructOffsets("btf", json.loads(cache.read_text()))
     except (OSError, ValueError):

@@ -1,8 +1,10 @@
-"""Kernel stack symbolization shared by the probes."""
+"""Kernel and user stack symbolization shared by the probes."""
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 
 
 def ksym(addr: int) -> str:
@@ -29,3 +31,88 @@ def kernel_stack(stack_map, stack_id: int) -> list[str]:
 def function_of(frame: str) -> str:
     """``tun_get_user+0x4d2`` -> ``tun_get_user``."""
     return re.split(r"\+0x", frame, maxsplit=1)[0]
+
+
+# ---- user stacks -------------------------------------------------------------
+
+# Functions a complete user stack ends in: the entry point of a process or thread.
+_USER_STACK_ROOTS = frozenset({
+    "_start", "__libc_start_main", "__libc_start_call_main", "start_thread", "clone", "clone3",
+    "__clone", "__clone3", "__clone_internal", "thread_start",
+})
+_EFAULT, _EEXIST = -14, -17
+
+
+@dataclass(frozen=True)
+class UserStack:
+    frames: list[str]  # innermost first: "func+0xoff [module]" or "module+0xoff"
+    truncated: bool  # the walk did not reach the thread's entry point
+    note: str | None  # why, in one line, when truncated
+
+    @staticmethod
+    def missing(reason: str) -> "UserStack":
+        return UserStack([], True, reason)
+
+
+class UserSymbols:
+    """Symbolizes user addresses per process.
+
+    BCC reads a process's memory map when its cache is created, so a cache must
+    be made (``warm``) while the process lives; afterwards it still resolves.
+    """
+
+    MAX_PROCESSES = 256
+
+    def __init__(self) -> None:
+        self._caches: dict[int, object] = {}
+
+    def warm(self, pid: int):
+        cache = self._caches.get(pid)
+        if cache is None:
+            from bcc import SymbolCache
+
+            if len(self._caches) >= self.MAX_PROCESSES:
+                self._caches.clear()  # system-wide tracing: bound the memory
+            cache = self._caches[pid] = SymbolCache(pid)
+        return cache
+
+    def frame(self, pid: int, addr: int) -> tuple[str, str | None, str | None]:
+        """(text, function, module basename) of one user address."""
+        name, offset, module = self.warm(pid).resolve(addr, True)
+        base = os.path.basename(module.decode("utf-8", "replace")) if module else None
+        if name is None:
+            return (f"{base}+{offset:#x}" if base else hex(addr)), None, base
+        func = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        text = f"{func}+{offset:#x}" + (f" [{base}]" if base else "")
+        return text, func, base
+
+    def stack(self, stack_map, stack_id: int, pid: int, caller: int = 0) -> UserStack:
+        """The user stack ``stack_id`` of ``pid``, and whether it is complete.
+
+        ``caller``: a return address read at the stack pointer by a probe on a
+        function's first instruction, where frame-pointer walking skips the
+        immediate caller; it is inserted as the second frame.
+        """
+        if stack_id == _EFAULT:
+            return UserStack([], False, None)  # no user context (kernel thread)
+        if stack_id == _EEXIST:
+            return UserStack.missing("user stack lost: the stack table had a hash collision or was full")
+        if stack_id < 0:
+            return UserStack.missing(f"user stack not captured (error {stack_id})")
+        try:
+            addrs = list(stack_map.walk(stack_id))
+        except KeyError:
+            return UserStack.missing("user stack no longer in the stack table")
+        if caller and addrs:
+            addrs.insert(1, caller)
+        resolved = [self.frame(pid, a) for a in addrs]
+        frames = [text for text, _f, _m in resolved]
+        if not resolved:
+            return UserStack.missing("user stack empty")
+        _text, last_func, last_module = resolved[-1]
+        if last_func in _USER_STACK_ROOTS:
+            return UserStack(frames, False, None)
+        where = last_module or "an unknown module"
+        return UserStack(frames, True, (
+            f"user stack incomplete: frame-pointer unwinding stopped after {len(frames)} frame(s) in "
+            f"{where}, probably built without frame pointers (Debian's libc is); outer callers are missing"))

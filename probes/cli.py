@@ -65,8 +65,8 @@ def _emit(probe: Probe, records: list[dict], as_json: bool) -> None:
 def _loop(probe: Probe, as_json: bool) -> int:
     interval = probe.options.values.get("interval") or 0.2
     duration = probe.options.values.get("duration")
-    if not as_json:
-        print(f"Tracing ({probe.describe_attach()})... Ctrl-C to stop.", file=sys.stderr, flush=True)
+    # On stderr even with --json: scripts wait for this line to know the probe is attached.
+    print(f"Tracing ({probe.describe_attach()})... Ctrl-C to stop.", file=sys.stderr, flush=True)
     deadline = time.monotonic() + duration if duration else None
     next_report = time.monotonic() + interval
     try:

@@ -91,14 +91,7 @@ class DropDetails(Probe):
         if isinstance(hook, str):
             raise Unavailable(f"{self.name}: {hook}")
         self.hook = hook
-        d = CDefines()
-        hook.defines(d)
-        filter_defines(d, o, device_flag="interface")
-        d.set("NS_F_ETHTYPE", ETH_TYPES[o.type])
-        d.set("NS_F_VLAN", o.vlan_id)
-        d.set("NS_WANT_STACK", not o.no_stack_trace)
-        d.set("NS_STACK_ENTRIES", 4096)
-        bpf = load("drop_details.bpf.c", d, FIELDS)
+        bpf = load("drop_details.bpf.c", self.c_defines(hook), FIELDS)
         hook.attach(bpf)
         self._pending: list[dict] = []
         self.lost = 0
@@ -108,6 +101,17 @@ class DropDetails(Probe):
         self._wall_offset = time.time() - time.monotonic()
         bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
         return bpf
+
+    def c_defines(self, hook: drop_hook.DropHook) -> CDefines:
+        o = self.options
+        d = CDefines()
+        hook.defines(d)
+        filter_defines(d, o, device_flag="interface")
+        d.set("NS_F_ETHTYPE", ETH_TYPES[o.type])
+        d.set("NS_F_VLAN", o.vlan_id)
+        d.set("NS_WANT_STACK", not o.no_stack_trace)
+        d.set("NS_STACK_ENTRIES", 4096)
+        return d
 
     def _on_lost(self, count: int) -> None:
         self.lost += count
@@ -120,7 +124,7 @@ class DropDetails(Probe):
             self.decode_errors.append(repr(exc))
 
     def _handle(self, e: DropEvent) -> None:
-        stack = kernel_stack(self.bpf["stacks"], e.stack_id)
+        stack = kernel_stack(self.bpf[b"stacks"], e.stack_id)
         location = drop_hook.drop_location(ksym(e.location) if e.location else None, stack)
         if not self.options.disable_normal_filter:
             functions = {function_of(f) for f in stack}

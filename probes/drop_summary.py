@@ -66,22 +66,26 @@ class DropSummary(Probe):
         if isinstance(hook, str):
             raise Unavailable(f"{self.name}: {hook}")
         self.hook = hook
-        d = CDefines()
-        hook.defines(d)
-        filter_defines(d, o)
-        d.set("NS_GROUP_STACK", o.group_by in ("stack", "all"))
-        d.set("NS_GROUP_FLOW", o.group_by in ("fivetuple", "all"))
-        d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
-        bpf = load("drop_summary.bpf.c", d, FIELDS)
+        bpf = load("drop_summary.bpf.c", self.c_defines(hook), FIELDS)
         hook.attach(bpf)
         self._seen: dict[bytes, int] = {}
         self._overflow_seen = 0
         self._last_read = time.monotonic()
         return bpf
 
+    def c_defines(self, hook: drop_hook.DropHook) -> CDefines:
+        o = self.options
+        d = CDefines()
+        hook.defines(d)
+        filter_defines(d, o)
+        d.set("NS_GROUP_STACK", o.group_by in ("stack", "all"))
+        d.set("NS_GROUP_FLOW", o.group_by in ("fivetuple", "all"))
+        d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
+        return d
+
     def _totals(self) -> dict[bytes, tuple[object, int]]:
         out = {}
-        for key, per_cpu in self.bpf["drops"].items():
+        for key, per_cpu in self.bpf[b"drops"].items():
             out[bytes(key)] = (key, sum(per_cpu))
         return out
 
@@ -90,7 +94,7 @@ class DropSummary(Probe):
         now = time.monotonic()
         interval = now - self._last_read
         self._last_read = now
-        stacks = self.bpf["stacks"]
+        stacks = self.bpf[b"stacks"]
         reasons = self.caps.drop_reasons
         entries = []
         for raw, (key, total) in self._totals().items():
@@ -113,7 +117,7 @@ class DropSummary(Probe):
                 "flow": flow_dict(key.flow),
             })
         entries.sort(key=lambda e: -e["count"])
-        overflow = sum(self.bpf["overflow"][0])
+        overflow = sum(self.bpf[b"overflow"][0])
         lost = overflow - self._overflow_seen
         self._overflow_seen = overflow
         return [{

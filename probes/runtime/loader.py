@@ -82,7 +82,7 @@ def load(source: str, defines: CDefines, fields: list[str]):
         ) from None
     install_signal_handlers()
     try:
-        bpf = BPF(src_file=str(BPF_DIR / source), cflags=cflags)
+        bpf = BPF(src_file=str(BPF_DIR / source).encode(), cflags=cflags)
     except Exception as e:  # BCC raises bare Exception on compile/load failures
         raise ProbeError(f"could not load {source}: {e}") from None
     with _live_lock:

@@ -56,15 +56,16 @@ class StructOffsets:
         return out
 
 
-def _btf_key(blob: bytes) -> str:
-    return hashlib.sha256(blob).hexdigest()[:20]
+def _cache_key(blob: bytes) -> str:
+    """Changes with the kernel's BTF and with the set of fields asked for."""
+    return hashlib.sha256(blob + repr(sorted(FIELDS.items())).encode()).hexdigest()[:20]
 
 
 def from_btf(path=VMLINUX_BTF) -> StructOffsets:
     blob = path.read_bytes()
     # The key covers FIELDS too: a field added by a new probe must not miss a stale cache.
     fields_key = hashlib.sha256(json.dumps(FIELDS, sort_keys=True).encode()).hexdigest()[:8]
-    cache = cache_dir() / f"offsets-{platform.release()}-{_btf_key(blob)}-{fields_key}-v{_CACHE_FORMAT}.json"
+    cache = cache_dir() / f"offsets-{platform.release()}-{_cache_key(blob)}-{fields_key}-v{_CACHE_FORMAT}.json"
     try:
         return StructOffsets("btf", json.loads(cache.read_text()))
     except (OSError, ValueError):

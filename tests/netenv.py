@@ -1,0 +1,143 @@
+"""Real network fixtures for tests: namespaces, veth pairs, traffic, BPF leak checks.
+
+Everything here creates its own devices/namespaces with a per-test-run prefix
+and removes them, even when the test fails.  Traffic only ever goes to
+addresses inside these namespaces (10.253.x.x) or loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NETSLEUTH = [sys.executable, "-m", "wizard.main"]
+
+
+def sh(*cmd: str, check: bool = True, ns: str | None = None, **kw) -> subprocess.CompletedProcess:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(full, check=check, capture_output=True, text=True, **kw)
+
+
+@dataclass
+class VethNs:
+    """Host end ``host_if`` (host_ip) <-> ``peer_if`` (peer_ip) inside namespace ``ns``."""
+
+    ns: str
+    host_if: str
+    peer_if: str
+    host_ip: str
+    peer_ip: str
+
+    def host_mac(self) -> str:
+        return Path(f"/sys/class/net/{self.host_if}/address").read_text().strip()
+
+    def peer_mac(self) -> str:
+        return json.loads(sh("ip", "-j", "link", "show", self.peer_if, ns=self.ns).stdout)[0]["address"]
+
+
+_subnet = [0]
+
+
+@contextlib.contextmanager
+def veth_ns():
+    tag = uuid.uuid4().hex[:6]
+    _subnet[0] = (_subnet[0] + 1) % 250
+    net = f"10.253.{_subnet[0] + 1}"
+    env = VethNs(f"nst-{tag}", f"nsh{tag}", f"nsp{tag}", f"{net}.1", f"{net}.2")
+    try:
+        sh("ip", "netns", "add", env.ns)
+        sh("ip", "link", "add", env.host_if, "type", "veth", "peer", "name", env.peer_if)
+        sh("ip", "link", "set", env.peer_if, "netns", env.ns)
+        sh("ip", "addr", "add", f"{env.host_ip}/24", "dev", env.host_if)
+        sh("ip", "link", "set", env.host_if, "up")
+        sh("ip", "addr", "add", f"{env.peer_ip}/24", "dev", env.peer_if, ns=env.ns)
+        sh("ip", "link", "set", env.peer_if, "up", ns=env.ns)
+        sh("ip", "link", "set", "lo", "up", ns=env.ns)
+        # Static neighbours: no ARP traffic to wait for or to see dropped.
+        sh("ip", "neigh", "replace", env.peer_ip, "lladdr", env.peer_mac(), "dev", env.host_if)
+        sh("ip", "neigh", "replace", env.host_ip, "lladdr", env.host_mac(), "dev", env.peer_if, ns=env.ns)
+        yield env
+    finally:
+        sh("ip", "link", "del", env.host_if, check=False)
+        sh("ip", "netns", "del", env.ns, check=False)
+
+
+def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns: str | None = None,
+             sport: int = 0, gap: float = 0.0) -> None:
+    """Send ``count`` UDP datagrams (from inside ``ns`` when given)."""
+    code = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        f"s.bind(('',{sport}))\n"
+        f"for _ in range({count}):\n"
+        f"    s.sendto({payload!r},({dst!r},{port}))\n"
+        f"    time.sleep({gap})\n"
+    )
+    sh(sys.executable, "-c", code, ns=ns)
+
+
+def send_tcp_syn(dst: str, port: int, ns: str | None = None) -> None:
+    """One connect() attempt to a closed port (refused by RST)."""
+    code = (
+        "import socket\n"
+        "s=socket.socket()\n"
+        "s.settimeout(2)\n"
+        f"try: s.connect(({dst!r},{port}))\n"
+        "except OSError: pass\n"
+    )
+    sh(sys.executable, "-c", code, ns=ns)
+
+
+def our_bpf_programs(pid: int | None = None) -> list[int]:
+    """Ids of the BPF programs ``pid`` (this process by default) holds open.
+
+    Read from /proc/PID/fdinfo (a BPF program fd shows ``prog_id``): Debian's
+    bpftool does not list the holding pids."""
+    pid = pid or os.getpid()
+    ids = []
+    for info in Path(f"/proc/{pid}/fdinfo").glob("*"):
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.append(int(line.split()[1]))
+    return ids
+
+
+class ProbeProcess:
+    """`netsleuth probe ...` as a subprocess: waits until attached, collects JSON lines."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(NETSLEUTH + ["probe", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if "Tracing" not in line:
+            rest = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            raise RuntimeError(f"probe did not attach: {line}{rest}")
+
+    def stop(self, sig: int = 2, timeout: float = 20) -> list[dict]:
+        self.proc.send_signal(sig)
+        out, self.stderr = self.proc.communicate(timeout=timeout)
+        self.returncode = self.proc.returncode
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def wait(self, timeout: float = 60) -> list[dict]:
+        out, self.stderr = self.proc.communicate(timeout=timeout)
+        self.returncode = self.proc.returncode
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def settle(seconds: float = 0.3) -> None:
+    """Let softirq processing of just-sent packets finish before reading counters."""
+    time.sleep(seconds)

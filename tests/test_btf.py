@@ -1,0 +1,85 @@
+"""The BTF reader against an independent source: the compiler's offsetof over
+`bpftool btf dump file /sys/kernel/btf/vmlinux format c`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from probes.runtime.btf import BTF, VMLINUX_BTF, BTFError
+from probes.runtime.offsets import FIELDS, from_btf
+
+pytestmark = pytest.mark.skipif(not VMLINUX_BTF.exists() or not shutil.which("bpftool") or not shutil.which("gcc"),
+                                reason="needs /sys/kernel/btf/vmlinux, bpftool and gcc")
+
+EXTRA = [("sk_buff", "tstamp"), ("sk_buff", "cb"), ("task_struct", "pid"), ("task_struct", "tgid"),
+         ("task_struct", "comm"), ("net_device", "mtu"), ("sock", "sk_protocol")]
+
+
+@pytest.fixture(scope="module")
+def btf():
+    return BTF.load()
+
+
+@pytest.fixture(scope="module")
+def compiler_offsets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("btf")
+    vmlinux_h = d / "vmlinux.h"
+    with vmlinux_h.open("w") as f:
+        subprocess.run(["bpftool", "btf", "dump", "file", str(VMLINUX_BTF), "format", "c"], stdout=f, check=True)
+    fields = list(FIELDS.values()) + EXTRA
+    src = d / "off.c"
+    lines = ['#include "vmlinux.h"', "int printf(const char *, ...);", "int main(void) {"]
+    for struct_name, field in fields:
+        lines.append(f'  printf("{struct_name}.{field} %lu\\n", (unsigned long)__builtin_offsetof(struct {struct_name}, {field}));')
+    lines += ["  return 0;", "}"]
+    src.write_text("\n".join(lines))
+    exe = d / "off"
+    subprocess.run(["gcc", "-w", "-o", str(exe), str(src)], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
+
+
+def test_offsets_match_compiler(btf, compiler_offsets):
+    for struct_name, field in list(FIELDS.values()) + EXTRA:
+        assert btf.field(struct_name, field).offset == compiler_offsets[f"{struct_name}.{field}"], (struct_name, field)
+
+
+def test_resolved_offsets_cache_matches(btf):
+    offsets = from_btf()
+    for name, (struct_name, field) in FIELDS.items():
+        assert offsets.values[name] == str(btf.field(struct_name, field).offset)
+
+
+def test_field_sizes(btf):
+    assert btf.field("sk_buff", "len").size == 4
+    assert btf.field("sk_buff", "network_header").size == 2
+    assert btf.field("net_device", "name").size == 16
+    assert btf.field("sk_buff", "head").size == 8
+
+
+def test_missing_struct_and_field_are_clear_errors(btf):
+    with pytest.raises(BTFError, match="struct no_such_struct not found"):
+        btf.field("no_such_struct", "x")
+    with pytest.raises(BTFError, match="sk_buff has no field no_such_field"):
+        btf.field("sk_buff", "no_such_field")
+
+
+def test_enum_matches_tracefs_names(btf):
+    from probes.runtime.kernel import drop_reason_names
+
+    names = drop_reason_names()
+    if not names:
+        pytest.skip("kernel without drop reasons")
+    enum = btf.enum("skb_drop_reason")
+    for value, name in names.items():
+        assert enum["SKB_DROP_REASON_" + name] == value
+
+
+def test_rejects_garbage():
+    with pytest.raises(BTFError):
+        BTF(b"\x00" * 64)
+    with pytest.raises(BTFError):
+        BTF(b"\x9f\xeb")

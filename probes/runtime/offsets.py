@@ -63,9 +63,7 @@ def _cache_key(blob: bytes) -> str:
 
 def from_btf(path=VMLINUX_BTF) -> StructOffsets:
     blob = path.read_bytes()
-    # The key covers FIELDS too: a field added by a new probe must not miss a stale cache.
-    fields_key = hashlib.sha256(json.dumps(FIELDS, sort_keys=True).encode()).hexdigest()[:8]
-    cache = cache_dir() / f"offsets-{platform.release()}-{_cache_key(blob)}-{fields_key}-v{_CACHE_FORMAT}.json"
+    cache = cache_dir() / f"offsets-{platform.release()}-{_cache_key(blob)}-v{_CACHE_FORMAT}.json"
     try:
         return StructOffsets("btf", json.loads(cache.read_text()))
     except (OSError, ValueError):

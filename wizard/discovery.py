@@ -1,0 +1,417 @@
+"""What is on this host: interfaces with their kind, VMs and their vnets, OVS, flows.
+
+Pure data for the wizard's pickers (no UI here).  Sources, all read-only:
+netlink through `ip -j -d` (pyroute2 is not available), `/sys/class/net`,
+psutil for processes and sockets, `/proc/PID/fdinfo` for which tap device a
+QEMU process holds, and `ovs-vsctl --format=json` where OVS is installed.
+Every source may be missing: what could not be read is listed in
+``Inventory.notes`` instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+SYS_NET = Path("/sys/class/net")
+
+# Interface kinds, in the words the context screen shows.
+PHYSICAL, VETH, TAP, TUN, BRIDGE, OVS_INTERNAL, OVS_DATAPATH, LOOPBACK = (
+    "physical", "veth", "tap", "tun", "bridge", "ovs-internal", "ovs-datapath", "loopback")
+
+# Threads of ovs-vswitchd that the guide's root-cause steps are about.
+VSWITCHD_ROLES = ("handler", "revalidator", "urcu", "pmd")
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    ifindex: int
+    kind: str  # one of the constants above, or "virtual (<netlink kind>)"
+    up: bool
+    mac: str | None = None
+    mtu: int | None = None
+    addresses: tuple[str, ...] = ()  # IPv4 CIDRs
+    master: str | None = None  # Linux bridge / bond it is enslaved to
+    peer: str | None = None  # veth peer name (may live in another namespace)
+    ovs_bridge: str | None = None  # OVS bridge it is a port of
+    vm: str | None = None  # VM using it (tap/vnet)
+    driver: str | None = None  # netlink kind or bus of a physical NIC
+
+    def label(self) -> str:
+        """One line for a picker: name, kind, address, what it is attached to."""
+        parts = [self.kind]
+        if self.addresses:
+            parts.append(", ".join(self.addresses))
+        if self.vm:
+            parts.append(f"VM {self.vm}")
+        if self.ovs_bridge:
+            parts.append(f"OVS {self.ovs_bridge}")
+        elif self.master:
+            parts.append(f"in {self.master}")
+        if self.peer and self.kind == VETH:
+            parts.append(f"peer {self.peer}")
+        if not self.up:
+            parts.append("down")
+        return f"{self.name} ({'; '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class VM:
+    name: str
+    pid: int
+    interfaces: tuple[str, ...]  # tap/vnet devices it holds
+    manager: str  # "libvirt" or "qemu"
+
+
+@dataclass(frozen=True)
+class VswitchdThread:
+    tid: int
+    name: str
+    role: str  # handler / revalidator / urcu / pmd / other
+
+
+@dataclass(frozen=True)
+class Ovs:
+    bridges: dict[str, tuple[str, ...]]  # bridge -> port names
+    interface_types: dict[str, str]  # interface -> OVS type ("internal", "" = system, "patch", ...)
+    vswitchd_pid: int | None
+    threads: tuple[VswitchdThread, ...] = ()
+
+    def tids(self, role: str) -> list[int]:
+        return [t.tid for t in self.threads if t.role == role]
+
+
+@dataclass(frozen=True)
+class Flow:
+    protocol: str  # tcp | udp
+    local_ip: str
+    local_port: int
+    remote_ip: str | None
+    remote_port: int | None
+    state: str
+    pid: int | None
+    process: str | None
+
+    def label(self) -> str:
+        remote = f"{self.remote_ip}:{self.remote_port}" if self.remote_ip else "*"
+        who = f" [{self.process}]" if self.process else ""
+        return f"{self.protocol.upper()} {self.local_ip}:{self.local_port} -> {remote} {self.state}{who}"
+
+
+@dataclass
+class Inventory:
+    hostname: str
+    kernel: str
+    interfaces: list[Interface]
+    vms: list[VM]
+    ovs: Ovs | None
+    flows: list[Flow]
+    notes: list[str] = field(default_factory=list)  # sources that could not be read, in words
+
+    def interface(self, name: str) -> Interface | None:
+        return next((i for i in self.interfaces if i.name == name), None)
+
+    def by_kind(self, *kinds: str) -> list[Interface]:
+        return [i for i in self.interfaces if i.kind in kinds]
+
+
+# --- netlink (ip -j) ----------------------------------------------------------
+
+def _ip_json(args: list[str], netns: str | None) -> list[dict]:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["-j"] + args
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
+    return json.loads(out or "[]")
+
+
+def _has_device(name: str) -> bool:
+    """A bus device behind the interface (PCI, virtio, USB): real hardware or a VM's NIC."""
+    return (SYS_NET / name / "device").exists()
+
+
+def classify(link: dict, has_device: bool) -> str:
+    """The kind of one `ip -j -d link` entry."""
+    info = link.get("linkinfo") or {}
+    kind = info.get("info_kind")
+    if link.get("link_type") == "loopback":
+        return LOOPBACK
+    if kind == "veth":
+        return VETH
+    if kind == "tun":
+        return TAP if (info.get("info_data") or {}).get("type", "tap") == "tap" else TUN
+    if kind == "bridge":
+        return BRIDGE
+    if kind == "openvswitch":
+        return OVS_DATAPATH if link.get("ifname") == "ovs-system" else OVS_INTERNAL
+    if kind:
+        return f"virtual ({kind})"
+    return PHYSICAL if has_device else "virtual"
+
+
+def _addresses(netns: str | None) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for entry in _ip_json(["-4", "addr", "show"], netns):
+        cidrs = tuple(f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", [])
+                      if a.get("family") == "inet")
+        out[entry["ifname"]] = cidrs
+    return out
+
+
+def _links(netns: str | None) -> list[dict]:
+    return _ip_json(["-d", "link", "show"], netns)
+
+
+# --- VMs -------------------------------------------------------------------------
+
+_TAP_IFNAME_RE = re.compile(r"(?:^|,)ifname=([^,]+)")
+
+
+def qemu_vm_name(cmdline: list[str]) -> str | None:
+    """The VM name from `-name guest=NAME,...` or `-name NAME`."""
+    for i, arg in enumerate(cmdline[:-1]):
+        if arg == "-name":
+            value = cmdline[i + 1]
+            for part in value.split(","):
+                if part.startswith("guest="):
+                    return part[len("guest="):]
+            return value.split(",")[0]
+    return None
+
+
+def tap_devices_of(pid: int) -> set[str]:
+    """Tap/tun devices a process holds open (fdinfo of /dev/net/tun fds names them: `iff:`)."""
+    names = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        fds = list(fd_dir.iterdir())
+    except OSError:
+        return names
+    for fd in fds:
+        try:
+            if os.readlink(fd) != "/dev/net/tun":
+                continue
+            for line in Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text().splitlines():
+                if line.startswith("iff:"):
+                    names.add(line.split(":", 1)[1].strip())
+        except OSError:
+            continue
+    return names
+
+
+def _is_qemu(proc: psutil.Process) -> bool:
+    name = proc.info.get("name") or ""
+    exe = os.path.basename((proc.info.get("cmdline") or [""])[0])
+    return any(n.startswith(("qemu-system", "qemu-kvm")) or n == "kvm" for n in (name, exe))
+
+
+def find_vms() -> list[VM]:
+    vms = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "username"]):
+        try:
+            if not _is_qemu(proc):
+                continue
+            cmdline = proc.info["cmdline"] or []
+            taps = tap_devices_of(proc.pid)
+            for arg in cmdline:
+                taps.update(_TAP_IFNAME_RE.findall(arg) if "tap" in arg else [])
+            manager = "libvirt" if any("libvirt" in a for a in cmdline) or proc.info.get("username") == "libvirt-qemu" \
+                else "qemu"
+            vms.append(VM(qemu_vm_name(cmdline) or f"qemu pid {proc.pid}", proc.pid, tuple(sorted(taps)), manager))
+        except (psutil.Error, OSError):
+            continue
+    return vms
+
+
+# --- Open vSwitch ------------------------------------------------------------------
+
+def _ovs_table(table: str, columns: str) -> list[dict]:
+    """Rows of an OVSDB table as dicts (ovs-vsctl's JSON is {"headings": [...], "data": [[...]]})."""
+    out = subprocess.run(["ovs-vsctl", "--timeout=5", "--format=json", f"--columns={columns}", "list", table],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return parse_ovs_json(out)
+
+
+def _ovs_value(v):
+    """OVSDB JSON atoms: ["set", [...]], ["map", [[k, v], ...]], ["uuid", "..."], or a plain atom."""
+    if isinstance(v, list) and len(v) == 2 and v[0] in ("set", "map", "uuid", "named-uuid"):
+        tag, body = v
+        if tag == "set":
+            return [_ovs_value(x) for x in body]
+        if tag == "map":
+            return {k: _ovs_value(x) for k, x in body}
+        return body
+    return v
+
+
+def parse_ovs_json(text: str) -> list[dict]:
+    doc = json.loads(text or '{"headings": [], "data": []}')
+    return [{h: _ovs_value(v) for h, v in zip(doc["headings"], row)} for row in doc["data"]]
+
+
+def ovs_topology(read_table=_ovs_table) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Bridges -> port names, and interface -> type, from OVSDB."""
+    ports = {p["_uuid"]: p["name"] for p in read_table("Port", "_uuid,name")}
+    bridges = {}
+    for b in read_table("Bridge", "name,ports"):
+        members = b["ports"] if isinstance(b["ports"], list) else [b["ports"]]
+        bridges[b["name"]] = tuple(sorted(ports.get(u, u) for u in members))
+    types = {i["name"]: i["type"] for i in read_table("Interface", "name,type")}
+    return bridges, types
+
+
+def thread_role(name: str) -> str:
+    for role in VSWITCHD_ROLES:
+        if name.startswith(role):
+            return role
+    return "other"
+
+
+def process_threads(pid: int) -> list[VswitchdThread]:
+    """Threads of a process with their names (comm) and guide roles."""
+    out = []
+    try:
+        tasks = sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name))
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        out.append(VswitchdThread(int(task.name), name, thread_role(name)))
+    return out
+
+
+def find_process(name: str) -> int | None:
+    for proc in psutil.process_iter(["pid", "name"]):
+        if proc.info["name"] == name:
+            return proc.pid
+    return None
+
+
+def find_ovs(notes: list[str]) -> Ovs | None:
+    pid = find_process("ovs-vswitchd")
+    bridges: dict[str, tuple[str, ...]] = {}
+    types: dict[str, str] = {}
+    if shutil.which("ovs-vsctl"):
+        try:
+            bridges, types = ovs_topology()
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+            notes.append(f"ovs-vsctl could not be read: {_short(e)}")
+    if pid is None and not bridges:
+        return None
+    return Ovs(bridges, types, pid, tuple(process_threads(pid)) if pid else ())
+
+
+# --- sockets --------------------------------------------------------------------------
+
+def find_flows(limit: int = 200) -> list[Flow]:
+    """IPv4 TCP/UDP sockets with their processes: candidates for the flow filters."""
+    flows = []
+    try:
+        conns = psutil.net_connections(kind="inet4")
+    except (psutil.Error, OSError):
+        return flows
+    names: dict[int, str] = {}
+    for c in conns:
+        if not c.laddr:
+            continue
+        proto = "tcp" if c.type == socket.SOCK_STREAM else "udp"
+        process = None
+        if c.pid:
+            if c.pid not in names:
+                try:
+                    names[c.pid] = psutil.Process(c.pid).name()
+                except psutil.Error:
+                    names[c.pid] = ""
+            process = names[c.pid] or None
+        flows.append(Flow(proto, c.laddr.ip, c.laddr.port, c.raddr.ip if c.raddr else None,
+                          c.raddr.port if c.raddr else None, c.status if proto == "tcp" else "", c.pid, process))
+    # Established connections first: those are the flows people complain about.
+    flows.sort(key=lambda f: (f.state != "ESTABLISHED", f.protocol, f.local_port))
+    return flows[:limit]
+
+
+def _veth_peer(link: dict, by_index: dict[int, str], netns: str | None,
+               cache: dict[str, dict[int, str]]) -> str:
+    """Name of a veth's peer; "name@namespace" when the peer lives in another namespace."""
+    index = link["link_index"]
+    if "link_netnsid" not in link:
+        return by_index.get(index, f"ifindex {index}")
+    try:
+        ns_names = {e["nsid"]: e.get("name") for e in _ip_json(["netns", "list-id"], netns)}
+    except (subprocess.SubprocessError, OSError, ValueError):
+        ns_names = {}
+    other = ns_names.get(link["link_netnsid"])
+    if not other:
+        return f"ifindex {index} in another namespace"
+    if other not in cache:
+        try:
+            cache[other] = {li["ifindex"]: li["ifname"] for li in _ip_json(["link", "show"], other)}
+        except (subprocess.SubprocessError, OSError, ValueError):
+            cache[other] = {}
+    return f"{cache[other].get(index, f'ifindex {index}')}@{other}"
+
+
+# --- everything ------------------------------------------------------------------------
+
+def _short(e: BaseException) -> str:
+    text = getattr(e, "stderr", None) or str(e)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
+
+
+def discover(netns: str | None = None, with_flows: bool = True) -> Inventory:
+    """Everything the context screen offers.  ``netns`` looks inside a named namespace."""
+    notes: list[str] = []
+    try:
+        links = _links(netns)
+        addrs = _addresses(netns)
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        notes.append(f"`ip -j link` failed ({_short(e)}); interfaces from /sys/class/net only")
+        links = [{"ifname": p.name, "ifindex": int((p / "ifindex").read_text())} for p in SYS_NET.iterdir()]
+        addrs = {}
+    vms = find_vms() if netns is None else []
+    vm_of = {tap: vm.name for vm in vms for tap in vm.interfaces}
+    ovs = find_ovs(notes) if netns is None else None
+    bridge_of = {port: br for br, ports in (ovs.bridges if ovs else {}).items() for port in ports}
+    by_index = {link["ifindex"]: link["ifname"] for link in links}
+    peers_cache: dict[str, dict[int, str]] = {}
+    interfaces = []
+    for link in links:
+        name = link["ifname"]
+        info = link.get("linkinfo") or {}
+        kind = classify(link, netns is None and _has_device(name))
+        peer = link.get("link")
+        if peer is None and kind == VETH and "link_index" in link:
+            peer = _veth_peer(link, by_index, netns, peers_cache)
+        interfaces.append(Interface(
+            name=name,
+            ifindex=link["ifindex"],
+            kind=kind,
+            up="UP" in link.get("flags", []),
+            mac=link.get("address"),
+            mtu=link.get("mtu"),
+            addresses=addrs.get(name, ()),
+            master=link.get("master"),
+            peer=peer,
+            ovs_bridge=bridge_of.get(name),
+            vm=vm_of.get(name),
+            driver=info.get("info_kind") or link.get("parentbus"),
+        ))
+    return Inventory(
+        hostname=socket.gethostname(),
+        kernel=os.uname().release,
+        interfaces=interfaces,
+        vms=vms,
+        ovs=ovs,
+        flows=find_flows() if with_flows and netns is None else [],
+        notes=notes,
+    )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from .base import Probe
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
+from .offcpu import OffCpu
 
-PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails)}
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu)}
 
 
 def get(name: str) -> type[Probe]:

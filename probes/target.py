@@ -94,3 +94,16 @@ def library_defining(pid: int, symbol: str, name_hints=("libpthread", "libc")) -
             if found:
                 return usable
     return None
+
+
+def filter_defines(d, pid: int, tids: tuple[int, ...]) -> None:
+    """Constants of netsleuth.h's thread filter (ns_thread_match)."""
+    d.set("NS_F_TGID", pid).set("NS_F_TIDS", bool(tids))
+
+
+def fill_thread_filter(bpf, tids: tuple[int, ...]) -> None:
+    """Put the ``--tid`` threads in the filter's map (after load, before attach)."""
+    import ctypes as ct
+
+    for tid in tids:
+        bpf["tids"][ct.c_uint32(tid)] = ct.c_uint8(1)

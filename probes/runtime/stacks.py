@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 from dataclasses import dataclass
 
@@ -76,15 +77,15 @@ class UserSymbols:
             cache = self._caches[pid] = SymbolCache(pid)
         return cache
 
-    def frame(self, pid: int, addr: int) -> tuple[str, str | None, str | None]:
-        """(text, function, module basename) of one user address."""
+    def frame(self, pid: int, addr: int) -> tuple[str, str | None, str | None, int]:
+        """(text, function, module basename, function start address) of one user address."""
         name, offset, module = self.warm(pid).resolve(addr, True)
         base = os.path.basename(module.decode("utf-8", "replace")) if module else None
         if name is None:
-            return (f"{base}+{offset:#x}" if base else hex(addr)), None, base
+            return (f"{base}+{offset:#x}" if base else hex(addr)), None, base, 0
         func = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
         text = f"{func}+{offset:#x}" + (f" [{base}]" if base else "")
-        return text, func, base
+        return text, func, base, addr - offset
 
     def stack(self, stack_map, stack_id: int, pid: int, caller: int = 0) -> UserStack:
         """The user stack ``stack_id`` of ``pid``, and whether it is complete.
@@ -106,13 +107,53 @@ class UserSymbols:
         if caller and addrs:
             addrs.insert(1, caller)
         resolved = [self.frame(pid, a) for a in addrs]
-        frames = [text for text, _f, _m in resolved]
+        frames = [r[0] for r in resolved]
         if not resolved:
             return UserStack.missing("user stack empty")
-        _text, last_func, last_module = resolved[-1]
-        if last_func in _USER_STACK_ROOTS:
+        notes = []
+        _text, first_func, first_module, first_start = resolved[0]
+        # A function without a frame pointer leaves the frame pointer at its caller's
+        # frame, so the walk goes straight to the caller's caller.
+        if not caller and first_func and keeps_frame_pointer(pid, first_start) is False:
+            notes.append(f"the caller of {first_func} is missing: {first_func} ({first_module or '?'}) "
+                         "sets up no frame pointer, so the unwinder skipped its caller")
+        _text, last_func, last_module, _start = resolved[-1]
+        if last_func not in _USER_STACK_ROOTS:
+            notes.append(f"frame-pointer unwinding stopped after {len(frames)} frame(s) in "
+                         f"{last_module or 'an unknown module'}, probably built without frame pointers "
+                         "(as Debian's libc is); outer callers are missing")
+        if not notes:
             return UserStack(frames, False, None)
-        where = last_module or "an unknown module"
-        return UserStack(frames, True, (
-            f"user stack incomplete: frame-pointer unwinding stopped after {len(frames)} frame(s) in "
-            f"{where}, probably built without frame pointers (Debian's libc is); outer callers are missing"))
+        return UserStack(frames, True, "user stack incomplete: " + "; ".join(notes))
+
+
+_FP_PROLOGUE = b"\x55\x48\x89\xe5"  # push %rbp; mov %rsp,%rbp
+_ENDBR64 = b"\xf3\x0f\x1e\xfa"
+
+
+def keeps_frame_pointer(pid: int, func_start: int) -> bool | None:
+    """Whether the function at ``func_start`` in ``pid`` sets up a frame pointer
+    (x86-64 prologue check; None when it cannot be told)."""
+    if not func_start or platform.machine() != "x86_64":
+        return None
+    try:
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(func_start)
+            code = mem.read(8)
+    except (OSError, ValueError, OverflowError):
+        return None
+    if code.startswith(_ENDBR64):
+        code = code[4:]
+    return code.startswith(_FP_PROLOGUE)
+
+
+_PROBE_FRAME = re.compile(r"^(bpf_prog_|bpf_trace_run|__bpf_trace_|trace_call_bpf|perf_trace_|perf_syscall_|"
+                          r"trace_event_raw_event_|__traceiter_|bpf_get_stack)")
+
+
+def without_probe_frames(frames: list[str]) -> list[str]:
+    """A kernel stack minus the innermost frames of the tracing machinery itself."""
+    i = 0
+    while i < len(frames) and _PROBE_FRAME.match(frames[i]):
+        i += 1
+    return frames[i:]

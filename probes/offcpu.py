@@ -1,0 +1,269 @@
+"""offcpu (guide tier 3, `offcputime-ts`): how long threads were off CPU, when, and in which stacks."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import re
+import time
+
+from . import target
+from .base import Flag, Probe, Unavailable
+from .runtime import clock
+from .runtime.attach import attach_or_unload
+from .runtime.kernel import KernelCaps
+from .runtime.loader import load
+from .runtime.params import CDefines, ParamError
+from .runtime.stacks import UserSymbols, kernel_stack, without_probe_frames
+
+FIELDS = ["TASK_PID"]
+
+PREEMPTED, UNKNOWN = 0x10000, 0x20000
+# Raw task state bits (raw tracepoint on >= 5.18) and the tracepoint's report form.
+_RAW_STATES = ((0x402, "I"), (0x1, "S"), (0x2, "D"), (0x4, "T"), (0x8, "t"), (0x40, "P"), (0x80, "X"),
+               (0x1000, "D"))
+_REPORT_STATES = ((0x1, "S"), (0x2, "D"), (0x4, "T"), (0x8, "t"), (0x10, "X"), (0x20, "Z"), (0x40, "P"),
+                  (0x80, "I"))
+STATE_WORDS = {"R": "preempted (runnable)", "S": "sleeping", "D": "uninterruptible", "I": "idle",
+               "T": "stopped", "t": "traced", "P": "parked", "X": "dead", "Z": "zombie", "?": "blocked"}
+
+
+def state_letter(value: int, raw_tp: bool) -> str:
+    """The `ps` letter of the state a thread was switched out in."""
+    if value == PREEMPTED:
+        return "R"
+    if value == UNKNOWN:
+        return "?"
+    for bits, letter in (_RAW_STATES if raw_tp else _REPORT_STATES):
+        if value & bits == bits:
+            return letter
+    return "?"
+
+
+def _raw_tp_has_state(release: str) -> bool:
+    """sched_switch's raw arguments gained prev_state in 5.18."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 18)
+
+
+class BlockEvent(ct.Structure):
+    """Mirror of struct block_event in offcpu.bpf.c."""
+
+    _fields_ = [("start_ns", ct.c_uint64), ("end_ns", ct.c_uint64), ("tgid", ct.c_uint32), ("tid", ct.c_uint32),
+                ("state", ct.c_uint32), ("cpu", ct.c_uint32), ("kstack", ct.c_int32), ("ustack", ct.c_int32),
+                ("comm", ct.c_char * 16)]
+
+
+def _choose_hook(caps: KernelCaps, want: str) -> str:
+    """"raw-tracepoint", "tracepoint", or why neither can be used."""
+    tracepoint = bool(caps.tracefs) and caps.tracepoint("sched", "sched_switch")
+    if want in ("auto", "raw-tracepoint") and caps.raw_tracepoints:
+        return "raw-tracepoint"
+    if want in ("auto", "tracepoint") and tracepoint:
+        return "tracepoint"
+    if want == "raw-tracepoint":
+        return "raw tracepoints need kernel 4.17 or newer; use --attach tracepoint"
+    return ("the sched:sched_switch tracepoint is not available: mount tracefs "
+            "(mount -t tracefs nodev /sys/kernel/tracing) on a kernel built with CONFIG_TRACEPOINTS")
+
+
+PID = Flag("pid", "pid", "only threads of this process", short="p")
+TID = Flag("tid", "tids", "only these threads (comma-separated thread ids)")
+DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
+                lo=0.1, hi=31 * 86400)
+
+
+class OffCpu(Probe):
+    name = "offcpu"
+    title = "Off-CPU time with stacks (offcputime-ts)"
+    tier = 3
+    cost = "medium-high: two stack walks per context switch of the traced threads; trace one process"
+    description = ("Per thread: when and how long it was off CPU, in which state, with kernel and user stacks; "
+                   "per block or totalled by stack (--aggregate).")
+    flags = (
+        PID, TID, DURATION,
+        Flag("min-block-us", "int", "ignore blocks shorter than this many microseconds", default=1000,
+             lo=1, hi=3600 * 10**6),
+        Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block"),
+        Flag("interval", "seconds", "with --aggregate: seconds between reports (default: one report at the end)",
+             short="i", lo=0.1, hi=86400),
+        Flag("top", "int", "with --aggregate: stacks per report, largest total first", default=20, lo=1, hi=100000),
+        Flag("attach", "choice", "attach point: auto (raw tracepoint where available), raw-tracepoint or tracepoint",
+             default="auto", choices=("auto", "raw-tracepoint", "tracepoint")),
+    )
+
+    MAX_THREADS = 16384
+    MAX_KEYS = 16384
+    STACK_ENTRIES = 16384
+
+    def __init__(self, caps=None, **raw):
+        super().__init__(caps, **raw)
+        o = self.options
+        target.check_threads_of("--tid", o.tid, o.pid)
+        if o.interval and not o.aggregate:
+            raise ParamError("--interval", self.options.raw.get("interval"), "to be used with --aggregate only")
+        # Per-block records stream as they come; totals are reported per interval or once at the end.
+        self.streaming = not o.aggregate
+        if o.aggregate and not o.interval:
+            o.values["interval"] = o.duration or 365 * 86400.0
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        hook = _choose_hook(caps, "auto")
+        return None if hook in ("raw-tracepoint", "tracepoint") else hook
+
+    def load(self):
+        o = self.options
+        hook = _choose_hook(self.caps, o.attach)
+        if hook not in ("raw-tracepoint", "tracepoint"):
+            raise Unavailable(f"{self.name}: {hook}")
+        self.raw_tp = hook == "raw-tracepoint"
+        d = CDefines()
+        d.set("NS_RAW_TP", self.raw_tp)
+        d.set("NS_RAW_HAS_STATE", _raw_tp_has_state(self.caps.release))
+        target.filter_defines(d, o.pid, o.tid)
+        d.set("NS_MIN_BLOCK_NS", o.min_block_us * 1000)
+        d.set("NS_AGGREGATE", o.aggregate)
+        d.set("NS_MAX_THREADS", self.MAX_THREADS).set("NS_MAX_KEYS", self.MAX_KEYS)
+        d.set("NS_STACK_ENTRIES", self.STACK_ENTRIES)
+        bpf = load("offcpu.bpf.c", d, FIELDS if self.raw_tp else [])
+        target.fill_thread_filter(bpf, o.tid)
+        if self.raw_tp:
+            attach_or_unload(bpf, "raw tracepoint sched_switch",
+                             lambda: bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"ns_offcpu_switch"))
+        self.symbols = UserSymbols()
+        for pid in {o.pid} | {self._tgid_of(t) for t in o.tid} - {0}:
+            self.symbols.warm(pid)  # while it lives: its memory map is read now
+        self._pending: list[dict] = []
+        self._seen: dict[bytes, tuple[int, int]] = {}
+        self._last_read = time.monotonic()
+        self.lost_events = 0
+        self.decode_errors: list[str] = []
+        if not o.aggregate:
+            bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        return bpf
+
+    @staticmethod
+    def _tgid_of(tid: int) -> int:
+        try:
+            with open(f"/proc/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("Tgid:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def describe_attach(self) -> str:
+        hook = "raw tracepoint sched_switch" if getattr(self, "raw_tp", True) else "tracepoint sched:sched_switch"
+        o = self.options
+        who = f"process {o.pid}" if o.pid else "all processes"
+        if o.tid:
+            who += ", threads " + ",".join(map(str, o.tid))
+        return f"{hook}; {who}; blocks >= {o.min_block_us} us"
+
+    # per-event mode -----------------------------------------------------------
+    def _on_lost(self, count: int) -> None:
+        self.lost_events += count
+
+    def _on_event(self, _cpu, data, _size) -> None:
+        # Called from C by BCC: an exception here would only print a traceback.
+        try:
+            e = ct.cast(data, ct.POINTER(BlockEvent)).contents
+            # Symbolized now, while the process most likely still lives.
+            self._pending.append(self._block_record(e))
+        except Exception as exc:
+            self.decode_errors.append(repr(exc))
+
+    def _stacks(self, tgid: int, kstack: int, ustack: int) -> dict:
+        kernel = without_probe_frames(kernel_stack(self.bpf["stacks"], kstack))
+        user = self.symbols.stack(self.bpf["stacks"], ustack, tgid)
+        return {
+            "stack": kernel + user.frames,
+            "kernel_stack": kernel,
+            "user_stack": user.frames,
+            "user_stack_truncated": user.truncated,
+            "user_stack_note": user.note,
+        }
+
+    def _block_record(self, e: BlockEvent) -> dict:
+        letter = state_letter(e.state, self.raw_tp)
+        return {
+            "type": "offcpu_block",
+            "time": clock.iso(e.start_ns),
+            "end": clock.iso(e.end_ns),
+            "ktime_ns": e.start_ns,
+            "pid": e.tgid,
+            "tid": e.tid,
+            "comm": e.comm.decode("utf-8", "replace"),
+            "duration_us": (e.end_ns - e.start_ns) // 1000,
+            "state": letter,
+            "cpu": e.cpu,
+            **self._stacks(e.tgid, e.kstack, e.ustack),
+        }
+
+    def wait(self, timeout: float) -> None:
+        target.stop_if_gone(self.options.pid)
+        if self.options.aggregate:
+            time.sleep(timeout)
+        else:
+            self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+
+    # aggregated mode ----------------------------------------------------------
+    def _stack_records(self) -> list[dict]:
+        now = time.monotonic()
+        interval, self._last_read = now - self._last_read, now
+        out = []
+        for key, val in self.bpf["totals"].items():
+            raw = bytes(key)
+            total, count = val.total_ns, val.count
+            prev_total, prev_count = self._seen.get(raw, (0, 0))
+            self._seen[raw] = (total, count)
+            if count <= prev_count:
+                continue
+            out.append({
+                "type": "offcpu_stack",
+                "time": clock.iso_wall(time.time()),
+                "interval_s": round(interval, 3),
+                "pid": key.tgid,
+                "tid": key.tid,
+                "comm": key.comm.decode("utf-8", "replace"),
+                "total_us": (total - prev_total) // 1000,
+                "count": count - prev_count,
+                "max_us": val.max_ns // 1000,  # over the whole run
+                **self._stacks(key.tgid, key.kstack, key.ustack),
+            })
+        out.sort(key=lambda r: -r["total_us"])
+        return out[: self.options.top]
+
+    def read(self) -> list[dict]:
+        if self.options.aggregate:
+            records = self._stack_records()
+        else:
+            records, self._pending = self._pending, []
+        lost = sum(sum(per_cpu) for per_cpu in self.bpf["lost"].values())
+        lost += self.lost_events
+        if lost:
+            for r in records:
+                r["lost_so_far"] = lost
+        return records
+
+    # text ------------------------------------------------------------------------
+    def format_text(self, r: dict) -> str:
+        if r["type"] == "offcpu_block":
+            head = (f"{r['time'][11:26]} {r['comm']:<16} tid {r['tid']:<7} off CPU {r['duration_us'] / 1000:9.3f} ms "
+                    f"[{STATE_WORDS.get(r['state'], r['state'])}] cpu {r['cpu']}")
+        else:
+            head = (f"{r['comm']} tid {r['tid']}: {r['total_us'] / 1000:.3f} ms off CPU in {r['count']} blocks "
+                    f"(max {r['max_us'] / 1000:.3f} ms)")
+        lines = [head]
+        lines += [f"    {f}" for f in r["kernel_stack"]]
+        if r["kernel_stack"] and r["user_stack"]:
+            lines.append("    --")
+        lines += [f"    {f}" for f in r["user_stack"]]
+        if r["user_stack_note"]:
+            lines.append(f"    ({r['user_stack_note']})")
+        return "\n".join(lines) + "\n"
+

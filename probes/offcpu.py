@@ -7,7 +7,7 @@ import re
 import time
 
 from . import target
-from .base import Flag, Probe, Unavailable
+from .base import DURATION, PID, TID, Flag, Probe, Unavailable
 from .runtime import clock
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
@@ -64,12 +64,6 @@ def _choose_hook(caps: KernelCaps, want: str) -> str:
         return "raw tracepoints need kernel 4.17 or newer; use --attach tracepoint"
     return ("the sched:sched_switch tracepoint is not available: mount tracefs "
             "(mount -t tracefs nodev /sys/kernel/tracing) on a kernel built with CONFIG_TRACEPOINTS")
-
-
-PID = Flag("pid", "pid", "only threads of this process", short="p")
-TID = Flag("tid", "tids", "only these threads (comma-separated thread ids)")
-DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
-                lo=0.1, hi=31 * 86400)
 
 
 class OffCpu(Probe):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from .base import Probe
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
+from .futex import Futex
 from .offcpu import OffCpu
 
-PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu)}
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu, Futex)}
 
 
 def get(name: str) -> type[Probe]:

@@ -1,0 +1,129 @@
+/* futex: per thread, FUTEX_WAIT-family calls with the time spent in them and
+ * FUTEX_WAKE-family calls with how many waiters they woke (the guide's futex.bt).
+ * Counters are cumulative per thread; user space reports per-interval deltas.
+ * Each thread only updates its own entry, and the adds are atomic anyway, so
+ * counts are exact.
+ *
+ * Constants: NS_F_TGID (0 = any process), NS_F_TIDS (only threads in the
+ * `tids` map), NS_MAX_THREADS. */
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define FUTEX_CMD_MASK 0x7f /* without FUTEX_PRIVATE_FLAG (128) and FUTEX_CLOCK_REALTIME (256) */
+#define ETIMEDOUT 110
+#define EAGAIN 11
+
+enum { KIND_OTHER, KIND_WAIT, KIND_WAKE };
+
+struct pending {
+    u64 ts;
+    u32 kind;
+};
+
+struct futex_stats {
+    u64 wait_count;
+    u64 wait_ns;
+    u64 wait_timeouts;  /* returned ETIMEDOUT */
+    u64 wait_eagain;    /* the futex word had changed: returned without sleeping */
+    u64 wake_count;
+    u64 woken;          /* waiters the wakes actually woke (their return values) */
+    u32 tgid;
+    char comm[16];
+};
+
+BPF_HASH(pending, u32, struct pending, NS_MAX_THREADS);
+BPF_HASH(stats, u32, struct futex_stats, NS_MAX_THREADS);
+BPF_HASH(tids, u32, u8, 1024);
+/* [0] calls not counted: a table was full */
+BPF_PERCPU_ARRAY(lost, u64, 1);
+
+/* The same filter as offcpu.bpf.c: BCC rewrites map calls only in the main file
+ * (not in headers or macros), so it cannot live in netsleuth.h. */
+static __always_inline int thread_match(u32 tgid, u32 tid)
+{
+    if (tid == 0)
+        return 0;
+    if (NS_F_TGID && tgid != NS_F_TGID)
+        return 0;
+    if (NS_F_TIDS && !tids.lookup(&tid))
+        return 0;
+    return 1;
+}
+
+static __always_inline u32 futex_kind(int op)
+{
+    switch (op & FUTEX_CMD_MASK) {
+    case 0:   /* FUTEX_WAIT */
+    case 9:   /* FUTEX_WAIT_BITSET */
+    case 11:  /* FUTEX_WAIT_REQUEUE_PI */
+    case 6:   /* FUTEX_LOCK_PI */
+    case 13:  /* FUTEX_LOCK_PI2 */
+        return KIND_WAIT;
+    case 1:   /* FUTEX_WAKE */
+    case 10:  /* FUTEX_WAKE_BITSET */
+    case 5:   /* FUTEX_WAKE_OP */
+    case 7:   /* FUTEX_UNLOCK_PI */
+    case 4:   /* FUTEX_CMP_REQUEUE */
+        return KIND_WAKE;
+    }
+    return KIND_OTHER;
+}
+
+static __always_inline void count_lost(void)
+{
+    int idx = 0;
+    u64 *n = lost.lookup(&idx);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_futex)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    if (!thread_match(id >> 32, tid))
+        return 0;
+    struct pending p = {.ts = bpf_ktime_get_ns(), .kind = futex_kind((int)args->op)};
+    if (p.kind == KIND_OTHER)
+        return 0;
+    if (pending.update(&tid, &p) != 0)
+        count_lost();
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_futex)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct pending *p = pending.lookup(&tid);
+    if (!p)
+        return 0;
+    u64 delta = bpf_ktime_get_ns() - p->ts;
+    u32 kind = p->kind;
+    pending.delete(&tid);
+
+    struct futex_stats zero = {}, *s = stats.lookup_or_try_init(&tid, &zero);
+    if (!s) {
+        count_lost();
+        return 0;
+    }
+    if (s->comm[0] == 0) {
+        s->tgid = id >> 32;
+        bpf_get_current_comm(&s->comm, sizeof(s->comm));
+    }
+    long ret = args->ret;
+    if (kind == KIND_WAIT) {
+        __sync_fetch_and_add(&s->wait_count, 1);
+        __sync_fetch_and_add(&s->wait_ns, delta);
+        if (ret == -ETIMEDOUT)
+            __sync_fetch_and_add(&s->wait_timeouts, 1);
+        else if (ret == -EAGAIN)
+            __sync_fetch_and_add(&s->wait_eagain, 1);
+    } else {
+        __sync_fetch_and_add(&s->wake_count, 1);
+        if (ret > 0)
+            __sync_fetch_and_add(&s->woken, ret);
+    }
+    return 0;
+}

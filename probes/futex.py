@@ -1,0 +1,126 @@
+"""futex (guide tier 3, `futex.bt`): per thread per interval, FUTEX_WAIT count and time, FUTEX_WAKE count."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import target
+from .base import DURATION, PID, TID, Flag, Probe
+from .runtime import clock
+from .runtime.kernel import KernelCaps
+from .runtime.loader import load
+from .runtime.params import CDefines
+
+_COUNTERS = ("wait_count", "wait_ns", "wait_timeouts", "wait_eagain", "wake_count", "woken")
+
+
+class Futex(Probe):
+    name = "futex"
+    title = "Futex wait/wake per thread (futex.bt)"
+    tier = 3
+    cost = "low-medium: two map updates per futex call of the traced threads"
+    description = ("Per thread and interval: FUTEX_WAIT calls, total and average time waiting, "
+                   "FUTEX_WAKE calls and how many waiters they woke.")
+    flags = (
+        PID, TID,
+        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400),
+        DURATION,
+    )
+
+    MAX_THREADS = 16384
+
+    def __init__(self, caps=None, **raw):
+        super().__init__(caps, **raw)
+        target.check_threads_of("--tid", self.options.tid, self.options.pid)
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        missing = [ev for ev in ("sys_enter_futex", "sys_exit_futex") if not caps.tracepoint("syscalls", ev)]
+        if not caps.tracefs or missing:
+            return ("the syscalls:sys_enter_futex / sys_exit_futex tracepoints are missing: the kernel needs "
+                    "CONFIG_FTRACE_SYSCALLS=y and tracefs mounted (mount -t tracefs nodev /sys/kernel/tracing)")
+        return None
+
+    def load(self):
+        o = self.options
+        d = CDefines()
+        target.filter_defines(d, o.pid, o.tid)
+        d.set("NS_MAX_THREADS", self.MAX_THREADS)
+        bpf = load("futex.bpf.c", d, [])
+        target.fill_thread_filter(bpf, o.tid)
+        self._seen: dict[int, tuple[int, ...]] = {}
+        self._last_read = time.monotonic()
+        return bpf
+
+    def describe_attach(self) -> str:
+        o = self.options
+        who = f"process {o.pid}" if o.pid else "all processes"
+        if o.tid:
+            who += ", threads " + ",".join(map(str, o.tid))
+        return f"tracepoints syscalls:sys_enter_futex/sys_exit_futex; {who}"
+
+    def wait(self, timeout: float) -> None:
+        target.stop_if_gone(self.options.pid)
+        time.sleep(timeout)
+
+    def read(self) -> list[dict]:
+        """One record: what each thread did since the previous read."""
+        now = time.monotonic()
+        interval, self._last_read = now - self._last_read, now
+        stats = self.bpf["stats"]
+        threads = []
+        for key, s in stats.items():
+            tid = key.value
+            current = tuple(getattr(s, name) for name in _COUNTERS)
+            before = self._seen.get(tid, (0,) * len(_COUNTERS))
+            self._seen[tid] = current
+            d = dict(zip(_COUNTERS, (a - b for a, b in zip(current, before))))
+            if not os.path.exists(f"/proc/{s.tgid}/task/{tid}"):
+                # Exited: its counts are final; free the slot (a reused id starts afresh).
+                del stats[key]
+                self._seen.pop(tid, None)
+            if not any(d.values()):
+                continue
+            waits = d["wait_count"]
+            threads.append({
+                "tid": tid,
+                "pid": s.tgid,
+                "comm": target.thread_name(tid) or s.comm.decode("utf-8", "replace"),
+                "wait_count": waits,
+                "wait_total_us": d["wait_ns"] // 1000,
+                "wait_avg_us": d["wait_ns"] // 1000 // waits if waits else None,
+                "wait_ms_per_s": round(d["wait_ns"] / 1e6 / interval, 1) if interval > 0 else None,
+                "wait_timeouts": d["wait_timeouts"],
+                "wait_eagain": d["wait_eagain"],
+                "wake_count": d["wake_count"],
+                "woken": d["woken"],
+            })
+        threads.sort(key=lambda t: (-t["wait_total_us"], -t["wake_count"]))
+        return [{
+            "type": "futex",
+            "time": clock.iso_wall(time.time()),
+            "interval_s": round(interval, 3),
+            "pid": self.options.pid or None,
+            "threads": threads,
+            "uncounted_table_full": sum(self.bpf["lost"][0]),
+        }]
+
+    @staticmethod
+    def format_text(r: dict) -> str:
+        lines = [f"[{r['time'][11:19]}] futex activity over {r['interval_s']:.2f} s"]
+        if not r["threads"]:
+            lines.append("  no futex calls")
+        else:
+            lines.append(f"  {'TID':>7} {'COMM':<16} {'WAITS':>7} {'WAIT ms':>9} {'AVG us':>9} {'ms/s':>7} "
+                         f"{'WAKES':>7} {'WOKEN':>7}")
+        for t in r["threads"]:
+            avg = t["wait_avg_us"] if t["wait_avg_us"] is not None else "-"
+            lines.append(f"  {t['tid']:>7} {t['comm']:<16} {t['wait_count']:>7} {t['wait_total_us'] / 1000:>9.1f} "
+                         f"{avg:>9} {t['wait_ms_per_s'] or 0:>7} {t['wake_count']:>7} {t['woken']:>7}")
+        if r["uncounted_table_full"]:
+            lines.append(f"  {r['uncounted_table_full']} calls not counted so far: thread table full")
+        return "\n".join(lines)

@@ -7,8 +7,9 @@ from .drop_details import DropDetails
 from .drop_summary import DropSummary
 from .futex import Futex
 from .offcpu import OffCpu
+from .pthread_lock import PthreadLock
 
-PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu, Futex)}
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu, Futex, PthreadLock)}
 
 
 def get(name: str) -> type[Probe]:

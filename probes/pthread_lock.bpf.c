@@ -1,0 +1,175 @@
+/* pthread-lock: waits on pthread mutexes and rwlocks of one process (uprobes on
+ * its libc), with the thread that held the lock (the guide's
+ * pthread_rwlock_wrlock.bt).
+ *
+ * Holder tracking: every successful acquisition (lock, trylock, return from a
+ * condition wait) records lock -> (thread, time); the holder's unlock clears it
+ * and leaves a "released" record, with the releasing stack when someone was
+ * waiting.  A waiter reports the holder it found on arrival, and the thread
+ * whose release let it through.  For a rwlock taken by several readers, only
+ * the last reader is remembered.
+ *
+ * Constants: NS_F_TGID, NS_MIN_WAIT_NS, NS_MAX_LOCKS, NS_MAX_THREADS, NS_STACK_ENTRIES. */
+#include <uapi/linux/ptrace.h>
+
+enum { KIND_MUTEX, KIND_RDLOCK, KIND_WRLOCK, KIND_TRY, KIND_COND };
+
+struct holder {
+    u64 since;
+    u32 tid;
+    char comm[16];
+};
+
+struct pending {
+    u64 ts;
+    u64 lock;
+    u32 kind;
+    struct holder holder;  /* found on arrival; tid 0 = unknown */
+};
+
+struct release {
+    u64 ts;
+    u64 since;        /* when the releasing thread had acquired it (0 = unknown) */
+    u64 caller;       /* return address of the unlock call */
+    s32 stack;        /* user stack at the unlock, when someone was waiting */
+    u32 tid;
+    char comm[16];
+};
+
+struct wait_event {
+    u64 start_ns;
+    u64 end_ns;
+    u64 lock;
+    u64 holder_since;
+    u64 release_ns;
+    u64 releaser_since;
+    u64 releaser_caller;
+    u32 waiter_tid;
+    u32 holder_tid;
+    u32 releaser_tid;
+    u32 kind;
+    s32 waiter_stack;
+    s32 releaser_stack;
+    char comm[16];
+    char holder_comm[16];
+    char releaser_comm[16];
+};
+
+BPF_HASH(pending, u32, struct pending, NS_MAX_THREADS);
+BPF_TABLE("lru_hash", u64, struct holder, holders, NS_MAX_LOCKS);
+BPF_TABLE("lru_hash", u64, struct release, releases, NS_MAX_LOCKS);
+BPF_TABLE("lru_hash", u64, u64, waiting, NS_MAX_LOCKS);  /* threads inside a lock call, per lock */
+BPF_STACK_TRACE(stacks, NS_STACK_ENTRIES);
+BPF_PERF_OUTPUT(events);
+
+static inline __attribute__((always_inline)) int ours(u64 id)
+{
+    return !NS_F_TGID || (id >> 32) == NS_F_TGID;
+}
+
+static inline __attribute__((always_inline)) void add_waiting(u64 lock, s64 n)
+{
+    u64 zero = 0, *w = waiting.lookup_or_try_init(&lock, &zero);
+    if (w)
+        __sync_fetch_and_add(w, n);
+}
+
+static inline __attribute__((always_inline)) int enter(struct pt_regs *ctx, u64 lock, u32 kind)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!ours(id))
+        return 0;
+    u32 tid = (u32)id;
+    struct pending p = {.ts = bpf_ktime_get_ns(), .lock = lock, .kind = kind};
+    struct holder *h = holders.lookup(&lock);
+    if (h && h->tid != tid)
+        p.holder = *h;
+    pending.update(&tid, &p);
+    if (kind != KIND_COND)
+        add_waiting(lock, 1);
+    return 0;
+}
+
+/* The calling thread gives ``lock`` up (unlock, or entering a condition wait). */
+static inline __attribute__((always_inline)) void release(struct pt_regs *ctx, u64 lock, u32 tid)
+{
+    struct release r = {.ts = bpf_ktime_get_ns(), .tid = tid, .stack = -1};
+    struct holder *h = holders.lookup(&lock);
+    if (h && h->tid == tid) {
+        r.since = h->since;
+        holders.delete(&lock);
+    }
+    bpf_get_current_comm(&r.comm, sizeof(r.comm));
+    u64 *w = waiting.lookup(&lock);
+    if (w && *w > 0) {
+        /* On the first instruction the frame-pointer walk skips our caller:
+         * its return address is at the stack pointer. */
+        r.stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+        bpf_probe_read_user(&r.caller, sizeof(r.caller), (void *)PT_REGS_SP(ctx));
+    }
+    releases.update(&lock, &r);
+}
+
+int ns_mutex_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_MUTEX); }
+int ns_rdlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_RDLOCK); }
+int ns_wrlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_WRLOCK); }
+int ns_try_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_TRY); }
+
+/* pthread_cond_*wait(cond, mutex, ...): releases the mutex, retakes it on return. */
+int ns_cond_enter(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (!ours(id))
+        return 0;
+    u64 mutex = PT_REGS_PARM2(ctx);
+    release(ctx, mutex, (u32)id);
+    return enter(ctx, mutex, KIND_COND);
+}
+
+int ns_unlock(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if (ours(id))
+        release(ctx, PT_REGS_PARM1(ctx), (u32)id);
+    return 0;
+}
+
+int ns_lock_return(struct pt_regs *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct pending *pp = pending.lookup(&tid);
+    if (!pp)
+        return 0;
+    struct pending p = *pp;
+    pending.delete(&tid);
+    u64 now = bpf_ktime_get_ns();
+    if (p.kind != KIND_COND)
+        add_waiting(p.lock, -1);
+    if (PT_REGS_RC(ctx) != 0)
+        return 0;  /* not acquired: EBUSY, ETIMEDOUT, EDEADLK... */
+    struct holder h = {.since = now, .tid = tid};
+    bpf_get_current_comm(&h.comm, sizeof(h.comm));
+    holders.update(&p.lock, &h);
+    if (p.kind == KIND_TRY || p.kind == KIND_COND || now - p.ts < NS_MIN_WAIT_NS)
+        return 0;
+
+    struct wait_event e = {.start_ns = p.ts, .end_ns = now, .lock = p.lock, .waiter_tid = tid,
+                           .holder_tid = p.holder.tid, .holder_since = p.holder.since, .kind = p.kind,
+                           .releaser_stack = -1};
+    __builtin_memcpy(e.holder_comm, p.holder.comm, sizeof(e.holder_comm));
+    /* At the return the walk starts in the caller: the waiter's own call site. */
+    e.waiter_stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    struct release *r = releases.lookup(&p.lock);
+    if (r && r->ts >= p.ts && r->tid != tid) {
+        e.releaser_tid = r->tid;
+        e.release_ns = r->ts;
+        e.releaser_since = r->since;
+        e.releaser_stack = r->stack;
+        e.releaser_caller = r->caller;
+        __builtin_memcpy(e.releaser_comm, r->comm, sizeof(e.releaser_comm));
+    }
+    bpf_get_current_comm(&e.comm, sizeof(e.comm));
+    events.perf_submit(ctx, &e, sizeof(e));
+    return 0;
+}

@@ -1,20 +1,29 @@
-/* drop-summary: count dropped packets in the kernel by (stack, flow, device, reason).
- * Counts are per-CPU (exact, no lost increments) and cumulative: user space
- * reads deltas, so nothing is lost between a read and a clear. */
+/* drop-summary: count dropped packets in the kernel by (drop location, flow,
+ * device, reason).  The full stack and the device name are captured only the
+ * first time a key is seen on a CPU: unwinding the stack on every drop costs
+ * more than everything else together (measured: bench/).  With
+ * NS_EXACT_STACKS the stack id is part of the key, as in the guide's tool.
+ * Counts are per-CPU and cumulative: user space reads deltas, so nothing is
+ * lost between a read and a clear. */
 #include "netsleuth.h"
 
 struct drop_key {
-    s32 stack_id;     /* -1 when grouping by flow only or when the stack was lost */
+    u64 location;     /* 0 when grouping by flow only */
+    s32 stack_id;     /* only with NS_EXACT_STACKS, else -1 */
     u32 ifindex;
     u32 netns;
     u32 reason;
-    u64 location;
     struct ns_flow flow;
+};
+
+struct drop_val {
+    u64 count;
+    s64 stack_id1;    /* a representative stack id + 1 (0: none, as in other CPUs' zeroed slots) */
     char dev[16];
 };
 
 BPF_STACK_TRACE(stacks, NS_STACK_ENTRIES);
-BPF_PERCPU_HASH(drops, struct drop_key, u64, NS_MAX_KEYS);
+BPF_PERCPU_HASH(drops, struct drop_key, struct drop_val, NS_MAX_KEYS);
 /* [0] drops not counted because the key table was full */
 BPF_PERCPU_ARRAY(overflow, u64, 1);
 
@@ -33,24 +42,38 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     key.ifindex = ns_dev_ifindex(dev);
     key.netns = ns_dev_netns(dev);
     key.reason = reason;
-    ns_dev_name(dev, key.dev);
     key.stack_id = -1;
 #if NS_GROUP_STACK
-    key.stack_id = stacks.get_stackid(ctx, 0);
     key.location = location;
+#if NS_EXACT_STACKS
+    key.stack_id = stacks.get_stackid(ctx, 0);
+#endif
 #endif
 #if NS_GROUP_FLOW
     key.flow = pkt.flow;
 #endif
 
-    u64 zero = 0, *count = drops.lookup_or_try_init(&key, &zero);
-    if (count) {
-        __sync_fetch_and_add(count, 1);
-    } else {
-        int idx = 0;
-        u64 *lost = overflow.lookup(&idx);
-        if (lost)
-            __sync_fetch_and_add(lost, 1);
+    struct drop_val *val = drops.lookup(&key);
+    if (val) {
+        __sync_fetch_and_add(&val->count, 1);
+        return 0;
+    }
+    struct drop_val init = {.count = 1};
+#if NS_GROUP_STACK
+    init.stack_id1 = (NS_EXACT_STACKS ? key.stack_id : stacks.get_stackid(ctx, 0)) + 1;
+#endif
+    ns_dev_name(dev, init.dev);
+    /* NOEXIST: if another CPU inserted the key meanwhile, count into our slot of it. */
+    if (drops.insert(&key, &init) != 0) {
+        val = drops.lookup(&key);
+        if (val) {
+            __sync_fetch_and_add(&val->count, 1);
+        } else {
+            int idx = 0;
+            u64 *lost = overflow.lookup(&idx);
+            if (lost)
+                __sync_fetch_and_add(lost, 1);
+        }
     }
     return 0;
 }

@@ -47,6 +47,7 @@ class DropSummary(Probe):
         Flag("top", "int", "entries shown per report", short="t", default=5, lo=1, hi=1000),
         Flag("group-by", "choice", "aggregate by stack, fivetuple or all", default="all",
              choices=("stack", "fivetuple", "all")),
+        Flag("exact-stacks", "bool", "key by full stack id as well as drop location (costlier: unwinds every drop)"),
         ATTACH,
     )
 
@@ -80,13 +81,20 @@ class DropSummary(Probe):
         filter_defines(d, o)
         d.set("NS_GROUP_STACK", o.group_by in ("stack", "all"))
         d.set("NS_GROUP_FLOW", o.group_by in ("fivetuple", "all"))
+        d.set("NS_EXACT_STACKS", o.exact_stacks)
         d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
         return d
 
-    def _totals(self) -> dict[bytes, tuple[object, int]]:
+    def _totals(self) -> dict[bytes, tuple[object, int, int, bytes]]:
+        """key bytes -> (key, count summed over CPUs, a stack id, device name)."""
         out = {}
         for key, per_cpu in self.bpf[b"drops"].items():
-            out[bytes(key)] = (key, sum(per_cpu))
+            seen = [v for v in per_cpu if v.count]
+            if not seen:
+                continue
+            stack_id = next((v.stack_id1 - 1 for v in seen if v.stack_id1 > 0), -1)
+            dev = next((v.dev for v in seen if v.dev), b"")
+            out[bytes(key)] = (key, sum(v.count for v in seen), stack_id, dev)
         return out
 
     def read(self) -> list[dict]:
@@ -97,22 +105,22 @@ class DropSummary(Probe):
         stacks = self.bpf[b"stacks"]
         reasons = self.caps.drop_reasons
         entries = []
-        for raw, (key, total) in self._totals().items():
+        for raw, (key, total, stack_id, dev) in self._totals().items():
             delta = total - self._seen.get(raw, 0)
             self._seen[raw] = total
             if delta <= 0:
                 continue
-            stack = kernel_stack(stacks, key.stack_id)
+            stack = kernel_stack(stacks, stack_id)
             location = ksym(key.location) if key.location else None
             entries.append({
                 "count": delta,
-                "device": key.dev.decode("utf-8", "replace") or None,
+                "device": dev.decode("utf-8", "replace") or None,
                 "ifindex": key.ifindex or None,
                 "netns": key.netns or None,
                 "reason": reasons.get(key.reason) if self.hook.has_reason else None,
                 "reason_code": key.reason if self.hook.has_reason else None,
                 "location": drop_hook.drop_location(location, stack),
-                "stack_id": key.stack_id if key.stack_id >= 0 else None,
+                "stack_id": stack_id if stack_id >= 0 else None,
                 "stack": stack,
                 "flow": flow_dict(key.flow),
             })

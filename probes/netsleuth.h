@@ -154,27 +154,25 @@ static __always_inline int ns_dev_match(void *dev)
     return NS_F_NETNS == 0 || ns_dev_netns(dev) == NS_F_NETNS;
 }
 
-static __always_inline int ns_ip_ok(unsigned char *ip)
+/* Read an IPv4 header candidate; true when it looks like one. */
+static __always_inline int ns_read_ip(unsigned char *ip, struct ns_iphdr *iph)
 {
-    u8 ver_ihl = 0;
-    bpf_probe_read_kernel(&ver_ihl, 1, ip);
-    return (ver_ihl >> 4) == 4 && (ver_ihl & 0x0f) >= 5;
+    bpf_probe_read_kernel(iph, sizeof(*iph), ip);
+    return (iph->ver_ihl >> 4) == 4 && (iph->ver_ihl & 0x0f) >= 5;
 }
 
 /* Parse the Ethernet header at mac, return the L3 start (skipping one VLAN tag). */
 static __always_inline unsigned char *ns_parse_eth(unsigned char *mac, struct ns_pkt *p)
 {
-    u16 type = 0, tci = 0;
-    bpf_probe_read_kernel(p->eth_dst, 6, mac);
-    bpf_probe_read_kernel(p->eth_src, 6, mac + 6);
-    bpf_probe_read_kernel(&type, 2, mac + 12);
-    type = ns_ntohs(type);
+    u8 h[18] = {};  /* dst, src, type, and a VLAN tag's TCI + inner type */
+    bpf_probe_read_kernel(h, sizeof(h), mac);
+    __builtin_memcpy(p->eth_dst, h, 6);
+    __builtin_memcpy(p->eth_src, h + 6, 6);
+    u16 type = ((u16)h[12] << 8) | h[13];
     if (type == NS_ETH_P_8021Q || type == NS_ETH_P_8021AD) {
-        bpf_probe_read_kernel(&tci, 2, mac + 14);
-        bpf_probe_read_kernel(&type, 2, mac + 16);
         p->has_vlan = 1;
-        p->vlan_id = ns_ntohs(tci) & 0x0fff;
-        p->eth_type = ns_ntohs(type);
+        p->vlan_id = (((u16)h[14] << 8) | h[15]) & 0x0fff;
+        p->eth_type = ((u16)h[16] << 8) | h[17];
         return mac + 18;
     }
     p->eth_type = type;
@@ -189,18 +187,34 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
     unsigned char *head = 0, *data = 0, *ip = 0;
     u16 nh = 0, mh = NS_MAC_UNSET, proto = 0, tci = 0;
 
+#ifdef NS_SKB_WIN_START
+    /* The header fields sit close together in sk_buff: one read instead of six
+     * (the driver defines the window only when they span a few dozen bytes). */
+    u64 win[NS_SKB_WIN_LEN / 8] = {};
+    bpf_probe_read_kernel(win, sizeof(win), (char *)skb + NS_SKB_WIN_START);
+#define NS_WIN(type, FIELD) (*(type *)((char *)win + NS_OFF_##FIELD - NS_SKB_WIN_START))
+    head = NS_WIN(unsigned char *, SKB_HEAD);
+    data = NS_WIN(unsigned char *, SKB_DATA);
+    nh = NS_WIN(u16, SKB_NETWORK_HEADER);
+    mh = NS_WIN(u16, SKB_MAC_HEADER);
+    proto = NS_WIN(u16, SKB_PROTOCOL);
+    tci = NS_WIN(u16, SKB_VLAN_TCI);
+#undef NS_WIN
+#else
     NS_READ(head, skb, SKB_HEAD);
     NS_READ(data, skb, SKB_DATA);
     NS_READ(nh, skb, SKB_NETWORK_HEADER);
     NS_READ(mh, skb, SKB_MAC_HEADER);
     NS_READ(proto, skb, SKB_PROTOCOL);
     NS_READ(tci, skb, SKB_VLAN_TCI);
+#endif
     if (!head)
         return;
 
+    struct ns_iphdr iph = {};
     if (mh != NS_MAC_UNSET) {
         unsigned char *l3 = ns_parse_eth(head + mh, p);
-        if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(l3))
+        if (p->eth_type == NS_ETH_P_IP && ns_read_ip(l3, &iph))
             ip = l3;
     }
     if (!p->eth_type && proto)
@@ -209,22 +223,20 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
         p->has_vlan = 1;
         p->vlan_id = tci & 0x0fff;
     }
-    if (!ip && nh != NS_MAC_UNSET && nh != 0 && ns_ip_ok(head + nh))
+    if (!ip && nh != NS_MAC_UNSET && nh != 0 && ns_read_ip(head + nh, &iph))
         ip = head + nh;
     if (!ip && data) {
-        if (ns_ip_ok(data)) {
+        if (ns_read_ip(data, &iph)) {
             ip = data;
         } else if (mh == NS_MAC_UNSET) {
             unsigned char *l3 = ns_parse_eth(data, p);
-            if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(l3))
+            if (p->eth_type == NS_ETH_P_IP && ns_read_ip(l3, &iph))
                 ip = l3;
         }
     }
     if (!ip)
         return;
 
-    struct ns_iphdr iph = {};
-    bpf_probe_read_kernel(&iph, sizeof(iph), ip);
     if (!p->eth_type)
         p->eth_type = NS_ETH_P_IP;
     p->has_ip = 1;

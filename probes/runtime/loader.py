@@ -12,7 +12,7 @@ import weakref
 from pathlib import Path
 
 from .includes import choose_include_tree
-from .offsets import OffsetsUnavailable, resolve
+from .offsets import OffsetsUnavailable, resolve, skb_window_cflags
 from .params import CDefines
 
 BPF_DIR = Path(__file__).resolve().parent.parent  # C sources live beside their drivers
@@ -61,7 +61,7 @@ def load(source: str, defines: CDefines, fields: list[str]):
     tree = choose_include_tree()
     try:
         offsets = resolve(tree.has_kernel_structs)
-        cflags = offsets.cflags(fields)
+        cflags = offsets.cflags(fields) + skb_window_cflags(offsets, fields)
     except OffsetsUnavailable as e:
         raise ProbeError(str(e)) from None
     if offsets.source == "headers":

@@ -56,6 +56,26 @@ class StructOffsets:
         return out
 
 
+# sk_buff fields the packet parser reads; read as one window when they are close.
+SKB_WINDOW = ("SKB_VLAN_TCI", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER", "SKB_HEAD", "SKB_DATA")
+_MAX_WINDOW = 96
+
+
+def skb_window_cflags(offsets: "StructOffsets", names: list[str]) -> list[str]:
+    """-DNS_SKB_WIN_START/LEN when the parser's sk_buff fields fit one small read."""
+    if not all(n in names for n in SKB_WINDOW):
+        return []
+    try:
+        offs = [int(offsets.values[n]) for n in SKB_WINDOW]
+    except (KeyError, ValueError):  # offsetof() expressions (headers) or missing fields
+        return []
+    start = min(offs) // 8 * 8
+    length = (max(offs) + 8 - start + 7) // 8 * 8  # the last field may be a pointer
+    if length > _MAX_WINDOW:
+        return []
+    return [f"-DNS_SKB_WIN_START={start}", f"-DNS_SKB_WIN_LEN={length}"]
+
+
 def _cache_key(blob: bytes) -> str:
     """Changes with the kernel's BTF and with the set of fields asked for."""
     return hashlib.sha256(blob + repr(sorted(FIELDS.items())).encode()).hexdigest()[:20]

@@ -1,0 +1,69 @@
+/* Minimal UDP load for the benchmarks: "send DST PORT SECONDS" counts datagrams sent
+ * with sendmmsg; "sink PORT SECONDS" counts datagrams received with recvmmsg. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define BATCH 64
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    static char buf[BATCH][64];
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    long long count = 0;
+
+    if (argc < 4 && !(argc == 4 && !strcmp(argv[1], "sink"))) {
+        fprintf(stderr, "usage: udpblast send DST PORT SECONDS | udpblast sink PORT SECONDS\n");
+        return 2;
+    }
+    memset(msgs, 0, sizeof(msgs));
+    for (int i = 0; i < BATCH; i++) {
+        iov[i].iov_base = buf[i];
+        iov[i].iov_len = sizeof(buf[i]);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    if (!strcmp(argv[1], "send")) {
+        double end = now() + atof(argv[4]);
+        addr.sin_port = htons(atoi(argv[3]));
+        inet_pton(AF_INET, argv[2], &addr.sin_addr);
+        if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("connect"); return 1; }
+        double start = now();
+        while (now() < end) {
+            int n = sendmmsg(s, msgs, BATCH, 0);
+            if (n > 0) count += n;
+        }
+        printf("%.0f\n", count / (now() - start));
+    } else {
+        int big = 64 << 20;
+        double secs = atof(argv[3]);
+        struct timeval tv = {0, 200000};
+        setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big));
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        addr.sin_port = htons(atoi(argv[2]));
+        if (bind(s, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("bind"); return 1; }
+        printf("ready\n");
+        fflush(stdout);
+        double end = now() + secs;
+        while (now() < end) {
+            int n = recvmmsg(s, msgs, BATCH, 0, NULL);
+            if (n > 0) count += n;
+        }
+        printf("%lld\n", count);
+    }
+    return 0;
+}

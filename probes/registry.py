@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from .base import Probe
+from .cpu_burst import CpuBurst
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
 from .futex import Futex
 from .offcpu import OffCpu
 from .pthread_lock import PthreadLock
 
-PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu, Futex, PthreadLock)}
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu, Futex, PthreadLock, CpuBurst)}
 
 
 def get(name: str) -> type[Probe]:

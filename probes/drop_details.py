@@ -95,6 +95,7 @@ class DropDetails(Probe):
         hook.attach(bpf)
         self._pending: list[dict] = []
         self.lost = 0
+        self._lost_reported = 0
         self.hidden_normal = 0
         self.decode_errors: list[str] = []
         # Wall time of a ktime stamp: offset measured once at start.
@@ -179,9 +180,17 @@ class DropDetails(Probe):
 
     def read(self) -> list[dict]:
         out, self._pending = self._pending, []
+        if self.lost > self._lost_reported or self.decode_errors:
+            # Say so in the stream itself: a consumer must know events are missing.
+            out.append({"type": "lost_events", "count": self.lost - self._lost_reported, "total": self.lost,
+                        "decode_errors": self.decode_errors[:5]})
+            self._lost_reported = self.lost
+            self.decode_errors = []
         return out
 
     def format_text(self, r: dict) -> str:
+        if r["type"] == "lost_events":
+            return f"WARNING: {r['count']} drop events lost (perf buffer full; {r['total']} in all): filter more tightly"
         lines = [f"[{r['time'][11:26]}] PID: {r['pid']} TGID: {r['tgid']} COMM: {r['comm']} CPU: {r['cpu']}"]
         eth = r["eth"]
         if eth["src"]:

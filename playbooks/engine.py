@@ -1,0 +1,328 @@
+"""Walk a playbook: where we are, what was found, what to do next.
+
+The walk is event-sourced: every move (answer, choose, edit, result, back) is
+an event dict, applied to the state and handed to ``on_event`` (the session
+journal).  Replaying the same events on a fresh Walk gives the same state,
+which is how an interrupted session resumes.
+
+The state is a stack of frames, one per question or step visited; ``back()``
+pops the top frame and forgets what was found there.  Findings are those of
+the frames on the stack; suggestions are the next steps they unlock, ranked.
+Nothing here imports BCC or a UI: probes are known only by name, and whether
+one can run here is asked of the injected ``availability(probe) -> reason | None``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .model import Library, Question, Step, level_rank, resolve_params
+from .rules import Finding, evaluate
+
+Availability = Callable[[str], "str | None"]
+NOT_IMPLEMENTED = "not implemented in this version of netsleuth"
+
+
+class WalkError(ValueError):
+    """A move that makes no sense here (answering a step, choosing an unknown step...)."""
+
+
+@dataclass
+class StepResult:
+    status: str  # ok | error | unavailable | stopped
+    result: dict | None
+    duration_s: float | None = None
+    started: str | None = None
+    error: str | None = None
+    command: str | None = None
+    params: dict = field(default_factory=dict)  # what actually ran (after edits)
+
+
+@dataclass
+class Frame:
+    ref: str
+    params: dict = field(default_factory=dict)  # step params (resolved, then edited)
+    suggested_by: str | None = None  # rule id of the finding that proposed this step
+    result: StepResult | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class StepView:
+    """A step as the UI and the autopilot see it."""
+
+    ref: str
+    probe: str
+    title: str
+    why: str
+    tier: int
+    cost: str
+    duration: float
+    params: dict
+    unavailable: str | None
+    suggested_by: str | None = None  # finding title
+    level: str | None = None  # level of that finding
+
+
+@dataclass
+class Conclusion:
+    cause_found: bool
+    causes: list[Finding]
+    findings: list[Finding]
+    summary: str
+    fixes: list[str]
+    open_steps: list[StepView]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return {k: str(v) for k, v in a.items()} == {k: str(v) for k, v in b.items()}
+
+
+class Walk:
+    def __init__(self, lib: Library, context: dict | None = None, symptom: str | None = None, start: str | None = None,
+                 availability: Availability | None = None, on_event: Callable[[dict], None] | None = None):
+        self.lib = lib
+        self.context = {k: v for k, v in (context or {}).items() if v not in (None, "")}
+        unknown = [k for k in self.context if k not in lib.context]
+        if unknown:
+            raise WalkError(f"unknown context field(s): {', '.join(unknown)}")
+        if start is None:
+            if symptom not in lib.playbooks:
+                raise WalkError(f"unknown symptom {symptom!r}; known: {', '.join(sorted(lib.playbooks))}")
+            start = lib.playbooks[symptom].start
+        lib.node(start)  # KeyError early for a bad start
+        self.symptom = symptom or start.split("/", 1)[0]
+        self._availability = availability or (lambda name: None)
+        self.on_event = on_event
+        self.events: list[dict] = []
+        self.frames: list[Frame] = []
+        self._emit({"event": "start", "symptom": self.symptom, "start": start, "context": self.context})
+
+    # construction from a journal ------------------------------------------------------
+    @classmethod
+    def from_events(cls, lib: Library, events: list[dict], availability: Availability | None = None,
+                    on_event: Callable[[dict], None] | None = None) -> "Walk":
+        """Rebuild a walk from its journal events (the first one is "start")."""
+        if not events or events[0].get("event") != "start":
+            raise WalkError("a walk's events begin with a 'start' event")
+        first = events[0]
+        walk = cls(lib, first.get("context"), first.get("symptom"), first.get("start"), availability, None)
+        for e in events[1:]:
+            walk.apply(e)
+        walk.on_event = on_event
+        return walk
+
+    def _emit(self, event: dict) -> None:
+        self.apply(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def apply(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.frames = [self._frame(event["start"])]
+        elif kind == "answer":
+            q = self._current_question()
+            i = int(event["choice"])
+            if not 0 <= i < len(q.answers):
+                raise WalkError(f"answer {i} out of range: {q.ask!r} has {len(q.answers)} answers")
+            self.frames.append(self._frame(q.answers[i].goto))
+        elif kind == "choose":
+            frame = self._frame(event["step"], event.get("params"), event.get("suggested_by"))
+            self.frames.append(frame)
+        elif kind == "params":
+            frame = self._current_frame_of_step()
+            frame.params = dict(event["params"])
+        elif kind == "result":
+            self._apply_result(event)
+        elif kind == "back":
+            if len(self.frames) > 1:
+                self.frames.pop()
+        elif kind in ("note", "end"):
+            pass  # journal-only events
+        else:
+            raise WalkError(f"unknown event {kind!r}")
+        self.events.append(event)
+
+    def _frame(self, ref: str, params: dict | None = None, suggested_by: str | None = None) -> Frame:
+        try:
+            node = self.lib.node(ref)
+        except KeyError as e:
+            raise WalkError(str(e.args[0])) from None
+        if isinstance(node, Step) and params is None:
+            params = resolve_params(node.params, {"context": self.context, "evidence": {}, "result": {},
+                                                  "step": {}, "let": {}})
+        return Frame(ref, dict(params or {}), suggested_by)
+
+    def _apply_result(self, e: dict) -> None:
+        frame = self._current_frame_of_step()
+        step = self.lib.steps[frame.ref]
+        r = StepResult(e["status"], e.get("result"), e.get("duration_s"), e.get("started"), e.get("error"),
+                       e.get("command"), dict(e.get("params", frame.params)))
+        frame.result = r
+        frame.findings = []
+        if r.status in ("ok", "stopped") and r.result is not None:
+            info = {"ref": step.ref, "probe": step.probe, "params": r.params, "duration_s": r.duration_s}
+            frame.findings = evaluate(self.lib, step.probe, r.result, self.context, info)
+
+    # where we are ----------------------------------------------------------------------
+    @property
+    def current_ref(self) -> str:
+        return self.frames[-1].ref
+
+    @property
+    def current(self) -> Question | StepView:
+        node = self.lib.node(self.current_ref)
+        if isinstance(node, Question):
+            return node
+        frame = self.frames[-1]
+        return self._view(node, frame.params, frame.suggested_by)
+
+    @property
+    def current_result(self) -> StepResult | None:
+        return self.frames[-1].result
+
+    def _current_question(self) -> Question:
+        node = self.lib.node(self.current_ref)
+        if not isinstance(node, Question):
+            raise WalkError(f"{self.current_ref} is a step, not a question")
+        return node
+
+    def _current_frame_of_step(self) -> Frame:
+        if self.current_ref not in self.lib.steps:
+            raise WalkError(f"{self.current_ref} is a question, not a step")
+        return self.frames[-1]
+
+    def availability(self, probe: str) -> str | None:
+        try:
+            return self._availability(probe)
+        except Exception as e:  # a broken capability check must not break the walk
+            return f"cannot check availability: {e}"
+
+    def _view(self, step: Step, params: dict, suggested_by: str | None = None, finding: Finding | None = None) -> StepView:
+        spec = self.lib.probes[step.probe]
+        if finding is None and suggested_by:
+            finding = next((f for f in self.findings if f.rule == suggested_by), None)
+        return StepView(step.ref, step.probe, step.title, step.why, spec.tier, spec.cost, step.duration,
+                        dict(params), self.availability(step.probe), finding.title if finding else None,
+                        finding.level if finding else None)
+
+    # moves ---------------------------------------------------------------------------
+    def answer(self, choice: int) -> None:
+        self._emit({"event": "answer", "question": self.current_ref, "choice": int(choice)})
+
+    def choose(self, ref: str | StepView, params: dict | None = None) -> StepView:
+        """Go to a step: a suggestion (with its prefilled params, optionally edited) or any step by ref."""
+        suggested_by = None
+        if isinstance(ref, StepView):
+            base = dict(ref.params)
+            match = self._suggestion_source(ref)
+            suggested_by = match.rule if match else None
+            ref = ref.ref
+        else:
+            if ref not in self.lib.steps:
+                raise WalkError(f"no step {ref!r}")
+            sug = next((s for s in self.suggestions() if s.ref == ref), None)
+            if sug is not None:
+                base = dict(sug.params)
+                match = self._suggestion_source(sug)
+                suggested_by = match.rule if match else None
+            else:
+                base = self._frame(ref).params
+        if params:
+            base.update(params)
+        base = {k: v for k, v in base.items() if v not in (None, "")}
+        self._emit({"event": "choose", "step": ref, "params": base, "suggested_by": suggested_by})
+        return self.current
+
+    def edit(self, params: dict) -> StepView:
+        """Change the current step's parameters (the prefilled form, edited); None/"" removes one."""
+        merged = dict(self._current_frame_of_step().params)
+        merged.update(params)
+        merged = {k: v for k, v in merged.items() if v not in (None, "")}
+        self._emit({"event": "params", "params": merged})
+        return self.current
+
+    def complete(self, status: str, result: dict | None = None, duration_s: float | None = None,
+                 started: str | None = None, error: str | None = None, command: str | None = None,
+                 params: dict | None = None) -> list[Finding]:
+        """Record the current step's outcome; returns its findings."""
+        frame = self._current_frame_of_step()
+        self._emit({"event": "result", "step": frame.ref, "status": status, "params": params or frame.params,
+                    "result": result, "duration_s": duration_s, "started": started, "error": error,
+                    "command": command})
+        return list(self.frames[-1].findings)
+
+    def back(self) -> None:
+        self._emit({"event": "back"})
+
+    def note(self, text: str, **extra: Any) -> None:
+        self._emit({"event": "note", "text": text, **extra})
+
+    # what we know ------------------------------------------------------------------------
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for fr in self.frames for f in fr.findings]
+
+    def ranked_findings(self) -> list[Finding]:
+        order = {id(f): i for i, f in enumerate(self.findings)}
+        return sorted(self.findings, key=lambda f: (-level_rank(f.level), -f.priority, order[id(f)]))
+
+    def _ran(self, ref: str, params: dict) -> bool:
+        return any(fr.ref == ref and fr.result is not None and fr.result.status in ("ok", "stopped")
+                   and _same(fr.result.params, params) for fr in self.frames)
+
+    def suggestions(self) -> list[StepView]:
+        """Next steps unlocked by the findings, most important first, available before unavailable
+        at the same importance; steps already run with the same parameters are left out."""
+        out: list[tuple[tuple, StepView]] = []
+        seen: list[tuple[str, dict]] = []
+        for i, f in enumerate(self.ranked_findings()):
+            for j, n in enumerate(f.next):
+                if self._ran(n.ref, n.params) or any(r == n.ref and _same(p, n.params) for r, p in seen):
+                    continue
+                seen.append((n.ref, n.params))
+                view = self._view(self.lib.steps[n.ref], n.params, finding=f)
+                key = (-level_rank(f.level), -f.priority, view.unavailable is not None, i, j)
+                out.append((key, view))
+        out.sort(key=lambda kv: kv[0])
+        return [v for _, v in out]
+
+    def _suggestion_source(self, view: StepView) -> Finding | None:
+        for f in self.ranked_findings():
+            if any(n.ref == view.ref and _same(n.params, view.params) for n in f.next):
+                return f
+        return None
+
+    def steps_run(self) -> list[tuple[Frame, Step]]:
+        return [(fr, self.lib.steps[fr.ref]) for fr in self.frames if fr.result is not None]
+
+    def conclusion(self) -> Conclusion:
+        findings = self.ranked_findings()
+        causes = [f for f in findings if f.explains]
+        fixes: list[str] = []
+        for f in causes or findings[:1]:
+            for a in f.advice:
+                if a not in fixes:
+                    fixes.append(a)
+        if causes:
+            top = causes[0]
+            summary = f"{top.title}. " + (top.cause or top.say)
+            if len(causes) > 1:
+                summary += f" ({len(causes) - 1} more cause(s) below.)"
+        elif findings:
+            summary = f"No cause pinned down yet. Most important finding: {findings[0].title}."
+        else:
+            summary = "No cause found: the probes run so far saw nothing abnormal."
+        open_steps = self.suggestions()
+        if not causes and open_steps:
+            nxt = open_steps[0]
+            summary += f" Next step: {nxt.title} ({nxt.probe})" + (
+                f", not possible here: {nxt.unavailable}." if nxt.unavailable else ".")
+        return Conclusion(bool(causes), causes, findings, summary, fixes, open_steps)
+
+    def snapshot(self) -> list[dict]:
+        """A deep copy of the events (for saving or resuming elsewhere)."""
+        return copy.deepcopy(self.events)

@@ -1,0 +1,300 @@
+"""Load and validate the playbook files (playbooks/data/*.yaml) into a Library.
+
+Every file says what it is with ``kind:`` (context, probes, playbook, rules,
+quick-reference).  Anything wrong — an unknown key, a missing one, a step
+naming a probe or flag that does not exist, a ``goto`` or ``next`` pointing
+nowhere, a path into an undeclared context field — raises PlaybookError
+naming the file and the key, so the data cannot rot silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PlaybookError
+from .expr import Where, compile_condition, compile_let, Template
+from .merge import MERGE_KINDS, MergeSpec
+from .model import (LEVELS, Answer, ContextField, Library, NextStep, Param, Playbook, ProbeSpec, Question,
+                    QuickRow, Rule, RuleGroup, Step)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+KINDS = ("context", "probes", "playbook", "rules", "quick-reference")
+CONTEXT_KINDS = ("ipv4", "port", "protocol", "interface", "choice", "int", "pid", "internal")
+
+
+def _fields(raw: Any, where: Where, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:
+    """A mapping with exactly these keys (required ones present, nothing unknown)."""
+    if not isinstance(raw, dict):
+        raise where.error(f"expected a mapping, got {type(raw).__name__}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise where.error(f"missing key(s): {', '.join(missing)}")
+    unknown = [k for k in raw if k not in required and k not in optional]
+    if unknown:
+        raise where.error(f"unknown key(s): {', '.join(map(str, unknown))} "
+                          f"(allowed: {', '.join(required + optional)})")
+    return raw
+
+
+def _text(raw: Any, where: Where) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise where.error("expected non-empty text")
+    return raw.strip()
+
+
+def _list(raw: Any, where: Where, allow_empty: bool = False) -> list:
+    if not isinstance(raw, list) or (not raw and not allow_empty):
+        raise where.error("expected a list" + ("" if allow_empty else " with at least one item"))
+    return raw
+
+
+def _number(raw: Any, where: Where) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise where.error(f"expected a number, got {raw!r}")
+    return raw
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.files: list[tuple[str, dict]] = []
+        self.context: dict[str, ContextField] = {}
+        self.probes: dict[str, ProbeSpec] = {}
+        self.playbooks: dict[str, Playbook] = {}
+        self.questions: dict = {}
+        self.steps: dict = {}
+        self.groups: list[RuleGroup] = []
+        self.quick: list[QuickRow] = []
+        self.refs: list[tuple[str, Where]] = []  # every goto/next/quick ref, checked at the end
+        self.seen_groups: set[str] = set()
+        self.seen_rules: set[str] = set()
+
+    @property
+    def cf(self) -> frozenset[str]:
+        return frozenset(self.context)
+
+    def template(self, raw: Any, where: Where) -> Template:
+        return Template(raw, where, self.cf)
+
+    # files ----------------------------------------------------------------------
+    def read(self, path: Path) -> None:
+        name = path.name
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f"line {mark.line + 1}" if mark else "?"
+            raise PlaybookError(name, at, f"not valid YAML: {getattr(e, 'problem', e)}") from None
+        except OSError as e:
+            raise PlaybookError(name, "-", f"cannot read: {e.strerror}") from None
+        if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
+            raise PlaybookError(name, "kind", f"the file must start with 'kind:' one of {', '.join(KINDS)}")
+        self.files.append((name, raw))
+
+    def build(self) -> Library:
+        order = {k: i for i, k in enumerate(KINDS)}  # context first: templates check context names
+        for name, raw in sorted(self.files, key=lambda f: (order[f[1]["kind"]], f[0])):
+            getattr(self, "_" + raw["kind"].replace("-", "_"))(raw, Where(name, ""))
+        for ref, where in self.refs:
+            if ref not in self.questions and ref not in self.steps:
+                raise where.error(f"{ref!r} is no question or step of any playbook")
+        for p in self.playbooks.values():
+            for a in p.asks:
+                if a not in self.context:
+                    raise PlaybookError(p.file, "asks", f"{a!r} is not declared in context.yaml")
+        return Library(self.context, self.probes, self.playbooks, self.questions, self.steps, self.groups,
+                       self.quick, [n for n, _ in self.files])
+
+    # kind: context ----------------------------------------------------------------
+    def _context(self, raw: dict, where: Where) -> None:
+        _fields(raw, where, ("kind", "fields"), ("note",))
+        fields = _fields(raw["fields"], where.child("fields"), (), tuple(raw["fields"] or {}))
+        for name, spec in fields.items():
+            w = where.child(f"fields.{name}")
+            spec = _fields(spec, w, ("kind", "label"), ("help", "choices", "lo", "hi", "discover"))
+            if spec["kind"] not in CONTEXT_KINDS:
+                raise w.child("kind").error(f"{spec['kind']!r} is not one of {', '.join(CONTEXT_KINDS)}")
+            self.context[name] = ContextField(
+                name, spec["kind"], _text(spec["label"], w.child("label")), str(spec.get("help", "")).strip(),
+                tuple(spec.get("choices") or ()), int(spec.get("lo", 0)), int(spec.get("hi", 0)), spec.get("discover"))
+
+    # kind: probes -------------------------------------------------------------------
+    def _probes(self, raw: dict, where: Where) -> None:
+        _fields(raw, where, ("kind", "probes"), ("note",))
+        for name, spec in _fields(raw["probes"], where.child("probes"), (), tuple(raw["probes"] or {})).items():
+            w = where.child(f"probes.{name}")
+            spec = _fields(spec, w, ("title", "tier", "cost", "duration", "flags", "results"),
+                           ("description", "guide", "columns", "evidence"))
+            if spec["tier"] not in (1, 2, 3):
+                raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
+            res = _fields(spec["results"], w.child("results"), ("merge",),
+                          ("record", "key", "sum", "totals", "distinct", "max", "sort_by"))
+            if res["merge"] not in MERGE_KINDS:
+                raise w.child("results.merge").error(f"one of {', '.join(MERGE_KINDS)}")
+            merge = MergeSpec(res["merge"], res.get("record"), tuple(res.get("key") or ()),
+                              tuple(res.get("sum") or ("count",)), tuple(res.get("totals") or ()),
+                              tuple(res.get("distinct") or ()), tuple(res.get("max") or ()),
+                              res.get("sort_by", "count"))
+            cols = spec.get("columns") or {}
+            _fields(cols, w.child("columns"), (), tuple(cols))
+            self.probes[name] = ProbeSpec(
+                name=name, title=_text(spec["title"], w.child("title")), tier=spec["tier"],
+                cost=_text(spec["cost"], w.child("cost")), duration=_number(spec["duration"], w.child("duration")),
+                flags=tuple(str(f) for f in _list(spec["flags"], w.child("flags"), allow_empty=True)),
+                merge=merge, description=str(spec.get("description", "")).strip(), guide=str(spec.get("guide", "")),
+                columns=tuple((t, self.template(v, w.child(f"columns.{t}"))) for t, v in cols.items()),
+                evidence=tuple(self.template(t, w.child(f"evidence[{i}]"))
+                               for i, t in enumerate(_list(spec.get("evidence", []), w, allow_empty=True))),
+            )
+
+    # kind: playbook -----------------------------------------------------------------
+    def _qualify(self, book: str, ref: Any, where: Where) -> str:
+        ref = _text(ref, where)
+        full = ref if "/" in ref else f"{book}/{ref}"
+        self.refs.append((full, where))
+        return full
+
+    def _params(self, raw: Any, where: Where, probe: str) -> tuple[Param, ...]:
+        raw = raw or {}
+        _fields(raw, where, (), tuple(raw))
+        spec = self.probes.get(probe)
+        out = []
+        for flag, value in raw.items():
+            w = where.child(flag)
+            if spec is not None and flag not in spec.flags:
+                raise w.error(f"{probe} has no flag --{flag} (its flags: {', '.join(spec.flags)})")
+            if isinstance(value, dict):
+                _fields(value, w, ("value",), ("when",))
+                when = compile_condition(value["when"], w.child("when"), self.cf) if "when" in value else None
+                out.append(Param(flag, self.template(value["value"], w.child("value")), when))
+            else:
+                out.append(Param(flag, self.template(value, w)))
+        return tuple(out)
+
+    def _playbook(self, raw: dict, where: Where) -> None:
+        _fields(raw, where, ("kind", "id", "title", "summary", "start", "steps"), ("asks", "questions", "note"))
+        book = _text(raw["id"], where.child("id"))
+        if book in self.playbooks:
+            raise where.child("id").error(f"playbook {book!r} is defined twice")
+        for qid, q in (raw.get("questions") or {}).items():
+            w = where.child(f"questions.{qid}")
+            q = _fields(q, w, ("ask", "answers"), ("help",))
+            answers = []
+            for i, a in enumerate(_list(q["answers"], w.child("answers"))):
+                aw = w.child(f"answers[{i}]")
+                a = _fields(a, aw, ("say", "goto"), ("default",))
+                answers.append(Answer(_text(a["say"], aw.child("say")), self._qualify(book, a["goto"], aw.child("goto")),
+                                      bool(a.get("default", False))))
+            if sum(a.default for a in answers) > 1:
+                raise w.child("answers").error("at most one answer may be the default")
+            self.questions[f"{book}/{qid}"] = Question(f"{book}/{qid}", _text(q["ask"], w.child("ask")),
+                                                       str(q.get("help", "")).strip(), tuple(answers))
+        for sid, s in _fields(raw["steps"], where.child("steps"), (), tuple(raw["steps"] or {})).items():
+            w = where.child(f"steps.{sid}")
+            s = _fields(s, w, ("probe", "title", "why"), ("duration", "params"))
+            probe = _text(s["probe"], w.child("probe"))
+            if probe not in self.probes:
+                raise w.child("probe").error(f"unknown probe {probe!r} (not in probes.yaml)")
+            ref = f"{book}/{sid}"
+            if ref in self.questions:
+                raise w.error(f"{sid!r} is both a question and a step")
+            duration = _number(s["duration"], w.child("duration")) if "duration" in s else self.probes[probe].duration
+            self.steps[ref] = Step(ref, probe, _text(s["title"], w.child("title")), _text(s["why"], w.child("why")),
+                                   duration, self._params(s.get("params"), w.child("params"), probe))
+        self.playbooks[book] = Playbook(
+            book, _text(raw["title"], where.child("title")), _text(raw["summary"], where.child("summary")),
+            tuple(raw.get("asks") or ()), self._qualify(book, raw["start"], where.child("start")), where.file)
+
+    # kind: rules --------------------------------------------------------------------
+    def _rules(self, raw: dict, where: Where) -> None:
+        _fields(raw, where, ("kind", "groups"), ("note",))
+        for i, g in enumerate(_list(raw["groups"], where.child("groups"))):
+            w = where.child(f"groups[{i}]")
+            g = _fields(g, w, ("id", "probes", "rules"), ("each", "top", "only", "first_match", "next", "note"))
+            gid = _text(g["id"], w.child("id"))
+            w = Where(where.file, f"groups.{gid}")
+            if gid in self.seen_groups:
+                raise w.error(f"rule group {gid!r} is defined twice")
+            self.seen_groups.add(gid)
+            probes = tuple(_list(g["probes"], w.child("probes")))
+            for p in probes:
+                if p not in self.probes:
+                    raise w.child("probes").error(f"unknown probe {p!r} (not in probes.yaml)")
+            if g.get("each") not in (None, "entries"):
+                raise w.child("each").error("'each' is 'entries' (one evaluation per result entry) or absent")
+            only = compile_condition(g["only"], w.child("only"), self.cf) if "only" in g else None
+            group_next = self._nexts(g.get("next", []), w.child("next"))
+            rules = tuple(self._rule(r, w.child(f"rules[{j}]"), group_next)
+                          for j, r in enumerate(_list(g["rules"], w.child("rules"))))
+            self.groups.append(RuleGroup(gid, where.file, probes, rules, g.get("each"), int(g.get("top", 5)), only,
+                                         bool(g.get("first_match", True))))
+
+    def _nexts(self, raw: Any, where: Where) -> tuple[NextStep, ...]:
+        nexts = []
+        for i, n in enumerate(_list(raw, where, allow_empty=True)):
+            nw = where.child(f"[{i}]")
+            if isinstance(n, str):
+                n = {"step": n}
+            n = _fields(n, nw, ("step",), ("params", "when"))
+            ref = _text(n["step"], nw.child("step"))
+            if "/" not in ref:
+                raise nw.child("step").error("a rule's next step is written playbook/step, e.g. packet-loss/drop-details")
+            self.refs.append((ref, nw.child("step")))
+            probe = self.steps[ref].probe if ref in self.steps else ""
+            nexts.append(NextStep(ref, self._params(n.get("params"), nw.child("params"), probe),
+                                  compile_condition(n["when"], nw.child("when"), self.cf) if "when" in n else None))
+        return tuple(nexts)
+
+    def _rule(self, r: Any, w: Where, group_next: tuple[NextStep, ...]) -> Rule:
+        """One rule; without its own ``next`` it unlocks the group's."""
+        r = _fields(r, w, ("id", "level", "title", "say"),
+                    ("when", "let", "cause", "advice", "evidence", "next", "explains", "priority"))
+        rid = _text(r["id"], w.child("id"))
+        if rid in self.seen_rules:
+            raise w.child("id").error(f"rule id {rid!r} is used twice")
+        self.seen_rules.add(rid)
+        w = Where(w.file, f"{w.key.rsplit('.rules', 1)[0]}.rules.{rid}")
+        if r["level"] not in LEVELS:
+            raise w.child("level").error(f"level is one of {', '.join(LEVELS)}")
+        lets = []
+        for name, expr in (r.get("let") or {}).items():
+            lets.append((name, compile_let(expr, w.child(f"let.{name}"), self.cf)))
+        nexts = self._nexts(r["next"], w.child("next")) if "next" in r else group_next
+        t = self.template
+        return Rule(
+            id=rid, level=r["level"], title=t(r["title"], w.child("title")), say=t(r["say"], w.child("say")),
+            cause=t(r["cause"], w.child("cause")) if "cause" in r else None,
+            advice=tuple(t(a, w.child(f"advice[{i}]")) for i, a in enumerate(_list(r.get("advice", []), w, True))),
+            when=compile_condition(r["when"], w.child("when"), self.cf) if "when" in r else None,
+            let=tuple(lets),
+            evidence=tuple(t(a, w.child(f"evidence[{i}]")) for i, a in enumerate(_list(r.get("evidence", []), w, True))),
+            next=nexts, explains=bool(r.get("explains", False)), priority=int(r.get("priority", 0)),
+        )
+
+    # kind: quick-reference ------------------------------------------------------------
+    def _quick_reference(self, raw: dict, where: Where) -> None:
+        _fields(raw, where, ("kind", "rows"), ("note",))
+        for i, row in enumerate(_list(raw["rows"], where.child("rows"))):
+            w = where.child(f"rows[{i}]")
+            row = _fields(row, w, ("problem", "summary", "looks_at"), ("details",))
+            summary = _text(row["summary"], w.child("summary"))
+            self.refs.append((summary, w.child("summary")))
+            details = row.get("details")
+            if details:
+                self.refs.append((_text(details, w.child("details")), w.child("details")))
+            self.quick.append(QuickRow(_text(row["problem"], w.child("problem")), summary, details,
+                                       _text(row["looks_at"], w.child("looks_at"))))
+
+
+def load_library(directory: str | Path | None = None) -> Library:
+    """Every *.yaml in the directory (default: the packaged playbooks/data), validated."""
+    base = Path(directory) if directory else DATA_DIR
+    paths = sorted(base.glob("*.yaml"))
+    if not paths:
+        raise PlaybookError(str(base), "-", "no playbook files (*.yaml) here")
+    b = _Builder()
+    for p in paths:
+        b.read(p)
+    return b.build()

@@ -1,0 +1,194 @@
+"""Accumulate a probe's records over a run into one result the rules (and the live view) read.
+
+The wizard reads a probe every second; each read gives records covering only
+that second.  An :class:`Accumulator` folds them together the way the probe's
+catalogue entry says (``results.merge`` in probes.yaml):
+
+* ``sum-entries``    records with an ``entries`` list (drop_summary): entries with the
+                     same key are summed, top-level counters too.
+* ``group-events``   one record per event (drop, upcall, wait): events with the same key
+                     are counted; the first event is kept as the sample.
+* ``sum-histograms`` records with a ``histograms`` list of log2 buckets: buckets with the
+                     same key are summed; percentiles are computed on the sum.
+* ``last``           snapshots (counters already cumulative): the last record wins.
+
+Every result has the same outer shape: ``probe``, ``records``, ``duration_s``, the
+summed ``totals`` fields at top level, ``entries`` (sorted, each with ``rank`` and,
+where it has a ``count``, ``share``) and ``samples`` (first raw events).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from probes.runtime.hist import Log2Hist
+from probes.runtime.stacks import function_of
+
+MERGE_KINDS = ("sum-entries", "group-events", "sum-histograms", "last")
+MAX_SAMPLES = 20
+MAX_DISTINCT = 32
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    kind: str
+    record: str | None = None  # the record "type" carrying results; others are counted apart
+    key: tuple[str, ...] = ()
+    sum: tuple[str, ...] = ("count",)
+    totals: tuple[str, ...] = ()
+    distinct: tuple[str, ...] = ()
+    max: tuple[str, ...] = ()
+    sort_by: str = "count"
+
+
+def _key(item: dict, fields: tuple[str, ...]) -> str:
+    return json.dumps([item.get(f) for f in fields], sort_keys=True, default=str)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _slot(low: int) -> int:
+    return 0 if low <= 1 else int(low).bit_length() - 1
+
+
+def histogram_summary(buckets: list[dict]) -> dict:
+    """count, buckets, p50/p95/p99/p99_9, max and the tail threshold (low bound of the
+    P99.9 bucket: a Details threshold that catches the slowest 0.1 %)."""
+    counts: dict[int, int] = {}
+    for b in buckets:
+        s = _slot(int(b.get("low", 0)))
+        counts[s] = counts.get(s, 0) + int(b.get("count", 0))
+    summary = Log2Hist(counts).summary()
+    p = summary.get("p99_9")
+    summary["tail_threshold_us"] = (1 << (max(int(p), 1).bit_length() - 1)) if p else None
+    return summary
+
+
+@dataclass
+class Accumulator:
+    probe: str
+    spec: MergeSpec
+    records: int = 0
+    other: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, dict] = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
+    last: dict | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+
+    def add(self, records: list[dict]) -> None:
+        for r in records:
+            self.add_one(r)
+
+    def add_one(self, r: dict) -> None:
+        rtype = r.get("type")
+        if self.spec.record and rtype != self.spec.record:
+            # lost-event and error records: counted, never mixed into results
+            count = r.get("count") if _is_num(r.get("count")) else 1
+            self.other[str(rtype)] = self.other.get(str(rtype), 0) + count
+            return
+        self.records += 1
+        self.first_time = self.first_time or r.get("time")
+        self.last_time = r.get("time") or self.last_time
+        for name in self.spec.totals:
+            if _is_num(r.get(name)):
+                self.totals[name] = self.totals.get(name, 0) + r[name]
+        kind = self.spec.kind
+        if kind == "sum-entries":
+            for e in r.get("entries") or []:
+                self._fold(e)
+        elif kind == "group-events":
+            self._fold(r, event=True)
+            if len(self.samples) < MAX_SAMPLES:
+                self.samples.append(r)
+        elif kind == "sum-histograms":
+            for h in r.get("histograms") or []:
+                self._fold_hist(h)
+        elif kind == "last":
+            self.last = r
+
+    def _fold(self, item: dict, event: bool = False) -> None:
+        k = _key(item, self.spec.key)
+        g = self.groups.get(k)
+        if g is None:
+            g = self.groups[k] = dict(item)
+            if event:
+                g["count"] = 0
+                g["first_time"] = item.get("time")
+            for _, target in self._sums(event):
+                g[target] = 0
+            for d in self.spec.distinct:
+                g[d + "_values"] = []
+        if event:
+            g["count"] += 1
+            g["last_time"] = item.get("time")
+        for source, target in self._sums(event):
+            if _is_num(item.get(source)):
+                g[target] += item[source]
+        for d in self.spec.distinct:
+            v, seen = item.get(d), g[d + "_values"]
+            if v is not None and v not in seen and len(seen) < MAX_DISTINCT:
+                seen.append(v)
+        for m in self.spec.max:
+            v = item.get(m)
+            if _is_num(v) and (g.get("max_" + m) is None or v > g["max_" + m]):
+                g["max_" + m] = v
+
+    def _sums(self, event: bool) -> list[tuple[str, str]]:
+        """(field, where its sum goes): in place for entries; ``total_<field>`` for events,
+        whose own fields keep the first event's values (the sample) and whose count is counted."""
+        if not event:
+            return [(f, f) for f in self.spec.sum]
+        return [(f, "total_" + f) for f in self.spec.sum if f != "count"]
+
+    def _fold_hist(self, h: dict) -> None:
+        k = _key(h, self.spec.key)
+        g = self.groups.get(k)
+        if g is None:
+            g = self.groups[k] = {f: h.get(f) for f in self.spec.key}
+            g["unit"] = h.get("unit", "us")
+            g["_counts"] = {}
+        for b in h.get("buckets") or []:
+            low = int(b.get("low", 0))
+            g["_counts"][low] = g["_counts"].get(low, 0) + int(b.get("count", 0))
+
+    # the merged view ------------------------------------------------------------
+    def result(self, duration_s: float | None = None) -> dict:
+        out: dict[str, Any] = {"probe": self.probe, "records": self.records, "duration_s": duration_s,
+                               "first_time": self.first_time, "last_time": self.last_time}
+        for name in self.spec.totals:
+            out[name] = self.totals.get(name, 0)
+        if self.other:
+            out["other_records"] = dict(self.other)
+        if self.spec.kind == "last":
+            entries = list((self.last or {}).get("entries") or [])
+            for k, v in (self.last or {}).items():
+                if k not in ("entries", "type"):
+                    out.setdefault(k, v)
+        elif self.spec.kind == "sum-histograms":
+            entries = []
+            for g in self.groups.values():
+                e = {k: v for k, v in g.items() if k != "_counts"}
+                buckets = [{"low": low, "count": c} for low, c in sorted(g["_counts"].items())]
+                e.update(histogram_summary(buckets))
+                entries.append(e)
+        else:
+            entries = [dict(g) for g in self.groups.values()]
+        if self.spec.kind == "group-events":
+            out["total"] = sum(e["count"] for e in entries)
+        entries.sort(key=lambda e: -(e.get(self.spec.sort_by) or 0))
+        counted = sum(e.get("count") or 0 for e in entries if _is_num(e.get("count")))
+        for i, e in enumerate(entries, 1):
+            e["rank"] = i
+            if counted and _is_num(e.get("count")):
+                e["share"] = e["count"] / counted
+            if isinstance(e.get("location"), str):
+                e["function"] = function_of(e["location"])
+        out["entries"] = entries
+        out["samples"] = list(self.samples)
+        return out

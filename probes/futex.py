@@ -71,7 +71,7 @@ class Futex(Probe):
         """One record: what each thread did since the previous read."""
         now = time.monotonic()
         interval, self._last_read = now - self._last_read, now
-        stats = self.bpf["stats"]
+        stats = self.bpf[b"stats"]
         threads = []
         for key, s in stats.items():
             tid = key.value
@@ -106,7 +106,7 @@ class Futex(Probe):
             "interval_s": round(interval, 3),
             "pid": self.options.pid or None,
             "threads": threads,
-            "uncounted_table_full": sum(self.bpf["lost"][0]),
+            "uncounted_table_full": sum(self.bpf[b"lost"][0]),
         }]
 
     @staticmethod

@@ -136,7 +136,7 @@ class OffCpu(Probe):
         self.lost_events = 0
         self.decode_errors: list[str] = []
         if not o.aggregate:
-            bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+            bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
         return bpf
 
     @staticmethod
@@ -172,8 +172,8 @@ class OffCpu(Probe):
             self.decode_errors.append(repr(exc))
 
     def _stacks(self, tgid: int, kstack: int, ustack: int) -> dict:
-        kernel = without_probe_frames(kernel_stack(self.bpf["stacks"], kstack))
-        user = self.symbols.stack(self.bpf["stacks"], ustack, tgid)
+        kernel = without_probe_frames(kernel_stack(self.bpf[b"stacks"], kstack))
+        user = self.symbols.stack(self.bpf[b"stacks"], ustack, tgid)
         return {
             "stack": kernel + user.frames,
             "kernel_stack": kernel,
@@ -210,7 +210,7 @@ class OffCpu(Probe):
         now = time.monotonic()
         interval, self._last_read = now - self._last_read, now
         out = []
-        for key, val in self.bpf["totals"].items():
+        for key, val in self.bpf[b"totals"].items():
             raw = bytes(key)
             total, count = val.total_ns, val.count
             prev_total, prev_count = self._seen.get(raw, (0, 0))
@@ -237,7 +237,7 @@ class OffCpu(Probe):
             records = self._stack_records()
         else:
             records, self._pending = self._pending, []
-        lost = sum(sum(per_cpu) for per_cpu in self.bpf["lost"].values())
+        lost = sum(sum(per_cpu) for per_cpu in self.bpf[b"lost"].values())
         lost += self.lost_events
         if lost:
             for r in records:

@@ -125,7 +125,7 @@ class PthreadLock(Probe):
         self._pending: list[dict] = []
         self.lost_events = 0
         self.decode_errors: list[str] = []
-        bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
         return bpf
 
     def _attach(self, bpf, func: str, addr: int) -> None:
@@ -156,7 +156,7 @@ class PthreadLock(Probe):
             self.decode_errors.append(repr(exc))
 
     def _record(self, e: WaitEvent) -> dict:
-        pid, stacks = self.options.pid, self.bpf["stacks"]
+        pid, stacks = self.options.pid, self.bpf[b"stacks"]
         waiter = self.symbols.stack(stacks, e.waiter_stack, pid)
         # The holder on arrival; else the thread whose unlock let the waiter through.
         holder = e.holder_tid or e.releaser_tid or None

@@ -106,4 +106,4 @@ def fill_thread_filter(bpf, tids: tuple[int, ...]) -> None:
     import ctypes as ct
 
     for tid in tids:
-        bpf["tids"][ct.c_uint32(tid)] = ct.c_uint8(1)
+        bpf[b"tids"][ct.c_uint32(tid)] = ct.c_uint8(1)

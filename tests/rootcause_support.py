@@ -1,0 +1,119 @@
+"""Shared pieces of the root-cause probe tests: the known-behaviour target program
+(tests/rootcause_target.c, compiled here at test time) and the check that no BPF
+program of ours stays loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.netenv import our_bpf_programs
+
+SOURCE = Path(__file__).with_name("rootcause_target.c")
+
+
+@pytest.fixture(scope="session")
+def target_binary(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rootcause") / "rootcause_target"
+    # Frame pointers in our own code: its frames must show in the user stacks.
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", str(out), str(SOURCE)],
+                   check=True, capture_output=True, text=True)
+    return out
+
+
+class Target:
+    """One run of the target program (see the protocol in rootcause_target.c)."""
+
+    def __init__(self, binary: Path, *args: str):
+        self.proc = subprocess.Popen([str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        hello = self._line(10)
+        self.pid: int = hello["pid"]
+        self.tids: dict[str, int] = hello["tids"]
+
+    def _line(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"target {self.proc.args} printed nothing within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"target {self.proc.args} exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def start(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def truth(self, timeout: float = 30) -> dict:
+        """Wait until the work is done; what the program measured itself."""
+        return self._line(timeout)
+
+    def finish(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("exit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.finish()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        return False
+
+
+def loaded_program_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out or "[]")}
+
+
+class BpfWatch:
+    """Remembers the BPF programs a probe loaded (in this process or a CLI child),
+    so the test can check afterwards that none of them is still loaded."""
+
+    def __init__(self) -> None:
+        self.before = set(our_bpf_programs())
+        self.seen: set[int] = set()
+
+    def snapshot(self, pid: int | None = None) -> set[int]:
+        ids = set(our_bpf_programs(pid)) - (self.before if pid is None else set())
+        self.seen |= ids
+        return ids
+
+    def assert_released(self) -> None:
+        assert self.seen, "the test never saw the probe's BPF programs: call snapshot() while it runs"
+        assert set(our_bpf_programs()) <= self.before, "this process still holds BPF programs"
+        # Program ids are not reused soon, so a seen id still listed means it was not freed.
+        deadline = time.monotonic() + 5
+        while self.seen & loaded_program_ids():
+            assert time.monotonic() < deadline, f"BPF programs {sorted(self.seen & loaded_program_ids())} " \
+                                                "are still loaded"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def bpf_watch():
+    watch = BpfWatch()
+    yield watch
+    watch.assert_released()
+
+
+def run_for(probe, seconds: float) -> None:
+    """Let a started probe poll/sample for ``seconds``."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        probe.wait(min(left, 0.2))
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")

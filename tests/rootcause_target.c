@@ -1,0 +1,279 @@
+/* Programs with known behaviour for the root-cause probe tests (compiled by the
+ * tests with gcc -fno-omit-frame-pointer, so our own frames unwind).
+ *
+ * Protocol on stdin/stdout, one JSON object per line:
+ *   1. prints {"pid":P,"tids":{"name":tid,...}} once its worker threads exist;
+ *   2. waits for a line on stdin, then the workers do their known work;
+ *   3. prints the ground truth it measured itself;
+ *   4. waits for another line on stdin and exits.
+ * Workers wait for the start by polling a flag with short sleeps, never with a
+ * futex or a lock, so that nothing but the work itself shows in the probes.
+ *
+ * Modes:
+ *   sleep               thread "sleeper" sleeps 30, 60 and 120 ms
+ *   futex N M           threads "waiter1" and "waiter2" each make N FUTEX_WAIT calls
+ *                       (1 ms timeout, concurrently); thread "waker" makes M FUTEX_WAKE calls
+ *   mutex | rwlock      thread "holder" takes the lock (rwlock: for writing) and keeps it
+ *                       200 ms; thread "waiter" asks for it (rwlock: for reading) right after
+ *   burst MS            thread "burner" idles 1 s, then spins MS ms */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WORKERS 3
+
+static volatile int started, quit;
+static volatile int finished;
+static const char *mode;
+static long arg1, arg2;
+
+static double mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+static double wall_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void pause_ms(long ms)
+{
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static void wait_for_start(void)
+{
+    while (!started)
+        pause_ms(2);
+}
+
+static void park_until_quit(void)
+{
+    __sync_fetch_and_add(&finished, 1);
+    while (!quit)
+        pause_ms(5);
+}
+
+/* ---- sleep ---------------------------------------------------------------- */
+static const long sleeps_ms[] = {30, 60, 120};
+static double slept_us[3];
+
+__attribute__((noinline)) static void nap_ms(long ms) { pause_ms(ms); }
+
+__attribute__((noinline)) static void *sleeper_main(void *unused)
+{
+    wait_for_start();
+    for (int i = 0; i < 3; i++) {
+        double t0 = mono_us();
+        nap_ms(sleeps_ms[i]);
+        slept_us[i] = mono_us() - t0;
+    }
+    park_until_quit();
+    return NULL;
+}
+
+/* ---- futex ------------------------------------------------------------------ */
+static int futex_words[2];
+static long timeouts[2];
+
+__attribute__((noinline)) static void *futex_waiter_main(void *arg)
+{
+    long idx = (long)arg;
+    struct timespec one_ms = {0, 1000000};
+    wait_for_start();
+    for (long i = 0; i < arg1; i++)
+        if (syscall(SYS_futex, &futex_words[idx], FUTEX_WAIT_PRIVATE, 0, &one_ms, NULL, 0) < 0 &&
+            errno == ETIMEDOUT)
+            timeouts[idx]++;
+    park_until_quit();
+    return NULL;
+}
+
+__attribute__((noinline)) static void *futex_waker_main(void *unused)
+{
+    static int nobody_waits;
+    wait_for_start();
+    for (long i = 0; i < arg2; i++)
+        syscall(SYS_futex, &nobody_waits, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    park_until_quit();
+    return NULL;
+}
+
+/* ---- mutex / rwlock ---------------------------------------------------------- */
+static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t rwlock = PTHREAD_RWLOCK_INITIALIZER;
+static volatile int lock_taken;
+static double wait_us, hold_us;
+
+static int use_rwlock(void) { return strcmp(mode, "rwlock") == 0; }
+
+__attribute__((noinline)) static void hold_lock(void)
+{
+    double t0;
+    if (use_rwlock())
+        pthread_rwlock_wrlock(&rwlock);
+    else
+        pthread_mutex_lock(&mutex);
+    t0 = mono_us();
+    lock_taken = 1;
+    pause_ms(200);
+    hold_us = mono_us() - t0;
+    if (use_rwlock())
+        pthread_rwlock_unlock(&rwlock);
+    else
+        pthread_mutex_unlock(&mutex);
+}
+
+__attribute__((noinline)) static void wait_for_lock(void)
+{
+    double t0 = mono_us();
+    if (use_rwlock())
+        pthread_rwlock_rdlock(&rwlock);
+    else
+        pthread_mutex_lock(&mutex);
+    wait_us = mono_us() - t0;
+    if (use_rwlock())
+        pthread_rwlock_unlock(&rwlock);
+    else
+        pthread_mutex_unlock(&mutex);
+}
+
+__attribute__((noinline)) static void *holder_main(void *unused)
+{
+    wait_for_start();
+    hold_lock();
+    park_until_quit();
+    return NULL;
+}
+
+__attribute__((noinline)) static void *waiter_main(void *unused)
+{
+    wait_for_start();
+    while (!lock_taken)
+        ;  /* spin: start waiting the moment the holder has the lock */
+    wait_for_lock();
+    park_until_quit();
+    return NULL;
+}
+
+/* ---- burst ------------------------------------------------------------------ */
+static double burst_start, burst_end;
+
+__attribute__((noinline)) static void *burner_main(void *unused)
+{
+    wait_for_start();
+    pause_ms(1000);
+    burst_start = wall_s();
+    double until = mono_us() + arg1 * 1000.0;
+    while (mono_us() < until)
+        ;
+    burst_end = wall_s();
+    park_until_quit();
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------ */
+struct worker {
+    const char *name;
+    void *(*main)(void *);
+    void *arg;
+    pthread_t thread;
+    volatile long tid;
+};
+
+static struct worker workers[MAX_WORKERS];
+static int nworkers;
+
+static void *trampoline(void *p)
+{
+    struct worker *w = p;
+    pthread_setname_np(pthread_self(), w->name);
+    w->tid = syscall(SYS_gettid);
+    return w->main(w->arg);
+}
+
+static void add_worker(const char *name, void *(*main)(void *), void *arg)
+{
+    struct worker *w = &workers[nworkers++];
+    w->name = name;
+    w->main = main;
+    w->arg = arg;
+    pthread_create(&w->thread, NULL, trampoline, w);
+}
+
+static void print_truth(void)
+{
+    if (!strcmp(mode, "sleep"))
+        printf("{\"requested_ms\":[30,60,120],\"slept_us\":[%.0f,%.0f,%.0f]}\n", slept_us[0], slept_us[1],
+               slept_us[2]);
+    else if (!strcmp(mode, "futex"))
+        printf("{\"waits\":%ld,\"wakes\":%ld,\"timeouts\":[%ld,%ld]}\n", arg1, arg2, timeouts[0], timeouts[1]);
+    else if (!strcmp(mode, "burst"))
+        printf("{\"start\":%.6f,\"end\":%.6f}\n", burst_start, burst_end);
+    else
+        printf("{\"lock\":\"%p\",\"wait_us\":%.0f,\"hold_us\":%.0f}\n",
+               use_rwlock() ? (void *)&rwlock : (void *)&mutex, wait_us, hold_us);
+}
+
+int main(int argc, char **argv)
+{
+    char line[64];
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s sleep|futex N M|mutex|rwlock|burst MS\n", argv[0]);
+        return 2;
+    }
+    mode = argv[1];
+    arg1 = argc > 2 ? atol(argv[2]) : 0;
+    arg2 = argc > 3 ? atol(argv[3]) : 0;
+    if (!strcmp(mode, "sleep")) {
+        add_worker("sleeper", sleeper_main, NULL);
+    } else if (!strcmp(mode, "futex")) {
+        add_worker("waiter1", futex_waiter_main, (void *)0L);
+        add_worker("waiter2", futex_waiter_main, (void *)1L);
+        add_worker("waker", futex_waker_main, NULL);
+    } else if (!strcmp(mode, "mutex") || !strcmp(mode, "rwlock")) {
+        add_worker("holder", holder_main, NULL);
+        add_worker("waiter", waiter_main, NULL);
+    } else if (!strcmp(mode, "burst")) {
+        add_worker("burner", burner_main, NULL);
+    } else {
+        fprintf(stderr, "unknown mode %s\n", mode);
+        return 2;
+    }
+    for (int i = 0; i < nworkers; i++)
+        while (!workers[i].tid)
+            pause_ms(1);
+    printf("{\"pid\":%d,\"tids\":{", getpid());
+    for (int i = 0; i < nworkers; i++)
+        printf("%s\"%s\":%ld", i ? "," : "", workers[i].name, workers[i].tid);
+    printf("}}\n");
+    fflush(stdout);
+
+    if (!fgets(line, sizeof(line), stdin))
+        return 1;
+    started = 1;
+    while (finished < nworkers)
+        pause_ms(5);
+    print_truth();
+    fflush(stdout);
+
+    if (!fgets(line, sizeof(line), stdin))
+        line[0] = 0;
+    quit = 1;
+    for (int i = 0; i < nworkers; i++)
+        pthread_join(workers[i].thread, NULL);
+    return 0;
+}

@@ -12,6 +12,8 @@
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
+#include <uapi/linux/ptrace.h>  /* struct pt_regs for kprobe programs */
+
 #ifdef NS_KERNEL_HEADERS
 #include <linux/skbuff.h>
 #include <linux/netdevice.h>
@@ -107,6 +109,20 @@ struct ns_pkt {
     u16 icmp_seq;      /* host order */
 };
 
+/* floor(log2(v)), 0 for v <= 1.  Without __builtin_clzll: LLVM 14's BPF backend
+ * crashes legalizing ctlz (seen with BCC 0.26). */
+static __always_inline u8 ns_log2(u64 v)
+{
+    u8 r = 0;
+    if (v >> 32) { v >>= 32; r += 32; }
+    if (v >> 16) { v >>= 16; r += 16; }
+    if (v >> 8) { v >>= 8; r += 8; }
+    if (v >> 4) { v >>= 4; r += 4; }
+    if (v >> 2) { v >>= 2; r += 2; }
+    if (v >> 1) { r += 1; }
+    return r;
+}
+
 static __always_inline u16 ns_ntohs(u16 x) { return __builtin_bswap16(x); }
 static __always_inline u32 ns_ntohl(u32 x) { return __builtin_bswap32(x); }
 
@@ -144,14 +160,21 @@ static __always_inline u32 ns_dev_netns(void *dev)
     return inum;
 }
 
-/* Is this device the one the user asked for (ifindex is per namespace)? */
+/* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device;
+ * ifindex is per namespace, hence the netns check. */
+static __always_inline int ns_dev_is(void *dev, u32 ifindex, u32 netns)
+{
+    if (ifindex == 0)
+        return 1;
+    if (ns_dev_ifindex(dev) != ifindex)
+        return 0;
+    return netns == 0 || ns_dev_netns(dev) == netns;
+}
+
+/* Is this device the one the user asked for? */
 static __always_inline int ns_dev_match(void *dev)
 {
-    if (NS_F_IFINDEX == 0)
-        return 1;
-    if (ns_dev_ifindex(dev) != NS_F_IFINDEX)
-        return 0;
-    return NS_F_NETNS == 0 || ns_dev_netns(dev) == NS_F_NETNS;
+    return ns_dev_is(dev, NS_F_IFINDEX, NS_F_NETNS);
 }
 
 /* Read an IPv4 header candidate; true when it looks like one. */
@@ -294,6 +317,51 @@ static __always_inline int ns_flow_match(struct ns_flow *f)
 }
 
 
+/* A packet's identity across skb copies (the OVS upcall re-injects a new skb,
+ * outputs clone it): addresses, protocol, IP id and ports / ICMP id+seq. */
+struct ns_pkt_id {
+    u32 saddr;
+    u32 daddr;
+    u16 ip_id;
+    u16 sport;      /* ICMP: id */
+    u16 dport;      /* ICMP: seq */
+    u8 proto;
+    u8 pad;
+};
+
+static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 *len)
+{
+    struct ns_pkt p = {};
+    ns_skb_parse(skb, &p);
+    if (!p.has_ip || !ns_flow_match(&p.flow))
+        return 0;
+    id->saddr = p.flow.saddr;
+    id->daddr = p.flow.daddr;
+    id->proto = p.flow.proto;
+    id->ip_id = p.ip_id;
+    if (p.flow.proto == 1) {
+        id->sport = p.icmp_id;
+        id->dport = p.icmp_seq;
+    } else {
+        id->sport = p.flow.sport;
+        id->dport = p.flow.dport;
+    }
+    *len = p.ip_len;
+    return 1;
+}
+
+/* Argument n (1-based) of a kprobed function. */
+static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
+{
+    switch (n) {
+    case 1: return PT_REGS_PARM1(ctx);
+    case 2: return PT_REGS_PARM2(ctx);
+    case 3: return PT_REGS_PARM3(ctx);
+    case 4: return PT_REGS_PARM4(ctx);
+    }
+    return 0;
+}
+
 /* ---- The drop hook shared by drop-summary and drop-details ------------------
  * The including program defines ns_on_drop(ctx, skb, reason, location) and then
  * expands NS_DEFINE_DROP_HOOK() in its own file (BCC only generates tracepoint
@@ -318,15 +386,6 @@ enum skb_drop_reason { SKB_DROP_REASON_NOT_DROPPED_YET = 0 };
         return ns_on_drop(args, args->skbaddr, NS_TP_REASON(args), (u64)args->location); \
     }
 #elif defined(NS_DROP_TP)
-static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
-{
-    switch (n) {
-    case 1: return PT_REGS_PARM1(ctx);
-    case 2: return PT_REGS_PARM2(ctx);
-    case 3: return PT_REGS_PARM3(ctx);
-    }
-    return 0;
-}
 /* The location is the caller's return address, found at the stack pointer on entry. */
 #define NS_DEFINE_DROP_HOOK()                                                       \
     int ns_kprobe_drop(struct pt_regs *ctx)                                         \

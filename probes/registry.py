@@ -7,10 +7,16 @@ from .cpu_burst import CpuBurst
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
 from .futex import Futex
+from .ovs_upcall import OvsUpcallSummary
 from .offcpu import OffCpu
 from .pthread_lock import PthreadLock
+from .system_latency import SystemLatencyDetails, SystemLatencySummary
+from .vm_latency import VmLatencyDetails, VmLatencySummary
 
-PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (DropSummary, DropDetails, OffCpu, Futex, PthreadLock, CpuBurst)}
+PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
+    DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
+    OvsUpcallSummary, OffCpu, Futex, PthreadLock, CpuBurst,
+)}
 
 
 def get(name: str) -> type[Probe]:

@@ -1,0 +1,78 @@
+/* ovs-upcall-summary: how long ovs-vswitchd takes to answer a datapath miss.
+ *
+ * Start: ovs_dp_upcall (the kernel hands the packet to user space).
+ * End: ovs_execute_actions on a packet with the same identity, which for a
+ * missed packet only happens when ovs-vswitchd sends it back with
+ * OVS_PACKET_CMD_EXECUTE; it runs in the answering handler thread's context,
+ * so the thread is recorded too.  Unanswered upcalls age out of the LRU table.
+ */
+#include "netsleuth.h"
+
+struct handler_val {
+    u64 count;
+    u64 total_ns;
+    u64 max_ns;
+    char comm[16];
+};
+
+BPF_TABLE("lru_hash", struct ns_pkt_id, u64, pending, 16384);
+BPF_PERCPU_ARRAY(slots, u64, 64);          /* log2 histogram of latency in us */
+BPF_PERCPU_ARRAY(totals, u64, 4);          /* [0] upcalls [1] answered [2] sum ns [3] max ns (per CPU) */
+BPF_HASH(handlers, u32, struct handler_val, 1024);
+
+static __always_inline void add(int idx, u64 v)
+{
+    u64 *p = totals.lookup(&idx);
+    if (p)
+        __sync_fetch_and_add(p, v);
+}
+
+int on_upcall(struct pt_regs *ctx)
+{
+    struct ns_pkt_id id = {};
+    u32 len = 0;
+    void *skb = (void *)ns_kprobe_arg(ctx, 2);
+    if (!skb || !ns_pkt_identity(skb, &id, &len))
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    pending.update(&id, &now);
+    add(0, 1);
+    return 0;
+}
+
+int on_execute(struct pt_regs *ctx)
+{
+    struct ns_pkt_id id = {};
+    u32 len = 0;
+    void *skb = (void *)ns_kprobe_arg(ctx, 2);
+    if (!skb || !ns_pkt_identity(skb, &id, &len))
+        return 0;
+    u64 *start = pending.lookup(&id);
+    if (!start)
+        return 0;  /* a flow hit, not the answer to an upcall */
+    u64 delta = bpf_ktime_get_ns() - *start;
+    pending.delete(&id);
+
+    int slot = ns_log2(delta / 1000);
+    u64 *c = slots.lookup(&slot);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+    add(1, 1);
+    add(2, delta);
+    int max_idx = 3;
+    u64 *mx = totals.lookup(&max_idx);
+    if (mx && delta > *mx)
+        *mx = delta;  /* per-CPU slot: no other writer */
+
+    u32 tid = bpf_get_current_pid_tgid();
+    struct handler_val zero = {};
+    struct handler_val *h = handlers.lookup_or_try_init(&tid, &zero);
+    if (h) {
+        __sync_fetch_and_add(&h->count, 1);
+        __sync_fetch_and_add(&h->total_ns, delta);
+        if (delta > h->max_ns)
+            h->max_ns = delta;  /* racy only between two answers by one thread: impossible */
+        bpf_get_current_comm(h->comm, sizeof(h->comm));
+    }
+    return 0;
+}

@@ -1,0 +1,102 @@
+"""ovs-upcall-summary: latency of OVS upcalls (kernel miss -> answer from ovs-vswitchd)."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+from .base import DST_IP, SRC_IP, Flag, Probe, Unavailable
+from .runtime.hist import Log2Hist, render_text
+from .runtime.kernel import KernelCaps
+from .runtime.loader import load
+from .runtime.params import CDefines
+from .stage_latency import FIELDS
+from .system_latency import DURATION
+
+UPCALL_FN, EXECUTE_FN = "ovs_dp_upcall", "ovs_execute_actions"
+
+
+class OvsUpcallSummary(Probe):
+    name = "ovs-upcall-summary"
+    title = "OVS upcall latency Summary"
+    tier = 1
+    cost = "low: two kprobes on the OVS datapath, only upcalls and their answers are timed"
+    description = "Histogram of upcall latency (datapath miss -> ovs-vswitchd's answer), with the handler threads."
+    flags = (
+        SRC_IP, DST_IP,
+        Flag("proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all")),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400),
+        DURATION,
+    )
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        if not caps.kprobes:
+            return "needs kprobes (CONFIG_KPROBES) on the OVS datapath functions"
+        missing = [f for f in (UPCALL_FN, EXECUTE_FN) if not caps.function(f)]
+        if missing:
+            return "kernel functions missing: " + ", ".join(missing) + " (is the openvswitch module loaded?)"
+        return None
+
+    def c_defines(self) -> CDefines:
+        o = self.options
+        return CDefines().set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip).set("NS_F_PROTO", o.proto)
+
+    def load(self):
+        reason = self.unavailable_reason(self.caps)
+        if reason:
+            raise Unavailable(f"{self.name}: {reason}")
+        bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
+        bpf.attach_kprobe(event=UPCALL_FN.encode(), fn_name=b"on_upcall")
+        bpf.attach_kprobe(event=EXECUTE_FN.encode(), fn_name=b"on_execute")
+        self._seen_slots = [0] * 64
+        self._seen_totals = [0, 0, 0]
+        self._seen_handlers: dict[int, tuple[int, int]] = {}
+        return bpf
+
+    def describe_attach(self) -> str:
+        return f"kprobes {UPCALL_FN} + {EXECUTE_FN}"
+
+    def read(self) -> list[dict]:
+        slots = [sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)]
+        counts = {i: s - seen for i, (s, seen) in enumerate(zip(slots, self._seen_slots)) if s - seen > 0}
+        self._seen_slots = slots
+        totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(3)]
+        upcalls, answered, sum_ns = (t - s for t, s in zip(totals, self._seen_totals))
+        self._seen_totals = totals
+        max_ns = max(self.bpf[b"totals"][ct.c_int(3)])  # since start (per-CPU maxima)
+        hist = Log2Hist(counts)
+        handlers = []
+        for tid, h in self.bpf[b"handlers"].items():
+            prev_count, prev_total = self._seen_handlers.get(tid.value, (0, 0))
+            if h.count > prev_count:
+                handlers.append({"tid": tid.value, "comm": h.comm.decode("utf-8", "replace"),
+                                 "upcalls": h.count - prev_count,
+                                 "avg_us": round((h.total_ns - prev_total) / (h.count - prev_count) / 1000, 1),
+                                 "max_us_since_start": round(h.max_ns / 1000, 1)})
+            self._seen_handlers[tid.value] = (h.count, h.total_ns)
+        handlers.sort(key=lambda h: -h["max_us_since_start"])
+        summary = hist.summary()
+        return [{
+            "type": "ovs_upcall_summary",
+            "upcalls": upcalls,
+            "answered": answered,
+            "unanswered": max(0, upcalls - answered),
+            "avg_us": round(sum_ns / answered / 1000, 1) if answered else None,
+            "max_us_since_start": round(max_ns / 1000, 1) if max_ns else None,
+            "histogram": summary,
+            "handlers": handlers,
+        }]
+
+    def format_text(self, r: dict) -> str:
+        h = r["histogram"]
+        lines = [f"=== OVS upcall latency: {r['upcalls']} upcalls, {r['answered']} answered ===",
+                 f"avg {r['avg_us']} us  P50 {h['p50']}  P95 {h['p95']}  P99 {h['p99']}  P99.9 {h['p99_9']}  "
+                 f"max(bucket) {h['max']} us  max since start {r['max_us_since_start']} us",
+                 render_text(Log2Hist({max(b['low'], 1).bit_length() - 1: b["count"] for b in h["buckets"]}))]
+        for t in r["handlers"][:8]:
+            lines.append(f"  {t['comm']}({t['tid']}): {t['upcalls']} upcalls, avg {t['avg_us']} us, "
+                         f"max {t['max_us_since_start']} us")
+        return "\n".join(lines)

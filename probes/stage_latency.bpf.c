@@ -1,0 +1,167 @@
+/* Per-packet latency between stages of the host / VM network path (guide tools 3 and 4).
+ *
+ * The driver attaches stage_<N> to the kernel function of stage N (kprobes) and
+ * tells where the skb is: NS_STAGE<N>_ARG (argument position) and
+ * NS_STAGE<N>_DEREF (the argument is a struct sk_buff **, as for
+ * netdev_frame_hook).  Stage 0 starts a packet, NS_LAST_STAGE ends it.
+ *
+ * A packet is followed by its identity, not its skb address: the upcall path
+ * copies the packet to ovs-vswitchd, which re-injects it as a new skb, and
+ * clones happen on output.  Identity = IPv4 addresses + protocol + IP id +
+ * ports (or ICMP id/seq), which is unique per packet for the traffic a user
+ * filters on.  Packets that never reach the last stage age out of the LRU
+ * table; evictions of unfinished packets are counted.
+ */
+#include "netsleuth.h"
+
+#define NS_MAX_STAGES 8
+
+struct pkt_state {
+    u64 first_ns;
+    u64 last_ns;
+    u32 last_stage;
+    u32 stages_seen;    /* bit mask */
+    u64 stage_ns[NS_MAX_STAGES];
+    u32 stage_cpu[NS_MAX_STAGES];
+    u32 stage_ifindex[NS_MAX_STAGES];
+    u32 stage_pid[NS_MAX_STAGES];
+    char stage_comm[NS_MAX_STAGES * 16];  /* flat: BCC cannot describe 2-D arrays */
+    u32 len;
+};
+
+/* log2 histogram of the time (us) between stage `prev` and stage `cur` (cur == 0xff: total). */
+struct hist_key {
+    u8 prev;
+    u8 cur;
+    u8 slot;
+    u8 pad;
+};
+
+BPF_TABLE("lru_hash", struct ns_pkt_id, struct pkt_state, inflight, NS_MAX_INFLIGHT);
+BPF_PERCPU_HASH(hists, struct hist_key, u64, 1024);
+/* [0] packets started, [1] packets completed, [2] stage seen out of order/without start */
+BPF_PERCPU_ARRAY(counters, u64, 4);
+BPF_PERCPU_ARRAY(scratch, struct pkt_state, 1);
+#if NS_DETAILS
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void count(int idx)
+{
+    u64 *v = counters.lookup(&idx);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void hist_add(u8 prev, u8 cur, u64 delta_ns)
+{
+    u64 us = delta_ns / 1000;
+    struct hist_key k = {.prev = prev, .cur = cur};
+    k.slot = ns_log2(us);
+    /* lookup, then insert-if-absent: exact even when two CPUs start the same slot. */
+    u64 *v = hists.lookup(&k);
+    if (v) {
+        __sync_fetch_and_add(v, 1);
+        return;
+    }
+    u64 one = 1;
+    if (hists.insert(&k, &one) != 0) {
+        v = hists.lookup(&k);
+        if (v)
+            __sync_fetch_and_add(v, 1);
+    }
+}
+
+static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
+{
+    struct ns_pkt_id id = {};
+    u32 len = 0;
+    u64 now = bpf_ktime_get_ns();
+
+    if (!skb || !ns_pkt_identity(skb, &id, &len))
+        return 0;
+    /* Stages where the packet meets the user's interfaces only count on those devices:
+     * dev_queue_xmit and netif_receive_skb also run for the other ports of the path. */
+    if (stage == NS_DEV_A_STAGE && !ns_dev_is(ns_skb_dev(skb), NS_DEV_A_IFINDEX, NS_DEV_A_NETNS))
+        return 0;
+    if (stage == NS_DEV_B_STAGE && !ns_dev_is(ns_skb_dev(skb), NS_DEV_B_IFINDEX, NS_DEV_B_NETNS))
+        return 0;
+
+    struct pkt_state *st = inflight.lookup(&id);
+    if (stage == 0) {
+        int zero = 0;
+        struct pkt_state *init = scratch.lookup(&zero);
+        if (!init)
+            return 0;
+        __builtin_memset(init, 0, sizeof(*init));
+        init->first_ns = now;
+        init->last_ns = now;
+        init->stages_seen = 1;
+        init->stage_ns[0] = now;
+        init->stage_cpu[0] = bpf_get_smp_processor_id();
+        init->stage_ifindex[0] = ns_dev_ifindex(ns_skb_dev(skb));
+        init->stage_pid[0] = bpf_get_current_pid_tgid();
+        bpf_get_current_comm(init->stage_comm, 16);
+        init->len = len;
+        inflight.update(&id, init);
+        count(0);
+        return 0;
+    }
+    if (!st || stage >= NS_MAX_STAGES) {
+        count(2);
+        return 0;
+    }
+    if (st->stages_seen & (1u << stage))
+        return 0;  /* a clone passing the same stage again: keep the first time */
+    hist_add(st->last_stage, stage, now - st->last_ns);
+    st->stages_seen |= 1u << stage;
+    st->stage_ns[stage & (NS_MAX_STAGES - 1)] = now;
+    st->stage_cpu[stage & (NS_MAX_STAGES - 1)] = bpf_get_smp_processor_id();
+    st->stage_ifindex[stage & (NS_MAX_STAGES - 1)] = ns_dev_ifindex(ns_skb_dev(skb));
+    st->stage_pid[stage & (NS_MAX_STAGES - 1)] = bpf_get_current_pid_tgid();
+    bpf_get_current_comm(st->stage_comm + 16 * (stage & (NS_MAX_STAGES - 1)), 16);
+    st->last_stage = stage;
+    st->last_ns = now;
+    if (stage == NS_LAST_STAGE) {
+        u64 total = now - st->first_ns;
+        hist_add(0, 0xff, total);
+        count(1);
+#if NS_DETAILS
+        if (total >= NS_THRESHOLD_NS)
+            events.perf_submit(ctx, st, sizeof(*st));
+#endif
+        inflight.delete(&id);
+    }
+    return 0;
+}
+
+static __always_inline void *stage_skb(struct pt_regs *ctx, int arg, int deref)
+{
+    void *p = (void *)ns_kprobe_arg(ctx, arg);
+    if (deref && p) {
+        void *skb = 0;
+        bpf_probe_read_kernel(&skb, sizeof(skb), p);
+        return skb;
+    }
+    return p;
+}
+
+#define NS_STAGE(N) \
+    int stage_##N(struct pt_regs *ctx) { return on_stage(ctx, N, stage_skb(ctx, NS_STAGE##N##_ARG, NS_STAGE##N##_DEREF)); }
+
+/* Receive stages on kernels without kprobes too: the net:netif_receive_skb tracepoint. */
+#ifdef NS_TP_NETIF_RECEIVE_STAGE
+TRACEPOINT_PROBE(net, netif_receive_skb)
+{
+    return on_stage(args, NS_TP_NETIF_RECEIVE_STAGE, args->skbaddr);
+}
+#endif
+
+NS_STAGE(0)
+NS_STAGE(1)
+NS_STAGE(2)
+NS_STAGE(3)
+NS_STAGE(4)
+NS_STAGE(5)
+NS_STAGE(6)
+NS_STAGE(7)

@@ -1,0 +1,278 @@
+"""The machinery shared by the system and VM network latency probes (guide tools 3 and 4).
+
+A path is a list of stages; each stage is one or more kernel functions (kprobes)
+or the net:netif_receive_skb tracepoint.  The BPF side (stage_latency.bpf.c)
+keeps a log2 histogram per (previous stage -> stage) pair and one for the
+total; details mode also emits the packets whose total exceeds a threshold.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+from dataclasses import dataclass
+
+from .base import Probe, Unavailable
+from .drop_summary import current_netns
+from .runtime.clock import iso
+from .runtime.hist import Log2Hist
+from .runtime.kernel import KernelCaps
+from .runtime.loader import load
+from .runtime.params import CDefines
+
+FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",
+          "SKB_VLAN_TCI", "NETDEV_NAME", "NETDEV_IFINDEX", "NETDEV_ND_NET", "NET_NS_INUM"]
+
+MAX_STAGES = 8
+TOTAL = 0xFF
+NETIF_RECEIVE_TP = "tracepoint:net:netif_receive_skb"
+
+
+@dataclass(frozen=True)
+class Hook:
+    function: str  # kernel function, or NETIF_RECEIVE_TP
+    skb_arg: int = 1
+    deref: bool = False  # the argument is a struct sk_buff **
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str
+    hooks: tuple[Hook, ...]
+    optional: bool = False  # e.g. the upcall: only on a flow miss
+
+
+def tp(label: str) -> Stage:
+    return Stage(label, (Hook(NETIF_RECEIVE_TP),))
+
+
+def kp(label: str, *hooks: tuple, optional: bool = False) -> Stage:
+    return Stage(label, tuple(Hook(*h) for h in hooks), optional)
+
+
+# OVS datapath stages, shared by every path through the bridge.
+OVS_RX = kp("OVS_RX", ("netdev_frame_hook", 1, True))
+OVS_PROCESS = kp("OVS_PROCESS", ("ovs_dp_process_packet", 1))
+OVS_UPCALL = kp("OVS_UPCALL", ("ovs_dp_upcall", 2), optional=True)
+FLOW_EXTRACT = kp("FLOW_EXTRACT", ("ovs_flow_key_extract", 2))
+VPORT_SEND = kp("OVS_VPORT_SEND", ("ovs_vport_send", 2))
+QDISC_XMIT = kp("DEV_XMIT", ("__dev_queue_xmit", 1), ("dev_queue_xmit", 1))
+
+
+class PktState(ct.Structure):
+    """Mirror of struct pkt_state in stage_latency.bpf.c."""
+
+    _fields_ = [
+        ("first_ns", ct.c_uint64), ("last_ns", ct.c_uint64), ("last_stage", ct.c_uint32),
+        ("stages_seen", ct.c_uint32), ("stage_ns", ct.c_uint64 * MAX_STAGES),
+        ("stage_cpu", ct.c_uint32 * MAX_STAGES), ("stage_ifindex", ct.c_uint32 * MAX_STAGES),
+        ("stage_pid", ct.c_uint32 * MAX_STAGES), ("stage_comm", ct.c_char * (16 * MAX_STAGES)),
+        ("len", ct.c_uint32),
+    ]
+
+
+class StageLatency(Probe):
+    """Subclasses give the stages per direction and which stages are tied to which device."""
+
+    details = False  # set by the *-details probes
+    MAX_INFLIGHT = 16384
+
+    def path(self) -> tuple[list[Stage], dict[int, tuple[int, int]]]:
+        """(stages, {stage index: (ifindex, netns)}) for the chosen options."""
+        raise NotImplementedError
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        if not caps.kprobes:
+            return "needs kprobes (CONFIG_KPROBES): the OVS datapath stages are kernel functions"
+        missing = sorted({h.function for s in cls.all_stages() if not s.optional for h in s.hooks[:1]
+                          if h.function != NETIF_RECEIVE_TP and not any(caps.function(x.function) for x in s.hooks)})
+        if missing:
+            return ("kernel functions missing: " + ", ".join(missing)
+                    + " (is the openvswitch module loaded? `modprobe openvswitch`)")
+        return None
+
+    @classmethod
+    def all_stages(cls) -> list[Stage]:
+        raise NotImplementedError
+
+    def _resolve(self, stages: list[Stage]) -> list[list[Hook]]:
+        """The hooks present on this kernel, per stage; Unavailable if a required stage has none."""
+        out = []
+        for s in stages:
+            present = [h for h in s.hooks if h.function == NETIF_RECEIVE_TP and self.caps.tracepoint("net", "netif_receive_skb")
+                       or h.function != NETIF_RECEIVE_TP and self.caps.kprobes and self.caps.function(h.function)]
+            if not present and not s.optional:
+                raise Unavailable(f"{self.name}: stage {s.label} cannot be hooked here (none of "
+                                  + ", ".join(h.function for h in s.hooks) + " is available)")
+            out.append(present)
+        return out
+
+    def c_defines(self, stages: list[Stage], devices: dict[int, tuple[int, int]]) -> CDefines:
+        o = self.options
+        d = CDefines()
+        d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip).set("NS_F_PROTO", o.protocol)
+        d.set("NS_LAST_STAGE", len(stages) - 1).set("NS_MAX_INFLIGHT", self.MAX_INFLIGHT)
+        d.set("NS_DETAILS", self.details)
+        d.set("NS_THRESHOLD_NS", int(o.values.get("latency_threshold") or 0) * 1000)
+        slots = list(devices.items()) + [(0xFF, (0, 0))] * (2 - len(devices))  # 0xff: no such stage
+        for name, (stage, (ifindex, netns)) in zip("AB", slots):
+            d.set(f"NS_DEV_{name}_STAGE", stage).set(f"NS_DEV_{name}_IFINDEX", ifindex).set(f"NS_DEV_{name}_NETNS", netns)
+        for i in range(MAX_STAGES):
+            hooks = stages[i].hooks if i < len(stages) else ()
+            first = next((h for h in hooks if h.function != NETIF_RECEIVE_TP), Hook("", 1))
+            d.set(f"NS_STAGE{i}_ARG", first.skb_arg).set(f"NS_STAGE{i}_DEREF", first.deref)
+            if any(h.function == NETIF_RECEIVE_TP for h in hooks):
+                d.set("NS_TP_NETIF_RECEIVE_STAGE", i)
+        return d
+
+    def load(self):
+        stages, devices = self.path()
+        self.stages = stages
+        hooks = self._resolve(stages)
+        bpf = load("stage_latency.bpf.c", self.c_defines(stages, devices), FIELDS)
+        self.attached: list[str] = []
+        for i, present in enumerate(hooks):
+            for h in present:
+                if h.function == NETIF_RECEIVE_TP:
+                    self.attached.append(f"{stages[i].label}: tracepoint net:netif_receive_skb")
+                    continue  # attached by its TRACEPOINT_PROBE
+                bpf.attach_kprobe(event=h.function.encode(), fn_name=f"stage_{i}".encode())
+                self.attached.append(f"{stages[i].label}: kprobe {h.function}")
+        self._seen_hist: dict[tuple[int, int, int], int] = {}
+        self._seen_counters = [0, 0, 0, 0]
+        self._pending: list[dict] = []
+        self.lost = 0
+        if self.details:
+            bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        return bpf
+
+    def describe_attach(self) -> str:
+        return "; ".join(self.attached)
+
+    def _label(self, i: int) -> str:
+        return "TOTAL" if i == TOTAL else self.stages[i].label
+
+    # summary ------------------------------------------------------------------
+    def _hist_deltas(self) -> dict[tuple[int, int], Log2Hist]:
+        out: dict[tuple[int, int], dict[int, int]] = {}
+        for k, per_cpu in self.bpf[b"hists"].items():
+            total = sum(per_cpu)
+            key = (k.prev, k.cur, k.slot)
+            delta = total - self._seen_hist.get(key, 0)
+            self._seen_hist[key] = total
+            if delta > 0:
+                out.setdefault(key[:2], {})[key[2]] = delta
+        return {pair: Log2Hist(c) for pair, c in out.items()}
+
+    def _counter_deltas(self) -> list[int]:
+        totals = [sum(self.bpf[b"counters"][ct.c_int(i)]) for i in range(3)]
+        deltas = [t - s for t, s in zip(totals, self._seen_counters)]
+        self._seen_counters = totals + [0]
+        return deltas
+
+    def summary_record(self) -> dict:
+        hists = self._hist_deltas()
+        started, completed, orphan = self._counter_deltas()
+        inflight = len(self.bpf[b"inflight"].items())
+        pairs = []
+        for (a, b), h in sorted(hists.items(), key=lambda kv: (kv[0][1] == TOTAL, kv[0])):
+            pairs.append({"from": self._label(a) if b != TOTAL else self._label(0),
+                          "to": self._label(b) if b != TOTAL else self._label(len(self.stages) - 1),
+                          "total": b == TOTAL, "unit": "us", **h.summary()})
+        return {
+            "type": f"{self.family}_latency_summary",
+            "direction": self.options.direction,
+            "stages": [s.label for s in self.stages],
+            "packets_started": started,
+            "packets_completed": completed,
+            "stage_without_start": orphan,
+            "in_flight": inflight,
+            "pairs": pairs,
+        }
+
+    # details ------------------------------------------------------------------
+    def _on_lost(self, n: int) -> None:
+        self.lost += n
+
+    def _on_event(self, _cpu, data, _size) -> None:
+        try:
+            st = ct.cast(data, ct.POINTER(PktState)).contents
+            self._pending.append(self._event(st))
+        except Exception as exc:  # never let a decode error kill the stream
+            self._pending.append({"type": "error", "message": repr(exc)})
+
+    def _event(self, st: PktState) -> dict:
+        stages = []
+        prev = None
+        for i in range(len(self.stages)):
+            if not st.stages_seen & (1 << i):
+                continue
+            t = st.stage_ns[i]
+            stages.append({
+                "stage": self.stages[i].label, "ktime_ns": t, "time": iso(t),
+                "delta_us": round((t - prev) / 1000, 1) if prev is not None else 0.0,
+                "cpu": st.stage_cpu[i], "ifindex": st.stage_ifindex[i] or None,
+                "tid": st.stage_pid[i],
+                "comm": bytes(st.stage_comm[16 * i:16 * (i + 1)]).split(b"\0")[0].decode("utf-8", "replace"),
+            })
+            prev = t
+        stages.sort(key=lambda s: s["ktime_ns"])
+        slowest = max(stages, key=lambda s: s["delta_us"]) if stages else None
+        return {
+            "type": f"{self.family}_latency_event",
+            "direction": self.options.direction,
+            "total_us": round((st.last_ns - st.first_ns) / 1000, 1),
+            "ip_len": st.len,
+            "stages": stages,
+            "slowest_stage": slowest["stage"] if slowest else None,
+            "slowest_comm": slowest["comm"] if slowest else None,
+        }
+
+    def wait(self, timeout: float) -> None:
+        if self.details:
+            self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+        else:
+            super().wait(timeout)
+
+    def read(self) -> list[dict]:
+        if not self.details:
+            return [self.summary_record()]
+        out, self._pending = self._pending, []
+        if self.lost:
+            out.append({"type": "lost_events", "count": self.lost})
+            self.lost = 0
+        return out
+
+    def format_text(self, r: dict) -> str:
+        from .runtime.hist import render_text
+
+        if r["type"].endswith("_summary"):
+            lines = [f"=== {self.title}: {r['direction'].upper()} ({' -> '.join(r['stages'])}) ===",
+                     f"packets: {r['packets_completed']} completed, {r['in_flight']} in flight, "
+                     f"{r['stage_without_start']} stage hits without a start"]
+            for p in r["pairs"]:
+                name = "TOTAL" if p["total"] else f"{p['from']} -> {p['to']}"
+                lines.append(f"\n{name}: count {p['count']}, p50 {p['p50']} us, p99 {p['p99']} us, max {p['max']} us")
+                lines.append(render_text(Log2Hist({_slot(b['low']): b["count"] for b in p["buckets"]})))
+            return "\n".join(lines)
+        if r["type"] == "lost_events":
+            return f"WARNING: {r['count']} events lost"
+        if r["type"] == "error":
+            return f"error decoding an event: {r['message']}"
+        lines = [f"packet {r['direction'].upper()} total {r['total_us']} us, slowest stage {r['slowest_stage']} ({r['slowest_comm']})"]
+        for s in r["stages"]:
+            lines.append(f"  {s['time'][11:26]} {s['stage']:<16} +{s['delta_us']:>10} us  cpu {s['cpu']:<3} "
+                         f"if {s['ifindex'] or '-':<4} {s['comm']}({s['tid']})")
+        return "\n".join(lines)
+
+
+def _slot(low: int) -> int:
+    return max(low, 1).bit_length() - 1
+
+
+def device(flag_value: int) -> tuple[int, int]:
+    """(ifindex, netns) of a validated interface flag (0 = any)."""
+    return (flag_value, current_netns() if flag_value else 0)

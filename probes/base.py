@@ -21,7 +21,7 @@ class Flag:
     """One command-line flag of a probe, also rendered as a form field by the wizard."""
 
     name: str  # long name without dashes: "src-ip"
-    kind: str  # ipv4 | port | protocol | interface | choice | int | seconds | pid | tids | vlan | bool
+    kind: str  # ipv4 | mac | port | protocol | interface | choice | int | seconds | pid | tids | vlan | bool
     help: str
     short: str | None = None
     default: Any = None
@@ -41,6 +41,8 @@ class Flag:
             raise MissingFlag(flag, self.help)
         if self.kind == "ipv4":
             return P.ipv4(flag, value)
+        if self.kind == "mac":
+            return P.mac(flag, value)
         if self.kind == "port":
             return P.port(flag, value)
         if self.kind == "protocol":

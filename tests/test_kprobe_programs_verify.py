@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from probes.ovs_megaflow import FIELDS as MEGAFLOW_FIELDS
+from probes.ovs_megaflow import OvsMegaflow
 from probes.ovs_upcall import OvsUpcallSummary
 from probes.runtime.kernel import KernelCaps
 from probes.runtime.loader import load, unload
@@ -22,10 +24,10 @@ CAPS = KernelCaps(release="t", btf=True, matching_headers=None, tracefs="/sys/ke
                   raw_tracepoints=True, uprobes=True, drop_reasons={}, privileged=True)
 
 
-def _verify(source, defines, functions):
+def _verify(source, defines, functions, fields=FIELDS):
     from bcc import BPF
 
-    bpf = load(source, defines, FIELDS)
+    bpf = load(source, defines, fields)
     try:
         for fn in functions:
             bpf.load_func(fn.encode(), BPF.KPROBE)  # raises if the verifier rejects it
@@ -51,11 +53,16 @@ def test_upcall_programs_pass_the_verifier():
     _verify("ovs_upcall.bpf.c", probe.c_defines(), ["on_upcall", "on_execute"])
 
 
+def test_megaflow_programs_pass_the_verifier():
+    probe = OvsMegaflow(caps=CAPS, ip_proto="udp", l4_dst_port="53")
+    _verify("ovs_megaflow.bpf.c", probe.c_defines(), ["on_upcall", "on_flow_new", "on_flow_del"], MEGAFLOW_FIELDS)
+
+
 def test_unavailable_here_says_why():
     from probes.runtime.kernel import detect
 
     caps = detect()
     if caps.kprobes:
         pytest.skip("this kernel has kprobes")
-    for cls in (SystemLatencySummary, VmLatencySummary, OvsUpcallSummary):
+    for cls in (SystemLatencySummary, VmLatencySummary, OvsUpcallSummary, OvsMegaflow):
         assert "kprobes" in cls.unavailable_reason(caps)

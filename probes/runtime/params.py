@@ -42,6 +42,19 @@ def ipv4_text(value: int) -> str:
     return str(ipaddress.IPv4Address(struct.pack("<I", value)))
 
 
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def mac(flag: str, value: str | None) -> str | None:
+    """Ethernet address, normalised to lower case (None = any)."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    if not MAC_RE.match(text):
+        raise ParamError(flag, value, "an Ethernet address such as 52:54:00:12:34:56")
+    return text.lower()
+
+
 def port(flag: str, value: str | int | None) -> int:
     if value in (None, ""):
         return 0

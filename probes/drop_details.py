@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ctypes as ct
-import time
-from datetime import datetime
 
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable
 from .drop_summary import FIELDS as SUMMARY_FIELDS
 from .drop_summary import filter_defines
 from .flows import NsPkt, flow_dict
+from .runtime.clock import iso
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines
@@ -98,8 +97,6 @@ class DropDetails(Probe):
         self._lost_reported = 0
         self.hidden_normal = 0
         self.decode_errors: list[str] = []
-        # Wall time of a ktime stamp: offset measured once at start.
-        self._wall_offset = time.time() - time.monotonic()
         bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
         return bpf
 
@@ -139,11 +136,9 @@ class DropDetails(Probe):
     def _record(self, e, stack: list[str], location: str | None) -> dict:
         p = e.pkt
         flow = flow_dict(p.flow)
-        # bpf_ktime_get_ns is CLOCK_MONOTONIC, as is time.monotonic().
-        wall = self._wall_offset + e.ts_ns / 1e9
         rec = {
             "type": "drop",
-            "time": datetime.fromtimestamp(wall).astimezone().isoformat(timespec="microseconds"),
+            "time": iso(e.ts_ns),
             "ktime_ns": e.ts_ns,
             "pid": e.pid,
             "tgid": e.tgid,

@@ -76,6 +76,12 @@ class Conclusion:
     open_steps: list[StepView]
 
 
+def _with_seen(f: Finding, steps: list[str]) -> Finding:
+    g = copy.copy(f)
+    g.seen_in = list(steps)
+    return g
+
+
 def _same(a: dict, b: dict) -> bool:
     return {k: str(v) for k, v in a.items()} == {k: str(v) for k, v in b.items()}
 
@@ -299,8 +305,23 @@ class Walk:
     def steps_run(self) -> list[tuple[Frame, Step]]:
         return [(fr, self.lib.steps[fr.ref]) for fr in self.frames if fr.result is not None]
 
+    def distinct_findings(self) -> list[Finding]:
+        """Ranked findings, each said once: a finding repeated by a later step (the Details
+        confirming the Summary) keeps the later evidence and lists the earlier steps."""
+        latest: dict[tuple[str, str], Finding] = {}
+        steps: dict[tuple[str, str], list[str]] = {}
+        for f in self.findings:
+            steps.setdefault(f.identity, []).append(f.step or f.probe)
+            latest[f.identity] = f
+        out = []
+        for f in self.ranked_findings():
+            if latest.get(f.identity) is f:
+                seen = steps[f.identity]
+                out.append(f if len(seen) == 1 else _with_seen(f, seen))
+        return out
+
     def conclusion(self) -> Conclusion:
-        findings = self.ranked_findings()
+        findings = self.distinct_findings()
         causes = [f for f in findings if f.explains]
         fixes: list[str] = []
         for f in causes or findings[:1]:

@@ -130,10 +130,10 @@ class _Builder:
             if spec["tier"] not in (1, 2, 3):
                 raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
             res = _fields(spec["results"], w.child("results"), ("merge",),
-                          ("record", "key", "sum", "totals", "distinct", "max", "sort_by"))
+                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by"))
             if res["merge"] not in MERGE_KINDS:
                 raise w.child("results.merge").error(f"one of {', '.join(MERGE_KINDS)}")
-            merge = MergeSpec(res["merge"], res.get("record"), tuple(res.get("key") or ()),
+            merge = MergeSpec(res["merge"], res.get("record"), res.get("entries", "entries"), tuple(res.get("key") or ()),
                               tuple(res.get("sum") or ("count",)), tuple(res.get("totals") or ()),
                               tuple(res.get("distinct") or ()), tuple(res.get("max") or ()),
                               res.get("sort_by", "count"))

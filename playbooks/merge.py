@@ -35,6 +35,7 @@ MAX_DISTINCT = 32
 class MergeSpec:
     kind: str
     record: str | None = None  # the record "type" carrying results; others are counted apart
+    entries: str = "entries"  # sum-entries: the list field holding the entries (futex: "threads")
     key: tuple[str, ...] = ()
     sum: tuple[str, ...] = ("count",)
     totals: tuple[str, ...] = ()
@@ -45,6 +46,23 @@ class MergeSpec:
 
 def _key(item: dict, fields: tuple[str, ...]) -> str:
     return json.dumps([item.get(f) for f in fields], sort_keys=True, default=str)
+
+
+def _values_name(path: str) -> str:
+    """``cpu`` -> ``cpu_values``; ``threads.tid`` -> ``threads_tid_values``."""
+    return path.replace(".", "_") + "_values"
+
+
+def _values_at(item: Any, parts: list[str]) -> list:
+    """The values at a dotted path, going through lists (``threads.tid`` of a burst:
+    every thread's tid)."""
+    if isinstance(item, list):
+        return [v for x in item for v in _values_at(x, parts)]
+    if not parts:
+        return [] if item is None else [item]
+    if not isinstance(item, dict):
+        return []
+    return _values_at(item.get(parts[0]), parts[1:])
 
 
 def _is_num(v: Any) -> bool:
@@ -100,17 +118,26 @@ class Accumulator:
                 self.totals[name] = self.totals.get(name, 0) + r[name]
         kind = self.spec.kind
         if kind == "sum-entries":
-            for e in r.get("entries") or []:
+            for e in self._items(r):
                 self._fold(e)
         elif kind == "group-events":
             self._fold(r, event=True)
             if len(self.samples) < MAX_SAMPLES:
                 self.samples.append(r)
         elif kind == "sum-histograms":
-            for h in r.get("histograms") or []:
+            for h in self._items(r):
                 self._fold_hist(h)
         elif kind == "last":
             self.last = r
+
+    def _items(self, r: dict) -> list[dict]:
+        """The record's entries (or histograms), each seeing the record's own fields too
+        (a latency record's ``direction``, an upcall record's ``handlers``); the entry's win."""
+        items = r.get(self.spec.entries)
+        if isinstance(items, dict):  # one histogram per record
+            items = [items]
+        outer = {k: v for k, v in r.items() if k not in (self.spec.entries, "type")}
+        return [{**outer, **item} for item in items or [] if isinstance(item, dict)]
 
     def _fold(self, item: dict, event: bool = False) -> None:
         k = _key(item, self.spec.key)
@@ -123,17 +150,22 @@ class Accumulator:
             for _, target in self._sums(event):
                 g[target] = 0
             for d in self.spec.distinct:
-                g[d + "_values"] = []
+                g[_values_name(d)] = []
         if event:
             g["count"] += 1
             g["last_time"] = item.get("time")
         for source, target in self._sums(event):
             if _is_num(item.get(source)):
                 g[target] += item[source]
+        self._collect(g, item)
+
+    def _collect(self, g: dict, item: dict) -> None:
+        """Distinct values and maxima of one item into its group."""
         for d in self.spec.distinct:
-            v, seen = item.get(d), g[d + "_values"]
-            if v is not None and v not in seen and len(seen) < MAX_DISTINCT:
-                seen.append(v)
+            seen = g[_values_name(d)]
+            for v in _values_at(item, d.split(".")):
+                if v not in seen and len(seen) < MAX_DISTINCT:
+                    seen.append(v)
         for m in self.spec.max:
             v = item.get(m)
             if _is_num(v) and (g.get("max_" + m) is None or v > g["max_" + m]):
@@ -153,9 +185,12 @@ class Accumulator:
             g = self.groups[k] = {f: h.get(f) for f in self.spec.key}
             g["unit"] = h.get("unit", "us")
             g["_counts"] = {}
+            for d in self.spec.distinct:
+                g[_values_name(d)] = []
         for b in h.get("buckets") or []:
             low = int(b.get("low", 0))
             g["_counts"][low] = g["_counts"].get(low, 0) + int(b.get("count", 0))
+        self._collect(g, h)
 
     # the merged view ------------------------------------------------------------
     def result(self, duration_s: float | None = None) -> dict:

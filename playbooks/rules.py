@@ -32,6 +32,7 @@ class Finding:
     probe: str
     step: str | None
     next: list[Suggested] = field(default_factory=list)
+    seen_in: list[str] = field(default_factory=list)  # later steps where the same finding came back
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,6 +42,11 @@ class Finding:
         d = dict(d)
         d["next"] = [Suggested(**n) for n in d.get("next", [])]
         return cls(**d)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """Two findings with the same rule and title say the same thing (e.g. Summary then Details)."""
+        return self.rule, self.title
 
 
 def _compact(evidence: Any) -> dict:

@@ -415,3 +415,46 @@ def discover(netns: str | None = None, with_flows: bool = True) -> Inventory:
         flows=find_flows() if with_flows and netns is None else [],
         notes=notes,
     )
+
+
+# --- pickers ---------------------------------------------------------------------------
+
+_FIRST_KINDS = {
+    "physical-interfaces": (PHYSICAL, OVS_INTERNAL, BRIDGE),
+    "vm-interfaces": (TAP, TUN),
+}
+
+
+def choices_for(inv: Inventory | None, kind: str, hint: str | None = None) -> list[tuple[str, str]]:
+    """(label, value) choices a form field of this kind offers, from what was discovered.
+
+    ``hint`` is a context field's ``discover:`` (interfaces, physical-interfaces,
+    vm-interfaces, process:NAME); the kinds it names come first.
+    """
+    if inv is None:
+        return []
+    if kind == "interface":
+        first = _FIRST_KINDS.get(hint or "", ())
+        ordered = sorted(inv.interfaces, key=lambda i: (i.kind not in first, first.index(i.kind) if i.kind in first
+                                                        else 0, i.kind == LOOPBACK))
+        return [(i.label(), i.name) for i in ordered]
+    if kind == "pid":
+        out = []
+        if inv.ovs and inv.ovs.vswitchd_pid and hint in (None, "process:ovs-vswitchd"):
+            out.append((f"ovs-vswitchd (pid {inv.ovs.vswitchd_pid})", str(inv.ovs.vswitchd_pid)))
+        if hint in (None, "process:qemu"):
+            out += [(f"VM {vm.name} (qemu pid {vm.pid})", str(vm.pid)) for vm in inv.vms]
+        if hint and hint.startswith("process:") and hint not in ("process:ovs-vswitchd", "process:qemu"):
+            pid = find_process(hint.split(":", 1)[1])
+            if pid:
+                out.append((f"{hint.split(':', 1)[1]} (pid {pid})", str(pid)))
+        return out
+    if kind == "tids" and inv.ovs and inv.ovs.threads:
+        out = []
+        for role in ("handler", "revalidator"):
+            tids = inv.ovs.tids(role)
+            if tids:
+                out.append((f"all ovs-vswitchd {role} threads ({len(tids)})", ",".join(map(str, tids))))
+        out += [(f"{t.name} (tid {t.tid})", str(t.tid)) for t in inv.ovs.threads if t.role in ("handler", "revalidator")]
+        return out
+    return []

@@ -1,0 +1,86 @@
+"""Charts of the live views, drawn with textual-plotext.
+
+* RatePlot: events per interval over time (drops/s while the Summary runs).
+* Log2Plot: a log2 histogram (latency probes' ``histograms`` buckets).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual_plotext import PlotextPlot
+
+
+def short_us(v: float) -> str:
+    if v >= 1_000_000:
+        return f"{v / 1_000_000:g}s"
+    if v >= 1000:
+        return f"{v / 1000:g}ms"
+    return f"{v:g}µs" if v else "0"
+
+
+def bucket_label(low: int, unit: str) -> str:
+    return short_us(low) if unit == "us" else f"{low:g}"
+
+
+class RatePlot(PlotextPlot):
+    """Bars of a count per interval, newest at the right."""
+
+    def __init__(self, title: str, unit: str = "per s", keep: int = 60, **kw):
+        super().__init__(**kw)
+        self.title = title
+        self.unit = unit
+        self.samples: deque[float] = deque(maxlen=keep)
+
+    def push(self, value: float) -> None:
+        self.samples.append(value)
+        self._draw()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._draw()
+
+    def _draw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(f"{self.title} ({self.unit})")
+        values = list(self.samples) or [0]
+        plt.bar(list(range(1, len(values) + 1)), values, marker="sd", width=0.8)
+        plt.xlim(0.5, max(self.samples.maxlen or len(values), len(values)) + 0.5)
+        plt.xticks([])
+        plt.ylim(0, max(max(values), 1) * 1.15)
+        self.refresh()
+
+
+class Log2Plot(PlotextPlot):
+    """A log2 histogram: one bar per bucket, labelled with its low bound."""
+
+    def __init__(self, title: str = "", **kw):
+        super().__init__(**kw)
+        self.title = title
+        self.buckets: list[dict] = []
+        self.unit = "us"
+
+    def show(self, buckets: list[dict], unit: str = "us", title: str | None = None) -> None:
+        self.buckets = sorted(buckets, key=lambda b: b.get("low", 0))
+        self.unit = unit
+        if title is not None:
+            self.title = title
+        self._draw()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._draw()
+
+    def _draw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.title)
+        if not self.buckets:
+            plt.bar(["no samples"], [0])
+        else:
+            labels = [bucket_label(int(b.get("low", 0)), self.unit) for b in self.buckets]
+            plt.bar(labels, [int(b.get("count", 0)) for b in self.buckets], marker="sd", width=0.6)
+        self.refresh()

@@ -19,6 +19,13 @@ class _Burst:
     end: float
     samples: list[float] = dataclasses.field(default_factory=list)  # process CPU % per interval
     thread_cpu_s: dict[int, float] = dataclasses.field(default_factory=dict)
+    # Samples below the threshold since the last one above: part of the burst if it resumes.
+    dips: list[tuple[float, list[dict]]] = dataclasses.field(default_factory=list)
+
+    def add(self, cpu: float, threads: list[dict]) -> None:
+        self.samples.append(cpu)
+        for t in threads:
+            self.thread_cpu_s[t["tid"]] = self.thread_cpu_s.get(t["tid"], 0.0) + t["cpu_s"]
 
 
 class CpuBurst(Probe):
@@ -33,6 +40,8 @@ class CpuBurst(Probe):
         Flag("interval", "seconds", "sampling interval in seconds", short="i", default=1.0, lo=0.1, hi=60),
         Flag("threshold", "int", "a burst is CPU above this percent of one core (can exceed 100 for "
              "several threads)", short="t", default=80, lo=1, hi=100000),
+        Flag("merge-gap", "seconds", "dips below the threshold up to this long do not end a burst "
+             "(useful when other work shares the CPUs)", default=0.0, lo=0, hi=3600),
         DURATION,
     )
 
@@ -134,16 +143,19 @@ class CpuBurst(Probe):
             "above_threshold": above,
             "threads": [{k: v for k, v in t.items() if k != "cpu_s"} for t in threads],
         })
+        b = self._burst
         if above:
-            if self._burst is None:
-                self._burst = _Burst(start=wall_end - elapsed, end=wall_end)
-            b = self._burst
+            if b is None:
+                b = self._burst = _Burst(start=wall_end - elapsed, end=wall_end)
+            for dip in b.dips:
+                b.add(*dip)
+            b.dips.clear()
+            b.add(cpu, threads)
             b.end = wall_end
-            b.samples.append(cpu)
-            for t in threads:
-                b.thread_cpu_s[t["tid"]] = b.thread_cpu_s.get(t["tid"], 0.0) + t["cpu_s"]
-        elif self._burst is not None:
-            self._close_burst(ongoing=False)
+        elif b is not None:
+            b.dips.append((cpu, threads))
+            if wall_end - b.end > self.options.merge_gap:
+                self._close_burst(ongoing=False)
 
     def _close_burst(self, ongoing: bool) -> None:
         b, self._burst = self._burst, None
@@ -169,7 +181,7 @@ class CpuBurst(Probe):
     def finish(self) -> None:
         """Report a burst still in progress (end of the run)."""
         if getattr(self, "_burst", None) is not None:
-            self._close_burst(ongoing=True)
+            self._close_burst(ongoing=not self._burst.dips)
 
     def read(self) -> list[dict]:
         out, self._records = self._records, []

@@ -94,7 +94,7 @@ class OffCpu(Probe):
         o = self.options
         target.check_threads_of("--tid", o.tid, o.pid)
         if o.interval and not o.aggregate:
-            raise ParamError("--interval", self.options.raw.get("interval"), "to be used with --aggregate only")
+            raise ParamError("--interval", self.options.raw.get("interval"), "only together with --aggregate (without it every block is printed as it ends)")
         # Per-block records stream as they come; totals are reported per interval or once at the end.
         self.streaming = not o.aggregate
         if o.aggregate and not o.interval:
@@ -236,7 +236,8 @@ class OffCpu(Probe):
         if self.options.aggregate:
             records = self._stack_records()
         else:
-            records, self._pending = self._pending, []
+            # Per-CPU buffers are drained one CPU after the other: restore time order.
+            records, self._pending = sorted(self._pending, key=lambda r: r["ktime_ns"]), []
         lost = sum(sum(per_cpu) for per_cpu in self.bpf[b"lost"].values())
         lost += self.lost_events
         if lost:

@@ -195,7 +195,8 @@ class PthreadLock(Probe):
         self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
 
     def read(self) -> list[dict]:
-        out, self._pending = self._pending, []
+        # Per-CPU buffers are drained one CPU after the other: restore time order.
+        out, self._pending = sorted(self._pending, key=lambda r: r["ktime_ns"]), []
         if self.lost_events:
             for r in out:
                 r["lost_so_far"] = self.lost_events

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import our_bpf_programs
+from tests.netenv import NETSLEUTH, ROOT, our_bpf_programs
 
 SOURCE = Path(__file__).with_name("rootcause_target.c")
 
@@ -36,10 +36,14 @@ class Target:
         hello = self._line(10)
         self.pid: int = hello["pid"]
         self.tids: dict[str, int] = hello["tids"]
+        self.started = False
+
+    def has_output(self, timeout: float = 0) -> bool:
+        """Whether the next line is there (the work is done), without blocking past ``timeout``."""
+        return bool(select.select([self.proc.stdout], [], [], timeout)[0])
 
     def _line(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
+        if not self.has_output(timeout):
             raise TimeoutError(f"target {self.proc.args} printed nothing within {timeout} s")
         line = self.proc.stdout.readline()
         if not line:
@@ -49,6 +53,7 @@ class Target:
     def start(self) -> None:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
+        self.started = True
 
     def truth(self, timeout: float = 30) -> dict:
         """Wait until the work is done; what the program measured itself."""
@@ -56,7 +61,8 @@ class Target:
 
     def finish(self) -> None:
         if self.proc.poll() is None:
-            self.proc.stdin.write("exit\n")
+            # A target never started reads its start line first.
+            self.proc.stdin.write("exit\n" if self.started else "go\nexit\n")
             self.proc.stdin.flush()
             self.proc.wait(10)
 
@@ -114,6 +120,11 @@ def run_for(probe, seconds: float) -> None:
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         probe.wait(min(left, 0.2))
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`netsleuth probe ARGS` to completion."""
+    return subprocess.run(NETSLEUTH + ["probe", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")

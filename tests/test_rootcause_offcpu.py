@@ -26,7 +26,8 @@ SLEEP_FRAMES = ("do_nanosleep", "hrtimer_nanosleep")
 def _sleeper_blocks(records, tid):
     """The known sleeps: blocks in nap_ms (the 2-5 ms polls around them can exceed the
     10 ms threshold when the shared CPUs are busy, so the stack tells them apart)."""
-    return [r for r in records if r["tid"] == tid and any("nap_ms" in f for f in r["user_stack"])]
+    blocks = [r for r in records if r["tid"] == tid and any("nap_ms" in f for f in r["user_stack"])]
+    return sorted(blocks, key=lambda r: r.get("ktime_ns", 0))
 
 
 def _check_blocks(blocks, truth):

@@ -104,7 +104,8 @@ class UserSymbols:
             addrs = list(stack_map.walk(stack_id))
         except KeyError:
             return UserStack.missing("user stack no longer in the stack table")
-        if caller and addrs:
+        # Newer kernels add the caller themselves when the probed instruction is `push %rbp`.
+        if caller and addrs and (len(addrs) < 2 or addrs[1] != caller):
             addrs.insert(1, caller)
         resolved = [self.frame(pid, a) for a in addrs]
         frames = [r[0] for r in resolved]

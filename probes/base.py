@@ -154,7 +154,9 @@ class Probe:
             if v in (None, "", False) or v == f.default:
                 continue
             parts.append("--" + f.name)
-            if f.kind != "bool":
+            if isinstance(v, (list, tuple)):  # a repeated flag (thread ids)
+                parts.append(",".join(map(str, v)))
+            elif f.kind != "bool":
                 parts.append(str(v))
         return " ".join(shlex.quote(p) for p in parts)
 

@@ -25,6 +25,8 @@ def add_probe_parsers(sub: argparse._SubParsersAction) -> None:
             opts = ["--" + f.name] + (["-" + f.short] if f.short else [])
             if f.kind == "bool":
                 p.add_argument(*opts, dest=f.dest, action="store_true", help=f.help)
+            elif f.kind == "tids":  # repeatable, each a comma list: --tid 12 --tid 13,14
+                p.add_argument(*opts, dest=f.dest, action="append", default=None, help=f.help, metavar="TID[,TID...]")
             else:
                 # Strings only: validation (with a message naming the flag) is the probe's.
                 extra = f" (default {f.default})" if f.default not in (None, "") else ""

@@ -25,6 +25,7 @@ CASES = [
     (["offcpu", "--min-block-us", "0"], "--min-block-us"),
     (["offcpu", "--tid", "1,x"], "--tid"),
     (["offcpu", "--tid", DEAD], "--tid"),
+    (["offcpu", "--tid", MY_TID, "--tid", "x"], "--tid"),  # repeated: every occurrence is checked
     (["offcpu", "-p", OTHER_PROCESS, "--tid", MY_TID], "--tid"),
     (["offcpu", "-p", DEAD], "--pid"),
     (["offcpu", "--attach", "kprobe"], "--attach"),

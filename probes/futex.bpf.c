@@ -4,8 +4,8 @@
  * Each thread only updates its own entry, and the adds are atomic anyway, so
  * counts are exact.
  *
- * Constants: NS_F_TGID (0 = any process), NS_F_TIDS (only threads in the
- * `tids` map), NS_MAX_THREADS. */
+ * Constants: NS_F_TGID (0 = any process), NS_SELF_TGID (the tracer, never traced),
+ * NS_F_TIDS (only threads in the `tids` map), NS_MAX_THREADS. */
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif
@@ -46,6 +46,8 @@ static __always_inline int thread_match(u32 tgid, u32 tid)
         return 0;
     if (NS_F_TGID && tgid != NS_F_TGID)
         return 0;
+    if (tgid == NS_SELF_TGID)
+        return 0;  /* the tracer itself, when tracing everything */
     if (NS_F_TIDS && !tids.lookup(&tid))
         return 0;
     return 1;

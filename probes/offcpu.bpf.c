@@ -5,7 +5,8 @@
  *
  * Constants: NS_RAW_TP (raw tracepoint, else the sched:sched_switch tracepoint),
  * NS_RAW_HAS_STATE (raw args[3] is prev_state: kernels >= 5.18), NS_F_TGID
- * (0 = any process), NS_F_TIDS (only threads in the `tids` map), NS_MIN_BLOCK_NS,
+ * (0 = any process), NS_SELF_TGID (the tracer, never traced), NS_F_TIDS (only
+ * threads in the `tids` map), NS_MIN_BLOCK_NS,
  * NS_AGGREGATE, NS_MAX_THREADS, NS_MAX_KEYS, NS_STACK_ENTRIES. */
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
@@ -73,6 +74,8 @@ static __always_inline int thread_match(u32 tgid, u32 tid)
         return 0;  /* the idle task */
     if (NS_F_TGID && tgid != NS_F_TGID)
         return 0;
+    if (tgid == NS_SELF_TGID)
+        return 0;  /* the tracer itself, when tracing everything */
     if (NS_F_TIDS && !tids.lookup(&tid))
         return 0;
     return 1;

@@ -97,8 +97,8 @@ def library_defining(pid: int, symbol: str, name_hints=("libpthread", "libc")) -
 
 
 def filter_defines(d, pid: int, tids: tuple[int, ...]) -> None:
-    """Constants of netsleuth.h's thread filter (ns_thread_match)."""
-    d.set("NS_F_TGID", pid).set("NS_F_TIDS", bool(tids))
+    """Constants of the thread filter (thread_match in offcpu.bpf.c / futex.bpf.c)."""
+    d.set("NS_F_TGID", pid).set("NS_F_TIDS", bool(tids)).set("NS_SELF_TGID", os.getpid())
 
 
 def fill_thread_filter(bpf, tids: tuple[int, ...]) -> None:

@@ -94,7 +94,8 @@ class OffCpu(Probe):
         o = self.options
         target.check_threads_of("--tid", o.tid, o.pid)
         if o.interval and not o.aggregate:
-            raise ParamError("--interval", self.options.raw.get("interval"), "only together with --aggregate (without it every block is printed as it ends)")
+            raise ParamError("--interval", o.raw.get("interval"),
+                             "only together with --aggregate (without it every block is printed as it ends)")
         # Per-block records stream as they come; totals are reported per interval or once at the end.
         self.streaming = not o.aggregate
         if o.aggregate and not o.interval:
@@ -128,7 +129,7 @@ class OffCpu(Probe):
             attach_or_unload(bpf, "raw tracepoint sched_switch",
                              lambda: bpf.attach_raw_tracepoint(tp=b"sched_switch", fn_name=b"ns_offcpu_switch"))
         self.symbols = UserSymbols()
-        for pid in {o.pid} | {self._tgid_of(t) for t in o.tid} - {0}:
+        for pid in ({o.pid} | {target.tgid_of(t) for t in o.tid}) - {0}:
             self.symbols.warm(pid)  # while it lives: its memory map is read now
         self._pending: list[dict] = []
         self._seen: dict[bytes, tuple[int, int]] = {}
@@ -138,17 +139,6 @@ class OffCpu(Probe):
         if not o.aggregate:
             bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
         return bpf
-
-    @staticmethod
-    def _tgid_of(tid: int) -> int:
-        try:
-            with open(f"/proc/{tid}/status") as f:
-                for line in f:
-                    if line.startswith("Tgid:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
 
     def describe_attach(self) -> str:
         hook = "raw tracepoint sched_switch" if getattr(self, "raw_tp", True) else "tracepoint sched:sched_switch"

@@ -17,6 +17,18 @@ def thread_name(tid: int) -> str | None:
         return None
 
 
+def tgid_of(tid: int) -> int:
+    """The process a thread belongs to (0 when it is gone)."""
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie has exited: its threads and maps are gone)."""
     try:

@@ -107,6 +107,9 @@ class UserSymbols:
         # Newer kernels add the caller themselves when the probed instruction is `push %rbp`.
         if caller and addrs and (len(addrs) < 2 or addrs[1] != caller):
             addrs.insert(1, caller)
+        if pid not in self._caches and not os.path.exists(f"/proc/{pid}"):
+            return UserStack([hex(a) for a in addrs], True,
+                             "user stack not symbolized: the process exited before it could be read")
         resolved = [self.frame(pid, a) for a in addrs]
         frames = [r[0] for r in resolved]
         if not resolved:

@@ -18,13 +18,23 @@ from tests.netenv import NETSLEUTH, ROOT, our_bpf_programs
 SOURCE = Path(__file__).with_name("rootcause_target.c")
 
 
+def _build(tmp_path_factory, name: str, *cflags: str) -> Path:
+    out = tmp_path_factory.mktemp("rootcause") / name
+    subprocess.run(["gcc", *cflags, "-pthread", "-o", str(out), str(SOURCE)], check=True, capture_output=True,
+                   text=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def target_binary(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rootcause") / "rootcause_target"
     # Frame pointers in our own code: its frames must show in the user stacks.
-    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", str(out), str(SOURCE)],
-                   check=True, capture_output=True, text=True)
-    return out
+    return _build(tmp_path_factory, "rootcause_target", "-O1", "-g", "-fno-omit-frame-pointer")
+
+
+@pytest.fixture(scope="session")
+def target_binary_without_frame_pointers(tmp_path_factory) -> Path:
+    """The same program built like most distribution code: frame-pointer unwinding fails."""
+    return _build(tmp_path_factory, "rootcause_target_nofp", "-O2", "-fomit-frame-pointer")
 
 
 class Target:

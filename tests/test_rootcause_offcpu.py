@@ -16,7 +16,8 @@ import pytest
 
 from probes.offcpu import OffCpu
 from tests.netenv import ProbeProcess
-from tests.rootcause_support import Target, bpf_watch, requires_root, run_for, target_binary  # noqa: F401
+from tests.rootcause_support import (Target, bpf_watch, requires_root, run_for, target_binary,  # noqa: F401
+                                     target_binary_without_frame_pointers)
 
 pytestmark = [pytest.mark.bpf, requires_root]
 
@@ -65,6 +66,30 @@ def test_blocks_match_known_sleeps(target_binary, bpf_watch, attach):
         assert b["stack"] == b["kernel_stack"] + b["user_stack"]
     # Only the thread asked for.
     assert {r["tid"] for r in records} == {tid}
+
+
+def test_says_when_user_stack_stops_short(target_binary_without_frame_pointers, bpf_watch):
+    """No frame pointers anywhere (as in Debian's libc and most packaged programs):
+    the walk stops after a frame or two; the probe must say so, and must not
+    print the junk the walk read as frames."""
+    with Target(target_binary_without_frame_pointers, "sleep") as t:
+        tid = t.tids["sleeper"]
+        with OffCpu(tid=str(tid), min_block_us="25000") as probe:
+            bpf_watch.snapshot()
+            t.start()
+            truth = t.truth()
+            run_for(probe, 0.3)
+            records = probe.read()
+    blocks = sorted((r for r in records if r["tid"] == tid), key=lambda r: r["ktime_ns"])
+    assert len(blocks) == 3, records
+    _check_blocks(blocks, truth)
+    for b in blocks:
+        assert b["user_stack_truncated"] is True
+        assert "clock_nanosleep" in b["user_stack"][0] and len(b["user_stack"]) <= 2, b["user_stack"]
+        assert "sleeper_main" not in " ".join(b["user_stack"])
+        assert all("[" in f for f in b["user_stack"]), "every frame kept is in a known module"
+        assert b["user_stack_note"].startswith("user stack incomplete: ")
+        assert "frame pointer" in b["user_stack_note"]
 
 
 def test_aggregate_totals_by_stack(target_binary, bpf_watch):

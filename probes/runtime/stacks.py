@@ -111,16 +111,22 @@ class UserSymbols:
             return UserStack([hex(a) for a in addrs], True,
                              "user stack not symbolized: the process exited before it could be read")
         resolved = [self.frame(pid, a) for a in addrs]
+        notes = []
+        # An address in no mapping of the process is not code: a frame pointer walk
+        # through code without frame pointers read junk there.  Cut the stack before it.
+        junk = next((i for i, r in enumerate(resolved) if r[1] is None and r[2] is None), None)
+        if junk is not None:
+            notes.append(f"unwinding ran into a non-code address ({hex(addrs[junk])}), dropped")
+            resolved = resolved[:junk]
         frames = [r[0] for r in resolved]
         if not resolved:
-            return UserStack.missing("user stack empty")
-        notes = []
+            return UserStack.missing("user stack empty" + (": " + notes[0] if notes else ""))
         _text, first_func, first_module, first_start = resolved[0]
         # A function without a frame pointer leaves the frame pointer at its caller's
         # frame, so the walk goes straight to the caller's caller.
         if not caller and first_func and keeps_frame_pointer(pid, first_start) is False:
-            notes.append(f"the caller of {first_func} is missing: {first_func} ({first_module or '?'}) "
-                         "sets up no frame pointer, so the unwinder skipped its caller")
+            notes.append(f"the caller of {first_func} is missing ({first_func} in {first_module or '?'} "
+                         "sets up no frame pointer)")
         _text, last_func, last_module, _start = resolved[-1]
         if last_func not in _USER_STACK_ROOTS:
             notes.append(f"frame-pointer unwinding stopped after {len(frames)} frame(s) in "
@@ -128,7 +134,7 @@ class UserSymbols:
                          "(as Debian's libc is); outer callers are missing")
         if not notes:
             return UserStack(frames, False, None)
-        return UserStack(frames, True, "user stack incomplete: " + "; ".join(notes))
+        return UserStack(frames, True, "user stack incomplete: " + "; ".join(reversed(notes)))
 
 
 _FP_PROLOGUE = b"\x55\x48\x89\xe5"  # push %rbp; mov %rsp,%rbp

@@ -11,18 +11,25 @@ from pathlib import Path
 CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # EACCES for unprivileged users: as good as absent to them
+        return False
+
+
 @lru_cache(maxsize=1)
 def root() -> Path | None:
     """The tracefs mount point, mounting it first when we are allowed to."""
     for path in CANDIDATES:
-        if (path / "events").is_dir():
+        if _is_dir(path / "events"):
             return path
     target = CANDIDATES[0]
-    if target.is_dir():
+    if _is_dir(target):
         # Quietly try: without privileges this fails and callers report tracefs missing.
         subprocess.run(["mount", "-t", "tracefs", "nodev", str(target)],
                        capture_output=True, check=False)
-        if (target / "events").is_dir():
+        if _is_dir(target / "events"):
             return target
     return None
 

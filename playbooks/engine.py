@@ -307,17 +307,19 @@ class Walk:
 
     def distinct_findings(self) -> list[Finding]:
         """Ranked findings, each said once: a finding repeated by a later step (the Details
-        confirming the Summary) keeps the later evidence and lists the earlier steps."""
+        confirming the Summary) keeps its rank and the later evidence, and lists the steps."""
         latest: dict[tuple[str, str], Finding] = {}
         steps: dict[tuple[str, str], list[str]] = {}
         for f in self.findings:
             steps.setdefault(f.identity, []).append(f.step or f.probe)
             latest[f.identity] = f
-        out = []
-        for f in self.ranked_findings():
-            if latest.get(f.identity) is f:
+        out, done = [], set()
+        for f in self.ranked_findings():  # ranked where first said, with the latest evidence
+            if f.identity not in done:
+                done.add(f.identity)
                 seen = steps[f.identity]
-                out.append(f if len(seen) == 1 else _with_seen(f, seen))
+                last = latest[f.identity]
+                out.append(last if len(seen) == 1 else _with_seen(last, seen))
         return out
 
     def conclusion(self) -> Conclusion:

@@ -33,7 +33,10 @@ class Where:
     key: str
 
     def child(self, part: str | int) -> "Where":
-        return Where(self.file, f"{self.key}.{part}" if self.key else str(part))
+        part = str(part)
+        if not self.key:
+            return Where(self.file, part)
+        return Where(self.file, self.key + part if part.startswith("[") else f"{self.key}.{part}")
 
     def error(self, message: str) -> PlaybookError:
         return PlaybookError(self.file, self.key, message)

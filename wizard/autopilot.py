@@ -1,0 +1,199 @@
+"""The autopilot: walk a symptom's playbook with no human, run the probes, write the report.
+
+At a question it takes the playbook's default answer; after a step it takes
+the top suggestion that can run here.  It stops when no runnable suggestion is
+left (or after ``max_steps``), then writes the report.  Everything goes to the
+session journal as it happens, and with ``record`` every probe record goes to
+a recording that ``netsleuth replay`` can play back.
+
+Exit codes (also `netsleuth diagnose --help`):
+  0  a cause was found (a finding that explains the symptom)
+  1  error: a probe failed, or the report could not be written
+  2  bad command line (a flag's value; the message names it)
+  3  the first probe cannot run on this host (not root, kernel lacks a feature)
+  4  the walk finished without finding a cause
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from playbooks.engine import StepView, Walk
+from playbooks.model import Library, Question
+from probes.runtime.loader import ProbeStopped
+from probes.runtime.params import ParamError
+
+from .replay import Recorder, generic_command
+from .report import build_report, host_facts, write_reports
+from .session import Session
+from .steprun import run_source
+
+EXIT_CAUSE, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NO_CAUSE = 0, 1, 2, 3, 4
+EXIT_CODES_HELP = ("exit codes: 0 cause found, 1 error (a probe failed or the report could not be written), "
+                   "2 bad command line, 3 the first probe cannot run on this host, 4 no cause found")
+MAX_STEPS = 8
+
+
+@dataclass
+class AutopilotResult:
+    exit_code: int
+    summary: str
+    reports: dict[str, str] = field(default_factory=dict)
+    session: str | None = None
+    statuses: list[str] = field(default_factory=list)
+
+
+def _dests(params: dict) -> dict:
+    """Playbook params are keyed by flag name ("src-ip"); probes take dests ("src_ip")."""
+    return {k.replace("-", "_"): v for k, v in params.items() if v not in (None, "")}
+
+
+def command_for(backend: Any) -> Callable[[str, dict], str]:
+    """The `netsleuth probe ...` command of a probe with flag-keyed params: the probe's own
+    command_line() where this host can build it, else spelled out from the params."""
+    def command(probe: str, params: dict) -> str:
+        try:
+            return backend.command_line(probe, _dests(params))
+        except Exception:  # not implemented here, or a value only valid on another host
+            return generic_command(probe, params)
+    return command
+
+
+class Autopilot:
+    def __init__(self, lib: Library, backend: Any, duration: float | None = None,
+                 recorder: Recorder | None = None, log: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None):
+        self.lib = lib
+        self.backend = backend
+        self.duration = duration
+        self.recorder = recorder
+        self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.stop = stop or threading.Event()
+        self.failed: list[tuple[str, dict]] = []
+        self.command = command_for(backend)
+
+    def _probe_has(self, probe: str, flag: str) -> bool:
+        return any(f.name == flag for f in self.backend.flags(probe))
+
+    def run_step(self, walk: Walk, view: StepView) -> str:
+        """Run the walk's current step for real (or from the recording); returns its status."""
+        if view.unavailable:
+            self.log(f"  cannot run {view.probe} here: {view.unavailable}")
+            walk.complete("unavailable", error=view.unavailable, params=view.params,
+                          command=self.command(view.probe, view.params))
+            return "unavailable"
+        duration = self.duration or view.duration
+        values = _dests(view.params)
+        if self._probe_has(view.probe, "duration"):
+            # so the command line reproduces the run's length
+            values["duration"] = int(duration) if float(duration).is_integer() else duration
+        try:
+            source = self.backend.build(view.probe, values)
+        except (ParamError, KeyError) as e:
+            error = str(e.args[0]) if isinstance(e, KeyError) else str(e)
+            self.log(f"  cannot start {view.probe}: {error}")
+            walk.complete("error", error=error, params=view.params, command=self.command(view.probe, view.params))
+            return "error"
+        command = source.command_line() if hasattr(source, "command_line") else self.command(view.probe, view.params)
+        recorded = getattr(source, "recorded_duration_s", None)
+        self.log(f"  running: {command}  " + (f"(replaying a recorded run of {recorded:g} s)" if recorded is not None
+                                              else f"({duration:g} s)"))
+        run_id = self.recorder.start_run(view.probe, view.params, view.ref, command) if self.recorder else None
+        on_records = (lambda t, recs: self.recorder.records(run_id, t, recs)) if self.recorder else None
+        outcome = run_source(source, view.probe, self.lib.probes[view.probe].merge, duration, self.stop, on_records)
+        if self.recorder:
+            self.recorder.end_run(run_id, outcome.status, outcome.duration_s, outcome.error)
+        findings = walk.complete(outcome.status, outcome.result, outcome.duration_s, outcome.started, outcome.error,
+                                 command, view.params)
+        if outcome.error:
+            self.log(f"  {outcome.status}: {outcome.error}")
+        for f in findings:
+            self.log(f"  [{f.level}] {f.title}")
+        return outcome.status
+
+    def next_step(self, walk: Walk) -> StepView | None:
+        for s in walk.suggestions():
+            if s.unavailable is None and not any(r == s.ref and p == s.params for r, p in self.failed):
+                return s
+        return None
+
+    def walk(self, walk: Walk, max_steps: int = MAX_STEPS) -> list[str]:
+        statuses: list[str] = []
+        try:
+            while len(statuses) < max_steps and not self.stop.is_set():
+                node = walk.current
+                if isinstance(node, Question):
+                    i = node.default_index
+                    self.log(f"{node.ask} → {node.answers[i].say}")
+                    walk.answer(i)
+                    continue
+                if walk.current_result is None:
+                    self.log(f"step {len(statuses) + 1}: {node.title} [{node.probe}, tier {node.tier}]")
+                    status = self.run_step(walk, node)
+                    statuses.append(status)
+                    if status == "stopped":
+                        break
+                    if status != "ok":
+                        self.failed.append((node.ref, node.params))
+                nxt = self.next_step(walk)
+                if nxt is None:
+                    break
+                walk.choose(nxt)
+        except (KeyboardInterrupt, ProbeStopped):
+            self.log("interrupted: writing the report with what was found so far")
+            statuses.append("stopped")
+        return statuses
+
+
+def exit_code(cause_found: bool, statuses: list[str]) -> int:
+    if cause_found:
+        return EXIT_CAUSE
+    if "error" in statuses:
+        return EXIT_ERROR
+    if statuses and statuses[0] == "unavailable" and "ok" not in statuses:
+        return EXIT_UNAVAILABLE
+    return EXIT_NO_CAUSE
+
+
+def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, report_dir: str,
+                  duration: float | None = None, record: str | None = None, sessions: str | None = None,
+                  max_steps: int = MAX_STEPS, log: Callable[[str], None] | None = None,
+                  host: dict | None = None) -> AutopilotResult:
+    """Diagnose ``symptom`` with no human; the report goes to ``report_dir``."""
+    if host is None:
+        facts = getattr(backend, "host_facts", None)
+        host = facts() if callable(facts) else host_facts(getattr(backend, "caps", None))
+    netns = backend.netns() if hasattr(backend, "netns") else None
+    if netns is not None and "netns" not in context:
+        context = dict(context, netns=netns)
+    session = Session.create(symptom, context, host, sessions, mode="autopilot")
+    recorder = Recorder(record, host, symptom, context) if record else None
+    pilot = Autopilot(lib, backend, duration, recorder, log)
+    try:
+        walk = Walk(lib, context, symptom, availability=backend.availability, on_event=session.write)
+        pilot.log(f"netsleuth autopilot: {lib.playbooks[symptom].title} — session {session.id}")
+        statuses = pilot.walk(walk, max_steps)
+        conclusion = walk.conclusion()
+        report = build_report(walk, host, session.id, pilot.command, mode="autopilot")
+        code = exit_code(conclusion.cause_found, statuses)
+        try:
+            paths = write_reports(report, report_dir)
+        except OSError as e:
+            pilot.log(f"cannot write the report to {report_dir}: {e.strerror or e}")
+            paths, code = {}, EXIT_ERROR
+        session.end(report["conclusion"], paths)
+        pilot.log(("Cause found: " if conclusion.cause_found else "") + conclusion.summary)
+        for kind, path in paths.items():
+            pilot.log(f"report ({kind}): {path}")
+        return AutopilotResult(code, conclusion.summary, paths, str(session.path), statuses)
+    finally:
+        session.close()
+        if recorder:
+            recorder.close()
+
+
+__all__ = ["Autopilot", "AutopilotResult", "EXIT_CAUSE", "EXIT_ERROR", "EXIT_NO_CAUSE", "EXIT_UNAVAILABLE",
+           "EXIT_USAGE", "EXIT_CODES_HELP", "command_for", "exit_code", "run_autopilot"]

@@ -1,0 +1,304 @@
+"""Record what the probes produced, and play it back with no root and no BPF.
+
+A recording is JSON lines:
+
+    {"type": "recording", "version": 1, "created": ..., "host": {...}, "symptom": ..., "context": {...}}
+    {"type": "run", "run": 1, "probe": "drop-summary", "step": "packet-loss/drop-summary",
+     "params": {...}, "command": "netsleuth probe ...", "started": ...}
+    {"type": "record", "run": 1, "probe": "drop-summary", "params": {...}, "t": 1.002, "record": {...}}
+    {"type": "run_end", "run": 1, "status": "ok", "duration_s": 30.0, "error": null}
+
+``RecordedProbe`` replays one run through the probe interface (start / wait /
+read / close), at the recorded pace or instantly; ``RecordedBackend`` answers
+the questions the wizard asks a backend (can this probe run, build it, its
+command line) from the recording.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playbooks.engine import NOT_IMPLEMENTED
+
+from .steprun import now_iso
+
+RECORDING_VERSION = 1
+
+
+class RecordingError(ValueError):
+    """The file is not a netsleuth recording (the message says where and why)."""
+
+
+def _same_params(a: dict, b: dict) -> bool:
+    """Same filters; the run length is not a filter (a replay's runs end with their records)."""
+    def norm(d: dict) -> dict:
+        return {k: str(v) for k, v in d.items() if k != "duration"}
+    return norm(a) == norm(b)
+
+
+# writing ----------------------------------------------------------------------------
+
+class Recorder:
+    """Appends a run's records as they come; each line is flushed, each run end fsynced."""
+
+    def __init__(self, path: str | Path, host: dict, symptom: str | None, context: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        raw = os.fdopen(fd, "wb")
+        # name.gz: compressed (stacks repeat a lot); each flush makes all lines so far readable
+        self._f = gzip.open(raw, "wt", encoding="utf-8") if self.path.suffix == ".gz" else \
+            open(raw.fileno(), "w", encoding="utf-8", closefd=False)
+        self._raw = raw
+        self._runs = 0
+        self._params: dict[int, tuple[str, dict]] = {}
+        self._write({"type": "recording", "version": RECORDING_VERSION, "created": now_iso(), "host": host,
+                     "symptom": symptom, "context": context})
+
+    def _write(self, obj: dict, sync: bool = False) -> None:
+        self._f.write(json.dumps(obj, default=str) + "\n")
+        self._f.flush()
+        if sync:
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+
+    def start_run(self, probe: str, params: dict, step: str | None = None, command: str | None = None) -> int:
+        self._runs += 1
+        self._params[self._runs] = (probe, dict(params))
+        self._write({"type": "run", "run": self._runs, "probe": probe, "step": step, "params": params,
+                     "command": command, "started": now_iso()})
+        return self._runs
+
+    def records(self, run: int, t: float, records: list[dict]) -> None:
+        probe, params = self._params[run]
+        for r in records:
+            self._write({"type": "record", "run": run, "probe": probe, "params": params, "t": round(t, 3),
+                         "record": r})
+
+    def end_run(self, run: int, status: str, duration_s: float | None, error: str | None = None) -> None:
+        self._write({"type": "run_end", "run": run, "status": status, "duration_s": duration_s, "error": error},
+                    sync=True)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+
+
+# reading ----------------------------------------------------------------------------
+
+@dataclass
+class RecordedRun:
+    run: int
+    probe: str
+    params: dict
+    step: str | None = None
+    command: str | None = None
+    records: list[tuple[float, dict]] = field(default_factory=list)
+    status: str | None = None
+    duration_s: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class Recording:
+    path: str
+    host: dict
+    symptom: str | None
+    context: dict
+    runs: list[RecordedRun]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recording":
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+            if data[:2] == b"\x1f\x8b":
+                # decompressobj, not gzip.decompress: a recording cut by a crash still reads
+                data = zlib.decompressobj(wbits=31).decompress(data)
+            lines = data.decode("utf-8").splitlines()
+        except OSError as e:
+            raise RecordingError(f"{p}: cannot read: {e.strerror or e}") from None
+        except (UnicodeDecodeError, zlib.error):
+            raise RecordingError(f"{p}: not a netsleuth recording (not text)") from None
+        header, runs = None, {}
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                if n == len(lines) and header is not None:  # a run cut short by a crash: keep the rest
+                    break
+                raise RecordingError(f"{p}:{n}: not JSON ({e.msg})") from None
+            kind = obj.get("type") if isinstance(obj, dict) else None
+            if header is None:
+                if kind != "recording":
+                    raise RecordingError(f"{p}:{n}: not a netsleuth recording (no 'recording' header line)")
+                if obj.get("version") != RECORDING_VERSION:
+                    raise RecordingError(f"{p}: recording version {obj.get('version')!r}, "
+                                         f"this netsleuth reads version {RECORDING_VERSION}")
+                header = obj
+            elif kind == "run":
+                runs[obj["run"]] = RecordedRun(obj["run"], obj["probe"], obj.get("params") or {}, obj.get("step"),
+                                               obj.get("command"))
+            elif kind == "record":
+                run = runs.get(obj.get("run"))
+                if run is None:
+                    raise RecordingError(f"{p}:{n}: record of run {obj.get('run')!r} before its 'run' line")
+                run.records.append((float(obj.get("t", 0)), obj["record"]))
+            elif kind == "run_end":
+                run = runs.get(obj.get("run"))
+                if run is not None:
+                    run.status, run.duration_s, run.error = obj.get("status"), obj.get("duration_s"), obj.get("error")
+            else:
+                raise RecordingError(f"{p}:{n}: unknown line type {kind!r}")
+        if header is None:
+            raise RecordingError(f"{p}: empty file, not a netsleuth recording")
+        return cls(str(p), header.get("host") or {}, header.get("symptom"), header.get("context") or {},
+                   list(runs.values()))
+
+
+class RecordedProbe:
+    """One recorded run, served through the probe interface.
+
+    ``speed`` 1.0 replays at the recorded pace, 0 serves everything at once
+    (headless replay); ``exhausted`` tells the step loop there is nothing more.
+    """
+
+    streaming = False
+
+    def __init__(self, run: RecordedRun, speed: float = 0.0):
+        self.run = run
+        self.name = run.probe
+        self.speed = speed
+        self._next = 0
+        self._t0: float | None = None
+        self.recorded_duration_s = run.duration_s
+
+    def start(self) -> None:
+        from probes.base import Unavailable
+        from probes.runtime.loader import ProbeError
+
+        if self.run.status in ("unavailable", "error") and not self.run.records:
+            cls = Unavailable if self.run.status == "unavailable" else ProbeError
+            raise cls(self.run.error or f"{self.name}: {self.run.status} when recorded")
+        self._t0 = time.monotonic()
+
+    def _elapsed(self) -> float:
+        if self.speed <= 0:
+            return float("inf")
+        return (time.monotonic() - (self._t0 or time.monotonic())) * self.speed
+
+    def wait(self, timeout: float) -> None:
+        if self.speed <= 0 or self.exhausted:
+            return
+        nxt = self.run.records[self._next][0] / self.speed
+        time.sleep(max(0.0, min(timeout, nxt - (time.monotonic() - self._t0))))
+
+    def read(self) -> list[dict]:
+        limit = self._elapsed()
+        out = []
+        while self._next < len(self.run.records) and self.run.records[self._next][0] <= limit:
+            out.append(self.run.records[self._next][1])
+            self._next += 1
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next >= len(self.run.records)
+
+    def command_line(self) -> str:
+        return self.run.command or generic_command(self.name, self.run.params)
+
+    def describe_attach(self) -> str:
+        return f"recorded run {self.run.run} of {self.name}"
+
+    def close(self) -> None:
+        pass
+
+
+def generic_command(probe: str, params: dict) -> str:
+    """``netsleuth probe NAME --flag value ...`` from flag-keyed params (for probes not
+    implemented here, or parameters this host cannot validate)."""
+    import shlex
+
+    parts = ["netsleuth", "probe", probe]
+    for k, v in params.items():
+        if v in (None, "", False):
+            continue
+        parts.append("--" + k.replace("_", "-"))
+        if v is not True:
+            parts.append(str(v))
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+class RecordedBackend:
+    """The wizard's backend over a recording: probes run from the recorded data."""
+
+    mode = "replay"
+
+    def __init__(self, recording: Recording, speed: float = 0.0):
+        self.recording = recording
+        self.speed = speed
+        self._used: set[int] = set()
+
+    def describe(self) -> str:
+        return f"replay of {self.recording.path} (recorded on {self.recording.host.get('hostname', '?')})"
+
+    def host_facts(self) -> dict:
+        return dict(self.recording.host, replayed_from=self.recording.path)
+
+    def netns(self) -> int | None:
+        return self.recording.context.get("netns")
+
+    def probe_class(self, name: str):
+        from probes.registry import PROBES
+
+        return PROBES.get(name)
+
+    def flags(self, name: str):
+        cls = self.probe_class(name)
+        return cls.flags if cls else ()
+
+    def availability(self, name: str) -> str | None:
+        if any(r.probe == name for r in self.recording.runs):
+            return None
+        if self.probe_class(name) is None:
+            return NOT_IMPLEMENTED
+        return "not in this recording: the recorded session did not run this probe"
+
+    def _run_for(self, name: str, params: dict) -> RecordedRun:
+        candidates = [r for r in self.recording.runs if r.probe == name]
+        if not candidates:
+            raise KeyError(f"{name}: {self.availability(name)}")
+        flag_keyed = {k.replace("_", "-"): v for k, v in params.items()}
+        fresh = [r for r in candidates if r.run not in self._used]
+        exact = [r for r in fresh if _same_params(r.params, flag_keyed)] or \
+                [r for r in candidates if _same_params(r.params, flag_keyed)]
+        run = (exact or fresh or candidates)[0]
+        self._used.add(run.run)
+        return run
+
+    def build(self, name: str, values: dict) -> RecordedProbe:
+        """The recorded run of this probe with these parameters (else the next unused run of
+        the probe: a replay cannot re-measure with edited filters)."""
+        return RecordedProbe(self._run_for(name, values), self.speed)
+
+    source = build
+
+    def command_line(self, name: str, values: dict) -> str:
+        flag_keyed = {k.replace("_", "-"): v for k, v in values.items()}
+        for r in self.recording.runs:
+            if r.probe == name and r.command and _same_params(r.params, flag_keyed):
+                return r.command
+        return generic_command(name, flag_keyed)

@@ -1,0 +1,358 @@
+"""The session report: Markdown, JSON and HTML, written atomically with mode 0600.
+
+``build_report`` turns a walk into one JSON-ready dict (host facts, the path
+taken with parameters, durations and commands, each probe's key results,
+findings with evidence, the conclusion, suggested fixes, the next steps);
+the renderers only format that dict.  Histograms become inline SVG in HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from playbooks.engine import StepView, Walk
+from playbooks.model import Library, ProbeSpec, Question
+
+from .steprun import now_iso
+
+REPORT_VERSION = 1
+TOP_ROWS = 10
+CommandFor = Callable[[str, dict], str]
+
+
+# host facts ---------------------------------------------------------------------------
+
+def host_facts(caps=None) -> dict:
+    """What the report says about the machine: name, OS, kernel, what the kernel offers."""
+    facts: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "netsleuth": _version(),
+        "user_is_root": os.geteuid() == 0,
+    }
+    if caps is not None:
+        facts.update({
+            "btf": caps.btf, "tracefs": bool(caps.tracefs), "kprobes": caps.kprobes, "uprobes": caps.uprobes,
+            "drop_reasons": len(caps.drop_reasons), "privileged": caps.privileged, "lockdown": caps.lockdown,
+        })
+    return facts
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("netsleuth")
+    except Exception:
+        return "unknown"
+
+
+# building -------------------------------------------------------------------------------
+
+def _key_results(spec: ProbeSpec, result: dict | None) -> dict | None:
+    """The part of a merged result worth showing: counters, the entry table, histograms."""
+    if not result:
+        return None
+    counters = {k: result.get(k) for k in ("records", "duration_s", "total") + spec.merge.totals if k in result}
+    if result.get("other_records"):
+        counters["other_records"] = result["other_records"]
+    entries = result.get("entries") or []
+    rows = []
+    for e in entries[:TOP_ROWS]:
+        scope = {"evidence": e, "result": result, "context": {}, "step": {}, "let": {}}
+        rows.append([t.render(scope, missing="") for _, t in spec.columns])
+    out: dict[str, Any] = {"counters": counters, "columns": [c for c, _ in spec.columns], "rows": rows,
+                           "entries_total": len(entries)}
+    if spec.merge.kind == "sum-histograms":
+        out["histograms"] = [{
+            "title": " ".join(str(e.get(k)) for k in spec.merge.key if e.get(k) is not None) or spec.title,
+            "unit": e.get("unit", "us"), "buckets": e.get("buckets", []), "count": e.get("count"),
+            "p50": e.get("p50"), "p99": e.get("p99"), "p99_9": e.get("p99_9"), "max": e.get("max"),
+        } for e in entries[:TOP_ROWS]]
+    if entries and entries[0].get("stack"):
+        out["top_stack"] = entries[0]["stack"]
+    return out
+
+
+def _step_view_dict(v: StepView, command_for: CommandFor) -> dict:
+    return {"step": v.ref, "title": v.title, "probe": v.probe, "tier": v.tier, "cost": v.cost,
+            "params": v.params, "duration_s": v.duration, "unavailable": v.unavailable,
+            "suggested_by": v.suggested_by, "level": v.level, "command": command_for(v.probe, v.params)}
+
+
+def build_report(walk: Walk, host: dict, session_id: str | None = None, command_for: CommandFor | None = None,
+                 mode: str = "interactive") -> dict:
+    from .replay import generic_command
+
+    lib: Library = walk.lib
+    command_for = command_for or generic_command
+    timeline = []
+    for frame in walk.frames:
+        node = lib.node(frame.ref)
+        if isinstance(node, Question):
+            nxt = walk.frames[walk.frames.index(frame) + 1] if frame is not walk.frames[-1] else None
+            answer = next((a.say for a in node.answers if nxt and a.goto == nxt.ref), None)
+            timeline.append({"kind": "question", "step": frame.ref, "title": node.ask, "answer": answer})
+            continue
+        spec = lib.probes[node.probe]
+        r = frame.result
+        params = r.params if r else frame.params
+        timeline.append({
+            "kind": "step", "step": frame.ref, "title": node.title, "probe": node.probe, "tier": spec.tier,
+            "cost": spec.cost, "params": params, "suggested_by": frame.suggested_by,
+            "status": r.status if r else "not run", "error": r.error if r else None,
+            "started": r.started if r else None, "duration_s": r.duration_s if r else None,
+            "command": (r.command if r and r.command else command_for(node.probe, params)),
+            "key_results": _key_results(spec, r.result if r else None),
+            "findings": [f.title for f in frame.findings],
+        })
+    c = walk.conclusion()
+    return {
+        "netsleuth_report": REPORT_VERSION,
+        "session": session_id,
+        "created": now_iso(),
+        "mode": mode,
+        "symptom": {"id": walk.symptom, "title": lib.playbooks[walk.symptom].title if walk.symptom in lib.playbooks
+                    else walk.symptom},
+        "context": walk.context,
+        "host": host,
+        "timeline": timeline,
+        "findings": [f.to_dict() for f in c.findings],
+        "conclusion": {"cause_found": c.cause_found, "summary": c.summary,
+                       "causes": [f.title for f in c.causes], "fixes": c.fixes},
+        "next_steps": [_step_view_dict(v, command_for) for v in c.open_steps],
+    }
+
+
+# writing --------------------------------------------------------------------------------
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write via a temporary file in the same directory and rename: readers see the old file
+    or the new one, never half of one.  Mode 0600: reports name hosts, addresses and processes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def write_reports(report: dict, directory: str | Path, stem: str = "report") -> dict[str, str]:
+    """report.md, report.json and report.html in the directory; returns their paths."""
+    d = Path(directory)
+    paths = {
+        "markdown": write_atomic(d / f"{stem}.md", render_markdown(report)),
+        "json": write_atomic(d / f"{stem}.json", json.dumps(report, indent=2, default=str) + "\n"),
+        "html": write_atomic(d / f"{stem}.html", render_html(report)),
+    }
+    return {k: str(v) for k, v in paths.items()}
+
+
+# Markdown -------------------------------------------------------------------------------
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "(none)"
+
+
+def _md_cell(v: Any) -> str:
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(rep: dict) -> str:
+    c = rep["conclusion"]
+    out = [f"# netsleuth report: {rep['symptom']['title']}", ""]
+    out += [f"*Session {rep['session'] or '-'}, {rep['created']}, {rep['mode']}.*", ""]
+    out += ["## Conclusion", "", ("**Cause found.** " if c["cause_found"] else "**No cause found yet.** ") + c["summary"], ""]
+    if c["fixes"]:
+        out += ["### Suggested fixes", ""] + [f"- {f}" for f in c["fixes"]] + [""]
+    out += ["## Host", ""] + [f"- **{k}**: {v}" for k, v in rep["host"].items()] + [""]
+    if rep["context"]:
+        out += ["## What you told netsleuth", ""] + [f"- **{k}**: {v}" for k, v in rep["context"].items()] + [""]
+    out += ["## Timeline", ""]
+    n = 0
+    for t in rep["timeline"]:
+        if t["kind"] == "question":
+            out += [f"- *{t['title']}* → {t['answer'] or '(not answered)'}"]
+            continue
+        n += 1
+        out += ["", f"### {n}. {t['title']} (`{t['probe']}`, tier {t['tier']})", ""]
+        dur = f", {t['duration_s']:.1f} s" if isinstance(t["duration_s"], (int, float)) else ""
+        out += [f"- status: **{t['status']}**{dur}" + (f" — {t['error']}" if t["error"] else "")]
+        if t["started"]:
+            out += [f"- started: {t['started']}"]
+        out += [f"- parameters: {_params_text(t['params'])}", f"- reproduce: `{t['command']}`"]
+        kr = t["key_results"]
+        if kr:
+            out += [f"- counters: {_params_text(kr['counters'])}"]
+            if kr["rows"]:
+                out += ["", "| " + " | ".join(kr["columns"]) + " |", "|" + "---|" * len(kr["columns"])]
+                out += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in kr["rows"]]
+            for h in kr.get("histograms", []):
+                out += ["", f"{h['title']}: {h['count']} samples, P50 ≤ {h['p50']}, P99 ≤ {h['p99']}, "
+                            f"P99.9 ≤ {h['p99_9']}, max ≤ {h['max']} {h['unit']}"]
+            if kr.get("top_stack"):
+                out += ["", "Top entry's stack:", "", "```"] + kr["top_stack"] + ["```"]
+        if t["findings"]:
+            out += ["", "Findings: " + "; ".join(t["findings"])]
+    out += ["", "## Findings", ""]
+    if not rep["findings"]:
+        out += ["None."]
+    for f in rep["findings"]:
+        out += [f"### [{f['level']}] {f['title']}", "", f["say"], ""]
+        if f.get("seen_in"):
+            out += [f"Seen by: {', '.join(f['seen_in'])}", ""]
+        if f["evidence_lines"]:
+            out += ["Evidence:", ""] + [f"- {e}" for e in f["evidence_lines"]] + [""]
+        if f["cause"]:
+            out += [f"Likely cause: {f['cause']}", ""]
+        if f["advice"]:
+            out += ["Advice:", ""] + [f"- {a}" for a in f["advice"]] + [""]
+    if rep["next_steps"]:
+        out += ["## Next steps", ""]
+        for s in rep["next_steps"]:
+            state = f" — not possible here: {s['unavailable']}" if s["unavailable"] else ""
+            out += [f"- **{s['title']}** (`{s['probe']}`, tier {s['tier']}, cost: {s['cost']}){state}",
+                    f"  - because: {s['suggested_by']}", f"  - parameters: {_params_text(s['params'])}",
+                    f"  - command: `{s['command']}`"]
+    return "\n".join(out) + "\n"
+
+
+# HTML -------------------------------------------------------------------------------------
+
+def _bucket_label(low: int, high: int | None, unit: str) -> str:
+    def short(v: int) -> str:
+        if unit == "us" and v >= 1000:
+            return f"{v / 1000:g}ms" if v < 1_000_000 else f"{v / 1_000_000:g}s"
+        return f"{v}{'µs' if unit == 'us' else ''}"
+    return f"{short(low)}–{short(high)}" if high else short(low)
+
+
+def histogram_svg(h: dict, width: int = 640, bar_h: int = 16) -> str:
+    """A horizontal bar chart of log2 buckets, as the BCC text histograms look, in SVG."""
+    buckets = [b for b in h.get("buckets", []) if b.get("count")]
+    if not buckets:
+        return "<p>(no samples)</p>"
+    peak = max(b["count"] for b in buckets)
+    label_w, count_w = 130, 70
+    plot_w = width - label_w - count_w
+    height = bar_h * len(buckets) + 24
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="hist" width="{width}" height="{height}" '
+             f'role="img" aria-label="{html.escape(h["title"])}">',
+             f'<text x="0" y="12" class="ht">{html.escape(h["title"])} ({h["count"]} samples)</text>']
+    for i, b in enumerate(buckets):
+        y = 20 + i * bar_h
+        w = max(1, round(plot_w * b["count"] / peak))
+        label = _bucket_label(b.get("low", 0), b.get("high"), h.get("unit", "us"))
+        parts.append(f'<text x="{label_w - 6}" y="{y + bar_h - 4}" text-anchor="end">{html.escape(label)}</text>'
+                     f'<rect x="{label_w}" y="{y + 2}" width="{w}" height="{bar_h - 4}" class="bar"/>'
+                     f'<text x="{label_w + w + 4}" y="{y + bar_h - 4}">{b["count"]}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.5rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}
+code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.5rem;overflow-x:auto}
+.critical{color:#b00020}.warning{color:#a15c00}.notice{color:#005a9c}.info{color:#444}
+.conclusion{background:#f0f6ff;border-left:4px solid #3b7ddd;padding:.5rem 1rem}
+svg.hist text{font-size:11px;font-family:monospace}svg.hist .ht{font-weight:bold}svg.hist .bar{fill:#3b7ddd}
+"""
+
+
+def render_html(rep: dict) -> str:
+    e = html.escape
+    c = rep["conclusion"]
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>netsleuth report: {e(rep['symptom']['title'])}</title><style>{_CSS}</style></head><body>",
+           f"<h1>netsleuth report: {e(rep['symptom']['title'])}</h1>",
+           f"<p><em>Session {e(str(rep['session'] or '-'))}, {e(rep['created'])}, {e(rep['mode'])}.</em></p>",
+           '<h2>Conclusion</h2><div class="conclusion">',
+           f"<p><strong>{'Cause found.' if c['cause_found'] else 'No cause found yet.'}</strong> {e(c['summary'])}</p>"]
+    if c["fixes"]:
+        out.append("<h3>Suggested fixes</h3><ul>" + "".join(f"<li>{e(f)}</li>" for f in c["fixes"]) + "</ul>")
+    out.append("</div><h2>Host</h2><table>" +
+               "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rep["host"].items()) + "</table>")
+    if rep["context"]:
+        out.append("<h2>What you told netsleuth</h2><table>" + "".join(
+            f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rep["context"].items()) + "</table>")
+    out.append("<h2>Timeline</h2>")
+    n = 0
+    for t in rep["timeline"]:
+        if t["kind"] == "question":
+            out.append(f"<p><em>{e(t['title'])}</em> → {e(t['answer'] or '(not answered)')}</p>")
+            continue
+        n += 1
+        dur = f", {t['duration_s']:.1f} s" if isinstance(t["duration_s"], (int, float)) else ""
+        out.append(f"<h3>{n}. {e(t['title'])} (<code>{e(t['probe'])}</code>, tier {t['tier']})</h3><ul>"
+                   f"<li>status: <strong>{e(t['status'])}</strong>{dur}" + (f" — {e(t['error'])}" if t["error"] else "")
+                   + "</li>" + (f"<li>started: {e(t['started'])}</li>" if t["started"] else "")
+                   + f"<li>parameters: {e(_params_text(t['params']))}</li>"
+                   f"<li>reproduce: <code>{e(t['command'])}</code></li></ul>")
+        kr = t["key_results"]
+        if kr:
+            out.append(f"<p>counters: {e(_params_text(kr['counters']))}</p>")
+            if kr["rows"]:
+                out.append("<table><tr>" + "".join(f"<th>{e(col)}</th>" for col in kr["columns"]) + "</tr>" + "".join(
+                    "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in kr["rows"]) + "</table>")
+            for h in kr.get("histograms", []):
+                out.append(histogram_svg(h))
+            if kr.get("top_stack"):
+                out.append("<p>Top entry's stack:</p><pre>" + e("\n".join(kr["top_stack"])) + "</pre>")
+        if t["findings"]:
+            out.append("<p>Findings: " + e("; ".join(t["findings"])) + "</p>")
+    out.append("<h2>Findings</h2>")
+    if not rep["findings"]:
+        out.append("<p>None.</p>")
+    for f in rep["findings"]:
+        out.append(f'<h3 class="{e(f["level"])}">[{e(f["level"])}] {e(f["title"])}</h3><p>{e(f["say"])}</p>')
+        if f.get("seen_in"):
+            out.append(f"<p>Seen by: {e(', '.join(f['seen_in']))}</p>")
+        if f["evidence_lines"]:
+            out.append("<p>Evidence:</p><ul>" + "".join(f"<li>{e(x)}</li>" for x in f["evidence_lines"]) + "</ul>")
+        if f["cause"]:
+            out.append(f"<p>Likely cause: {e(f['cause'])}</p>")
+        if f["advice"]:
+            out.append("<p>Advice:</p><ul>" + "".join(f"<li>{e(a)}</li>" for a in f["advice"]) + "</ul>")
+    if rep["next_steps"]:
+        out.append("<h2>Next steps</h2><ul>")
+        for s in rep["next_steps"]:
+            state = f" — not possible here: {e(s['unavailable'])}" if s["unavailable"] else ""
+            out.append(f"<li><strong>{e(s['title'])}</strong> (<code>{e(s['probe'])}</code>, tier {s['tier']}){state}"
+                       f"<br>because: {e(str(s['suggested_by']))}<br>parameters: {e(_params_text(s['params']))}"
+                       f"<br>command: <code>{e(s['command'])}</code></li>")
+        out.append("</ul>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,96 @@
+"""Run one playbook step over a probe source and fold its records into a result.
+
+A *source* is anything with the probe interface: ``start()``, ``wait(timeout)``,
+``read() -> list[dict]``, ``close()`` — a live probe, or a RecordedProbe from a
+recording (wizard/replay.py).  The same loop serves the autopilot and the app's
+workers; ``on_update`` sees the merged result after every read (the live view).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from playbooks.merge import Accumulator, MergeSpec
+from probes.runtime.loader import ProbeError, ProbeStopped
+from probes.runtime.params import ParamError
+
+READ_EVERY_S = 1.0
+
+
+@dataclass
+class StepOutcome:
+    status: str  # ok | error | unavailable | stopped
+    result: dict | None
+    duration_s: float
+    started: str
+    error: str | None = None
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def run_source(source: Any, probe: str, merge: MergeSpec, duration: float,
+               stop: threading.Event | None = None,
+               on_records: Callable[[float, list[dict]], None] | None = None,
+               on_update: Callable[[dict], None] | None = None,
+               read_every: float = READ_EVERY_S) -> StepOutcome:
+    """Start the source, read it every ``read_every`` seconds for ``duration`` seconds (or until
+    ``stop`` is set, or a recorded source runs out), close it; never raises for probe errors."""
+    from probes.base import Unavailable
+
+    acc = Accumulator(probe, merge)
+    started = now_iso()
+    t0 = time.monotonic()
+    status, error = "ok", None
+
+    def take() -> None:
+        records = source.read()
+        if records:
+            if on_records is not None:
+                on_records(time.monotonic() - t0, records)
+            acc.add(records)
+        if on_update is not None:
+            on_update(acc.result(time.monotonic() - t0))
+
+    try:
+        source.start()
+        t0 = time.monotonic()
+        deadline = t0 + duration
+        while True:
+            now = time.monotonic()
+            if now >= deadline or (stop is not None and stop.is_set()) or getattr(source, "exhausted", False):
+                break
+            source.wait(min(read_every, deadline - now))
+            take()
+        if stop is not None and stop.is_set():
+            status = "stopped"
+        finish = getattr(source, "finish", None)  # e.g. cpu-burst reports a burst still going on
+        if callable(finish):
+            finish()
+        take()
+    except Unavailable as e:
+        status, error = "unavailable", str(e)
+    except (ProbeError, ParamError, OSError) as e:
+        status, error = "error", str(e)
+    except (KeyboardInterrupt, ProbeStopped):
+        status, error = "stopped", "interrupted"
+        try:
+            take()
+        except Exception:
+            pass
+    finally:
+        try:
+            source.close()
+        except Exception as e:  # closing must not hide the outcome
+            error = error or f"closing the probe failed: {e}"
+    elapsed = round(time.monotonic() - t0, 3)
+    recorded = getattr(source, "recorded_duration_s", None)  # replay: the duration of the real run
+    if recorded is not None:
+        elapsed = recorded
+    result = acc.result(elapsed) if status in ("ok", "stopped") else None
+    return StepOutcome(status, result, elapsed, started, error)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from playbooks import PlaybookError, load_library
+from probes.runtime import params as P
 from probes.runtime.params import ParamError
 
 from .autopilot import EXIT_CODES_HELP, EXIT_ERROR, EXIT_USAGE, run_autopilot
@@ -62,8 +63,6 @@ def _usage(cmd: str, message: str) -> int:
 
 
 def _numbers(cmd: str, args: argparse.Namespace) -> tuple[float | None, int] | int:
-    from probes.runtime import params as P
-
     try:
         duration = P.seconds("--duration", args.duration, 0.1, 86400, None)
         max_steps = P.integer("--max-steps", args.max_steps, 1, 100)

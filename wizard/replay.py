@@ -23,9 +23,10 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from playbooks.engine import NOT_IMPLEMENTED
+from probes.base import Unavailable
+from probes.runtime.loader import ProbeError
 
 from .steprun import now_iso
 
@@ -186,9 +187,6 @@ class RecordedProbe:
         self.recorded_duration_s = run.duration_s
 
     def start(self) -> None:
-        from probes.base import Unavailable
-        from probes.runtime.loader import ProbeError
-
         if self.run.status in ("unavailable", "error") and not self.run.records:
             cls = Unavailable if self.run.status == "unavailable" else ProbeError
             raise cls(self.run.error or f"{self.name}: {self.run.status} when recorded")

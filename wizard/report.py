@@ -20,6 +20,7 @@ from typing import Any, Callable
 from playbooks.engine import StepView, Walk
 from playbooks.model import Library, ProbeSpec, Question
 
+from .replay import generic_command
 from .steprun import now_iso
 
 REPORT_VERSION = 1
@@ -102,8 +103,6 @@ def _step_view_dict(v: StepView, command_for: CommandFor) -> dict:
 
 def build_report(walk: Walk, host: dict, session_id: str | None = None, command_for: CommandFor | None = None,
                  mode: str = "interactive") -> dict:
-    from .replay import generic_command
-
     lib: Library = walk.lib
     command_for = command_for or generic_command
     timeline = []

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from playbooks.merge import Accumulator, MergeSpec
+from probes.base import Unavailable
 from probes.runtime.loader import ProbeError, ProbeStopped
 from probes.runtime.params import ParamError
 
@@ -41,8 +42,6 @@ def run_source(source: Any, probe: str, merge: MergeSpec, duration: float,
                read_every: float = READ_EVERY_S) -> StepOutcome:
     """Start the source, read it every ``read_every`` seconds for ``duration`` seconds (or until
     ``stop`` is set, or a recorded source runs out), close it; never raises for probe errors."""
-    from probes.base import Unavailable
-
     acc = Accumulator(probe, merge)
     started = now_iso()
     t0 = time.monotonic()

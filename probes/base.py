@@ -91,7 +91,7 @@ DST_PORT = Flag("dst-port", "port", "destination TCP/UDP port")
 L4_PROTOCOL = Flag("l4-protocol", "protocol", "L4 protocol: tcp, udp, icmp or all", default="all",
                    choices=("tcp", "udp", "icmp", "all"))
 PID = Flag("pid", "pid", "only threads of this process", short="p")
-TID = Flag("tid", "tids", "only these threads (comma-separated thread ids)")
+TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the flag can repeat)")
 DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
                 lo=0.1, hi=31 * 86400)
 ATTACH = Flag("attach", "choice", "attach point: auto (best available), tracepoint or kprobe",

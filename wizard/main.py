@@ -14,6 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parsers(sub)
     doctor = sub.add_parser("doctor", help="what this host's kernel offers the probes, and how to fix what is missing")
     doctor.add_argument("--json", action="store_true")
+    from .diagnose_cli import add_parsers as add_diagnose_parsers
+
+    add_diagnose_parsers(sub)
     return parser
 
 
@@ -28,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         from probes.doctor import run_doctor
 
         return run_doctor(args.json)
+    if args.command in ("diagnose", "replay"):
+        from . import diagnose_cli
+
+        return diagnose_cli.run_diagnose(args) if args.command == "diagnose" else diagnose_cli.run_replay(args)
     parser.print_help()
     return 0
 

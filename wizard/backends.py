@@ -1,0 +1,151 @@
+"""Where the app's probes and host facts come from: this host (live) or a recording (replay).
+
+The screens only talk to a backend: preflight facts, discovered host inventory,
+whether a probe can run, the probe's flags, and a *source* to pump (an object
+with start / wait / read / close, like a live probe).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from playbooks.engine import NOT_IMPLEMENTED
+from probes.base import Flag, Probe
+from probes.registry import PROBES
+from probes.runtime import params as P
+
+from . import discovery
+from .replay import RecordedBackend
+
+
+def flag_values(flags: tuple[Flag, ...], params: dict[str, Any]) -> dict[str, Any]:
+    """Playbook params are keyed by flag name ("src-ip"); probes take dests ("src_ip")."""
+    by_name = {f.name: f.dest for f in flags}
+    by_dest = {f.dest for f in flags}
+    out = {}
+    for k, v in params.items():
+        dest = by_name.get(k) or (k if k in by_dest else None)
+        if dest is not None and v not in (None, ""):
+            out[dest] = v
+    return out
+
+
+def flag_params(flags: tuple[Flag, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """The reverse: dests -> flag names, as the walk keeps them."""
+    names = {f.dest: f.name for f in flags}
+    return {names.get(k, k): v for k, v in values.items() if v not in (None, "", False)}
+
+
+class LiveBackend:
+    """This host: real capabilities, real discovery, real probes."""
+
+    mode = "live"
+
+    def __init__(self, caps=None):
+        from probes.runtime.kernel import detect
+
+        self.caps = caps or detect()
+
+    def describe(self) -> str:
+        return f"live on {os.uname().nodename}"
+
+    def host_facts(self) -> dict:
+        from .report import host_facts
+
+        return host_facts(self.caps)
+
+    def preflight(self) -> dict:
+        from probes.doctor import report
+
+        return report(self.caps)
+
+    def inventory(self) -> discovery.Inventory:
+        return discovery.discover()
+
+    def netns(self) -> int | None:
+        try:
+            return os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            return None
+
+    def probe_class(self, name: str) -> type[Probe] | None:
+        return PROBES.get(name)
+
+    def flags(self, name: str) -> tuple[Flag, ...]:
+        cls = self.probe_class(name)
+        return cls.flags if cls else ()
+
+    def availability(self, name: str) -> str | None:
+        cls = self.probe_class(name)
+        if cls is None:
+            return NOT_IMPLEMENTED
+        return cls.unavailable_reason(self.caps)
+
+    def build(self, name: str, values: dict[str, Any]) -> Probe:
+        """A probe with validated options (ParamError on a bad value); not started.
+        ``values`` may be keyed by flag name ("src-ip") or dest ("src_ip")."""
+        cls = self.probe_class(name)
+        if cls is None:
+            raise KeyError(f"{name}: {NOT_IMPLEMENTED}")
+        return cls(self.caps, **flag_values(cls.flags, values))
+
+    def check(self, name: str, values: dict[str, Any]) -> None:
+        """Validate a whole set of values the way the probe will (ParamError)."""
+        self.build(name, values)
+
+    def command_line(self, name: str, values: dict[str, Any]) -> str:
+        return self.build(name, values).command_line()
+
+    def source(self, name: str, values: dict[str, Any]):
+        """What the live view pumps: here, the probe itself."""
+        return self.build(name, values)
+
+
+class ReplayBackend(RecordedBackend):
+    """The app over a recording (``netsleuth replay FILE``): the recorded runs, plus what the
+    screens ask a backend — preflight facts, pickers, validation that does not need the
+    recorded host's interfaces or processes to exist here."""
+
+    def preflight(self) -> dict:
+        rec = self.recording
+        runs = [{"probe": r.probe, "step": r.step, "status": r.status, "duration_s": r.duration_s,
+                 "records": len(r.records)} for r in rec.runs]
+        probes = {name: self.availability(name) for name in sorted(set(PROBES) | {r.probe for r in rec.runs})}
+        return {"type": "replay", "path": rec.path, "host": rec.host, "symptom": rec.symptom,
+                "context": rec.context, "runs": runs, "probes": probes, "tier1_ready": True}
+
+    def inventory(self) -> discovery.Inventory:
+        """The recorded host as far as the recording tells: the interfaces its records name."""
+        names: list[str] = []
+        for r in self.recording.runs:
+            for _, rec in r.records:
+                for e in [rec] + list(rec.get("entries") or []):
+                    dev = e.get("device") if isinstance(e, dict) else None
+                    if dev and dev not in names:
+                        names.append(dev)
+        for key in ("device", "phy_interface", "vm_interface"):
+            dev = self.recording.context.get(key)
+            if dev and dev not in names:
+                names.append(dev)
+        host = self.recording.host
+        ifaces = [discovery.Interface(n, 0, "recorded", True) for n in names]
+        return discovery.Inventory(host.get("hostname", "?"), host.get("kernel", "?"), ifaces, [], None, [],
+                                   notes=[f"replaying {self.recording.path}: interfaces are those the recording names"])
+
+    def validate(self, flag: Flag, value: Any) -> Any:
+        """Like Flag.parse, except that interfaces and processes of the recorded host need not exist here."""
+        if flag.kind == "interface" and value not in (None, ""):
+            if not P.IFNAME_RE.match(str(value).strip()):
+                P.interface("--" + flag.name, value)  # raises the usual message
+            return value
+        if flag.kind in ("pid", "tids") and value not in (None, ""):
+            text = str(value).replace(",", " ").split()
+            if not text or not all(t.isdigit() for t in text):
+                raise P.ParamError("--" + flag.name, value, "process/thread ids (numbers)")
+            return value
+        return flag.parse(value)
+
+    def check(self, name: str, values: dict[str, Any]) -> None:
+        for f in self.flags(name):
+            self.validate(f, values.get(f.dest, values.get(f.name)))

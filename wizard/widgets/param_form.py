@@ -23,6 +23,10 @@ PLACEHOLDERS = {
 }
 
 
+def yes_no(checked: bool) -> str:
+    return "yes" if checked else "no"
+
+
 def field_id(flag: Flag) -> str:
     return "f-" + flag.dest
 
@@ -65,7 +69,7 @@ class ParamField(Vertical):
         fid = field_id(f)
         if f.kind == "bool":
             checked = str(v).strip().lower() in ("1", "true", "yes", "on") if v not in (None, "") else bool(f.default)
-            return Checkbox("", value=checked, id=fid, compact=True)
+            return Checkbox(yes_no(checked), value=checked, id=fid, compact=True)
         if self.options or f.kind == "interface":
             options = [(label, str(value)) for label, value in self.options]
             if v not in (None, "") and str(v) not in [value for _, value in options]:
@@ -172,4 +176,5 @@ class ParamForm(Vertical):
         self._changed(event)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.checkbox.label = yes_no(event.value)  # the box alone does not say which state is which
         self._changed(event)

@@ -1,0 +1,434 @@
+"""The netsleuth Textual app: from a symptom to a cause, running the probes for the user.
+
+Screens (wizard/screens/): preflight → symptom → context → question(s) → step
+(prefilled, editable) → live Summary / Details → findings → next step → … →
+conclusion and report.  The walk through the playbook is the engine's
+(playbooks.Walk); this module only moves between screens, journals the walk,
+and makes sure that probes are closed and errors are shown and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+
+from playbooks import Walk, WalkError, load_library
+from playbooks.model import Question
+from probes.base import Flag
+from probes.runtime.params import ParamError
+
+from .autopilot import command_for
+from .replay import Recorder
+from .report import build_report, write_reports
+from .screens.conclusion import ConclusionScreen
+from .screens.context import ContextScreen
+from .screens.dialogs import ConfirmQuit, ErrorDialog, HelpScreen
+from .screens.findings import FindingsScreen, NextStepScreen
+from .screens.live import LiveDetailsScreen, LiveScreen, LiveSummaryScreen, ProbeRun
+from .screens.preflight import PreflightScreen
+from .screens.question import QuestionScreen
+from .screens.step import StepScreen
+from .screens.symptom import SymptomScreen
+from .session import Session, SessionError, list_sessions
+from .session import resume as resume_session
+from .session import sessions_dir as default_sessions_dir
+
+log = logging.getLogger("netsleuth.wizard")
+
+CLOSE_TIMEOUT = 10.0  # seconds to wait for running probes to detach when quitting
+
+
+def setup_log(directory: Path) -> Path:
+    """Everything the app logs (tracebacks included) goes to ``directory/wizard.log`` (0600)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / "wizard.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    root = logging.getLogger("netsleuth")
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
+
+
+class NetsleuthApp(App):
+    TITLE = "netsleuth"
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    # In a form field "?" and "q" are typed, not keys: F1 and Ctrl+Q always work (and show).
+    BINDINGS = [
+        Binding("question_mark,f1", "help", "Help"),
+        Binding("q,ctrl+q", "quit", "Quit", priority=False),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, backend, sessions_dir: Path | None = None, library=None, record: Path | None = None,
+                 resume: Path | None = None):
+        super().__init__()
+        self.backend = backend
+        self.lib = library or load_library()
+        self.sessions_dir = Path(sessions_dir) if sessions_dir else default_sessions_dir()
+        self.log_path = setup_log(self.sessions_dir)
+        self.sub_title = backend.describe()
+        self.doctor: dict | None = None
+        self.inventory = None
+        self.walk: Walk | None = None
+        self.session: Session | None = None
+        self.resume_path = resume
+        self.record_path = record
+        self.recorder: Recorder | None = None
+        self._recorded_runs: dict[str, int] = {}
+        self.report_paths: dict[str, str] = {}
+        self._runs: set[ProbeRun] = set()
+        self._runs_lock = threading.Lock()
+        self._quitting = False
+
+    # start -------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        log.info("wizard started (%s)", self.backend.describe())
+        if not self.is_headless:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, lambda s=sig: self.call_later(self.shutdown, f"signal {s.name}"))
+        self.push_screen(PreflightScreen())
+
+    def after_preflight(self) -> None:
+        self.push_screen(SymptomScreen())
+        if self.resume_path is not None:
+            path, self.resume_path = self.resume_path, None
+            self.resume(path)
+
+    def resume(self, path: Path) -> None:
+        """Reopen an interrupted session where it stopped (its journal rebuilds the walk)."""
+        try:
+            self.session, self.walk = resume_session(path, self.lib, self.backend.availability)
+        except (SessionError, OSError) as e:
+            self.report_error(f"cannot resume {path}: {e}", e)
+            return
+        log.info("resumed session %s", self.session.id)
+        pb = self.lib.playbooks[self.walk.symptom]
+        self.push_screen(ContextScreen(pb, self.walk.frames[0].ref, initial=_context_form_values(self.walk.context)))
+        self.show_current()
+
+    # the walk ------------------------------------------------------------------------------
+    def choose_symptom(self, playbook_id: str, start: str) -> None:
+        self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start))
+
+    def start_walk(self, symptom: str, start: str, context: dict) -> None:
+        netns = self.backend.netns()
+        if netns and "netns" in self.lib.context:
+            context = {**context, "netns": netns}
+        self.end_session("started over with a new context")
+        host = self.backend.host_facts()
+        self.session = Session.create(symptom, context, host, self.sessions_dir, mode=self.mode)
+        if self.record_path is not None and self.recorder is None:
+            self.recorder = Recorder(self.record_path, host, symptom, context)
+        self.walk = Walk(self.lib, context, symptom=symptom, start=start,
+                         availability=self.backend.availability, on_event=self.session.write)
+        log.info("session %s: %s", self.session.id, self.session.path)
+        self.show_current()
+
+    def end_session(self, why: str) -> None:
+        """Close the journal: ended when a report was written, else left resumable."""
+        if self.session is None:
+            return
+        if self.report_paths and self.walk is not None:
+            c = self.walk.conclusion()
+            self.session.end({"cause_found": c.cause_found, "summary": c.summary}, self.report_paths)
+        else:
+            self.session.write({"event": "note", "text": f"{why}; resume with: netsleuth --resume {self.session.id}"})
+        self.session.close()
+        self.session = None
+        self.report_paths = {}
+
+    def show_current(self) -> None:
+        """The screen(s) of where the walk is: a question, or a step (and its findings once run)."""
+        node = self.walk.current
+        depth = len(self.walk.frames)
+        if isinstance(node, Question):
+            self.push_screen(QuestionScreen(node, depth))
+            return
+        self.push_screen(StepScreen(node, depth))
+        result = self.walk.current_result
+        if result is not None and result.status in ("ok", "stopped"):
+            self.push_screen(FindingsScreen(node, result, list(self.walk.frames[-1].findings), depth))
+
+    def answer(self, choice: int) -> None:
+        self.walk.answer(choice)
+        self.show_current()
+
+    def choose_step(self, view) -> None:
+        self.walk.choose(view)
+        self.show_current()
+
+    def back_from(self, screen, depth: int) -> None:
+        """Esc on a question or step screen: undo the walk's move that showed it, then pop."""
+        if self.walk is not None and len(self.walk.frames) == depth:
+            if depth > 1:
+                self.walk.back()
+            else:  # back to the context form: a new walk (and session) starts from there
+                self.end_session("went back to the context form")
+                self.walk = None
+        self.pop_screen()
+        if self.walk is not None and isinstance(self.screen, ContextScreen):
+            self.show_current()  # a resumed walk has no screens for its earlier frames: show them
+
+    def run_step(self, screen: StepScreen, params: dict, values: dict) -> None:
+        view = self.walk.current
+        if params != view.params:
+            view = self.walk.edit(params)
+        spec = self.lib.probes[view.probe]
+        live = LiveDetailsScreen if spec.merge.kind == "group-events" else LiveSummaryScreen
+        self.push_screen(live(view, values, spec, screen.depth))
+
+    def step_finished(self, screen: LiveScreen, outcome) -> None:
+        findings = self.walk.complete(outcome.status, outcome.result, duration_s=outcome.duration_s,
+                                      started=outcome.started, command=self._command(screen),
+                                      params=self.walk.current.params)
+        self._end_recorded_run(screen, outcome.status, outcome.duration_s, outcome.error)
+        self.switch_screen(FindingsScreen(self.walk.current, self.walk.current_result, findings, screen.depth))
+
+    def step_failed(self, screen: LiveScreen, finished) -> None:
+        message = finished.error or finished.status
+        log.error("probe %s: %s: %s", screen.view.probe, finished.status, message, exc_info=finished.exc)
+        outcome = screen.run.outcome
+        try:
+            self.walk.complete(finished.status, None, duration_s=outcome.duration_s if outcome else None,
+                               started=outcome.started if outcome else None, error=message,
+                               command=self._command(screen), params=self.walk.current.params)
+        except WalkError as e:
+            log.error("could not record the failure: %s", e)
+        self._end_recorded_run(screen, finished.status, outcome.duration_s if outcome else None, message)
+        screen.show_error(f"{screen.view.probe}: {message}  (Esc: back to the form)", str(self.log_path))
+
+    def _command(self, screen: LiveScreen) -> str | None:
+        try:
+            return self.backend.command_line(screen.view.probe, screen.values)
+        except (ParamError, KeyError):
+            return None
+
+    # --record FILE: what the probes produced, for `netsleuth replay` ------------------------
+    def recorder_for(self, view, values: dict):
+        """The callback a run feeds its records to when recording, else None."""
+        if self.recorder is None:
+            return None
+        run = self.recorder.start_run(view.probe, view.params, step=view.ref,
+                                      command=self.backend.command_line(view.probe, values))
+        self._recorded_runs[view.ref] = run
+        return lambda t, records: self.recorder.records(run, t, records)
+
+    def _end_recorded_run(self, screen: LiveScreen, status: str, duration_s, error) -> None:
+        run = self._recorded_runs.pop(screen.view.ref, None)
+        if self.recorder is not None and run is not None:
+            self.recorder.end_run(run, status, duration_s, error)
+
+    def show_next_steps(self) -> None:
+        self.push_screen(NextStepScreen())
+
+    def show_conclusion(self) -> None:
+        self.push_screen(ConclusionScreen())
+
+    def new_diagnosis(self) -> None:
+        self.end_session("new diagnosis")
+        self.walk = None
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, SymptomScreen):
+            self.pop_screen()
+
+    @property
+    def mode(self) -> str:
+        return "replay" if self.backend.mode == "replay" else "interactive"
+
+    def report_dir(self) -> Path:
+        return self.sessions_dir / (self.session.id if self.session else "reports")
+
+    def save_report(self) -> list[str]:
+        """Write the report (Markdown, JSON, HTML); the files, or [] after showing the error."""
+        sid = self.session.id if self.session else None
+        try:
+            rep = build_report(self.walk, self.backend.host_facts(), sid, command_for=command_for(self.backend),
+                               mode=self.mode)
+            self.report_paths = write_reports(rep, self.report_dir())
+        except Exception as e:  # noqa: BLE001 - disk full, permissions...: say so, keep the app up
+            self.report_error(f"could not write the report: {e}", e)
+            return []
+        if self.session is not None:
+            self.session.write({"event": "note", "text": "report written", "reports": self.report_paths})
+        return list(self.report_paths.values())
+
+    # validation shared by the forms -----------------------------------------------------
+    def backend_validator(self, flag: Flag, value: Any) -> Any:
+        validate = getattr(self.backend, "validate", None)
+        return validate(flag, value) if validate else flag.parse(value)
+
+    # probes are closed on every way out -------------------------------------------------------
+    def track_run(self, run: ProbeRun) -> None:
+        with self._runs_lock:
+            self._runs.add(run)
+
+    def untrack_run(self, run: ProbeRun | None) -> None:
+        with self._runs_lock:
+            self._runs.discard(run)
+
+    async def stop_probes(self) -> None:
+        """Stop every running probe and wait until each has closed (detached) in its worker."""
+        with self._runs_lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.stop()
+        for run in runs:
+            await asyncio.to_thread(run.closed.wait, CLOSE_TIMEOUT)
+
+    # quitting --------------------------------------------------------------------------------
+    def action_quit(self) -> None:
+        if self._quitting:
+            return
+        detail = "Running probes are stopped and detached."
+        if self.session is not None:
+            detail += f"\nThe session is saved: {self.session.path}"
+            if not self.report_paths:
+                detail += f"\nResume it with: netsleuth --resume {self.session.id}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_later(self.shutdown, "user quit")
+
+        self.push_screen(ConfirmQuit(detail), answered)
+
+    @property
+    def quitting(self) -> bool:
+        return self._quitting
+
+    async def shutdown(self, why: str = "quit") -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        log.info("shutting down: %s", why)
+        await self.stop_probes()
+        self.end_session(f"quit ({why})")
+        if self.recorder is not None:
+            self.recorder.close()
+        self.exit()
+
+    def action_help(self) -> None:
+        screen = self.screen
+        keys = [(b.key_display or b.key, b.description) for b in getattr(screen, "BINDINGS", [])
+                if isinstance(b, Binding) and b.description]
+        self.push_screen(HelpScreen(getattr(screen, "HELP", ""), keys))
+
+    # errors: a panel on screen, the details in the log ----------------------------------------
+    def report_error(self, message: str, exc: BaseException | None = None) -> None:
+        log.error("%s", message, exc_info=exc)
+        screen = self.screen
+        shown = getattr(screen, "show_error", None)
+        if not (callable(shown) and shown(message, str(self.log_path))):
+            self.push_screen(ErrorDialog(message, str(self.log_path)))
+
+    async def _dispatch_action(self, namespace, action_name, params) -> bool:
+        try:
+            return await super()._dispatch_action(namespace, action_name, params)
+        except Exception as exc:  # noqa: BLE001 - an action's bug goes to the panel, the app stays up
+            self.report_error(f"{action_name}: {type(exc).__name__}: {exc}", exc)
+            return True
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Last resort (a crash outside any guarded handler): log it, detach the probes, exit
+        with one plain line — never a traceback on the terminal."""
+        log.critical("unexpected error", exc_info=error)
+        if self._exception is None:
+            self._exception = error  # run_test() re-raises it: tests see the bug
+            self._exception_event.set()
+        with self._runs_lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.stop()
+        for run in runs:
+            run.closed.wait(CLOSE_TIMEOUT)
+        try:
+            self.end_session("stopped on an internal error")
+            if self.recorder is not None:
+                self.recorder.close()
+        except Exception:  # noqa: BLE001 - already failing: the log has the first error
+            log.exception("could not close the session")
+        self.exit(return_code=1, message=f"netsleuth stopped on an internal error: {error}\n"
+                                         f"details: {self.log_path}")
+
+
+def _context_form_values(context: dict) -> dict:
+    return {k: v for k, v in context.items() if v not in (None, "")}
+
+
+# starting the app from the command line ------------------------------------------------------
+
+def find_session(spec: str, directory: Path) -> Path:
+    """A session journal by path or id; "" = the newest interrupted one (SessionError if none)."""
+    if spec and Path(spec).is_file():
+        return Path(spec)
+    sessions = list_sessions(directory)
+    if not spec:
+        open_ones = [s for s in sessions if not s.ended]
+        if not open_ones:
+            raise SessionError(f"no interrupted session in {directory}")
+        return open_ones[0].path
+    match = [s for s in sessions if s.id == spec or s.id.startswith(spec)]
+    if not match:
+        raise SessionError(f"no session {spec!r} in {directory} (see the files there)")
+    return match[0].path
+
+
+def run_wizard(backend, sessions: str | None = None, record: str | None = None,
+               resume: str | None = None) -> int:
+    """Run the app until the user quits; problems before it starts are one line on stderr."""
+    import sys
+
+    directory = Path(sessions) if sessions else default_sessions_dir()
+    try:
+        resume_path = find_session(resume, directory) if resume is not None else None
+        library = load_library()
+    except (SessionError, ValueError) as e:
+        print(f"netsleuth: {e}", file=sys.stderr)
+        return 2
+    try:
+        app = NetsleuthApp(backend, directory, library, record=Path(record) if record else None, resume=resume_path)
+    except OSError as e:
+        print(f"netsleuth: cannot use the sessions directory {directory}: {e.strerror}", file=sys.stderr)
+        return 1
+    app.run()
+    return app.return_code or 0
+
+
+def run_live_wizard(sessions: str | None, record: str | None, resume: str | None) -> int:
+    """`sudo netsleuth`: the wizard on this host."""
+    from .backends import LiveBackend
+
+    return run_wizard(LiveBackend(), sessions, record, resume)
+
+
+REPLAY_SPEED = 1.0  # the app replays at the recorded pace unless told otherwise
+
+
+def run_replay_wizard(path: str, speed: float | None, sessions: str | None) -> int:
+    """`netsleuth replay FILE`: the wizard over a recording (no root, no BPF)."""
+    import sys
+
+    from .backends import ReplayBackend
+    from .replay import Recording, RecordingError
+
+    try:
+        recording = Recording.load(path)
+    except RecordingError as e:
+        print(f"netsleuth replay: {e}", file=sys.stderr)
+        return 2
+    if speed is not None and speed < 0:
+        print(f"netsleuth replay: --speed: {speed!r} is not valid; expected 0 (at once) or more", file=sys.stderr)
+        return 2
+    return run_wizard(ReplayBackend(recording, REPLAY_SPEED if speed is None else speed), sessions)

@@ -1,0 +1,60 @@
+"""Conclusion: the cause (or what is still open), what to do, and the saved report."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Static
+
+from .base import WizardScreen
+from .findings import finding_markup
+
+
+class ConclusionScreen(WizardScreen):
+    HELP = ("The diagnosis so far: the cause when one was found, the fixes the guide suggests, and "
+            "what is still open. w writes the report (Markdown, JSON and HTML) with every step, "
+            "its parameters, results and the commands to reproduce it. Esc goes back to pick "
+            "another step.")
+    BINDINGS = [Binding("w", "save", "Write report"), Binding("n", "new", "New diagnosis")]
+
+    def heading(self) -> str:
+        return "Conclusion"
+
+    def body(self):
+        c = self.app.walk.conclusion()
+        with VerticalScroll(id="conclusion-body"):
+            mark = "[green]Cause found.[/green]" if c.cause_found else "[yellow]No cause pinned down.[/yellow]"
+            yield Static(f"{mark} {escape(c.summary)}", id="conclusion-summary")
+            for f in c.causes:
+                yield Static(finding_markup(f), classes=f"finding level-{f.level}")
+            if c.fixes:
+                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in c.fixes))
+            others = [f for f in c.findings if f not in c.causes]
+            if others:
+                yield Static("[b]Other findings[/b]\n" + "\n".join(f"  • {escape(f.title)}" for f in others))
+            if c.open_steps:
+                yield Static("[b]Still open[/b]\n" + "\n".join(
+                    f"  • {escape(s.title)} ({escape(s.probe)})" + (f" — not possible here: {escape(s.unavailable)}"
+                                                                    if s.unavailable else "")
+                    for s in c.open_steps[:5]))
+        yield Static("", id="report-paths")
+        with Horizontal(classes="buttons"):
+            yield Button("Write report (w)", id="save", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#save", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            self.action_save()
+
+    def action_save(self) -> None:
+        paths = self.app.save_report()
+        if paths:
+            self.clear_error()
+            self.query_one("#report-paths", Static).update(
+                "[b]Report written[/b]\n" + "\n".join(f"  {escape(str(p))}" for p in paths))
+
+    def action_new(self) -> None:
+        self.app.new_diagnosis()

@@ -1,0 +1,93 @@
+"""Modal dialogs: confirm quit, help, error."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Static
+
+from .base import WizardModal
+
+GENERAL_HELP = """\
+[b]netsleuth[/b] walks you from a symptom to its cause, running the probes for you.
+
+[b]Keys[/b] (also shown in the footer)
+  ↑ ↓ / Tab     move between choices and fields
+  Enter         choose / confirm
+  Esc           go back one step
+  ?             this help
+  q / Ctrl+Q    quit (asks first; the session is saved and can be resumed)
+
+[b]Tiers[/b]
+  1 Summary     cheap in-kernel counting: where does it happen?
+  2 Details     one event per packet, with filters: which packets, exactly?
+  3 Root cause  stacks, locks, CPU: why?
+
+Every probe the wizard runs is also a plain command (`netsleuth probe …`),
+shown on the step screen so you can rerun it by hand.
+"""
+
+
+class ConfirmQuit(WizardModal):
+    BINDINGS = [Binding("y", "answer(True)", "Quit"), Binding("n,escape", "answer(False)", "Stay")]
+
+    def __init__(self, detail: str):
+        super().__init__()
+        self.detail = detail
+
+    def compose(self):
+        with Vertical(classes="dialog"):
+            yield Static("[b]Quit netsleuth?[/b]", classes="dialog-title")
+            yield Static(escape(self.detail), classes="dialog-body")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Quit (y)", id="yes", variant="error", compact=True)
+                yield Button("Stay (n)", id="no", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class HelpScreen(WizardModal):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss_modal", "Close")]
+
+    def __init__(self, screen_help: str, keys: list[tuple[str, str]]):
+        super().__init__()
+        self.screen_help = screen_help
+        self.keys = keys
+
+    def compose(self):
+        with VerticalScroll(classes="dialog help"):
+            if self.screen_help:
+                yield Static(self.screen_help, classes="dialog-body")
+            if self.keys:
+                lines = "\n".join(f"  {escape(k):<12}  {escape(d)}" for k, d in self.keys)
+                yield Static("[b]On this screen[/b]\n" + lines, classes="dialog-body")
+            yield Static(GENERAL_HELP, classes="dialog-body")
+            yield Static("[dim]Esc or ? closes this help[/dim]")
+
+
+class ErrorDialog(WizardModal):
+    BINDINGS = [Binding("escape,enter", "dismiss_modal", "Close")]
+
+    def __init__(self, message: str, log_path: str | None):
+        super().__init__()
+        self.message = message
+        self.log_path = log_path
+
+    def compose(self):
+        with Vertical(classes="dialog error-dialog"):
+            yield Static("[b]Something went wrong[/b]", classes="dialog-title")
+            yield Static(escape(self.message), classes="dialog-body")
+            if self.log_path:
+                yield Static(f"[dim]details: {escape(self.log_path)}[/dim]")
+            yield Button("Close (Esc)", id="close", variant="primary", compact=True)
+
+    def on_button_pressed(self, _event: Button.Pressed) -> None:
+        self.dismiss(None)

@@ -1,0 +1,333 @@
+"""Live views: a probe (live or recorded) pumped in a thread worker, its records shown as they come.
+
+* LiveSummaryScreen: chart (rate, or the log2 histogram), ranked entries, counters.
+* LiveDetailsScreen: the event stream, and the selected event's fields and stack.
+
+The worker owns the probe: it starts it, reads it every second, and closes it
+(detaches the BPF programs) on every way out — duration reached, stop, Esc,
+quit, error.  The UI only receives messages, so it never blocks on BPF.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rich.markup import escape
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from ..steprun import run_source
+from ..widgets.charts import Log2Plot, RatePlot
+from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, playbook_columns
+from .base import WizardScreen
+
+
+class ProbeRun:
+    """One run of a source in a thread worker, through the step loop the autopilot uses too
+    (wizard.steprun.run_source: start, read every second, stop at the duration or on request,
+    close on every way out).  Progress goes to the screen as messages (thread-safe)."""
+
+    def __init__(self, source, probe: str, merge, duration: float, post, on_records=None):
+        self.source = source
+        self.probe = probe
+        self.merge = merge
+        self.duration = duration
+        self.post = post
+        self.on_records = on_records  # e.g. a Recorder (--record)
+        self.stop_requested = threading.Event()
+        self.closed = threading.Event()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.outcome = None  # StepOutcome
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+
+    @property
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    def __call__(self) -> None:
+        try:
+            self.outcome = run_source(_Announced(self.source, self._started), self.probe, self.merge,
+                                      self.duration, stop=self.stop_requested, on_records=self._records,
+                                      on_update=lambda result: self.post(ProbeUpdate(result)))
+            self.post(ProbeFinished(self.outcome.status, self.outcome.error))
+        except Exception as exc:  # noqa: BLE001 - a bug below run_source: shown in the panel, logged
+            self.post(ProbeFinished("error", f"{type(exc).__name__}: {exc}", exc))
+        finally:
+            self.ended_at = self.ended_at or time.monotonic()
+            self.closed.set()  # run_source closed the source (its finally), or start never succeeded
+
+    def _started(self, attach: str) -> None:
+        self.started_at = time.monotonic()
+        self.post(ProbeStarted(attach))
+
+    def _records(self, t: float, records: list[dict]) -> None:
+        if self.on_records is not None:
+            self.on_records(t, records)
+        self.post(ProbeRecords(records))
+
+
+class _Announced:
+    """The source, telling the screen when start() returned (compiled and attached)."""
+
+    def __init__(self, source, on_started):
+        self._source = source
+        self._on_started = on_started
+
+    def start(self) -> None:
+        self._source.start()
+        describe = getattr(self._source, "describe_attach", None)
+        self._on_started(describe() if callable(describe) else "")
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+
+class ProbeStarted(Message):
+    def __init__(self, attach: str):
+        super().__init__()
+        self.attach = attach
+
+
+class ProbeRecords(Message):
+    def __init__(self, records: list[dict]):
+        super().__init__()
+        self.records = records
+
+
+class ProbeUpdate(Message):
+    """The merged result so far (folded in the worker thread, not in the UI)."""
+
+    def __init__(self, result: dict):
+        super().__init__()
+        self.result = result
+
+
+class ProbeFinished(Message):
+    def __init__(self, status: str, error: str | None, exc: BaseException | None = None):
+        super().__init__()
+        self.status = status  # ok | stopped | error | unavailable
+        self.error = error
+        self.exc = exc
+
+
+def lost_count(result: dict) -> int:
+    """Events the probe could not deliver or count (perf buffer full, key table full)."""
+    other = result.get("other_records") or {}
+    return int(other.get("lost_events", 0) + other.get("lost", 0) + (result.get("uncounted_table_full") or 0))
+
+
+class LiveScreen(WizardScreen):
+    """What both live views share: the run, the status line, the counters, stop and back."""
+
+    BINDINGS = [Binding("s", "stop", "Stop & see findings"), Binding("escape", "back", "Back (discard)")]
+
+    def __init__(self, view, values: dict, spec, depth: int):
+        super().__init__()
+        self.view = view
+        self.values = values  # probe options (dests), as validated on the step screen
+        self.spec = spec  # the probe's ProbeSpec from probes.yaml
+        self.depth = depth
+        self.result: dict = {"entries": [], "records": 0}
+        self.run: ProbeRun | None = None
+        self.attach = ""
+        self.state = "starting"
+        self.discarded = False
+        self.duration = float(values.get("duration") or view.duration)
+
+    def heading(self) -> str:
+        return f"{self.view.title} — {self.view.probe}"
+
+    def on_mount(self) -> None:
+        source = self.app.backend.source(self.view.probe, self.values)
+        recorded, speed = getattr(source, "recorded_duration_s", None), getattr(source, "speed", None)
+        if recorded and speed:  # a replay lasts as long as the recorded run, at its pace
+            self.duration = min(self.duration, recorded / speed)
+        self.run = ProbeRun(source, self.view.probe, self.spec.merge, self.duration, self.post_message,
+                            self.app.recorder_for(self.view, self.values))
+        self.app.track_run(self.run)
+        self.run_worker(self.run, thread=True, group="probe", name=f"probe {self.view.probe}", exit_on_error=False)
+        self.set_interval(0.5, self._tick)
+        self._tick()
+
+    # run events -----------------------------------------------------------------
+    def on_probe_started(self, event: ProbeStarted) -> None:
+        self.attach = event.attach
+        self.state = "running"
+        self._tick()
+
+    def on_probe_records(self, event: ProbeRecords) -> None:
+        self.show_records(event.records)
+
+    def on_probe_update(self, event: ProbeUpdate) -> None:
+        self.result = event.result
+        self.show_result(event.result)
+        self._tick()
+
+    def on_probe_finished(self, event: ProbeFinished) -> None:
+        self.app.untrack_run(self.run)
+        if self.discarded or self.app.quitting:
+            return  # Esc or quit: the run is dropped, not recorded as a result
+        if event.status in ("error", "unavailable"):
+            self.state = "failed"
+            self._tick()
+            self.app.step_failed(self, event)
+            return
+        self.state = "done"
+        self._tick()
+        self.app.step_finished(self, self.run.outcome)
+
+    # display --------------------------------------------------------------------
+    def _tick(self) -> None:
+        run = self.run
+        elapsed = run.elapsed if run else 0.0
+        left = max(0.0, self.duration - elapsed)
+        state = {"starting": "[yellow]starting (compiling and attaching)…[/yellow]",
+                 "running": f"[green]running[/green] {elapsed:4.0f} s / {self.duration:.0f} s, {left:.0f} s left",
+                 "stopping": "stopping…", "done": f"done after {elapsed:.0f} s",
+                 "failed": "[red]failed[/red]"}.get(self.state, self.state)
+        attach = f" — {escape(self.attach)}" if self.attach else ""
+        self.query_one("#live-status", Static).update(state + attach)
+        self.query_one("#live-counters", Static).update(self.counters())
+
+    def counters(self) -> str:
+        return ""
+
+    def show_records(self, records: list[dict]) -> None:
+        """Raw records of one read (before they are merged)."""
+
+    def show_result(self, result: dict) -> None:
+        """The merged result after a read."""
+
+    # keys -----------------------------------------------------------------------
+    def action_stop(self) -> None:
+        if self.run and self.state in ("starting", "running"):
+            self.state = "stopping"
+            self.run.stop()
+            self._tick()
+
+    def go_back(self) -> None:
+        """Esc: stop without keeping the result, back to the step's form."""
+        self.discarded = True
+        if self.run:
+            self.run.stop()
+            self.app.untrack_run(self.run)
+        self.app.pop_screen()
+
+
+class LiveSummaryScreen(LiveScreen):
+    HELP = ("The Summary probe is running: counts are kept in the kernel and read every second.\n"
+            "The chart shows events per second (or the latency histogram); the table ranks what was "
+            "seen so far. Press s to stop early and see the findings; it stops by itself at the "
+            "duration. Esc discards this run and goes back to the form.")
+
+    def body(self):
+        yield Static("", id="live-status")
+        yield Static("", id="live-counters")
+        if self.spec.merge.kind == "sum-histograms":
+            yield Log2Plot("latency", id="live-chart")
+        else:
+            yield RatePlot("events", id="live-chart")
+        yield EntryTable(playbook_columns(self.spec, self.app.walk.context) or EVENT_COLUMNS, id="live-table")
+        yield Static("", id="live-selected")
+
+    def show_records(self, records: list[dict]) -> None:
+        chart = self.query_one("#live-chart")
+        if isinstance(chart, RatePlot):
+            mine = [r for r in records if r.get("type") == self.spec.merge.record or not self.spec.merge.record]
+            chart.push(sum(_record_count(r) for r in mine))
+
+    def show_result(self, result: dict) -> None:
+        table = self.query_one("#live-table", EntryTable)
+        table.show(result["entries"])
+        self._show_selected(table.selected())
+
+    def _show_selected(self, entry: dict | None) -> None:
+        """The highlighted entry in full (the table is cut at 80 columns)."""
+        if entry is None:
+            return
+        parts = [f"#{entry.get('rank', '?')}", f"{entry.get('count', 0):,}×", entry.get("location"),
+                 entry.get("reason"), entry.get("device"), entry_flow(entry) if entry.get("flow") else None]
+        self.query_one("#live-selected", Static).update(escape(" · ".join(str(p) for p in parts if p)))
+        if self.spec.merge.kind == "sum-histograms":
+            self._show_hist(entry)
+
+    def _show_hist(self, entry: dict | None) -> None:
+        if entry is None:
+            return
+        title = " ".join(str(entry.get(k)) for k in self.spec.merge.key if entry.get(k) is not None)
+        self.query_one("#live-chart", Log2Plot).show(entry.get("buckets") or [], entry.get("unit", "us"), title)
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_selected(self.query_one("#live-table", EntryTable).selected())
+
+    def counters(self) -> str:
+        r = self.result
+        total = r.get("total", sum(e.get("count", 0) or 0 for e in r["entries"]))
+        return (f"total [b]{total:,}[/b]  ·  {len(r['entries'])} distinct  ·  "
+                f"lost {lost_count(r):,}  ·  {r.get('records', 0)} reads")
+
+
+def _record_count(r: dict) -> float:
+    if isinstance(r.get("total"), (int, float)):
+        return r["total"]
+    return sum(e.get("count", 0) or 0 for e in r.get("entries") or []) or 1
+
+
+def event_text(e: dict) -> str:
+    """One event's fields, nested dicts flattened, the stack last."""
+    lines = []
+    for k, v in e.items():
+        if k in ("type", "stack", "user_stack"):
+            continue
+        if isinstance(v, dict):
+            inner = ", ".join(f"{ik}={iv}" for ik, iv in v.items() if iv is not None)
+            if inner:
+                lines.append(f"[b]{escape(k)}[/b]: {escape(inner)}")
+        elif v is not None:
+            lines.append(f"[b]{escape(k)}[/b]: {escape(str(v))}")
+    for key in ("stack", "user_stack"):
+        if e.get(key):
+            lines.append(f"[b]{key}[/b]:")
+            lines += [f"  {escape(str(frame))}" for frame in e[key]]
+    return "\n".join(lines)
+
+
+class LiveDetailsScreen(LiveScreen):
+    HELP = ("The Details probe reports each matching event (here: each dropped packet) as it happens. "
+            "Move in the list with ↑/↓: the selected packet's fields and kernel stack show below.\n"
+            "Press s to stop early and see the findings. Esc discards this run.")
+
+    def body(self):
+        yield Static("", id="live-status")
+        yield Static("", id="live-counters")
+        with Vertical(id="details-split"):
+            yield EntryTable(EVENT_COLUMNS, limit=500, id="live-events")
+            with VerticalScroll(id="event-detail-box"):
+                yield Static("[dim]no event yet[/dim]", id="event-detail")
+
+    def show_records(self, records: list[dict]) -> None:
+        events = [r for r in records if r.get("type") == self.spec.merge.record]
+        if events:
+            table = self.query_one("#live-events", EntryTable)
+            table.append(events)
+            self._show_event(table.selected())
+
+    def _show_event(self, e: dict | None) -> None:
+        if e is not None:
+            self.query_one("#event-detail", Static).update(event_text(e))
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_event(self.query_one("#live-events", EntryTable).selected())
+
+    def counters(self) -> str:
+        r = self.result
+        return (f"events [b]{r.get('total', 0):,}[/b]  ·  {len(r['entries'])} distinct  ·  "
+                f"lost {lost_count(r):,}")

@@ -1,0 +1,125 @@
+"""A step to run: why, cost, the probe's filters prefilled (editable), the equivalent command."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Input, Static
+
+from probes.runtime.params import ParamError
+
+from ..backends import flag_params, flag_values
+from ..discovery import choices_for
+from ..widgets.panels import kv_lines
+from ..widgets.param_form import ParamForm
+from .base import WizardScreen
+
+TIER_NAMES = {1: "Summary", 2: "Details", 3: "Root cause"}
+# Flags the wizard sets itself: it reads the probe every second and stops it at the duration.
+HIDDEN_FLAGS = ("interval",)
+
+
+class StepScreen(WizardScreen):
+    HELP = ("The probe this step runs, with its filters already filled in from what you said and "
+            "what earlier steps found. Change any field (errors show as you type), then run it.\n"
+            "The command line below is the same probe outside the wizard.")
+    BINDINGS = [Binding("ctrl+r", "run", "Run probe")]
+
+    def __init__(self, view, depth: int):
+        super().__init__()
+        self.view = view
+        self.depth = depth
+
+    def heading(self) -> str:
+        return f"Next step: {self.view.title}"
+
+    def body(self):
+        v = self.view
+        backend = self.app.backend
+        flags = backend.flags(v.probe)
+        values = flag_values(flags, v.params)
+        if "duration" in {f.dest for f in flags} and "duration" not in values:
+            values["duration"] = v.duration
+        with VerticalScroll(id="step-body"):
+            yield Static(kv_lines([
+                ("probe", f"{v.probe} (tier {v.tier}: {TIER_NAMES.get(v.tier, '')})"),
+                ("cost", v.cost),
+                ("runs for", f"{v.duration:g} s (stop any time)"),
+                ("because", v.suggested_by),
+            ], width=9), id="step-facts")
+            yield Static(escape(" ".join(v.why.split())), classes="hint")
+            if v.unavailable:
+                yield Static(f"[b]Cannot run on this host:[/b] {escape(v.unavailable)}", classes="unavailable")
+            if flags:
+                inv = self.app.inventory
+                options = {f.dest: choices_for(inv, f.kind) for f in flags}
+                yield ParamForm(flags, values, options=options, hide=HIDDEN_FLAGS,
+                                validator=self.app.backend_validator, id="step-form")
+        yield Static("", id="command-line")
+        with Horizontal(classes="buttons"):
+            yield Button("Run (Ctrl+R)", id="run", variant="primary", disabled=bool(v.unavailable), compact=True)
+
+    def on_mount(self) -> None:
+        self._update_command()
+        fields = self.query("#step-form Input, #step-form Select, #step-form Checkbox")
+        if not self.view.unavailable:
+            self.query_one("#run", Button).focus()
+        elif fields:
+            fields.first().focus()
+
+    def form(self) -> ParamForm | None:
+        forms = self.query(ParamForm)
+        return forms.first() if forms else None
+
+    def _update_command(self) -> None:
+        form = self.form()
+        line = self.query_one("#command-line", Static)
+        if form is None:
+            line.update("")
+            return
+        errors = form.validate()
+        if errors:
+            line.update("[b]command:[/b] [dim](fix the fields marked in red)[/dim]")
+            return
+        try:
+            cmd = self.app.backend.command_line(self.view.probe, form.values())
+        except (ParamError, KeyError) as e:
+            line.update(f"[b]command:[/b] [dim]{escape(str(e))}[/dim]")
+            return
+        line.update(f"[b]command:[/b] sudo {escape(cmd)}")
+
+    def on_param_form_changed(self, _event: ParamForm.Changed) -> None:
+        self._update_command()
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self.action_run()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "run":
+            self.action_run()
+
+    def action_run(self) -> None:
+        if self.view.unavailable:
+            self.show_error(f"{self.view.probe} cannot run here: {self.view.unavailable}")
+            return
+        form = self.form()
+        values = form.values() if form else {}
+        errors = form.validate() if form else {}
+        if errors:
+            self.show_error(f"{len(errors)} field(s) need fixing: " + "; ".join(errors.values()))
+            return
+        try:
+            self.app.backend.check(self.view.probe, values)  # the whole set, as the probe will see it
+        except ParamError as e:
+            self.show_error(str(e))
+            return
+        self.clear_error()
+        flags = self.app.backend.flags(self.view.probe)
+        # The walk keeps filters; how long the probe runs is the run's, not the step's identity
+        # (as in the autopilot), so an unchanged step is recognised as already run.
+        params = {k: v for k, v in flag_params(flags, values).items() if k != "duration"}
+        self.app.run_step(self, params, values)
+
+    def go_back(self) -> None:
+        self.app.back_from(self, self.depth)

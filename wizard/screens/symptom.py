@@ -1,0 +1,58 @@
+"""Symptom: what is wrong?  The guide's four symptoms, and its quick-reference rows as shortcuts."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.text import Text
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from .base import WizardScreen
+
+
+class SymptomScreen(WizardScreen):
+    HEADING = "What is the problem?"
+    HELP = ("Pick the symptom you see. netsleuth then asks for what it needs to know (addresses, "
+            "interface…) and runs the cheap Summary probe first.\n"
+            "The rows under 'Jump straight to' are the guide's quick-reference table: they start at "
+            "that problem's Summary step.")
+
+    def body(self):
+        lib = self.app.lib
+        options: list[Option | None] = []
+        for pb in sorted(lib.playbooks.values(), key=_guide_order):
+            label = Text.from_markup(f"[b]{escape(pb.title)}[/b]\n  [dim]{escape(_first_sentence(pb.summary))}[/dim]")
+            options.append(Option(label, id="symptom:" + pb.id))
+        if lib.quick_reference:
+            options.append(None)
+            options.append(Option(Text.from_markup("[dim]Jump straight to (quick reference):[/dim]"), disabled=True))
+            for i, row in enumerate(lib.quick_reference):
+                options.append(Option(Text.from_markup(f"  {escape(row.problem)} [dim]— {escape(row.looks_at)}[/dim]"),
+                                      id=f"quick:{i}"))
+        yield OptionList(*options, id="symptoms")
+
+    def on_mount(self) -> None:
+        self.query_one("#symptoms", OptionList).focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        kind, _, key = (event.option.id or "").partition(":")
+        lib = self.app.lib
+        if kind == "symptom":
+            self.app.choose_symptom(key, lib.playbooks[key].start)
+        elif kind == "quick":
+            row = lib.quick_reference[int(key)]
+            self.app.choose_symptom(lib.playbook_of(row.summary).id, row.summary)
+
+
+# The guide's decision tree order; playbooks it does not name come after.
+GUIDE_ORDER = ("packet-loss", "high-latency", "ovs-slow", "vm-network")
+
+
+def _guide_order(pb) -> tuple[int, str]:
+    return (GUIDE_ORDER.index(pb.id) if pb.id in GUIDE_ORDER else len(GUIDE_ORDER), pb.title)
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]

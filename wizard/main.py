@@ -10,6 +10,12 @@ def build_parser() -> argparse.ArgumentParser:
     from probes.cli import add_probe_parsers
 
     parser = argparse.ArgumentParser(prog="netsleuth", description=__doc__)
+    # Options of the interactive wizard (`sudo netsleuth` with no command).
+    parser.add_argument("--resume", nargs="?", const="", metavar="SESSION",
+                        help="continue an interrupted session (its id or journal file; default: the newest)")
+    parser.add_argument("--record", metavar="FILE", help="save every probe record, for `netsleuth replay FILE`")
+    parser.add_argument("--sessions", metavar="DIR", help="session journal directory (default: $NETSLEUTH_SESSIONS, "
+                                                         "/var/lib/netsleuth/sessions as root)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_probe_parsers(sub)
     doctor = sub.add_parser("doctor", help="what this host's kernel offers the probes, and how to fix what is missing")
@@ -31,10 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         from probes.doctor import run_doctor
 
         return run_doctor(args.json)
+    if args.command == "replay" and not args.autopilot:
+        from .app import run_replay_wizard
+
+        return run_replay_wizard(args.recording, args.speed, args.sessions)
     if args.command in ("diagnose", "replay"):
         from . import diagnose_cli
 
         return diagnose_cli.run_diagnose(args) if args.command == "diagnose" else diagnose_cli.run_replay(args)
+    if args.command is None:
+        from .app import run_live_wizard
+
+        return run_live_wizard(args.sessions, args.record, args.resume)
     parser.print_help()
     return 0
 

@@ -1,0 +1,293 @@
+"""The app's screens one by one over recorded data: live views as they update, help, quitting,
+resuming, errors (panel + log, never a traceback), and probes closed on every way out."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from probes.runtime.loader import ProbeError
+from tests.wizard_pilot import (PACKET_LOSS, SIZE, choose, flat_text, pick, recorded_facts, replay_app, screen_text,
+                                type_into, wait_for, wait_screen)
+from wizard.app import NetsleuthApp
+from wizard.backends import ReplayBackend
+from wizard.replay import Recording
+from wizard.screens.context import ContextScreen
+from wizard.screens.dialogs import ConfirmQuit, HelpScreen
+from wizard.screens.findings import FindingsScreen, NextStepScreen
+from wizard.screens.live import LiveDetailsScreen, LiveSummaryScreen
+from wizard.screens.preflight import PreflightScreen
+from wizard.screens.question import QuestionScreen
+from wizard.screens.step import StepScreen
+from wizard.screens.symptom import SymptomScreen
+from wizard.session import read_journal
+
+pytestmark = pytest.mark.asyncio
+
+
+class CountingBackend(ReplayBackend):
+    """The recorded backend, counting how often each source it hands out is started and closed
+    (a test double around the real recorded runs: the point is the app's lifecycle handling)."""
+
+    def __init__(self, speed: float, fail_start: bool = False):
+        super().__init__(Recording.load(PACKET_LOSS), speed)
+        self.sources: list[CountingSource] = []
+        self.fail_start = fail_start
+
+    def source(self, name, values):
+        src = CountingSource(super().source(name, values), self.fail_start)
+        self.sources.append(src)
+        return src
+
+
+class CountingSource:
+    def __init__(self, inner, fail_start: bool):
+        self.inner, self.fail_start = inner, fail_start
+        self.started = self.closed = 0
+
+    def start(self):
+        self.started += 1
+        if self.fail_start:
+            raise ProbeError("could not load drop_summary.bpf.c: test failure at load")
+        self.inner.start()
+
+    def close(self):
+        self.closed += 1
+        self.inner.close()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def to_step(pilot, dst_ip: str = "10.253.2.1"):
+    await wait_screen(pilot, PreflightScreen)
+    await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
+    await pilot.press("enter")
+    await wait_screen(pilot, SymptomScreen)
+    await pick(pilot, "#symptoms", "symptom:packet-loss")
+    await wait_screen(pilot, ContextScreen)
+    await type_into(pilot, "f-dst_ip", dst_ip)
+    await choose(pilot, "f-l4_protocol", "udp")
+    await pilot.press("ctrl+n")
+    await wait_screen(pilot, QuestionScreen)
+    await pilot.press("enter")
+    return await wait_screen(pilot, StepScreen)
+
+
+async def svg_text(pilot) -> str:
+    """The words of an SVG screenshot (what pytest-textual-snapshot would store)."""
+    await pilot.pause(0.2)  # let the footer and late layout settle
+    svg = pilot.app.export_screenshot()
+    return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+
+async def test_live_summary_updates_then_stop_keeps_what_was_seen(tmp_path):
+    backend = CountingBackend(speed=1.0)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    truth = recorded_facts()
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)
+        await pilot.press("ctrl+r")
+        live = await wait_screen(pilot, LiveSummaryScreen)
+        await wait_for(pilot, lambda: live.result.get("total", 0) > 0, what="first counts")
+        first = live.result["total"]
+        text = screen_text(app)
+        assert "running" in text and "NO_SOCKET" in text and truth["device"] in text
+        assert f"total {first:,}" in text
+        await wait_for(pilot, lambda: live.result.get("total", 0) > first, what="counts to grow")
+        assert live.query_one("#live-chart").samples, "the rate chart got points"
+        # the full entry, cut in the table at 80 columns, is shown under it
+        assert "10.253.2.2:40000 -> 10.253.2.1:6353 (UDP)" in flat_text(app)
+        await pilot.press("s")
+        findings = await wait_screen(pilot, FindingsScreen)
+        assert findings.result.status == "stopped"
+        assert 0 < findings.result.result["total"] < truth["summary_total"]
+    assert [(s.started, s.closed) for s in backend.sources] == [(1, 1)]
+
+
+async def test_live_details_shows_packet_fields_and_stack(tmp_path):
+    backend = CountingBackend(speed=2.0)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)
+        await pilot.press("ctrl+r")
+        await wait_screen(pilot, FindingsScreen, timeout=20)
+        await pilot.press("enter")
+        await wait_screen(pilot, NextStepScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, StepScreen)
+        await pilot.press("ctrl+r")
+        live = await wait_screen(pilot, LiveDetailsScreen)
+        table = live.query_one("#live-events")
+        await wait_for(pilot, lambda: len(table.items) >= 3, what="events in the stream")
+        text = screen_text(app)
+        assert "NO_SOCKET" in text and "__udp4_lib_rcv" in text
+        detail = str(live.query_one("#event-detail").render())
+        assert "src_port=40000" in detail and "dst_port=6353" in detail
+        assert "stack" in detail and "__udp4_lib_rcv" in detail
+        # moving up the list shows that packet's fields
+        await pilot.press("up")
+        assert table.cursor_row == len(table.items) - 2 or len(table.items) > 3
+        await wait_screen(pilot, FindingsScreen, timeout=20)
+    assert all(s.started == 1 and s.closed == 1 for s in backend.sources) and len(backend.sources) == 2
+
+
+async def test_escape_during_a_run_discards_it_and_closes_the_probe(tmp_path):
+    backend = CountingBackend(speed=0.5)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        step = await to_step(pilot)
+        await pilot.press("ctrl+r")
+        live = await wait_screen(pilot, LiveSummaryScreen)
+        await wait_for(pilot, lambda: live.state == "running", what="running")
+        await pilot.press("escape")
+        assert await wait_screen(pilot, StepScreen) is step
+        await wait_for(pilot, lambda: backend.sources[0].closed == 1, what="probe closed")
+        assert app.walk.current_result is None  # nothing recorded for a discarded run
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, StepScreen)  # the late 'finished' message changed nothing
+
+
+async def test_quit_during_a_run_closes_the_probe_and_leaves_a_resumable_session(tmp_path):
+    backend = CountingBackend(speed=0.3)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)
+        await pilot.press("ctrl+r")
+        live = await wait_screen(pilot, LiveSummaryScreen)
+        await wait_for(pilot, lambda: live.state == "running", what="running")
+        await pilot.press("q")
+        dialog = await wait_screen(pilot, ConfirmQuit)
+        assert "Resume it with: netsleuth --resume" in flat_text(app)
+        await pilot.press("n")  # stay
+        await wait_screen(pilot, LiveSummaryScreen)
+        assert not app._exit and dialog is not app.screen
+        await pilot.press("q")
+        await wait_screen(pilot, ConfirmQuit)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app._exit, what="exit")
+    assert backend.sources[0].closed == 1
+    journals = list((tmp_path / "sessions").glob("*.jsonl"))
+    assert len(journals) == 1
+    _, events = read_journal(journals[0])
+    assert events[-1]["event"] == "note" and "resume with: netsleuth --resume" in events[-1]["text"]
+    assert not any(e["event"] == "end" for e in events)
+
+    # resume: the walk comes back at the step it was on, and can go on from there
+    app = NetsleuthApp(ReplayBackend(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions", resume=journals[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
+        await pilot.press("enter")
+        step = await wait_screen(pilot, StepScreen)
+        assert step.view.probe == "drop-summary" and step.view.params["dst-ip"] == "10.253.2.1"
+        await pilot.press("ctrl+r")
+        await wait_screen(pilot, FindingsScreen)
+        # Esc twice: back to the step, then (the walk's first frame is the question) to the question
+        await pilot.press("escape")
+        await wait_screen(pilot, StepScreen)
+        await pilot.press("escape")
+        await wait_screen(pilot, QuestionScreen)
+        assert len(app.walk.frames) == 1
+    _, events = read_journal(journals[0])
+    assert any(e.get("text") == "session resumed" for e in events)
+    assert [e["event"] for e in events].count("result") == 1
+
+
+async def test_probe_failure_shows_in_the_panel_and_the_log_not_as_a_traceback(tmp_path):
+    backend = CountingBackend(speed=0.0, fail_start=True)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)
+        await pilot.press("ctrl+r")
+        live = await wait_screen(pilot, LiveSummaryScreen)
+        await wait_for(pilot, lambda: live.state == "failed", what="failure")
+        text = flat_text(app)
+        assert "Error: drop-summary: could not load drop_summary.bpf.c: test failure at load" in text
+        assert "Traceback" not in text
+        panel = str(app.screen.query_one("#error-panel").render())
+        assert f"details: {tmp_path / 'sessions' / 'wizard.log'}" in panel
+        assert app.walk.current_result.status == "error"
+        await pilot.press("escape")
+        await wait_screen(pilot, StepScreen)
+    assert backend.sources[0].closed == 1
+    log = (tmp_path / "sessions" / "wizard.log").read_text()
+    assert "probe drop-summary: error: drop-summary: could not load" in log or "could not load" in log
+
+
+async def test_a_bug_in_a_handler_goes_to_the_panel_and_the_app_stays_up(tmp_path):
+    class Broken(ReplayBackend):
+        def command_line(self, name, values):
+            raise RuntimeError("boom in command_line")
+
+    app = NetsleuthApp(Broken(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)  # the step screen builds its command line on mount: the bug fires
+        await wait_for(pilot, lambda: "boom in command_line" in flat_text(app), what="panel")
+        assert "Traceback" not in screen_text(app)
+        await pilot.press("escape")  # still responsive
+        await wait_screen(pilot, QuestionScreen)
+    log = (tmp_path / "sessions" / "wizard.log").read_text()
+    assert "Traceback" in log and "boom in command_line" in log
+
+
+async def test_help_shows_the_screen_keys_and_closes(tmp_path):
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)
+        await pilot.press("question_mark")
+        await wait_screen(pilot, HelpScreen)
+        text = flat_text(app)
+        assert "On this screen" in text and "Run probe" in text and "filters already filled in" in text
+        await pilot.press("escape")
+        await wait_screen(pilot, StepScreen)
+
+
+async def test_key_screens_at_80x24(tmp_path):
+    """Snapshot-style: each key screen at 80x24 shows what a person needs without scrolling."""
+    app = replay_app(tmp_path)
+    truth = recorded_facts()
+    shots = {}
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
+        shots["preflight"] = await svg_text(pilot)
+        await pilot.press("enter")
+        await wait_screen(pilot, SymptomScreen)
+        shots["symptom"] = await svg_text(pilot)
+        await pick(pilot, "#symptoms", "symptom:packet-loss")
+        await wait_screen(pilot, ContextScreen)
+        shots["context"] = await svg_text(pilot)
+        await type_into(pilot, "f-dst_ip", "10.253.2.1")
+        await pilot.press("ctrl+n")
+        await wait_screen(pilot, QuestionScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, StepScreen)
+        shots["step"] = await svg_text(pilot)
+        await pilot.press("ctrl+r")
+        await wait_screen(pilot, FindingsScreen)
+        shots["findings"] = await svg_text(pilot)
+        await pilot.press("enter")
+        await wait_screen(pilot, NextStepScreen)
+        shots["next"] = await svg_text(pilot)
+        await pilot.press("enter")
+        await wait_screen(pilot, StepScreen)
+        shots["details-step"] = await svg_text(pilot)
+    for name, svg in shots.items():
+        (tmp_path / f"{name}.txt").write_text(svg)
+    expect = {
+        "preflight": ["Replay: what was recorded", "drop-summary", "Continue"],
+        "symptom": ["Packet loss", "High latency", "OVS is slow", "VM network problem", "quick reference"],
+        "context": ["Destination IP", "Interface", "Packets reported lost", "Continue"],
+        "step": ["drop-summary", "tier 1", "cost", "command:", "--dst-ip", "Run (Ctrl+R)"],
+        "findings": ["CRITICAL", "Nothing listens", "NO_SOCKET", truth["device"], "Next steps"],
+        "next": ["Capture each dropped packet of this flow", "drop-details", "Conclude"],
+        "details-step": ["drop-details", "tier 2", "10.253.2.2", "6353", "command:", "Run (Ctrl+R)"],
+    }
+    for name, words in expect.items():
+        missing = [w for w in words if w not in shots[name]]
+        assert not missing, f"{name} screen lacks {missing}"
+    for name, svg in shots.items():
+        assert "Help" in svg and "Quit" in svg, f"{name}: footer keys"

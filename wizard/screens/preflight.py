@@ -94,42 +94,45 @@ class PreflightScreen(WizardScreen):
             yield Button("Continue (Enter)", id="continue", variant="primary", disabled=True, compact=True)
 
     def on_mount(self) -> None:
+        self._go_when_ready = False
         self.check()
 
     @work(thread=True, exclusive=True, group="preflight")
     def check(self) -> None:
         backend = self.app.backend
-        try:
-            rep = backend.preflight()
-            self.app.call_from_thread(self._show_doctor, rep)
-        except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.app.report_error, f"the capability check failed: {exc}", exc)
+        rep = inv = None
         try:
             inv = backend.inventory()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - shown in the panel; the wizard works without pickers
             self.app.call_from_thread(self.app.report_error, f"host discovery failed: {exc}", exc)
-            inv = None
-        self.app.call_from_thread(self._show_inventory, inv)
+        try:
+            rep = backend.preflight()
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.app.report_error, f"the capability check failed: {exc}", exc)
+        self.app.call_from_thread(self._show, rep, inv)
 
-    def _show_doctor(self, rep: dict) -> None:
-        self.app.doctor = rep
-        text = replay_text(rep) if rep.get("type") == "replay" else doctor_text(rep)
-        self.query_one("#doctor", Static).update(text)
-
-    def _show_inventory(self, inv) -> None:
-        self.app.inventory = inv
+    def _show(self, rep: dict | None, inv) -> None:
+        self.app.doctor, self.app.inventory = rep, inv
         if inv is not None:
             self.query_one("#inventory", Static).update(inventory_text(inv, self.app.backend.mode == "replay"))
+        if rep is not None:
+            text = replay_text(rep) if rep.get("type") == "replay" else doctor_text(rep)
+            self.query_one("#doctor", Static).update(text)
         button = self.query_one("#continue", Button)
         button.disabled = False
         button.focus()
+        if self._go_when_ready:
+            self.action_next()
 
     def on_button_pressed(self, _event: Button.Pressed) -> None:
         self.action_next()
 
     def action_next(self) -> None:
-        if not self.query_one("#continue", Button).disabled:
-            self.app.after_preflight()
+        if self.query_one("#continue", Button).disabled:
+            self._go_when_ready = True  # Enter pressed early: go on as soon as the checks are done
+            self.query_one("#continue", Button).label = "Checking… (continues by itself)"
+            return
+        self.app.after_preflight()
 
     def go_back(self) -> None:
         self.app.action_quit()

@@ -1,0 +1,145 @@
+"""The real app in a real terminal (tmux), driven with keys as a person would: pick packet
+loss, run the Summary while the test makes real drops (UDP to a closed port on loopback),
+watch the counts grow, stop, quit — and no BPF program of ours stays loaded."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.netenv import ROOT, our_bpf_programs
+from wizard.session import read_journal
+
+pytestmark = [
+    pytest.mark.tmux, pytest.mark.bpf,
+    pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF (needs root)"),
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed"),
+]
+
+SPORT, DPORT = 47998, 47999  # nothing listens on DPORT: every datagram is a NO_SOCKET drop
+
+
+class Tmux:
+    def __init__(self, command: str, env: dict[str, str], width: int = 100, height: int = 30):
+        self.name = "nstest-" + uuid.uuid4().hex[:6]
+        args = ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), "-c", str(ROOT)]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        # os.environ, passed explicitly: under pytest, readline has putenv()'d COLUMNS=80/LINES=24 into
+        # the process environment (not os.environ), which would pin the app to 80x24 whatever tmux says.
+        subprocess.run(args + [command], check=True, env=dict(os.environ))
+        # Keep the pane after the app exits: its exit status and last screen are checked.
+        subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+
+    def screen(self) -> str:
+        out = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        return out.stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def exit_status(self) -> int | None:
+        """The app's exit status once it has exited, else None."""
+        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_dead} #{pane_dead_status}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        return int(out[1]) if out[0] == "1" else None
+
+    def pid(self) -> int:
+        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.split()[0])
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never showed; screen:\n{self.screen()}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def total_on(screen: str) -> int:
+    m = re.search(r"total ([\d,]+)", screen)
+    return int(m.group(1).replace(",", "")) if m else -1
+
+
+def udp_flood(stop: threading.Event) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", SPORT))
+    try:
+        while not stop.is_set():
+            s.sendto(b"netsleuth-tmux", ("127.0.0.1", DPORT))
+            time.sleep(0.01)
+    finally:
+        s.close()
+
+
+def test_real_app_in_tmux_shows_live_drops_and_detaches(tmp_path):
+    sessions = tmp_path / "sessions"
+    term = Tmux("exec .venv/bin/netsleuth", {"NETSLEUTH_SESSIONS": str(sessions)})
+    stop = threading.Event()
+    flood = threading.Thread(target=udp_flood, args=(stop,))
+    try:
+        pid = term.pid()
+        term.wait_for("The Summary probes (tier 1) can run on this host.")
+        term.keys("Enter")
+        term.wait_for("Packet loss")
+        term.keys("Enter")  # packet loss is the first symptom
+        term.wait_for("what do you know?")
+        term.keys("C-n")  # no filters: any flow, any interface
+        term.wait_for("Do you know roughly where the packets are dropped?")
+        term.keys("Enter")  # the recommended answer: the Summary
+        term.wait_for("Run (Ctrl+R)")
+        term.keys("C-r")
+        term.wait_for("running", timeout=60)  # compiled and attached
+        assert our_bpf_programs(pid), "the Summary's BPF program is loaded while it runs"
+
+        flood.start()
+        first = total_on(term.wait_for(f"127.0.0.1:{DPORT}", timeout=20))
+        time.sleep(3)
+        screen = term.screen()
+        second = total_on(screen)
+        assert 0 < first < second, f"counts did not grow: {first} then {second}\n{screen}"
+        assert "NO_SOCKET" in screen and f"127.0.0.1:{SPORT} -> 127.0.0.1:{DPORT} (UDP)" in screen
+
+        term.keys("s")  # stop: findings of what was seen
+        screen = term.wait_for("Findings", timeout=20)
+        assert "Nothing listens on the destination port" in screen
+        deadline = time.monotonic() + 10
+        while our_bpf_programs(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert our_bpf_programs(pid) == [], "the probe detached when the run ended (app still running)"
+
+        term.keys("q")
+        term.wait_for("Quit netsleuth?")
+        term.keys("y")
+        deadline = time.monotonic() + 20
+        while term.exit_status() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert term.exit_status() == 0, "the app exited cleanly"
+        assert "Traceback" not in term.screen() and "Error" not in term.screen()
+        assert not os.path.exists(f"/proc/{pid}")
+    finally:
+        stop.set()
+        if flood.is_alive():
+            flood.join()
+        term.kill()
+    assert our_bpf_programs(pid) == []
+    journals = list(sessions.glob("*.jsonl"))
+    assert len(journals) == 1
+    _, events = read_journal(journals[0])
+    assert [e["event"] for e in events][:3] == ["start", "answer", "result"]
+    assert events[2]["status"] == "stopped" and events[2]["result"]["total"] >= second
+    assert "resume with: netsleuth --resume" in events[-1]["text"]

@@ -51,10 +51,12 @@ def _common(p: argparse.ArgumentParser, record: bool = True) -> None:
     p.add_argument("--duration", metavar="S", help="seconds each probe runs (default: each step's own duration)")
     p.add_argument("--report", metavar="DIR", help="where to write report.md, report.json and report.html")
     p.add_argument("--max-steps", metavar="N", default="8", help="stop after this many probe runs (default 8)")
-    p.add_argument("--sessions", metavar="DIR", help="session journal directory (default: $NETSLEUTH_SESSIONS, "
-                                                     "/var/lib/netsleuth/sessions as root)")
+    # SUPPRESS: given before the command (`netsleuth --sessions D diagnose ...`), the main parser's value stays.
+    p.add_argument("--sessions", metavar="DIR", default=argparse.SUPPRESS,
+                   help="session journal directory (default: $NETSLEUTH_SESSIONS, /var/lib/netsleuth/sessions as root)")
     if record:
-        p.add_argument("--record", metavar="FILE", help="also save every probe record, for `netsleuth replay FILE`")
+        p.add_argument("--record", metavar="FILE", default=argparse.SUPPRESS,
+                       help="also save every probe record, for `netsleuth replay FILE`")
 
 
 def _usage(cmd: str, message: str) -> int:
@@ -103,7 +105,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from .backends import LiveBackend
 
     result = run_autopilot(lib, LiveBackend(), args.symptom, context, args.report, duration=nums[0],
-                           record=args.record, sessions=args.sessions, max_steps=nums[1])
+                           record=getattr(args, "record", None), sessions=getattr(args, "sessions", None), max_steps=nums[1])
     return result.exit_code
 
 
@@ -134,5 +136,5 @@ def run_replay(args: argparse.Namespace) -> int:
     backend = RecordedBackend(rec, speed=args.speed or 0.0)
     # A recorded run ends when its records do; --duration only cuts a paced (--speed) replay short.
     result = run_autopilot(lib, backend, rec.symptom, context, args.report, duration=nums[0] or 86400,
-                           sessions=args.sessions, max_steps=nums[1])
+                           sessions=getattr(args, "sessions", None), max_steps=nums[1])
     return result.exit_code

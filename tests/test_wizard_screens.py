@@ -291,3 +291,44 @@ async def test_key_screens_at_80x24(tmp_path):
         assert not missing, f"{name} screen lacks {missing}"
     for name, svg in shots.items():
         assert "Help" in svg and "Quit" in svg, f"{name}: footer keys"
+
+
+async def test_quick_reference_row_starts_at_its_summary_step(tmp_path):
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await pilot.press("enter")  # early Enter: continues once the checks are done
+        await wait_screen(pilot, SymptomScreen)
+        row = next(i for i, r in enumerate(app.lib.quick_reference) if r.problem == "Drops")
+        await pick(pilot, "#symptoms", f"quick:{row}")
+        await wait_screen(pilot, ContextScreen)
+        await pilot.press("ctrl+n")
+        step = await wait_screen(pilot, StepScreen)  # no question: straight to the Summary
+        assert step.view.ref == "packet-loss/drop-summary"
+        assert len(app.walk.frames) == 1
+
+
+async def test_a_step_that_cannot_run_says_why_and_does_not_run(tmp_path):
+    backend = CountingBackend(speed=0.0)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, SymptomScreen)
+        await pick(pilot, "#symptoms", "symptom:high-latency")
+        await wait_screen(pilot, ContextScreen)
+        await pilot.press("ctrl+n")
+        await wait_screen(pilot, QuestionScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, QuestionScreen)
+        await pilot.press("enter")
+        step = await wait_screen(pilot, StepScreen)
+        assert step.view.unavailable  # this recording has no latency run
+        assert "Cannot run on this host: not in this recording" in flat_text(app)
+        assert step.query_one("#run").disabled
+        await pilot.press("ctrl+r")
+        assert isinstance(app.screen, StepScreen)
+        assert "cannot run here" in flat_text(app)
+        await pilot.press("escape")
+        await wait_screen(pilot, QuestionScreen)
+    assert backend.sources == []

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Static
 
 from ..steprun import run_source
 from ..widgets.charts import Log2Plot, RatePlot
-from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, playbook_columns
+from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
 from .base import WizardScreen
 
 
@@ -309,14 +309,18 @@ class LiveDetailsScreen(LiveScreen):
         yield Static("", id="live-status")
         yield Static("", id="live-counters")
         with Vertical(id="details-split"):
-            yield EntryTable(EVENT_COLUMNS, limit=500, id="live-events")
+            m = self.spec.merge
+            yield EntryTable(event_columns(m.record, m.key, m.distinct), limit=500, id="live-events")
             with VerticalScroll(id="event-detail-box"):
                 yield Static("[dim]no event yet[/dim]", id="event-detail")
 
     def show_records(self, records: list[dict]) -> None:
-        events = [r for r in records if r.get("type") == self.spec.merge.record]
+        m = self.spec.merge
+        events = [r for r in records if r.get("type") == m.record]
         if events:
             table = self.query_one("#live-events", EntryTable)
+            if not table.items and m.record != "drop":  # columns from what the events carry
+                table.set_columns(event_columns(m.record, m.key, m.distinct, events[0]))
             table.append(events)
             self._show_event(table.selected())
 

@@ -42,6 +42,32 @@ EVENT_COLUMNS: list[Column] = [
 ]
 
 
+# Measurements worth a column in an event stream, when a record has them.
+MEASURES = ("duration_us", "wait_us", "latency_us", "total_us", "length_s", "peak_pct", "count")
+
+
+def event_columns(record_type: str | None, key: tuple[str, ...], distinct: tuple[str, ...] = (),
+                  sample: dict | None = None) -> list[Column]:
+    """Columns of a Details stream: the drop fields for drops; otherwise time, the probe's
+    grouping key and distinct fields (from probes.yaml), and the measurements ``sample`` has."""
+    if record_type == "drop":
+        return EVENT_COLUMNS
+    fields = [f for f in (*key, *distinct) if f != "time"]
+    cols: list[Column] = [EVENT_COLUMNS[0]]
+    cols += [(f, _field(f)) for f in dict.fromkeys(fields)]
+    cols += [(m, _field(m)) for m in MEASURES if m not in fields and m in (sample or {})]
+    return cols
+
+
+def _field(name: str) -> Callable[[dict], str]:
+    def get(e: dict) -> str:
+        v = e.get(name)
+        if isinstance(v, dict) and name == "flow":
+            return entry_flow(e)
+        return "-" if v is None else str(v)
+    return get
+
+
 class EntryTable(DataTable):
     """Rows built from dicts by column functions; keeps the cursor on refresh."""
 
@@ -53,6 +79,13 @@ class EntryTable(DataTable):
 
     def on_mount(self) -> None:
         self.add_columns(*[title for title, _ in self.columns_spec])
+
+    def set_columns(self, columns: list[Column]) -> None:
+        """Replace the columns (and the rows)."""
+        self.columns_spec = columns
+        self.items = []
+        self.clear(columns=True)
+        self.add_columns(*[title for title, _ in columns])
 
     def show(self, items: list[dict]) -> None:
         """Replace the rows (a Summary's ranked entries)."""

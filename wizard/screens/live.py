@@ -253,16 +253,17 @@ class LiveSummaryScreen(LiveScreen):
         """The highlighted entry in full (the table is cut at 80 columns)."""
         if entry is None:
             return
-        parts = [f"#{entry.get('rank', '?')}", f"{entry.get('count', 0):,}×", entry.get("location"),
-                 entry.get("reason"), entry.get("device"), entry_flow(entry) if entry.get("flow") else None]
-        self.query_one("#live-selected", Static).update(escape(" · ".join(str(p) for p in parts if p)))
+        table = self.query_one("#live-table", EntryTable)
+        cells = [fn(entry) for _, fn in table.columns_spec]
+        parts = [f"#{entry.get('rank', '?')}"] + [c for c in cells if c not in ("", "-", None)]
+        self.query_one("#live-selected", Static).update(escape(" · ".join(str(p) for p in parts)))
         if self.spec.merge.kind == "sum-histograms":
             self._show_hist(entry)
 
     def _show_hist(self, entry: dict | None) -> None:
         if entry is None:
             return
-        title = " ".join(str(entry.get(k)) for k in self.spec.merge.key if entry.get(k) is not None)
+        title = hist_title(entry, self.spec.merge.key)
         self.query_one("#live-chart", Log2Plot).show(entry.get("buckets") or [], entry.get("unit", "us"), title)
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
@@ -273,6 +274,14 @@ class LiveSummaryScreen(LiveScreen):
         total = r.get("total", sum(e.get("count", 0) or 0 for e in r["entries"]))
         return (f"total [b]{total:,}[/b]  ·  {len(r['entries'])} distinct  ·  "
                 f"lost {lost_count(r):,}  ·  {r.get('records', 0)} reads")
+
+
+def hist_title(entry: dict, key: tuple[str, ...]) -> str:
+    """What a histogram is of: "rx netif_receive → ovs_process" from its key fields."""
+    words = [str(entry[k]) for k in key if isinstance(entry.get(k), str) and k not in ("from", "to")]
+    if isinstance(entry.get("from"), str) and isinstance(entry.get("to"), str):
+        words.append(f"{entry['from']} → {entry['to']}")
+    return " ".join(words)
 
 
 def _record_count(r: dict) -> float:

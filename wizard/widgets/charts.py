@@ -23,6 +23,19 @@ def bucket_label(low: int, unit: str) -> str:
     return short_us(low) if unit == "us" else f"{low:g}"
 
 
+def with_empty_buckets(buckets: list[dict]) -> list[dict]:
+    """Sorted log2 buckets with the empty ones in between filled in: the gap before a tail shows."""
+    by_low = {int(b.get("low", 0)): int(b.get("count", 0)) for b in buckets}
+    if not by_low:
+        return []
+    lows = sorted(by_low)
+    out, low = [], lows[0]
+    while low <= lows[-1]:
+        out.append({"low": low, "count": by_low.get(low, 0)})
+        low = low * 2 if low >= 2 else 2
+    return out
+
+
 class RatePlot(PlotextPlot):
     """Bars of a count per interval, newest at the right."""
 
@@ -63,7 +76,7 @@ class Log2Plot(PlotextPlot):
         self.unit = "us"
 
     def show(self, buckets: list[dict], unit: str = "us", title: str | None = None) -> None:
-        self.buckets = sorted(buckets, key=lambda b: b.get("low", 0))
+        self.buckets = with_empty_buckets(buckets)
         self.unit = unit
         if title is not None:
             self.title = title

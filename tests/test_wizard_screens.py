@@ -125,7 +125,7 @@ async def test_live_details_shows_packet_fields_and_stack(tmp_path):
         text = screen_text(app)
         assert "NO_SOCKET" in text and "__udp4_lib_rcv" in text
         detail = str(live.query_one("#event-detail").render())
-        assert "src_port=40000" in detail and "dst_port=6353" in detail
+        assert "flow: 10.253.2.2:40000 -> 10.253.2.1:6353 (UDP)" in detail and "reason: NO_SOCKET" in detail
         assert "stack" in detail and "__udp4_lib_rcv" in detail
         # moving up the list shows that packet's fields
         await pilot.press("up")

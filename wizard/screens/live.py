@@ -290,13 +290,21 @@ def _record_count(r: dict) -> float:
     return sum(e.get("count", 0) or 0 for e in r.get("entries") or []) or 1
 
 
+# What tells one event from the next comes first; the stack comes last.
+EVENT_FIRST = ("flow", "reason", "location", "device", "comm", "pid", "tid", "cpu", "time")
+
+
 def event_text(e: dict) -> str:
-    """One event's fields, nested dicts flattened, the stack last."""
+    """One event's fields: the telling ones first, nested dicts flattened, the stack last."""
     lines = []
-    for k, v in e.items():
+    keys = [k for k in EVENT_FIRST if k in e] + [k for k in e if k not in EVENT_FIRST]
+    for k in keys:
+        v = e[k]
         if k in ("type", "stack", "user_stack"):
             continue
-        if isinstance(v, dict):
+        if k == "flow" and isinstance(v, dict):
+            lines.append(f"[b]flow[/b]: {escape(entry_flow(e))}")
+        elif isinstance(v, dict):
             inner = ", ".join(f"{ik}={iv}" for ik, iv in v.items() if iv is not None)
             if inner:
                 lines.append(f"[b]{escape(k)}[/b]: {escape(inner)}")

@@ -33,10 +33,10 @@ def playbook_columns(spec, context: dict) -> list[Column]:
 
 EVENT_COLUMNS: list[Column] = [
     ("time", lambda e: str(e.get("time", ""))[11:23]),
-    ("device", lambda e: e.get("device") or "-"),
+    ("flow", entry_flow),
     ("reason", lambda e: e.get("reason") or "-"),
     ("site", entry_site),
-    ("flow", entry_flow),
+    ("device", lambda e: e.get("device") or "-"),
     ("cpu", lambda e: str(e.get("cpu", "-"))),
     ("comm", lambda e: e.get("comm") or "-"),
 ]

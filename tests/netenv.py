@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -115,7 +116,10 @@ def our_bpf_programs(pid: int | None = None) -> list[int]:
 
 
 class ProbeProcess:
-    """`netsleuth probe ...` as a subprocess: waits until attached, collects JSON lines."""
+    """`netsleuth probe ...` as a subprocess: waits until attached, collects JSON lines.
+
+    stdout is drained by a thread as the probe prints: a long run would otherwise
+    fill the pipe, block the probe in print() and lose its events."""
 
     def __init__(self, *args: str):
         self.proc = subprocess.Popen(NETSLEUTH + ["probe", *args], cwd=ROOT, stdout=subprocess.PIPE,
@@ -124,17 +128,27 @@ class ProbeProcess:
         if "Tracing" not in line:
             rest = self.proc.stderr.read() if self.proc.poll() is not None else ""
             raise RuntimeError(f"probe did not attach: {line}{rest}")
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._lines.extend, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _finish(self, timeout: float) -> list[dict]:
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(timeout)
+        self.stderr = self.proc.stderr.read()
+        self.returncode = self.proc.returncode
+        return [json.loads(line) for line in self._lines if line.startswith("{")]
 
     def stop(self, sig: int = 2, timeout: float = 20) -> list[dict]:
         self.proc.send_signal(sig)
-        out, self.stderr = self.proc.communicate(timeout=timeout)
-        self.returncode = self.proc.returncode
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return self._finish(timeout)
 
     def wait(self, timeout: float = 60) -> list[dict]:
-        out, self.stderr = self.proc.communicate(timeout=timeout)
-        self.returncode = self.proc.returncode
-        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return self._finish(timeout)
 
 
 def settle(seconds: float = 0.3) -> None:

@@ -70,6 +70,34 @@ class Tmux:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
 
+def loaded(prog_ids: list[int]) -> list[int]:
+    """Those of the programs still loaded in the kernel (held by anyone)."""
+    return [i for i in prog_ids
+            if subprocess.run(["bpftool", "prog", "show", "id", str(i)], capture_output=True).returncode == 0]
+
+
+def wait_gone(prog_ids: list[int], timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while loaded(prog_ids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return loaded(prog_ids)
+
+
+def start_summary(term: Tmux) -> None:
+    """Keys a person presses: preflight → packet loss → no filters → the Summary → run."""
+    term.wait_for("The Summary probes (tier 1) can run on this host.")
+    term.keys("Enter")
+    term.wait_for("Packet loss")
+    term.keys("Enter")  # packet loss is the first symptom
+    term.wait_for("what do you know?")
+    term.keys("C-n")  # no filters: any flow, any interface
+    term.wait_for("Do you know roughly where the packets are dropped?")
+    term.keys("Enter")  # the recommended answer: the Summary
+    term.wait_for("Run (Ctrl+R)")
+    term.keys("C-r")
+    term.wait_for("running", timeout=60)  # compiled and attached
+
+
 def total_on(screen: str) -> int:
     m = re.search(r"total ([\d,]+)", screen)
     return int(m.group(1).replace(",", "")) if m else -1
@@ -93,18 +121,9 @@ def test_real_app_in_tmux_shows_live_drops_and_detaches(tmp_path):
     flood = threading.Thread(target=udp_flood, args=(stop,))
     try:
         pid = term.pid()
-        term.wait_for("The Summary probes (tier 1) can run on this host.")
-        term.keys("Enter")
-        term.wait_for("Packet loss")
-        term.keys("Enter")  # packet loss is the first symptom
-        term.wait_for("what do you know?")
-        term.keys("C-n")  # no filters: any flow, any interface
-        term.wait_for("Do you know roughly where the packets are dropped?")
-        term.keys("Enter")  # the recommended answer: the Summary
-        term.wait_for("Run (Ctrl+R)")
-        term.keys("C-r")
-        term.wait_for("running", timeout=60)  # compiled and attached
-        assert our_bpf_programs(pid), "the Summary's BPF program is loaded while it runs"
+        start_summary(term)
+        progs = our_bpf_programs(pid)
+        assert progs and loaded(progs) == progs, "the Summary's BPF program is loaded while it runs"
 
         flood.start()
         first = total_on(term.wait_for(f"127.0.0.1:{DPORT}", timeout=20))
@@ -117,10 +136,8 @@ def test_real_app_in_tmux_shows_live_drops_and_detaches(tmp_path):
         term.keys("s")  # stop: findings of what was seen
         screen = term.wait_for("Findings", timeout=20)
         assert "Nothing listens on the destination port" in screen
-        deadline = time.monotonic() + 10
-        while our_bpf_programs(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert our_bpf_programs(pid) == [], "the probe detached when the run ended (app still running)"
+        assert wait_gone(progs) == [], "the probe detached when the run ended (app still running)"
+        assert our_bpf_programs(pid) == []
 
         term.keys("q")
         term.wait_for("Quit netsleuth?")
@@ -143,3 +160,27 @@ def test_real_app_in_tmux_shows_live_drops_and_detaches(tmp_path):
     assert [e["event"] for e in events][:3] == ["start", "answer", "result"]
     assert events[2]["status"] == "stopped" and events[2]["result"]["total"] >= second
     assert "resume with: netsleuth --resume" in events[-1]["text"]
+
+
+def test_closing_the_terminal_during_a_run_detaches_and_saves(tmp_path):
+    """SIGHUP (the terminal window closed, ssh dropped) while a probe runs."""
+    sessions = tmp_path / "sessions"
+    term = Tmux("exec .venv/bin/netsleuth", {"NETSLEUTH_SESSIONS": str(sessions)})
+    try:
+        pid = term.pid()
+        start_summary(term)
+        progs = our_bpf_programs(pid)
+        assert progs
+        term.kill()  # tmux sends SIGHUP to the app
+        deadline = time.monotonic() + 20
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{pid}"), "the app exited"
+        assert loaded(progs) == []
+    finally:
+        term.kill()
+    [journal] = sessions.glob("*.jsonl")
+    _, events = read_journal(journal)
+    assert events[-1]["text"].startswith("quit (signal SIGHUP); resume with: netsleuth --resume ")
+    log = (sessions / "wizard.log").read_text()
+    assert "shutting down: signal SIGHUP" in log and "Traceback" not in log

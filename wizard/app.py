@@ -98,8 +98,8 @@ class NetsleuthApp(App):
         log.info("wizard started (%s)", self.backend.describe())
         if not self.is_headless:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, lambda s=sig: self.call_later(self.shutdown, f"signal {s.name}"))
+            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.shutdown, "signal SIGTERM"))
+            loop.add_signal_handler(signal.SIGHUP, lambda: self.call_later(self.shutdown, "signal SIGHUP", True))
         self.push_screen(PreflightScreen())
 
     def after_preflight(self) -> None:
@@ -308,7 +308,8 @@ class NetsleuthApp(App):
     def quitting(self) -> bool:
         return self._quitting
 
-    async def shutdown(self, why: str = "quit") -> None:
+    async def shutdown(self, why: str = "quit", terminal_gone: bool = False) -> None:
+        """Stop and detach the probes, save the session, exit."""
         if self._quitting:
             return
         self._quitting = True
@@ -317,6 +318,11 @@ class NetsleuthApp(App):
         self.end_session(f"quit ({why})")
         if self.recorder is not None:
             self.recorder.close()
+        if terminal_gone:
+            # SIGHUP: the terminal was closed.  Probes are detached and the journal is on disk;
+            # restoring a terminal that no longer exists would block Textual forever.
+            logging.shutdown()
+            os._exit(0)
         self.exit()
 
     def action_help(self) -> None:

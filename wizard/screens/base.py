@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Static
 
-from ..widgets.panels import ErrorPanel
-
-
-class Guarded:
-    """Mixin: an exception in one of this node's message handlers goes to the error panel
-    and the log instead of killing the node's message loop (and the app)."""
-
-    async def _on_message(self, message: Message) -> None:
-        try:
-            await super()._on_message(message)
-        except Exception as exc:  # noqa: BLE001 - any bug must land in the panel, not on the terminal
-            self.app.report_error(f"{type(exc).__name__}: {exc}", exc)
+from ..widgets.panels import ErrorPanel, Guarded
 
 
 class WizardScreen(Guarded, Screen):

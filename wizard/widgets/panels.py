@@ -1,9 +1,21 @@
-"""Small shared widgets: the error panel, a key/value block, a titled section."""
+"""Small shared pieces: the error panel, guarded handlers, aligned key/value lines."""
 
 from __future__ import annotations
 
 from rich.markup import escape
+from textual.message import Message
 from textual.widgets import Static
+
+
+class Guarded:
+    """Mixin: an exception in one of this node's message handlers goes to the error panel
+    and the log instead of killing the node's message loop (and the app)."""
+
+    async def _on_message(self, message: Message) -> None:
+        try:
+            await super()._on_message(message)
+        except Exception as exc:  # noqa: BLE001 - any bug must land in the panel, not on the terminal
+            self.app.report_error(f"{type(exc).__name__}: {exc}", exc)
 
 
 class ErrorPanel(Static):

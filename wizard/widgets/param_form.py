@@ -17,6 +17,8 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 from probes.base import Flag
 from probes.runtime.params import ParamError
 
+from .panels import Guarded
+
 PLACEHOLDERS = {
     "ipv4": "any (e.g. 10.0.0.1)", "port": "any (1-65535)", "pid": "process id", "tids": "thread ids: 12,13",
     "vlan": "any (0-4095)", "int": "number", "seconds": "seconds",
@@ -107,7 +109,7 @@ class ParamField(Vertical):
         return self.error
 
 
-class ParamForm(Vertical):
+class ParamForm(Guarded, Vertical):
     """All flags of one probe.  ``values()`` gives raw values to build the probe with."""
 
     class Changed(Message):

@@ -332,3 +332,22 @@ async def test_a_step_that_cannot_run_says_why_and_does_not_run(tmp_path):
         await pilot.press("escape")
         await wait_screen(pilot, QuestionScreen)
     assert backend.sources == []
+
+
+async def test_the_mouse_works_too(tmp_path):
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
+        await pilot.click("#continue")
+        await wait_screen(pilot, SymptomScreen)
+        symptoms = app.screen.query_one("#symptoms")
+        assert symptoms.get_option_at_index(0).id == "symptom:packet-loss"  # the guide's first symptom
+        await pilot.click("#symptoms", offset=(4, 0))
+        await wait_screen(pilot, ContextScreen)
+        await pilot.click("#continue")
+        await wait_screen(pilot, QuestionScreen)
+        await pilot.click("#answers", offset=(4, 0))
+        await wait_screen(pilot, StepScreen)
+        await pilot.click("#run")
+        await wait_screen(pilot, FindingsScreen)

@@ -222,6 +222,9 @@ class LiveScreen(WizardScreen):
         self.app.pop_screen()
 
 
+DEFAULT_TOP = 10
+
+
 class LiveSummaryScreen(LiveScreen):
     HELP = ("The Summary probe is running: counts are kept in the kernel and read every second.\n"
             "The chart shows events per second (or the latency histogram); the table ranks what was "
@@ -235,7 +238,9 @@ class LiveSummaryScreen(LiveScreen):
             yield Log2Plot("latency", id="live-chart")
         else:
             yield RatePlot("events", id="live-chart")
-        yield EntryTable(playbook_columns(self.spec, self.app.walk.context) or EVENT_COLUMNS, id="live-table")
+        top = int(self.values.get("top") or DEFAULT_TOP)  # the probe's own --top when it has one
+        yield EntryTable(playbook_columns(self.spec, self.app.walk.context) or EVENT_COLUMNS, limit=top,
+                         id="live-table")
         yield Static("", id="live-selected")
 
     def show_records(self, records: list[dict]) -> None:
@@ -272,7 +277,8 @@ class LiveSummaryScreen(LiveScreen):
     def counters(self) -> str:
         r = self.result
         total = r.get("total", sum(e.get("count", 0) or 0 for e in r["entries"]))
-        return (f"total [b]{total:,}[/b]  ·  {len(r['entries'])} distinct  ·  "
+        shown = min(len(r["entries"]), self.query_one("#live-table", EntryTable).limit)
+        return (f"total [b]{total:,}[/b]  ·  {len(r['entries'])} distinct (top {shown} shown)  ·  "
                 f"lost {lost_count(r):,}  ·  {r.get('records', 0)} reads")
 
 

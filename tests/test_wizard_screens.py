@@ -351,3 +351,22 @@ async def test_the_mouse_works_too(tmp_path):
         await wait_screen(pilot, StepScreen)
         await pilot.click("#run")
         await wait_screen(pilot, FindingsScreen)
+
+
+async def test_a_run_ending_under_the_help_shows_its_findings_once_help_closes(tmp_path):
+    backend = CountingBackend(speed=3.0)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot)
+        await pilot.press("ctrl+r")
+        live = await wait_screen(pilot, LiveSummaryScreen)
+        await pilot.press("question_mark")
+        await wait_screen(pilot, HelpScreen)
+        await wait_for(pilot, lambda: backend.sources and backend.sources[0].closed == 1, what="run over")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, HelpScreen)  # nothing jumped under the user's eyes
+        await pilot.press("escape")
+        await wait_screen(pilot, FindingsScreen)
+        await pilot.press("escape")  # back goes to the step's form, not to a finished live view
+        await wait_screen(pilot, StepScreen)
+        assert live not in app.screen_stack

@@ -140,6 +140,7 @@ class LiveScreen(WizardScreen):
         self.attach = ""
         self.state = "starting"
         self.discarded = False
+        self._finished: ProbeFinished | None = None  # arrived while a dialog was on top
         self.duration = float(values.get("duration") or view.duration)
 
     def heading(self) -> str:
@@ -175,6 +176,18 @@ class LiveScreen(WizardScreen):
         self.app.untrack_run(self.run)
         if self.discarded or self.app.quitting:
             return  # Esc or quit: the run is dropped, not recorded as a result
+        if self.app.screen is not self:  # help or the quit dialog is open: go on when it closes
+            self._finished = event
+            self.state = "done"
+            return
+        self._finish(event)
+
+    def on_screen_resume(self) -> None:
+        pending, self._finished = self._finished, None
+        if pending is not None and not self.discarded:
+            self._finish(pending)
+
+    def _finish(self, event: ProbeFinished) -> None:
         if event.status in ("error", "unavailable"):
             self.state = "failed"
             self._tick()

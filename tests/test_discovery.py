@@ -185,3 +185,24 @@ def test_flows_include_an_established_connection():
     finally:
         for s in (client, peer, server):
             s.close()
+
+
+def test_choices_for_pickers_order_and_values():
+    """What the forms offer: the kinds a context field asks for come first; OVS threads as TID lists."""
+    ifaces = [D.Interface("lo", 1, D.LOOPBACK, True), D.Interface("vnet3", 7, D.TAP, True, vm="web1"),
+              D.Interface("ens11", 2, D.PHYSICAL, True), D.Interface("br-int", 5, D.OVS_INTERNAL, True)]
+    threads = (D.VswitchdThread(101, "handler12", "handler"), D.VswitchdThread(102, "handler13", "handler"),
+               D.VswitchdThread(103, "revalidator4", "revalidator"), D.VswitchdThread(104, "urcu2", "urcu"))
+    inv = D.Inventory("h", "k", ifaces, [D.VM("web1", 4242, ("vnet3",), "qemu")],
+                      D.Ovs({"br-int": ("br-int", "vnet3")}, {}, 999, threads), [])
+    assert [v for _, v in D.choices_for(inv, "interface", "physical-interfaces")][:2] == ["ens11", "br-int"]
+    assert [v for _, v in D.choices_for(inv, "interface", "vm-interfaces")][0] == "vnet3"
+    assert [v for _, v in D.choices_for(inv, "interface")][-1] == "lo"  # loopback last
+    labels = dict((v, label) for label, v in D.choices_for(inv, "interface"))
+    assert labels["vnet3"] == "vnet3 (tap; VM web1)"
+    assert D.choices_for(inv, "pid", "process:ovs-vswitchd") == [("ovs-vswitchd (pid 999)", "999")]
+    assert D.choices_for(inv, "pid", "process:qemu") == [("VM web1 (qemu pid 4242)", "4242")]
+    tids = D.choices_for(inv, "tids")
+    assert tids[0] == ("all ovs-vswitchd handler threads (2)", "101,102")
+    assert ("all ovs-vswitchd revalidator threads (1)", "103") in tids and all("urcu" not in t for t, _ in tids)
+    assert D.choices_for(None, "interface") == [] and D.choices_for(inv, "ipv4") == []

@@ -1,0 +1,248 @@
+"""Every lab check in one guest boot (runs INSIDE the guest; the host-side
+tests/lab/test_lab_*.py assert on the JSON it writes).
+
+Booting and compiling BPF under TCG is what costs time, so one run does it
+all: it starts the drop probes on their kprobe path first (they compile while
+Open vSwitch waits out its early-boot bug), builds the topology, then creates
+each fault with a known ground truth (packets sent, the kernel's own drop
+counters, the datapath's miss counter) and records what the probes reported.
+
+    python3 -m tests.lab.guest_checks [/lab/results.json]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tests.lab import topology as T
+from tests.netenv import NETSLEUTH, ProbeProcess, send_udp
+
+# Flows of the scenarios: (source port, destination port) tell them apart in the probes' output.
+OPENFLOW_DROP = dict(sport=40001, dport=7777, count=20)
+RING_FULL = dict(sport=40002, dport=7778, count=1300)  # the tap's ring holds txqueuelen (1000)
+NO_READER = dict(sport=40003, dport=7779, count=30)
+VM_GONE = dict(sport=40004, dport=7780, count=25)
+UPCALL_FLUSHES = 5
+PAYLOAD = b"netsleuth-lab"
+
+UPCALL_COUNTER = """
+BPF_ARRAY(calls, u64, 1);
+int kprobe__ovs_dp_upcall(struct pt_regs *ctx)
+{
+    int zero = 0;
+    u64 *n = calls.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
+
+
+class Recorder:
+    """Collects results; each step is timed, and its failure is recorded, not fatal."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict = {"steps": {}, "errors": {}}
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        except Exception:
+            self.data["errors"][name] = traceback.format_exc()
+            print(f"[guest_checks] {name} FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        finally:
+            self.data["steps"][name] = round(time.monotonic() - start, 1)
+            self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+def tx_dropped(dev: str) -> int:
+    return T.link_stats(dev)["tx"]["dropped"]
+
+
+def kprobes_registered() -> list[str]:
+    try:
+        return Path("/sys/kernel/debug/kprobes/list").read_text().splitlines()
+    except OSError as e:
+        return [f"unreadable: {e}"]
+
+
+def check_upcalls(br: T.Bridge, sysnet: T.SystemPath) -> dict:
+    """Count ovs_dp_upcall calls with a kprobe against the datapath's own miss counter,
+    first with the flow cached (no upcalls), then after each datapath flush."""
+    from bcc import BPF
+
+    start = time.monotonic()
+    bpf = BPF(text=UPCALL_COUNTER)
+    out = {"compile_s": round(time.monotonic() - start, 1)}
+    try:
+        def calls() -> int:
+            return bpf["calls"][0].value
+
+        T.ping(sysnet.peer_ip, 2)  # datapath flows for the ping in place
+        c0, m0 = calls(), br.upcall_stats()["missed"]
+        out["cached_replies"] = T.ping(sysnet.peer_ip, 5)
+        out["cached_kprobe"], out["cached_missed"] = calls() - c0, br.upcall_stats()["missed"] - m0
+        c0, m0 = calls(), br.upcall_stats()["missed"]
+        replies = 0
+        for _ in range(UPCALL_FLUSHES):
+            br.flush_datapath()
+            replies += T.ping(sysnet.peer_ip, 1)
+        out.update(flushes=UPCALL_FLUSHES, flushed_replies=replies,
+                   flushed_kprobe=calls() - c0, flushed_missed=br.upcall_stats()["missed"] - m0)
+    finally:
+        bpf.cleanup()
+    return out
+
+
+def check_slow_vswitchd(br: T.Bridge, sysnet: T.SystemPath) -> dict:
+    """Upcall round trips (ping right after a flush) at full speed and under a 2 % CPU cap."""
+    def flushed_rtts(n: int) -> list[float]:
+        rtts = []
+        for _ in range(n):
+            br.flush_datapath()
+            out = T.sh("ping", "-n", "-c", "1", "-W", "5", sysnet.peer_ip, check=False)
+            rtts += [float(w.split("=")[1]) for w in out.split() if w.startswith("time=")]
+        return rtts
+
+    normal = flushed_rtts(5)
+    with T.slow_vswitchd(percent=2) as group:
+        slow = flushed_rtts(5)
+        stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+    return {"normal_rtt_ms": normal, "slow_rtt_ms": slow, "nr_throttled": int(stat["nr_throttled"])}
+
+
+def drop_scenarios(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath) -> dict:
+    """The faults, each with its ground truth."""
+    out = {"payload_len": len(PAYLOAD)}
+    # 1. An OpenFlow rule drops a flow from the "physical" uplink to the VM.
+    o = OPENFLOW_DROP
+    out["openflow_drop"] = {
+        "rule": br.add_drop_flow(f"udp,nw_dst={vm.ip},tp_dst={o['dport']}"),
+        "sent": o["count"], "device": sysnet.uplink, "src_ip": sysnet.peer_ip, "dst_ip": vm.ip, **o}
+    send_udp(vm.ip, o["dport"], o["count"], ns=sysnet.ns, sport=o["sport"], payload=PAYLOAD)
+    out["openflow_drop"]["datapath_flows"] = [f for f in br.datapath_flows() if "actions:drop" in f]
+
+    # 2. The VM stops reading: the tap's ring fills and tun_net_xmit drops the rest.
+    o = RING_FULL
+    vm.pause()
+    before = T.link_stats(vm.tap)["tx"]
+    send_udp(vm.ip, o["dport"], o["count"], sport=o["sport"], payload=PAYLOAD)
+    dropped = tx_dropped(vm.tap) - before["dropped"]
+    vm.resume()
+    # tun counts a packet as sent when the reader takes it from the ring.
+    read = T.wait_for(lambda: T.link_stats(vm.tap)["tx"]["packets"] - before["packets"],
+                      o["count"] - dropped, timeout=60)
+    out["ring_full"] = {"sent": o["count"], "tx_dropped": dropped, "read_by_vm": read, "device": vm.tap,
+                        "src_ip": sysnet.ip, "dst_ip": vm.ip, **o}
+
+    # 3. The tap is up but no reader is attached to its queue.
+    o = NO_READER
+    vm.detach_queue()
+    time.sleep(0.2)
+    before = tx_dropped(vm.tap)
+    send_udp(vm.ip, o["dport"], o["count"], sport=o["sport"], payload=PAYLOAD)
+    out["no_reader"] = {"sent": o["count"], "tx_dropped": tx_dropped(vm.tap) - before, "device": vm.tap,
+                        "src_ip": sysnet.ip, "dst_ip": vm.ip, **o}
+    vm.attach_queue()
+    time.sleep(0.2)
+    out["vm_counters"] = vm.stop()
+
+    # 4. The VM process is gone, its (persistent) tap stays: no carrier, OVS drops on output.
+    o = VM_GONE
+    gone = T.persistent_tap_without_reader(br, "vnet1")
+    ip = f"{T.SUBNET}.30"
+    T.static_neighbour(ip, "52:54:00:00:00:30", sysnet.port)
+    br.add_flow(f"priority=50,ip,nw_dst={ip},actions=output:{gone}")
+    send_udp(ip, o["dport"], o["count"], sport=o["sport"], payload=PAYLOAD)
+    out["vm_gone"] = {"sent": o["count"], "device": gone, "src_ip": sysnet.ip, "dst_ip": ip,
+                      "ingress": sysnet.port, **o}
+    return out
+
+
+def start_probe(*args: str) -> ProbeProcess:
+    start = time.monotonic()
+    probe = ProbeProcess(*args)
+    probe.attach_s = round(time.monotonic() - start, 1)
+    return probe
+
+
+def stop_probe(probe: ProbeProcess) -> dict:
+    records = probe.stop(signal.SIGINT, timeout=120)
+    return {"records": records, "returncode": probe.returncode, "stderr": probe.stderr[-3000:],
+            "attach_s": probe.attach_s}
+
+
+def main(argv: list[str]) -> int:
+    rec = Recorder(Path(argv[0] if argv else "/lab/results.json"))
+    rec.data["boot_uptime_s"] = T.uptime()
+    T.modprobe("tun", "veth")
+    # No IPv6 chatter (router solicitations, MLD): every packet and upcall is one we sent.
+    T.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+
+    # The drop probes compile (tens of seconds under TCG) while OVS gets ready.
+    pool = ThreadPoolExecutor(2)
+    summary_f = pool.submit(start_probe, "drop-summary", "--attach", "kprobe", "--interval", "3600", "--json")
+    details_f = pool.submit(start_probe, "drop-details", "--attach", "kprobe", "--json")
+
+    with rec.step("topology"):
+        T.start_ovs()
+        br = T.Bridge.create("br-int")
+        sysnet = T.system_path(br)
+        vm = T.vm_path(br)
+        rec.data["topology"] = {
+            "bridge": br.name, "handler_threads": len(T.handler_threads()),
+            "ping_vm": T.ping(vm.ip, 3), "ping_uplink": T.ping(sysnet.peer_ip, 3),
+            "system_port": sysnet.port, "uplink": sysnet.uplink, "tap": vm.tap}
+        # Static neighbours: the scenarios' packets need no ARP (nor see any dropped).
+        T.static_neighbour(vm.ip, vm.mac, sysnet.port)
+        T.static_neighbour(vm.ip, vm.mac, sysnet.peer_if, ns=sysnet.ns)
+        T.static_neighbour(sysnet.peer_ip, T.mac_of(sysnet.peer_if, ns=sysnet.ns), sysnet.port)
+        T.static_neighbour(sysnet.ip, T.mac_of(sysnet.port), sysnet.peer_if, ns=sysnet.ns)
+    if "topology" in rec.data["errors"]:
+        return 1
+
+    with rec.step("doctor"):
+        cp = subprocess.run(NETSLEUTH + ["doctor", "--json"], capture_output=True, text=True, timeout=120)
+        rec.data["doctor"] = {"returncode": cp.returncode, "report": json.loads(cp.stdout or "null"),
+                              "stderr": cp.stderr[-2000:]}
+
+    with rec.step("upcalls"):
+        rec.data["upcalls"] = check_upcalls(br, sysnet)
+
+    with rec.step("slow_vswitchd"):
+        rec.data["slow_vswitchd"] = check_slow_vswitchd(br, sysnet)
+
+    probes = {}
+    with rec.step("probes_attach"):
+        probes = {"drop-summary": summary_f.result(), "drop-details": details_f.result()}
+    if probes:
+        with rec.step("drops"):
+            rec.data["scenarios"] = drop_scenarios(br, sysnet, vm)
+            time.sleep(1)  # softirq work of the last packets
+        with rec.step("probes_stop"):
+            rec.data["probes"] = {name: stop_probe(p) for name, p in probes.items()}
+    rec.data["kprobes_left"] = kprobes_registered()
+    rec.data["total_s"] = round(T.uptime() - rec.data["boot_uptime_s"], 1)
+    rec.save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

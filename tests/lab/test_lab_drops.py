@@ -1,0 +1,96 @@
+"""drop-summary and drop-details on their kprobe path (`--attach kprobe`, a kprobe
+on kfree_skb_reason) against drops on a real OVS datapath and a real tap.
+
+Ground truth for each fault comes from the kernel, not from the probes: the
+tap's own tx_dropped counter, the packets the fake VM read, the packets sent.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lab.expect import detail_events, step_ok, summary_entries
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
+
+
+@pytest.fixture
+def scenarios(lab) -> dict:
+    step_ok(lab, "probes_attach")
+    step_ok(lab, "drops")
+    step_ok(lab, "probes_stop")
+    return lab["scenarios"]
+
+
+def _assert_summary(entries: list[dict], count: int, device: str, reason: str, location: str) -> None:
+    assert entries, "drop-summary reported nothing for the flow"
+    assert sum(e["count"] for e in entries) == count
+    for e in entries:
+        assert (e["device"], e["reason"]) == (device, reason), e
+        assert e["location"].startswith(location + "+0x"), e
+        assert any(f.startswith(location + "+") for f in e["stack"]), e["stack"]
+
+
+def _assert_details(events: list[dict], count: int, device: str, reason: str, location: str,
+                    payload_len: int) -> None:
+    assert len(events) == count
+    for e in events:
+        assert (e["device"], e["reason"]) == (device, reason), e
+        assert e["location"].startswith(location + "+0x"), e
+        assert e["eth"]["type_name"] == "IPv4" and e["payload_len"] == payload_len, e
+
+
+def test_probes_ran_on_the_kprobe_path_and_detached(lab, scenarios):
+    for name in ("drop-summary", "drop-details"):
+        probe = lab["probes"][name]
+        assert probe["returncode"] == 0 and "Traceback" not in probe["stderr"], probe["stderr"]
+    attach = {r["attach"] for r in lab["probes"]["drop-summary"]["records"]}
+    assert attach == {"kprobe kfree_skb_reason (with drop reasons)"}
+    assert not [r for r in lab["probes"]["drop-details"]["records"] if r["type"] == "lost_events"]
+    assert lab["kprobes_left"] == []  # /sys/kernel/debug/kprobes/list after the probes exited
+
+
+def test_tap_ring_full(lab, scenarios):
+    """The VM stops reading: 1000 packets fill the tap's ring, tun_net_xmit drops the rest."""
+    s = scenarios["ring_full"]
+    assert s["tx_dropped"] > 0 and s["tx_dropped"] + s["read_by_vm"] == s["sent"]
+    _assert_summary(summary_entries(lab, s), s["tx_dropped"], "vnet0", "FULL_RING", "tun_net_xmit")
+    events = detail_events(lab, s)
+    _assert_details(events, s["tx_dropped"], "vnet0", "FULL_RING", "tun_net_xmit", scenarios["payload_len"])
+    # It came through the OVS datapath, sent by our sender process.
+    assert all("do_execute_actions" in " ".join(e["stack"]) for e in events)
+    assert {e["comm"] for e in events} == {"python3"}
+
+
+def test_tap_without_reader(lab, scenarios):
+    """The tap is up but its queue has no reader attached: every packet is dropped."""
+    s = scenarios["no_reader"]
+    assert s["tx_dropped"] == s["sent"]
+    _assert_summary(summary_entries(lab, s), s["sent"], "vnet0", "DEV_READY", "tun_net_xmit")
+    _assert_details(detail_events(lab, s), s["sent"], "vnet0", "DEV_READY", "tun_net_xmit",
+                    scenarios["payload_len"])
+
+
+def test_vm_gone_tap_left_behind(lab, scenarios):
+    """The VM process exited, its persistent tap stays without carrier: OVS itself
+    frees the packets on output (do_output, inlined in do_execute_actions).  At that
+    point skb->dev is still the ingress port, so that is the device reported."""
+    s = scenarios["vm_gone"]
+    _assert_summary(summary_entries(lab, s), s["sent"], s["ingress"], "NOT_SPECIFIED", "do_execute_actions")
+    _assert_details(detail_events(lab, s), s["sent"], s["ingress"], "NOT_SPECIFIED", "do_execute_actions",
+                    scenarios["payload_len"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kernel 6.1's OVS datapath frees packets of a flow whose actions end without output "
+    "(an OpenFlow actions=drop rule) with consume_skb, not kfree_skb: no drop hook fires. "
+    "OVS drop reasons (kfree_skb with OVS_DROP_*) came in later kernels; catching this on "
+    "6.1 needs an OVS-specific hook in the drop probes"))
+def test_openflow_drop_rule(lab, scenarios):
+    s = scenarios["openflow_drop"]
+    # Ground truth: the datapath flow with the drop action took the packets (the first one upcalled).
+    (dp_flow,) = s["datapath_flows"]
+    assert f"packets:{s['sent'] - 1}," in dp_flow
+    _assert_summary(summary_entries(lab, s), s["sent"], s["device"], "OVS_DROP_ACTION", "do_execute_actions")
+    _assert_details(detail_events(lab, s), s["sent"], s["device"], "OVS_DROP_ACTION", "do_execute_actions",
+                    scenarios["payload_len"])

@@ -67,7 +67,17 @@ class Tmux:
         raise AssertionError(f"{text!r} never showed; screen:\n{self.screen()}")
 
     def kill(self) -> None:
+        """Close the terminal (the app gets SIGHUP); never leave the app behind, even if it hangs."""
+        try:
+            pid = self.pid()
+        except (subprocess.CalledProcessError, ValueError, IndexError):
+            pid = None
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        deadline = time.monotonic() + 15
+        while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, 9)
 
 
 def loaded(prog_ids: list[int]) -> list[int]:

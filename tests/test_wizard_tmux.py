@@ -66,8 +66,12 @@ class Tmux:
             time.sleep(0.2)
         raise AssertionError(f"{text!r} never showed; screen:\n{self.screen()}")
 
+    def hangup(self) -> None:
+        """Close the terminal: tmux sends the app SIGHUP."""
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
     def kill(self) -> None:
-        """Close the terminal (the app gets SIGHUP); never leave the app behind, even if it hangs."""
+        """Cleanup: close the terminal and never leave the app behind, even if it hangs."""
         try:
             pid = self.pid()
         except (subprocess.CalledProcessError, ValueError, IndexError):
@@ -181,7 +185,7 @@ def test_closing_the_terminal_during_a_run_detaches_and_saves(tmp_path):
         start_summary(term)
         progs = our_bpf_programs(pid)
         assert progs
-        term.kill()  # tmux sends SIGHUP to the app
+        term.hangup()
         deadline = time.monotonic() + 20
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.2)

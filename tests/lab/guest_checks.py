@@ -136,7 +136,10 @@ def drop_scenarios(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath) -> dict:
     out["openflow_drop"] = {
         "rule": br.add_drop_flow(f"udp,nw_dst={vm.ip},tp_dst={o['dport']}"),
         "sent": o["count"], "device": sysnet.uplink, "src_ip": sysnet.peer_ip, "dst_ip": vm.ip, **o}
-    send_udp(vm.ip, o["dport"], o["count"], ns=sysnet.ns, sport=o["sport"], payload=PAYLOAD)
+    # The first packet upcalls and installs the datapath flow; the rest hit that flow.
+    send_udp(vm.ip, o["dport"], 1, ns=sysnet.ns, sport=o["sport"], payload=PAYLOAD)
+    T.wait_for(lambda: any("actions:drop" in f for f in br.datapath_flows()), True)
+    send_udp(vm.ip, o["dport"], o["count"] - 1, ns=sysnet.ns, sport=o["sport"], payload=PAYLOAD)
     out["openflow_drop"]["datapath_flows"] = [f for f in br.datapath_flows() if "actions:drop" in f]
 
     # 2. The VM stops reading: the tap's ring fills and tun_net_xmit drops the rest.

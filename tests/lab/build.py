@@ -177,9 +177,10 @@ class PrivateApt:
 
     def update(self) -> None:
         try:
-            run(["apt-get", *self.options(), "update", "-qq"], capture_output=True, timeout=300)
+            run(["apt-get", *self.options(), "update", "-qq", "--error-on=any"], capture_output=True, timeout=300)
         except subprocess.CalledProcessError as e:
-            raise LabUnavailable(f"cannot reach the Debian mirrors ({MIRROR}): {e.stderr.strip()[-300:]}") from None
+            errors = [line for line in e.stderr.splitlines() if line.startswith("E:")] or [e.stderr.strip()]
+            raise LabUnavailable(f"cannot reach the Debian mirrors ({MIRROR}): {errors[0][:300]}") from None
         except subprocess.TimeoutExpired:
             raise LabUnavailable(f"the Debian mirrors ({MIRROR}) did not answer within 5 minutes") from None
 

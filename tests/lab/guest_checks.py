@@ -31,6 +31,7 @@ OPENFLOW_DROP = dict(sport=40001, dport=7777, count=20)
 RING_FULL = dict(sport=40002, dport=7778, count=1300)  # the tap's ring holds txqueuelen (1000)
 NO_READER = dict(sport=40003, dport=7779, count=30)
 VM_GONE = dict(sport=40004, dport=7780, count=25)
+QDISC_FULL = dict(sport=40005, dport=7781, count=200)
 UPCALL_FLUSHES = 5
 PAYLOAD = b"netsleuth-lab"
 
@@ -176,6 +177,18 @@ def drop_scenarios(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath) -> dict:
     send_udp(ip, o["dport"], o["count"], sport=o["sport"], payload=PAYLOAD)
     out["vm_gone"] = {"sent": o["count"], "device": gone, "src_ip": sysnet.ip, "dst_ip": ip,
                       "ingress": sysnet.port, **o}
+
+    # 5. The uplink's qdisc overflows (OVS output into a slow "NIC"): drops in
+    # __dev_queue_xmit, freed through kfree_skb_list_reason.
+    o = QDISC_FULL
+    # 8 kbit/s with room for ~20 small packets: even a sender slowed by TCG overflows it.
+    T.sh("tc", "qdisc", "add", "dev", sysnet.uplink, "root", "tbf", "rate", "8kbit", "burst", "1600",
+         "limit", "1600")
+    before = T.qdisc_stats(sysnet.uplink)["drops"]
+    send_udp(sysnet.peer_ip, o["dport"], o["count"], sport=o["sport"], payload=PAYLOAD)
+    T.wait_for(lambda: T.qdisc_stats(sysnet.uplink)["qlen"], 0)  # what it let through is sent
+    out["qdisc_full"] = {"sent": o["count"], "qdisc_drops": T.qdisc_stats(sysnet.uplink)["drops"] - before,
+                         "device": sysnet.uplink, "src_ip": sysnet.ip, "dst_ip": sysnet.peer_ip, **o}
     return out
 
 

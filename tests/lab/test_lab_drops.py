@@ -81,6 +81,24 @@ def test_vm_gone_tap_left_behind(lab, scenarios):
                     scenarios["payload_len"])
 
 
+def test_uplink_qdisc_overflow(lab, scenarios):
+    """A tbf qdisc on the uplink overflows: the kprobe fires inside kfree_skb_list_reason,
+    and the reported location skips that free helper.  What the qdisc let through
+    reaches the namespace, where no socket listens: dropped there too."""
+    s = scenarios["qdisc_full"]
+    assert 0 < s["qdisc_drops"] < s["sent"]
+    entries, details = summary_entries(lab, s), detail_events(lab, s)
+    at_qdisc = [e for e in entries if e["device"] == s["device"]]
+    _assert_summary(at_qdisc, s["qdisc_drops"], s["device"], "QDISC_DROP", "__dev_queue_xmit")
+    _assert_details([e for e in details if e["device"] == s["device"]], s["qdisc_drops"], s["device"],
+                    "QDISC_DROP", "__dev_queue_xmit", scenarios["payload_len"])
+    delivered = [e for e in entries if e["device"] != s["device"]]
+    _assert_summary(delivered, sum(e["count"] for e in delivered), "eth0", "NO_SOCKET", "__udp4_lib_rcv")
+    # Every packet sent was dropped at one of the two places, and each probe saw each once.
+    assert s["qdisc_drops"] + sum(e["count"] for e in delivered) == s["sent"]
+    assert len(details) == s["sent"]
+
+
 def test_openflow_drop_rule_took_the_flow(lab, scenarios):
     """Ground truth for the next test: the rule really dropped the flow in the datapath."""
     s = scenarios["openflow_drop"]

@@ -9,7 +9,9 @@
     with slow_vswitchd(ovs, percent=5): ...   # cgroup CPU limit on ovs-vswitchd
 
 Addresses are 10.251.0.0/24 inside the guest; the guest has no network device
-of its own, so nothing can leave it.
+of its own, so nothing can leave it.  There is no IPv6 in the uplink namespace
+(guest_checks turns it off in the root namespace too): only packets a check
+sends cross the bridge.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def wait_for(read, target, timeout: float = 30, step: float = 0.1):
 def modprobe(*modules: str) -> None:
     for m in modules:
         sh("modprobe", m)
+
+
+def qdisc_stats(dev: str, ns: str | None = None) -> dict:
+    """The root qdisc's own counters of ``dev`` (drops, qlen, backlog, ...)."""
+    qdiscs = json.loads(sh("tc", "-s", "-j", "qdisc", "show", "dev", dev, ns=ns))
+    return next(q for q in qdiscs if q.get("root"))
 
 
 def link_stats(dev: str, ns: str | None = None) -> dict:
@@ -217,6 +225,8 @@ def system_path(br: Bridge, port: str = "sys0", uplink: str = "phy0", ns: str = 
     sh("ip", "addr", "add", f"{path.ip}/24", "dev", port)
     sh("ip", "link", "set", port, "up")
     sh("ip", "netns", "add", ns)
+    # A new namespace has IPv6 on whatever the host says: keep it quiet like the rest.
+    sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
     sh("ip", "link", "add", uplink, "type", "veth", "peer", "name", path.peer_if, "netns", ns)
     sh("ip", "link", "set", uplink, "up")
     br.add_port(uplink)

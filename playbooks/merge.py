@@ -44,8 +44,15 @@ class MergeSpec:
     sort_by: str = "count"
 
 
+def _at(item: Any, path: str) -> Any:
+    """The value at a dotted path of nested dicts (None where absent)."""
+    for part in path.split("."):
+        item = item.get(part) if isinstance(item, dict) else None
+    return item
+
+
 def _key(item: dict, fields: tuple[str, ...]) -> str:
-    return json.dumps([item.get(f) for f in fields], sort_keys=True, default=str)
+    return json.dumps([_at(item, f) for f in fields], sort_keys=True, default=str)
 
 
 def _values_name(path: str) -> str:
@@ -224,6 +231,9 @@ class Accumulator:
                 e["share"] = e["count"] / counted
             if isinstance(e.get("location"), str):
                 e["function"] = function_of(e["location"])
+            # A group that merged flows from many source ports has no single source port.
+            if isinstance(e.get("flow"), dict) and len(e.get("flow_src_port_values") or ()) > 1:
+                e["flow"] = {**e["flow"], "src_port": None}
         out["entries"] = entries
         out["samples"] = list(self.samples)
         return out

@@ -343,3 +343,18 @@ def test_lock_holder_is_the_cause_with_the_guides_fixes():
     assert findings[0].evidence["waiter_comm_values"] == ["handler23", "handler24"]
     c = w.conclusion()
     assert c.cause_found and any("n-revalidator-threads" in fix for fix in c.fixes)
+
+
+def test_drops_from_many_source_ports_are_one_entry():
+    # A client's ephemeral source ports must not split one cause into one finding per port.
+    def entry(sport, count):
+        return {"count": count, "device": "veth1", "ifindex": 5, "netns": 1, "reason": "NO_SOCKET",
+                "location": "__udp4_lib_rcv+0x4bc", "stack_id": sport % 3, "stack": [],
+                "flow": {"protocol": "udp", "src_ip": "10.0.0.1", "dst_ip": "10.0.0.2",
+                         "src_port": sport, "dst_port": 9999}}
+    acc = Accumulator("drop-summary", LIB.probes["drop-summary"].merge)
+    acc.add([{"type": "drop_summary", "total": 60, "entries": [entry(40000 + i, 3) for i in range(20)]}])
+    (merged,) = acc.result()["entries"]
+    assert merged["count"] == 60
+    assert merged["flow"]["src_port"] is None and merged["flow"]["dst_port"] == 9999
+    assert len(merged["flow_src_port_values"]) == 20

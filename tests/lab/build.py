@@ -10,8 +10,8 @@ builds a new image.  The project itself is not in the image: the runner shares
 the working tree with the guest over 9p, so editing the code never forces a
 rebuild.
 
-    python3 tests/lab/build.py            # build if stale, print the image dir
-    python3 tests/lab/build.py --force    # rebuild even if a fresh image exists
+    sudo python3 -m tests.lab.build            # build if stale, print the image dir
+    sudo python3 -m tests.lab.build --force    # rebuild even if a fresh image exists
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def mmdebstrap(rootfs: Path, debs: Path) -> None:
            *(f"--dpkgopt={f}" for f in DPKG_FILTERS),
            # Reuse downloaded .debs between builds (only changed packages are fetched).
            "--skip=essential/unlink",
-           f"--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
+           "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
            f"--setup-hook=sync-in {debs} /var/cache/apt/archives/",
            f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
            "--customize-hook=mkdir -p " + " ".join(f'"$1"/{m}' for m in GUEST_MOUNTS),

@@ -79,7 +79,7 @@ class FakeVM:
         self.counts["rx_frames"] += 1
         if len(frame) < 14:
             return None
-        dst, src, ethertype = frame[:6], frame[6:12], struct.unpack("!H", frame[12:14])[0]
+        src, ethertype = frame[6:12], struct.unpack("!H", frame[12:14])[0]
         if ethertype == ETH_P_ARP and len(frame) >= 42:
             return self._arp_reply(frame, src)
         if ethertype == ETH_P_IP and len(frame) >= 34 and frame[30:34] == self.ip:

@@ -10,14 +10,13 @@ networks are the namespaces, veths, taps and OVS bridges it makes itself.
 
 Only one guest runs at a time on a machine (a file lock): they share its cores.
 
-    python3 tests/lab/runner.py 'uname -a; python3 -c "import bcc"'
+    sudo python3 -m tests.lab.runner 'uname -a; python3 -c "import bcc"'   # from the repo root
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
-import os
 import signal
 import subprocess
 import sys
@@ -26,11 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from build import Image, LabUnavailable, cache_root, ensure_image  # noqa: E402
+from tests.lab.build import Image, LabUnavailable, cache_root, ensure_image
 
-REPO = HERE.parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 BOOT_ALLOWANCE_S = 60  # on top of the command's own limit: boot, shutdown, a busy host
 KERNEL_ARGS = (

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from tests import netenv
 from tests.lab import fake_vm
-from tests.netenv import send_udp  # noqa: F401  (part of this module's toolkit)
 
 SUBNET = "10.251.0"
 # OVS 3.1.0 (Debian's) starts ovs-vswitchd with no handler threads when it comes

@@ -219,7 +219,13 @@ def stand_in_tree(release: str | None = None, root: Path | None = None) -> Path:
 
 
 def choose_include_tree() -> IncludeTree:
-    headers = matching_headers()
-    if headers is not None:
-        return IncludeTree("headers", headers)
+    """The stand-in tree whenever BTF gives the offsets (compiles 2.5-8x faster than
+    full headers: 0.3 vs 2.4 s here, 4 vs 10 s in the TCG lab guest); matching
+    headers only on kernels without BTF, where they are the source of offsets."""
+    from .btf import VMLINUX_BTF
+
+    if not VMLINUX_BTF.exists():
+        headers = matching_headers()
+        if headers is not None:
+            return IncludeTree("headers", headers)
     return IncludeTree("stand-in", stand_in_tree())

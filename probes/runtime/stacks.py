@@ -157,8 +157,11 @@ def keeps_frame_pointer(pid: int, func_start: int) -> bool | None:
     return code.startswith(_FP_PROLOGUE)
 
 
+# The tracing machinery's own innermost frames.  Our JIT-compiled program itself
+# shows as `_einittext+0x...` or a bare address when BCC's symbol cache predates
+# the program's load (seen intermittently on 6.18): drop those at the head too.
 _PROBE_FRAME = re.compile(r"^(bpf_prog_|bpf_trace_run|__bpf_trace_|trace_call_bpf|perf_trace_|perf_syscall_|"
-                          r"trace_event_raw_event_|__traceiter_|bpf_get_stack)")
+                          r"trace_event_raw_event_|__traceiter_|bpf_get_stack|_einittext\b|0x[0-9a-f]+$)")
 
 
 def without_probe_frames(frames: list[str]) -> list[str]:

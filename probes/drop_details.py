@@ -5,13 +5,11 @@ from __future__ import annotations
 import ctypes as ct
 
 from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable
+from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .drop_summary import FIELDS as SUMMARY_FIELDS
 from .drop_summary import filter_defines
 from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
-from .runtime.kernel import KernelCaps
-from .runtime.loader import load
 from .runtime.params import CDefines
 from .runtime.stacks import function_of, kernel_stack, ksym
 
@@ -55,7 +53,7 @@ def _mac(raw) -> str:
     return ":".join(f"{b:02x}" for b in bytes(raw))
 
 
-class DropDetails(Probe):
+class DropDetails(drop_hook.DropHookProbe):
     name = "drop-details"
     title = "Drop Details (eth_drop)"
     tier = 2
@@ -76,22 +74,8 @@ class DropDetails(Probe):
         ATTACH,
     )
 
-    @classmethod
-    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps)
-        if reason:
-            return reason
-        hook = drop_hook.choose(caps, "auto")
-        return hook if isinstance(hook, str) else None
-
     def load(self):
-        o = self.options
-        hook = drop_hook.choose(self.caps, o.attach)
-        if isinstance(hook, str):
-            raise Unavailable(f"{self.name}: {hook}")
-        self.hook = hook
-        bpf = load("drop_details.bpf.c", self.c_defines(hook), FIELDS)
-        hook.attach(bpf)
+        bpf = self.load_with_hook("drop_details.bpf.c", FIELDS)
         self._pending: list[dict] = []
         self.lost = 0
         self._lost_reported = 0
@@ -147,7 +131,7 @@ class DropDetails(Probe):
             "device": e.dev.decode("utf-8", "replace") or None,
             "ifindex": e.ifindex or None,
             "netns": e.netns or None,
-            "reason": self.caps.drop_reasons.get(e.reason) if self.hook.has_reason else None,
+            "reason": self.hook.reason_name(e.reason, self.caps.drop_reasons),
             "location": location,
             "skb_len": e.skb_len,
             "eth": {

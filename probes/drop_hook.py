@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .runtime.kernel import KernelCaps
+from .base import Probe, Unavailable
+from .runtime.kernel import KernelCaps, symbol_range
+from .runtime.loader import load
 from .runtime.params import CDefines
 from .runtime.stacks import function_of
 
@@ -24,11 +26,23 @@ _FREE_FRAME = re.compile(
 )
 
 
+# Synthetic reason code (netsleuth.h) for packets an OVS drop action consumed.
+OVS_DROP_ACTION = 0x7FFF0001
+OVS_ACTION_FN = "do_execute_actions"
+
+
 @dataclass(frozen=True)
 class DropHook:
     kind: str  # "tracepoint" or "kprobe"
     function: str | None  # kprobe target
     has_reason: bool
+    # [start, end) of do_execute_actions where OVS drops go through consume_skb (see netsleuth.h)
+    ovs_action_range: tuple[int, int] | None = None
+
+    def reason_name(self, code: int, names: dict[int, str]) -> str | None:
+        if code == OVS_DROP_ACTION and self.ovs_action_range:
+            return "OVS_DROP_ACTION"
+        return names.get(code) if self.has_reason else None
 
     def defines(self, d: CDefines) -> None:
         d.set("NS_DROP_TP", self.kind == "tracepoint")
@@ -37,30 +51,47 @@ class DropHook:
             target = next(t for t in KPROBE_TARGETS if t[0] == self.function)
             d.set("NS_KPROBE_SKB_ARG", target[1])
             d.set("NS_KPROBE_REASON_ARG", target[2])
+        if self.ovs_action_range:
+            d.set("NS_OVS_ACTION_LO", self.ovs_action_range[0]).set("NS_OVS_ACTION_HI", self.ovs_action_range[1])
 
     def attach(self, bpf) -> None:
         # The tracepoint attaches itself (TRACEPOINT_PROBE); a kprobe is explicit.
         if self.kind == "kprobe":
-            bpf.attach_kprobe(event=self.function, fn_name=b"ns_kprobe_drop")
+            bpf.attach_kprobe(event=self.function.encode(), fn_name=b"ns_kprobe_drop")
+        if self.ovs_action_range:
+            bpf.attach_kprobe(event=b"consume_skb", fn_name=b"ns_kprobe_ovs_consume")
 
     def describe(self) -> str:
         if self.kind == "tracepoint":
-            return "tracepoint skb:kfree_skb" + (" (with drop reasons)" if self.has_reason else "")
-        return f"kprobe {self.function}" + (" (with drop reasons)" if self.has_reason else "")
+            return "tracepoint skb:kfree_skb" + (" (with drop reasons)" if self.has_reason else "") + self._ovs_note()
+        text = f"kprobe {self.function}" + (" (with drop reasons)" if self.has_reason else "")
+        return text + self._ovs_note()
+
+    def _ovs_note(self) -> str:
+        return " + kprobe consume_skb from do_execute_actions (OVS drop actions)" if self.ovs_action_range else ""
+
+
+def ovs_action_range(caps: KernelCaps) -> tuple[int, int] | None:
+    """Where OVS drop actions are consumed unseen, when this kernel is one of those."""
+    if not (caps.kprobes and caps.function(OVS_ACTION_FN) and caps.function("consume_skb")):
+        return None
+    if caps.function("ovs_kfree_skb_reason"):  # 6.4+: OVS drops go through kfree_skb with reasons
+        return None
+    return symbol_range(OVS_ACTION_FN)
 
 
 def choose(caps: KernelCaps, want: str = "auto") -> DropHook | str:
     """The best attach point for ``want`` (auto/tracepoint/kprobe), or why there is none."""
     if want in ("auto", "tracepoint"):
         if caps.tracefs and caps.tracepoint("skb", "kfree_skb"):
-            return DropHook("tracepoint", None, bool(caps.drop_reasons))
+            return DropHook("tracepoint", None, bool(caps.drop_reasons), ovs_action_range(caps))
         if want == "tracepoint":
             return "the skb:kfree_skb tracepoint is missing (is tracefs mounted? CONFIG_TRACEPOINTS?)"
     if not caps.kprobes:
         return "kprobes are not available on this kernel (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS unset)"
     for name, _skb_arg, reason_arg in KPROBE_TARGETS:
         if caps.function(name):
-            return DropHook("kprobe", name, reason_arg != 0 and bool(caps.drop_reasons))
+            return DropHook("kprobe", name, reason_arg != 0 and bool(caps.drop_reasons), ovs_action_range(caps))
     return "none of the kernel drop functions (" + ", ".join(t[0] for t in KPROBE_TARGETS) + ") is in /proc/kallsyms"
 
 
@@ -73,3 +104,30 @@ def drop_location(location: str | None, stack: list[str]) -> str | None:
         if not _FREE_FRAME.match(function_of(frame)):
             return frame
     return location
+
+
+class DropHookProbe(Probe):
+    """What drop-summary and drop-details share: availability and attaching the hook."""
+
+    hook: DropHook
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        reason = super().unavailable_reason(caps)
+        if reason:
+            return reason
+        hook = choose(caps, "auto")
+        return hook if isinstance(hook, str) else None
+
+    def c_defines(self, hook: DropHook) -> CDefines:  # pragma: no cover - each probe has its own
+        raise NotImplementedError
+
+    def load_with_hook(self, source: str, fields: list[str]):
+        """Compile ``source`` for the attach point --attach asks for, and attach it."""
+        hook = choose(self.caps, self.options.attach)
+        if isinstance(hook, str):
+            raise Unavailable(f"{self.name}: {hook}")
+        self.hook = hook
+        bpf = load(source, self.c_defines(hook), fields)
+        hook.attach(bpf)
+        return bpf

@@ -7,10 +7,8 @@ import time
 from datetime import datetime
 
 from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable
+from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .flows import flow_dict, flow_text
-from .runtime.kernel import KernelCaps
-from .runtime.loader import load
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
 
@@ -32,7 +30,7 @@ def filter_defines(d: CDefines, o, proto_flag: str = "l4_protocol", device_flag:
     d.set("NS_F_NETNS", current_netns() if ifindex else 0)
 
 
-class DropSummary(Probe):
+class DropSummary(drop_hook.DropHookProbe):
     name = "drop-summary"
     title = "Drop-stack Summary"
     tier = 1
@@ -53,22 +51,8 @@ class DropSummary(Probe):
 
     MAX_KEYS = 10240
 
-    @classmethod
-    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps)
-        if reason:
-            return reason
-        hook = drop_hook.choose(caps, "auto")
-        return hook if isinstance(hook, str) else None
-
     def load(self):
-        o = self.options
-        hook = drop_hook.choose(self.caps, o.attach)
-        if isinstance(hook, str):
-            raise Unavailable(f"{self.name}: {hook}")
-        self.hook = hook
-        bpf = load("drop_summary.bpf.c", self.c_defines(hook), FIELDS)
-        hook.attach(bpf)
+        bpf = self.load_with_hook("drop_summary.bpf.c", FIELDS)
         self._seen: dict[bytes, int] = {}
         self._overflow_seen = 0
         self._last_read = time.monotonic()
@@ -117,8 +101,8 @@ class DropSummary(Probe):
                 "device": dev.decode("utf-8", "replace") or None,
                 "ifindex": key.ifindex or None,
                 "netns": key.netns or None,
-                "reason": reasons.get(key.reason) if self.hook.has_reason else None,
-                "reason_code": key.reason if self.hook.has_reason else None,
+                "reason": self.hook.reason_name(key.reason, reasons),
+                "reason_code": key.reason if self.hook.has_reason or self.hook.ovs_action_range else None,
                 "location": drop_hook.drop_location(location, stack),
                 "stack_id": stack_id if stack_id >= 0 else None,
                 "stack": stack,

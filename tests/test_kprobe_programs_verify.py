@@ -66,3 +66,21 @@ def test_unavailable_here_says_why():
         pytest.skip("this kernel has kprobes")
     for cls in (SystemLatencySummary, VmLatencySummary, OvsUpcallSummary, OvsMegaflow):
         assert "kprobes" in cls.unavailable_reason(caps)
+
+
+@pytest.mark.parametrize("kind", ["kprobe", "tracepoint"])
+def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind):
+    from probes.drop_details import FIELDS as DETAILS_FIELDS
+    from probes.drop_details import DropDetails
+    from probes.drop_hook import DropHook
+    from probes.drop_summary import FIELDS as SUMMARY_FIELDS
+    from probes.drop_summary import DropSummary
+
+    # A made-up do_execute_actions range: only the code paths are checked here.
+    hook = DropHook(kind, "sk_skb_reason_drop" if kind == "kprobe" else None, True,
+                    (0xFFFFFFFFC0000000, 0xFFFFFFFFC0001000))
+    fns = (["ns_kprobe_drop"] if kind == "kprobe" else []) + ["ns_kprobe_ovs_consume"]
+    for cls, source, fields in ((DropSummary, "drop_summary.bpf.c", SUMMARY_FIELDS),
+                                (DropDetails, "drop_details.bpf.c", DETAILS_FIELDS)):
+        probe = cls(caps=CAPS, l4_protocol="udp")
+        _verify(source, probe.c_defines(hook), fns, fields)

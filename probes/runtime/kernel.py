@@ -29,6 +29,29 @@ def kallsyms() -> frozenset[str]:
     return frozenset(names)
 
 
+def symbol_range(name: str) -> tuple[int, int] | None:
+    """[start, end) address of a kernel text symbol: up to the next symbol (needs root:
+    addresses read as zero otherwise)."""
+    addrs = []
+    start = None
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3 or parts[1] not in "tTwW":
+                    continue
+                addr = int(parts[0], 16)
+                addrs.append(addr)
+                if parts[2] == name and start is None:
+                    start = addr
+    except OSError:
+        return None
+    if not start:
+        return None
+    after = [a for a in addrs if a > start]
+    return (start, min(after)) if after else None
+
+
 def has_function(name: str) -> bool:
     return name in kallsyms()
 

@@ -39,21 +39,28 @@ class Stage:
     label: str
     hooks: tuple[Hook, ...]
     optional: bool = False  # e.g. the upcall: only on a flow miss
+    # True: every hook is a path of its own (one per protocol), attach all present.
+    # False: the hooks are one function's names across kernels, attach the first present
+    # (6.1 lists an untraceable local `dev_queue_xmit` beside `__dev_queue_xmit`).
+    union: bool = False
 
 
 def tp(label: str) -> Stage:
     return Stage(label, (Hook(NETIF_RECEIVE_TP),))
 
 
-def kp(label: str, *hooks: tuple, optional: bool = False) -> Stage:
-    return Stage(label, tuple(Hook(*h) for h in hooks), optional)
+def kp(label: str, *hooks: tuple, optional: bool = False, union: bool = False) -> Stage:
+    return Stage(label, tuple(Hook(*h) for h in hooks), optional, union)
 
 
-# OVS datapath stages, shared by every path through the bridge.
+# OVS datapath stages, shared by every path through the bridge, in the order a packet
+# meets them: ovs_vport_receive() extracts the flow key before ovs_dp_process_packet()
+# looks it up.  After an upcall, ovs-vswitchd's OVS_PACKET_CMD_EXECUTE re-injects the
+# packet straight into the actions (ovs_vport_send), past both.
 OVS_RX = kp("OVS_RX", ("netdev_frame_hook", 1, True))
+FLOW_EXTRACT = kp("FLOW_EXTRACT", ("ovs_flow_key_extract", 2))
 OVS_PROCESS = kp("OVS_PROCESS", ("ovs_dp_process_packet", 1))
 OVS_UPCALL = kp("OVS_UPCALL", ("ovs_dp_upcall", 2), optional=True)
-FLOW_EXTRACT = kp("FLOW_EXTRACT", ("ovs_flow_key_extract", 2))
 VPORT_SEND = kp("OVS_VPORT_SEND", ("ovs_vport_send", 2))
 QDISC_XMIT = kp("DEV_XMIT", ("__dev_queue_xmit", 1), ("dev_queue_xmit", 1))
 
@@ -65,7 +72,7 @@ class PktState(ct.Structure):
         ("first_ns", ct.c_uint64), ("last_ns", ct.c_uint64), ("last_stage", ct.c_uint32),
         ("stages_seen", ct.c_uint32), ("stage_ns", ct.c_uint64 * MAX_STAGES),
         ("stage_cpu", ct.c_uint32 * MAX_STAGES), ("stage_ifindex", ct.c_uint32 * MAX_STAGES),
-        ("stage_pid", ct.c_uint32 * MAX_STAGES), ("stage_comm", ct.c_char * (16 * MAX_STAGES)),
+        ("stage_pid", ct.c_uint32 * MAX_STAGES), ("stage_comm", ct.c_uint8 * (16 * MAX_STAGES)),
         ("len", ct.c_uint32),
     ]
 
@@ -104,6 +111,7 @@ class StageLatency(Probe):
         for s in stages:
             present = [h for h in s.hooks if h.function == NETIF_RECEIVE_TP and self.caps.tracepoint("net", "netif_receive_skb")
                        or h.function != NETIF_RECEIVE_TP and self.caps.kprobes and self.caps.function(h.function)]
+            present = present if s.union else present[:1]
             if not present and not s.optional:
                 raise Unavailable(f"{self.name}: stage {s.label} cannot be hooked here (none of "
                                   + ", ".join(h.function for h in s.hooks) + " is available)")

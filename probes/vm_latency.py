@@ -8,9 +8,9 @@ from .stage_latency import (FLOW_EXTRACT, OVS_PROCESS, OVS_RX, OVS_UPCALL, QDISC
 from .system_latency import DURATION, INTERVAL, PHY, PROTOCOL, THRESHOLD
 
 # tx: the VM sends (tun receive on vnet) -> OVS -> physical NIC
-TX = [tp("VNET_RX"), OVS_RX, OVS_PROCESS, OVS_UPCALL, FLOW_EXTRACT, VPORT_SEND, QDISC_XMIT]
+TX = [tp("VNET_RX"), OVS_RX, FLOW_EXTRACT, OVS_PROCESS, OVS_UPCALL, VPORT_SEND, QDISC_XMIT]
 # rx: physical NIC -> OVS -> vnet -> tun ring towards the VM
-RX = [tp("PHY_RX"), OVS_RX, OVS_PROCESS, OVS_UPCALL, FLOW_EXTRACT, VPORT_SEND,
+RX = [tp("PHY_RX"), OVS_RX, FLOW_EXTRACT, OVS_PROCESS, OVS_UPCALL, VPORT_SEND,
       kp("VNET_XMIT", ("tun_net_xmit", 1))]
 
 VM_IF = Flag("vm-interface", "interface", "the VM's tap device, e.g. vnet3 (required)", required=True)

@@ -189,6 +189,12 @@ class Bridge:
         """Delete the kernel datapath's flows: the next packets of every flow upcall."""
         sh("ovs-dpctl", "del-flows")
 
+    def purge_flows(self) -> None:
+        """ovs-vswitchd deletes every datapath flow and forgets it: the next packets upcall
+        AND get their flows installed again.  (After flush_datapath, behind its back, it keeps
+        its flow records and answers upcalls without reinstalling until it revalidates.)"""
+        sh("ovs-appctl", "revalidator/purge")
+
     def datapath_flows(self) -> list[str]:
         return [line for line in sh("ovs-dpctl", "dump-flows").splitlines() if line.strip()]
 
@@ -307,3 +313,12 @@ def ping(dst: str, count: int = 3, ns: str | None = None, interval: float = 0.2,
 def static_neighbour(ip: str, mac: str, dev: str, ns: str | None = None) -> None:
     """No ARP needed (and none to be dropped) towards ``ip``."""
     sh("ip", "neigh", "replace", ip, "lladdr", mac, "dev", dev, ns=ns)
+
+
+def static_neighbours(sysnet: SystemPath, vm: VmPath) -> None:
+    """Every neighbour between the host stack, the uplink namespace and the VM: the
+    scenarios' packets need no ARP (and none of it is counted or dropped)."""
+    static_neighbour(vm.ip, vm.mac, sysnet.port)
+    static_neighbour(vm.ip, vm.mac, sysnet.peer_if, ns=sysnet.ns)
+    static_neighbour(sysnet.peer_ip, mac_of(sysnet.peer_if, ns=sysnet.ns), sysnet.port)
+    static_neighbour(sysnet.ip, mac_of(sysnet.port), sysnet.peer_if, ns=sysnet.ns)

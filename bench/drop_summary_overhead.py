@@ -3,7 +3,7 @@
 
 (a) every packet dropped: UDP to a closed port inside a namespace, sender packets/s;
 (b) normal traffic: UDP to a listening sink inside the namespace, received packets/s;
-each with `netsleuth probe drop-summary` attached vs detached, alternating rounds,
+each with `netsleuth probe drop-summary` attached vs detached, alternating rounds (each attached round against the detached ones around it),
 medians compared.  Also the time from starting the CLI to "probes attached".
 
     sudo .venv/bin/python bench/drop_summary_overhead.py [--seconds 3] [--rounds 5] [--write]
@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402  (shared namespace fixture)
 
 
@@ -47,15 +48,20 @@ def run_normal(blast: Path, env, seconds: float) -> float:
     return received / seconds
 
 
-def measure(fn, blast, env, seconds: float, rounds: int, extra: list[str]) -> tuple[float, float, list[int]]:
-    off, on, drops = [], [], []
+def measure(fn, blast, env, seconds: float, rounds: int, extra: list[str]) -> dict:
+    """Detached and attached rounds alternate, starting and ending detached; each attached
+    round is compared with the mean of the detached rounds around it, so that the host's
+    drift (other tenants of this VM's CPUs) cancels out; the median of those ratios."""
+    off, on, drops = [fn(blast, env, seconds)], [], []
     for _ in range(rounds):
-        off.append(fn(blast, env, seconds))
         probe = ProbeProcess("drop-summary", "-i", "3600", "--json", *extra)
         on.append(fn(blast, env, seconds))
         records = probe.stop()
         drops.append(sum(r["total"] for r in records))
-    return statistics.median(off), statistics.median(on), drops
+        off.append(fn(blast, env, seconds))
+    ratios = [v / ((off[i] + off[i + 1]) / 2) for i, v in enumerate(on)]
+    return {"off": statistics.median(off), "on": statistics.median(on), "ratio": statistics.median(ratios),
+            "range": (min(ratios), max(ratios)), "drops": drops}
 
 
 def attach_times(n: int = 3) -> list[float]:
@@ -66,6 +72,23 @@ def attach_times(n: int = 3) -> list[float]:
         out.append(time.monotonic() - t0)
         probe.stop()
     return out
+
+
+def verdicts(a: dict, b: dict, attach: list[float]) -> str:
+    """The run against issue 2's targets, saying when a round-to-round spread hides the answer."""
+    def one(name: str, m: dict, target: float) -> str:
+        cost, worst, best = 100 * (1 - m["ratio"]), 100 * (1 - m["range"][0]), 100 * (1 - m["range"][1])
+        if best > target:
+            word = "not met"
+        elif cost <= target and worst <= target:
+            word = "met"
+        else:
+            word = "met" if cost <= target else "not met"
+            word += f" by the median; single rounds spread from {best:.1f} % to {worst:.1f} %"
+        return f"{name}: {cost:.1f} % against ≤ {target:g} %: {word}."
+    t = statistics.median(attach)
+    return " ".join([one("(a)", a, 3), one("(b)", b, 1),
+                     f"Attach: {t:.2f} s against ≤ 1 s: {'met' if t <= 1 else 'not met'}."])
 
 
 def main() -> int:
@@ -81,36 +104,33 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, veth_ns() as env:
         blast = build_blaster(Path(tmp))
         extra = args.probe_args.split()
-        a_off, a_on, a_drops = measure(run_dropped, blast, env, args.seconds, args.rounds, extra)
-        b_off, b_on, b_drops = measure(run_normal, blast, env, args.seconds, args.rounds, extra)
+        a = measure(run_dropped, blast, env, args.seconds, args.rounds, extra)
+        b = measure(run_normal, blast, env, args.seconds, args.rounds, extra)
         attach = attach_times()
     rows = [
-        ("(a) every packet dropped (sender pkt/s)", a_off, a_on, a_drops),
-        ("(b) normal traffic, not dropped (received pkt/s)", b_off, b_on, b_drops),
+        ("(a) every packet dropped (sender pkt/s)", a),
+        ("(b) normal traffic, not dropped (received pkt/s)", b),
     ]
     lines = [
-        "| scenario | detached | attached | ratio | cost | drops counted per attached round |",
-        "|---|---|---|---|---|---|",
+        "| scenario | detached (median) | attached (median) | ratio (median of rounds) | cost | ratio range | drops counted per attached round |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, off, on, drops in rows:
-        lines.append(f"| {name} | {off:,.0f} | {on:,.0f} | {on / off:.3f} | {100 * (1 - on / off):.1f} % | {drops} |")
-    lines.append(f"| start of `netsleuth probe drop-summary` → attached | | | | median {statistics.median(attach):.2f} s | {', '.join(f'{t:.2f}' for t in attach)} s |")
+    for name, m in rows:
+        lo, hi = m["range"]
+        lines.append(f"| {name} | {m['off']:,.0f} | {m['on']:,.0f} | {m['ratio']:.3f} | {100 * (1 - m['ratio']):.1f} % "
+                     f"| {lo:.3f}–{hi:.3f} | {m['drops']} |")
+    lines.append(f"| start of `netsleuth probe drop-summary` → attached | | | | median {statistics.median(attach):.2f} s | | {', '.join(f'{t:.2f}' for t in attach)} s |")
     table = "\n".join(lines)
     print(table)
     if args.write:
-        doc = ROOT / "docs/performance.md"
-        doc.parent.mkdir(exist_ok=True)
-        doc.write_text(
-            "# Performance\n\n"
-            "## drop-summary overhead\n\n"
+        write_section("drop-summary", (
+            "## drop-summary overhead (this machine)\n\n"
             f"Measured on {time.strftime('%Y-%m-%d')}, kernel {platform.release()}, {os.cpu_count()} CPUs, "
-            f"{args.rounds} alternating rounds of {args.seconds:g} s, medians; UDP 64-byte datagrams through a veth "
+            f"{args.rounds} attached rounds of {args.seconds:g} s, each between two detached ones; UDP 64-byte datagrams through a veth "
             "pair into a namespace (sendmmsg/recvmmsg, `bench/udpblast.c`), probe = the CLI with no filter.\n\n"
             f"{table}\n\n"
             "Reproduce: `sudo .venv/bin/python bench/drop_summary_overhead.py --write`.\n"
-            "Targets (issue 2): (a) ≤ 3 % cost, (b) ≤ 1 %, attach ≤ 1 s. Ratios come from one run; "
-            "run-to-run noise on this shared 2-core machine is a few percent, so small costs are within noise.\n"
-        )
+            f"{verdicts(a, b, attach)}\n"))
     return 0
 
 

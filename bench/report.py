@@ -1,0 +1,24 @@
+"""docs/performance.md is shared by the benchmarks: each one rewrites only its own
+section, between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs/performance.md"
+HEADER = "# Performance\n\nEvery number here comes from a script under `bench/`, ratios measured in one run.\n"
+
+
+def write_section(name: str, text: str, doc: Path = DOC) -> Path:
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{text.strip()}\n{end}"
+    current = doc.read_text() if doc.exists() else HEADER
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: block, current)
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(exist_ok=True)
+    doc.write_text(current)
+    return doc

@@ -72,6 +72,7 @@ class DropDetails(drop_hook.DropHookProbe):
         Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
              lo=0.1, hi=31 * 86400),
         ATTACH,
+        drop_hook.NO_OVS_ACTIONS,
     )
 
     def load(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .base import Probe, Unavailable
+from .base import Flag, Probe, Unavailable
 from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
 from .runtime.params import CDefines
@@ -29,6 +29,13 @@ _FREE_FRAME = re.compile(
 # Synthetic reason code (netsleuth.h) for packets an OVS drop action consumed.
 OVS_DROP_ACTION = 0x7FFF0001
 OVS_ACTION_FN = "do_execute_actions"
+
+# The consume_skb kprobe runs for every packet the kernel frees normally, not only
+# for OVS drops (measured: bench/lab_bridge_overhead.py); a busy host may prefer to
+# give up seeing OVS drop actions.
+NO_OVS_ACTIONS = Flag("no-ovs-actions", "bool",
+                      "do not hook consume_skb for OVS drop actions (kernels before 6.4): "
+                      "spares a kprobe hit on every freed packet")
 
 
 @dataclass(frozen=True)
@@ -80,18 +87,20 @@ def ovs_action_range(caps: KernelCaps) -> tuple[int, int] | None:
     return symbol_range(OVS_ACTION_FN)
 
 
-def choose(caps: KernelCaps, want: str = "auto") -> DropHook | str:
-    """The best attach point for ``want`` (auto/tracepoint/kprobe), or why there is none."""
+def choose(caps: KernelCaps, want: str = "auto", ovs_actions: bool = True) -> DropHook | str:
+    """The best attach point for ``want`` (auto/tracepoint/kprobe), or why there is none;
+    with ``ovs_actions``, also the OVS drop-action hook where the kernel needs one."""
+    ovs = ovs_action_range(caps) if ovs_actions else None
     if want in ("auto", "tracepoint"):
         if caps.tracefs and caps.tracepoint("skb", "kfree_skb"):
-            return DropHook("tracepoint", None, bool(caps.drop_reasons), ovs_action_range(caps))
+            return DropHook("tracepoint", None, bool(caps.drop_reasons), ovs)
         if want == "tracepoint":
             return "the skb:kfree_skb tracepoint is missing (is tracefs mounted? CONFIG_TRACEPOINTS?)"
     if not caps.kprobes:
         return "kprobes are not available on this kernel (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS unset)"
     for name, _skb_arg, reason_arg in KPROBE_TARGETS:
         if caps.function(name):
-            return DropHook("kprobe", name, reason_arg != 0 and bool(caps.drop_reasons), ovs_action_range(caps))
+            return DropHook("kprobe", name, reason_arg != 0 and bool(caps.drop_reasons), ovs)
     return "none of the kernel drop functions (" + ", ".join(t[0] for t in KPROBE_TARGETS) + ") is in /proc/kallsyms"
 
 
@@ -124,7 +133,7 @@ class DropHookProbe(Probe):
 
     def load_with_hook(self, source: str, fields: list[str]):
         """Compile ``source`` for the attach point --attach asks for, and attach it."""
-        hook = choose(self.caps, self.options.attach)
+        hook = choose(self.caps, self.options.attach, not self.options.no_ovs_actions)
         if isinstance(hook, str):
             raise Unavailable(f"{self.name}: {hook}")
         self.hook = hook

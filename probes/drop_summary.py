@@ -47,6 +47,7 @@ class DropSummary(drop_hook.DropHookProbe):
              choices=("stack", "fivetuple", "all")),
         Flag("exact-stacks", "bool", "key by full stack id as well as drop location (costlier: unwinds every drop)"),
         ATTACH,
+        drop_hook.NO_OVS_ACTIONS,
     )
 
     MAX_KEYS = 10240

@@ -357,6 +357,11 @@ def main(argv: list[str]) -> int:
         cp = subprocess.run(NETSLEUTH + ["doctor", "--json"], capture_output=True, text=True, timeout=120)
         rec.data["doctor"] = {"returncode": cp.returncode, "report": json.loads(cp.stdout or "null"),
                               "stderr": cp.stderr[-2000:]}
+        from probes import drop_hook
+        from probes.runtime.kernel import detect
+        caps = detect()
+        rec.data["drop_hooks"] = {"default": drop_hook.choose(caps, "auto").describe(),
+                                  "no_ovs_actions": drop_hook.choose(caps, "auto", ovs_actions=False).describe()}
 
     with rec.step("upcalls"):
         rec.data["upcalls"] = check_upcalls(br, sysnet)

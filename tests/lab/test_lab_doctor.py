@@ -21,3 +21,13 @@ def test_doctor_reports_kprobes_matching_headers_and_ovs(lab):
         assert checks[name]["ok"], checks[name]
     assert checks["kernel headers"]["detail"] == f"matching: /lib/modules/{release}/build"
     assert report["tier1_ready"] is True
+
+
+def test_drop_probes_hook_ovs_drop_actions_unless_told_not_to(lab):
+    """6.1 has no OVS drop reasons: by default the drop probes add the consume_skb hook;
+    --no-ovs-actions leaves it out (it costs a kprobe hit per freed packet)."""
+    step_ok(lab, "doctor")
+    hooks = lab["drop_hooks"]
+    assert hooks["default"].startswith("tracepoint skb:kfree_skb (with drop reasons)")
+    assert hooks["default"].endswith("+ kprobe consume_skb from do_execute_actions (OVS drop actions)")
+    assert hooks["no_ovs_actions"] == "tracepoint skb:kfree_skb (with drop reasons)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 from .runtime import params as P
 from .runtime.kernel import KernelCaps, detect
@@ -100,6 +100,22 @@ ATTACH = Flag("attach", "choice", "attach point: auto (best available), tracepoi
 
 class Unavailable(ProbeError):
     """This host cannot run the probe; the message says what is missing and how to get it."""
+
+
+OVS_MODULE_HINT = "is the openvswitch module loaded? `modprobe openvswitch`"
+
+
+def kprobe_reason(caps: KernelCaps, functions: Iterable[str | tuple[str, ...]], what: str,
+                  hint: str = OVS_MODULE_HINT) -> str | None:
+    """Why kprobes on ``functions`` cannot be placed here, or None when they can.  An entry
+    may be a tuple of alternatives (one function's names across kernels): any one will do."""
+    if not caps.kprobes:
+        return f"needs kprobes (CONFIG_KPROBES): {what}"
+    groups = [(f,) if isinstance(f, str) else tuple(f) for f in functions]
+    missing = [g[0] for g in groups if not any(caps.function(name) for name in g)]
+    if missing:
+        return "kernel functions missing: " + ", ".join(sorted(set(missing))) + f" ({hint})"
+    return None
 
 
 @dataclass

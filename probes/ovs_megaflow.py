@@ -6,7 +6,7 @@ import ctypes as ct
 import time
 from collections import defaultdict
 
-from .base import Flag, Probe, Unavailable
+from .base import Flag, Probe, kprobe_reason
 from .flows import NsPkt, flow_dict
 from .ovs_netlink import NetlinkDecodeError, decode_flow_msg, significant_key
 from .runtime.clock import iso
@@ -71,12 +71,7 @@ class OvsMegaflow(Probe):
         reason = super().unavailable_reason(caps)
         if reason:
             return reason
-        if not caps.kprobes:
-            return "needs kprobes (CONFIG_KPROBES) on the OVS datapath functions"
-        missing = [f for f in (UPCALL_FN, NEW_FN) if not caps.function(f)]
-        if missing:
-            return "kernel functions missing: " + ", ".join(missing) + " (is the openvswitch module loaded?)"
-        return None
+        return kprobe_reason(caps, (UPCALL_FN, NEW_FN), "on the OVS datapath functions")
 
     def c_defines(self) -> CDefines:
         o = self.options
@@ -84,9 +79,6 @@ class OvsMegaflow(Probe):
         return d.set("NS_F_SPORT", o.l4_src_port).set("NS_F_DPORT", o.l4_dst_port)
 
     def load(self):
-        reason = self.unavailable_reason(self.caps)
-        if reason:
-            raise Unavailable(f"{self.name}: {reason}")
         bpf = load("ovs_megaflow.bpf.c", self.c_defines(), FIELDS)
         bpf.attach_kprobe(event=UPCALL_FN.encode(), fn_name=b"on_upcall")
         bpf.attach_kprobe(event=NEW_FN.encode(), fn_name=b"on_flow_new")

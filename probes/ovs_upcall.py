@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes as ct
 
-from .base import DST_IP, SRC_IP, Flag, Probe, Unavailable
+from .base import DST_IP, SRC_IP, Flag, Probe, kprobe_reason
 from .runtime.hist import Log2Hist, render_text
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
@@ -33,21 +33,13 @@ class OvsUpcallSummary(Probe):
         reason = super().unavailable_reason(caps)
         if reason:
             return reason
-        if not caps.kprobes:
-            return "needs kprobes (CONFIG_KPROBES) on the OVS datapath functions"
-        missing = [f for f in (UPCALL_FN, EXECUTE_FN) if not caps.function(f)]
-        if missing:
-            return "kernel functions missing: " + ", ".join(missing) + " (is the openvswitch module loaded?)"
-        return None
+        return kprobe_reason(caps, (UPCALL_FN, EXECUTE_FN), "on the OVS datapath functions")
 
     def c_defines(self) -> CDefines:
         o = self.options
         return CDefines().set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip).set("NS_F_PROTO", o.proto)
 
     def load(self):
-        reason = self.unavailable_reason(self.caps)
-        if reason:
-            raise Unavailable(f"{self.name}: {reason}")
         bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
         bpf.attach_kprobe(event=UPCALL_FN.encode(), fn_name=b"on_upcall")
         bpf.attach_kprobe(event=EXECUTE_FN.encode(), fn_name=b"on_execute")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes as ct
 from dataclasses import dataclass
 
-from .base import Probe, Unavailable
+from .base import Probe, Unavailable, kprobe_reason
 from .drop_summary import current_netns
 from .runtime.clock import iso
 from .runtime.hist import Log2Hist
@@ -92,14 +92,9 @@ class StageLatency(Probe):
         reason = super().unavailable_reason(caps)
         if reason:
             return reason
-        if not caps.kprobes:
-            return "needs kprobes (CONFIG_KPROBES): the OVS datapath stages are kernel functions"
-        missing = sorted({h.function for s in cls.all_stages() if not s.optional for h in s.hooks[:1]
-                          if h.function != NETIF_RECEIVE_TP and not any(caps.function(x.function) for x in s.hooks)})
-        if missing:
-            return ("kernel functions missing: " + ", ".join(missing)
-                    + " (is the openvswitch module loaded? `modprobe openvswitch`)")
-        return None
+        return kprobe_reason(caps, [tuple(h.function for h in s.hooks) for s in cls.all_stages()
+                                    if not s.optional and s.hooks[0].function != NETIF_RECEIVE_TP],
+                             "the OVS datapath stages are kernel functions")
 
     @classmethod
     def all_stages(cls) -> list[Stage]:

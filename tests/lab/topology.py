@@ -225,6 +225,7 @@ class SystemPath:
 
 
 def system_path(br: Bridge, port: str = "sys0", uplink: str = "phy0", ns: str = "uplink") -> SystemPath:
+    modprobe("veth")
     path = SystemPath(port, f"{SUBNET}.1", uplink, ns, "eth0", f"{SUBNET}.2")
     br.add_port(port, internal=True)
     sh("ip", "addr", "add", f"{path.ip}/24", "dev", port)
@@ -295,6 +296,7 @@ def persistent_tap_without_reader(br: Bridge, tap: str) -> str:
 
 
 def vm_path(br: Bridge, tap: str = "vnet0", host: int = 20) -> VmPath:
+    modprobe("tun")
     return VmPath(br, tap, f"{SUBNET}.{host}", f"52:54:00:00:00:{host:02x}")
 
 

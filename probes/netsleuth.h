@@ -177,18 +177,10 @@ static __always_inline int ns_dev_match(void *dev)
     return ns_dev_is(dev, NS_F_IFINDEX, NS_F_NETNS);
 }
 
-/* Read an IPv4 header candidate; true when it looks like one. */
-static __always_inline int ns_read_ip(unsigned char *ip, struct ns_iphdr *iph)
+/* Parse an Ethernet header (h: at least 18 bytes, read already); return the L3
+ * offset: 14, or 18 past one VLAN tag. */
+static __always_inline u32 ns_eth_from(u8 *h, struct ns_pkt *p)
 {
-    bpf_probe_read_kernel(iph, sizeof(*iph), ip);
-    return (iph->ver_ihl >> 4) == 4 && (iph->ver_ihl & 0x0f) >= 5;
-}
-
-/* Parse the Ethernet header at mac, return the L3 start (skipping one VLAN tag). */
-static __always_inline unsigned char *ns_parse_eth(unsigned char *mac, struct ns_pkt *p)
-{
-    u8 h[18] = {};  /* dst, src, type, and a VLAN tag's TCI + inner type */
-    bpf_probe_read_kernel(h, sizeof(h), mac);
     __builtin_memcpy(p->eth_dst, h, 6);
     __builtin_memcpy(p->eth_src, h + 6, 6);
     u16 type = ((u16)h[12] << 8) | h[13];
@@ -196,11 +188,37 @@ static __always_inline unsigned char *ns_parse_eth(unsigned char *mac, struct ns
         p->has_vlan = 1;
         p->vlan_id = (((u16)h[14] << 8) | h[15]) & 0x0fff;
         p->eth_type = ((u16)h[16] << 8) | h[17];
-        return mac + 18;
+        return 18;
     }
     p->eth_type = type;
-    return mac + 14;
+    return 14;
 }
+
+/* Parse the Ethernet header at mac, return the L3 start. */
+static __always_inline unsigned char *ns_parse_eth(unsigned char *mac, struct ns_pkt *p)
+{
+    u8 h[18] = {};  /* dst, src, type, and a VLAN tag's TCI + inner type */
+    bpf_probe_read_kernel(h, sizeof(h), mac);
+    return mac + ns_eth_from(h, p);
+}
+
+static __always_inline int ns_ip_ok(struct ns_iphdr *iph)
+{
+    return (iph->ver_ihl >> 4) == 4 && (iph->ver_ihl & 0x0f) >= 5;
+}
+
+/* Read an IPv4 header candidate; true when it looks like one. */
+static __always_inline int ns_read_ip(unsigned char *ip, struct ns_iphdr *iph)
+{
+    bpf_probe_read_kernel(iph, sizeof(*iph), ip);
+    return ns_ip_ok(iph);
+}
+
+/* Untagged Ethernet + IPv4 without options + L4 header, the common case, read from
+ * the MAC header in one call (each bpf_probe_read_kernel costs tens of ns:
+ * bench/drop_program_cost.py).  The head buffer holds skb_shared_info after the
+ * data, so the read stays inside the allocation even for a short packet. */
+#define NS_BURST_LEN 56  /* 14 + 20 + sizeof(struct ns_l4), rounded up */
 
 /* Fill p from the skb: Ethernet when the MAC header is known, then IPv4 and L4.
  * Where the stack left no usable header offsets (e.g. early in tun_get_user),
@@ -235,10 +253,22 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
         return;
 
     struct ns_iphdr iph = {};
+    struct ns_l4 l4 = {};
+    int have_l4 = 0;
     if (mh != NS_MAC_UNSET) {
-        unsigned char *l3 = ns_parse_eth(head + mh, p);
-        if (p->eth_type == NS_ETH_P_IP && ns_read_ip(l3, &iph))
-            ip = l3;
+        u8 b[NS_BURST_LEN] = {};
+        if (bpf_probe_read_kernel(b, sizeof(b), head + mh) == 0) {
+            u32 l3off = ns_eth_from(b, p);
+            if (p->eth_type == NS_ETH_P_IP && l3off == 14) {
+                __builtin_memcpy(&iph, b + 14, sizeof(iph));
+                __builtin_memcpy(&l4, b + 34, sizeof(l4));
+                have_l4 = (iph.ver_ihl & 0x0f) == 5;
+            } else if (p->eth_type == NS_ETH_P_IP) {  /* VLAN-tagged: the IP header moved */
+                ns_read_ip(head + mh + l3off, &iph);
+            }
+            if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(&iph))
+                ip = head + mh + l3off;
+        }
     }
     if (!p->eth_type && proto)
         p->eth_type = ns_ntohs(proto);
@@ -273,9 +303,8 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
     u32 ihl = (iph.ver_ihl & 0x0f) * 4;
     if (ns_ntohs(iph.frag_off) & 0x1fff)
         return;  /* a later fragment carries no L4 header */
-    unsigned char *l4p = ip + ihl;
-    struct ns_l4 l4 = {};
-    bpf_probe_read_kernel(&l4, sizeof(l4), l4p);
+    if (!have_l4)
+        bpf_probe_read_kernel(&l4, sizeof(l4), ip + ihl);
     u32 l4hdr = 0;
     if (iph.protocol == 6) {
         p->flow.sport = l4.sport;

@@ -232,6 +232,7 @@ class StageLatency(Probe):
             "stages": stages,
             "slowest_stage": slowest["stage"] if slowest else None,
             "slowest_comm": slowest["comm"] if slowest else None,
+            "slowest_tid": slowest["tid"] if slowest else None,  # e.g. the handler that answered the upcall
         }
 
     def wait(self, timeout: float) -> None:

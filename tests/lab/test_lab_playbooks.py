@@ -1,0 +1,66 @@
+"""The latency and OVS branches of the playbooks over what the real probes reported in
+the lab (no UI, no BPF here: the engine is pure Python).  The findings must follow
+from the ground truth of each phase (see test_lab_latency.py), and the next steps
+must carry the threads and thresholds seen in the records."""
+
+from __future__ import annotations
+
+import pytest
+
+from playbooks import Accumulator, Walk, load_library
+from tests.lab.expect import step_ok
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
+
+LIB = load_library()
+
+
+def walk(lab: dict, phase: str, worker: str, probe: str, start: str, context: dict | None = None):
+    step_ok(lab, "latency")
+    acc = Accumulator(probe, LIB.probes[probe].merge)
+    acc.add(lab["latency"][phase]["records"][worker])
+    w = Walk(LIB, context or {}, start=start)
+    findings = w.complete("ok", acc.result(30.0))
+    return w, findings
+
+
+def suggestion(w: Walk, ref: str):
+    return next(s for s in w.suggestions() if s.ref == ref)
+
+
+def tids(text) -> set[int]:
+    return {int(t) for t in str(text).replace(" ", "").split(",") if t}
+
+
+def test_slowed_handlers_give_an_upcall_tail_finding_with_their_threads_prefilled(lab):
+    (rec,) = lab["latency"]["udp_slow"]["records"]["upcall"]
+    w, findings = walk(lab, "udp_slow", "upcall", "ovs-upcall-summary", "ovs-slow/ovs-upcall-summary",
+                       {"ovs_pid": 1234})
+    assert findings[0].rule == "upcall-long-tail", [f.rule for f in findings]
+    offcpu = suggestion(w, "ovs-slow/offcpu")
+    assert tids(offcpu.params["tid"]) == {h["tid"] for h in rec["handlers"]}
+    assert offcpu.params["pid"] == 1234
+    assert "ovs-slow/cpu-burst" in [s.ref for s in w.suggestions()]
+
+
+def test_slow_packets_are_pinned_on_the_handler_threads_that_answered(lab):
+    events = lab["latency"]["udp_slow"]["records"]["sys_details"]
+    w, findings = walk(lab, "udp_slow", "sys_details", "system-latency-details",
+                       "high-latency/system-latency-details", {"phy_interface": "phy0", "ovs_pid": 1234})
+    assert findings[0].rule == "slow-in-ovs-handler" and findings[0].level == "critical", findings[0]
+    assert "handler" in findings[0].title
+    offcpu = suggestion(w, "ovs-slow/offcpu")
+    assert tids(offcpu.params["tid"]) == {e["slowest_tid"] for e in events}
+
+
+def test_megaflow_install_band_follows_the_measured_install_latency(lab):
+    events = lab["latency"]["flushed"]["records"]["megaflow"]
+    worst = max(e["install_latency_us"] for e in events
+                if e["type"] == "megaflow_install" and e.get("install_latency_us"))
+    expected = ("install-over-100ms" if worst >= 100_000 else "install-10-100ms" if worst >= 10_000
+                else "install-1-10ms" if worst >= 1000 else None)
+    _, findings = walk(lab, "flushed", "megaflow", "ovs-megaflow", "ovs-slow/ovs-megaflow")
+    rules = {f.rule for f in findings}
+    if expected:
+        assert expected in rules, (worst, rules)
+    assert not {"install-over-100ms", "install-10-100ms", "install-1-10ms"} - {expected} & rules, (worst, rules)

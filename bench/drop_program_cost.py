@@ -19,13 +19,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402
 
 SETTINGS = [
@@ -77,16 +76,10 @@ def main() -> int:
             sysctl.write_text(before)
     lines = ["| probe and flags | program | runs | ns per run |", "|---|---|---|---|"]
     lines += [f"| `{label}` | {prog} | {cnt:,} | {ns:.0f} |" for label, prog, cnt, ns in rows]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section("drop-program-cost", (
-            "## Drop probes: time per program run (this machine)\n\n"
-            f"Measured on {time.strftime('%Y-%m-%d')}, kernel {platform.release()}: every packet of a "
-            f"{args.seconds:g} s UDP blast to a closed port dropped; `kernel.bpf_stats_enabled` counters "
-            "(they add two clock reads per run).\n\n"
-            f"{table}\n\n"
-            "Reproduce: `sudo .venv/bin/python bench/drop_program_cost.py --write`.\n"))
+    publish("drop-program-cost", "Drop probes: time per program run (this machine)",
+            f"kernel {platform.release()}: every packet of a {args.seconds:g} s UDP blast to a closed port "
+            "dropped; `kernel.bpf_stats_enabled` counters (they add two clock reads per run).",
+            "\n".join(lines), "bench/drop_program_cost.py", args.write)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402  (shared namespace fixture)
 
 
@@ -120,17 +120,11 @@ def main() -> int:
         lines.append(f"| {name} | {m['off']:,.0f} | {m['on']:,.0f} | {m['ratio']:.3f} | {100 * (1 - m['ratio']):.1f} % "
                      f"| {lo:.3f}–{hi:.3f} | {m['drops']} |")
     lines.append(f"| start of `netsleuth probe drop-summary` → attached | | | | median {statistics.median(attach):.2f} s | | {', '.join(f'{t:.2f}' for t in attach)} s |")
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section("drop-summary", (
-            "## drop-summary overhead (this machine)\n\n"
-            f"Measured on {time.strftime('%Y-%m-%d')}, kernel {platform.release()}, {os.cpu_count()} CPUs, "
-            f"{args.rounds} attached rounds of {args.seconds:g} s, each between two detached ones; UDP 64-byte datagrams through a veth "
-            "pair into a namespace (sendmmsg/recvmmsg, `bench/udpblast.c`), probe = the CLI with no filter.\n\n"
-            f"{table}\n\n"
-            "Reproduce: `sudo .venv/bin/python bench/drop_summary_overhead.py --write`.\n"
-            f"{verdicts(a, b, attach)}\n"))
+    publish("drop-summary", "drop-summary overhead (this machine)",
+            f"kernel {platform.release()}, {os.cpu_count()} CPUs, {args.rounds} attached rounds of "
+            f"{args.seconds:g} s, each between two detached ones; UDP 64-byte datagrams through a veth pair "
+            "into a namespace (sendmmsg/recvmmsg, `bench/udpblast.c`), probe = the CLI with no filter.",
+            "\n".join(lines), "bench/drop_summary_overhead.py", args.write, verdicts(a, b, attach) + "\n")
     return 0
 
 

@@ -108,7 +108,7 @@ def table(data: dict) -> str:
 
 
 def host(args) -> int:
-    from bench.report import write_section
+    from bench.report import publish
     from tests.lab.build import LabUnavailable
     from tests.lab.runner import run
 
@@ -131,25 +131,18 @@ def host(args) -> int:
             print(guest_run.explain(), file=sys.stderr)
             return 1
         data = json.loads(out.read_text())
-    text = table(data)
-    print(text)
-    if args.write:
-        doc = write_section("lab-bridge", (
-            "## Summary probes across an OVS bridge (lab VM)\n\n"
-            f"Measured on {time.strftime('%Y-%m-%d')} in the lab guest (kernel {data['kernel']}, QEMU TCG, "
-            f"2 vCPUs, OVS kernel datapath); per probe {data['rounds']} rounds of {data['seconds']:g} s detached, "
-            f"{data['rounds']} attached, {data['rounds']} detached again, medians; 64-byte UDP datagrams "
-            "(`bench/udpblast.c`). system path: delivered host stack -> sys0 -> br-int -> phy0 -> namespace; "
-            "vm path: sent namespace -> br-int -> vnet0 (the fake VM cannot sink the rate). "
-            "The cost follows the number of kprobes a packet meets: a kprobe hit under TCG is an "
-            "emulated breakpoint exception, far dearer than on hardware, so these costs are upper "
-            "bounds that rank the probes, not predictions for a real hypervisor. Use the latency "
-            "probes with filters and for seconds, as the guide does. drop-summary on kernels "
-            "before 6.4 with OVS pays its consume_skb kprobe (to see OVS drop actions) on every "
-            "packet; `--no-ovs-actions` gives that up.\n\n"
-            f"{text}\n\n"
-            "Reproduce: `sudo .venv/bin/python bench/lab_bridge_overhead.py --write`.\n"))
-        print(f"written to {doc}")
+    publish("lab-bridge", "Summary probes across an OVS bridge (lab VM)",
+            f"in the lab guest (kernel {data['kernel']}, QEMU TCG, 2 vCPUs, OVS kernel datapath); per probe "
+            f"{data['rounds']} rounds of {data['seconds']:g} s detached, {data['rounds']} attached, "
+            f"{data['rounds']} detached again, medians; 64-byte UDP datagrams (`bench/udpblast.c`). system path: "
+            "delivered host stack -> sys0 -> br-int -> phy0 -> namespace; vm path: sent namespace -> br-int -> "
+            "vnet0 (the fake VM cannot sink the rate). The cost follows the number of kprobes a packet meets: "
+            "a kprobe hit under TCG is an emulated breakpoint exception, far dearer than on hardware, so these "
+            "costs are upper bounds that rank the probes, not predictions for a real hypervisor. Use the "
+            "latency probes with filters and for seconds, as the guide does. drop-summary on kernels before "
+            "6.4 with OVS pays its consume_skb kprobe (to see OVS drop actions) on every packet; "
+            "`--no-ovs-actions` gives that up.",
+            table(data), "bench/lab_bridge_overhead.py", args.write)
     return 0
 
 

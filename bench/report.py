@@ -4,6 +4,7 @@ section, between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs/performance.md"
@@ -22,3 +23,15 @@ def write_section(name: str, text: str, doc: Path = DOC) -> Path:
     doc.parent.mkdir(exist_ok=True)
     doc.write_text(current)
     return doc
+
+
+def publish(name: str, title: str, method: str, table: str, script: str, write: bool, extra: str = "") -> None:
+    """Print a bench's table; with ``write``, also its section: what was measured, when
+    and how, the table, how to reproduce it, and ``extra`` (e.g. verdicts)."""
+    print(table)
+    if not write:
+        return
+    today = time.strftime("%Y-%m-%d")
+    doc = write_section(name, f"## {title}\n\nMeasured on {today}, {method}\n\n{table}\n\n"
+                              f"Reproduce: `sudo .venv/bin/python {script} --write`.\n{extra}")
+    print(f"written to {doc}")

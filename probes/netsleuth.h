@@ -262,12 +262,14 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
             if (p->eth_type == NS_ETH_P_IP && l3off == 14) {
                 __builtin_memcpy(&iph, b + 14, sizeof(iph));
                 __builtin_memcpy(&l4, b + 34, sizeof(l4));
-                have_l4 = (iph.ver_ihl & 0x0f) == 5;
             } else if (p->eth_type == NS_ETH_P_IP) {  /* VLAN-tagged: the IP header moved */
                 ns_read_ip(head + mh + l3off, &iph);
             }
-            if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(&iph))
+            if (p->eth_type == NS_ETH_P_IP && ns_ip_ok(&iph)) {
                 ip = head + mh + l3off;
+                /* the burst's L4 bytes are the packet's only without IP options */
+                have_l4 = l3off == 14 && (iph.ver_ihl & 0x0f) == 5;
+            }
         }
     }
     if (!p->eth_type && proto)

@@ -37,7 +37,7 @@ PROBES = [
      dict(vm_interface="vnet0", phy_interface="phy0", direction="rx", protocol="udp"), "vm",
      "7 stage hooks (1 tracepoint, 6 kprobes), 2 map updates"),
     ("ovs-upcall-summary", "ovs-upcall-summary", {}, "system",
-     "kprobe ovs_execute_actions (each packet parsed, looked up among pending upcalls)"),
+     "nothing (hooks upcalls and their answers only)"),
     ("ovs-megaflow", "ovs-megaflow", {}, "system", "nothing (hooks upcalls and flow commands only)"),
     ("drop-summary", "drop-summary", {}, "system",
      "kprobe consume_skb (OVS drop actions before 6.4, filtered by caller in BPF)"),

@@ -1,10 +1,12 @@
 /* ovs-upcall-summary: how long ovs-vswitchd takes to answer a datapath miss.
  *
  * Start: ovs_dp_upcall (the kernel hands the packet to user space).
- * End: ovs_execute_actions on a packet with the same identity, which for a
- * missed packet only happens when ovs-vswitchd sends it back with
- * OVS_PACKET_CMD_EXECUTE; it runs in the answering handler thread's context,
- * so the thread is recorded too.  Unanswered upcalls age out of the LRU table.
+ * End: ovs_flow_key_extract_userspace on a packet with the same identity.  It runs
+ * only in OVS_PACKET_CMD_EXECUTE, i.e. when ovs-vswitchd sends a missed packet back
+ * to be executed, in the answering handler thread's context (recorded too), so
+ * packets on the fast path never reach this probe.  At that point the packet was
+ * just copied out of the netlink message: no header offsets yet, parsed from data.
+ * Unanswered upcalls age out of the LRU table.
  */
 #include "netsleuth.h"
 
@@ -40,11 +42,11 @@ int on_upcall(struct pt_regs *ctx)
     return 0;
 }
 
-int on_execute(struct pt_regs *ctx)
+int on_answer(struct pt_regs *ctx)
 {
     struct ns_pkt_id id = {};
     u32 len = 0;
-    void *skb = (void *)ns_kprobe_arg(ctx, 2);
+    void *skb = (void *)ns_kprobe_arg(ctx, 3);
     if (!skb || !ns_pkt_identity(skb, &id, &len))
         return 0;
     u64 *start = pending.lookup(&id);

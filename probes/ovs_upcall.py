@@ -12,7 +12,8 @@ from .runtime.params import CDefines
 from .stage_latency import FIELDS
 from .system_latency import DURATION
 
-UPCALL_FN, EXECUTE_FN = "ovs_dp_upcall", "ovs_execute_actions"
+# The answer: OVS_PACKET_CMD_EXECUTE builds the packet and extracts its key here (see the .bpf.c).
+UPCALL_FN, ANSWER_FN = "ovs_dp_upcall", "ovs_flow_key_extract_userspace"
 
 
 class OvsUpcallSummary(Probe):
@@ -33,7 +34,7 @@ class OvsUpcallSummary(Probe):
         reason = super().unavailable_reason(caps)
         if reason:
             return reason
-        return kprobe_reason(caps, (UPCALL_FN, EXECUTE_FN), "on the OVS datapath functions")
+        return kprobe_reason(caps, (UPCALL_FN, ANSWER_FN), "on the OVS datapath functions")
 
     def c_defines(self) -> CDefines:
         o = self.options
@@ -42,14 +43,14 @@ class OvsUpcallSummary(Probe):
     def load(self):
         bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
         bpf.attach_kprobe(event=UPCALL_FN.encode(), fn_name=b"on_upcall")
-        bpf.attach_kprobe(event=EXECUTE_FN.encode(), fn_name=b"on_execute")
+        bpf.attach_kprobe(event=ANSWER_FN.encode(), fn_name=b"on_answer")
         self._seen_slots = [0] * 64
         self._seen_totals = [0, 0, 0]
         self._seen_handlers: dict[int, tuple[int, int]] = {}
         return bpf
 
     def describe_attach(self) -> str:
-        return f"kprobes {UPCALL_FN} + {EXECUTE_FN}"
+        return f"kprobes {UPCALL_FN} + {ANSWER_FN}"
 
     def read(self) -> list[dict]:
         slots = [sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)]

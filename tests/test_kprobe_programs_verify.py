@@ -50,7 +50,7 @@ def test_stage_latency_programs_pass_the_verifier(cls, kw):
 
 def test_upcall_programs_pass_the_verifier():
     probe = OvsUpcallSummary(caps=CAPS, proto="icmp")
-    _verify("ovs_upcall.bpf.c", probe.c_defines(), ["on_upcall", "on_execute"])
+    _verify("ovs_upcall.bpf.c", probe.c_defines(), ["on_upcall", "on_answer"])
 
 
 def test_megaflow_programs_pass_the_verifier():

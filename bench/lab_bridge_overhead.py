@@ -8,7 +8,7 @@ vnet0 -> the userspace fake VM).  Per probe: rounds detached, the probe attached
 (compiled once), rounds attached, detached again; the ratio compares the medians.
 TCG makes absolute packets/s meaningless; the ratios still tell.
 
-    sudo .venv/bin/python bench/lab_bridge_overhead.py [--seconds 3] [--rounds 3] [--write]
+    sudo .venv/bin/python bench/lab_bridge_overhead.py [--seconds 3] [--rounds 5] [--write]
 """
 
 from __future__ import annotations
@@ -98,11 +98,13 @@ def guest(share: Path, seconds: float, rounds: int) -> int:
 
 def table(data: dict) -> str:
     per_packet = {p[0]: p[4] for p in PROBES}
-    lines = ["| probe (path) | runs for every packet | detached pkt/s | attached pkt/s | ratio | cost "
-             "| compile + attach in the guest |", "|---|---|---|---|---|---|---|"]
+    lines = ["| probe (path) | runs for every packet | detached pkt/s: median (range) | attached pkt/s: median (range) "
+             "| ratio | cost | compile + attach in the guest |", "|---|---|---|---|---|---|---|"]
     for r in data["results"]:
         off, on = statistics.median(r["off"]), statistics.median(r["on"])
-        lines.append(f"| {r['label']} ({r['path']}) | {per_packet.get(r['label'], '')} | {off:,.0f} | {on:,.0f} "
+        lines.append(f"| {r['label']} ({r['path']}) | {per_packet.get(r['label'], '')} "
+                     f"| {off:,.0f} ({min(r['off']):,.0f}–{max(r['off']):,.0f}) "
+                     f"| {on:,.0f} ({min(r['on']):,.0f}–{max(r['on']):,.0f}) "
                      f"| {on / off:.3f} | {100 * (1 - on / off):.1f} % | {r['attach_s']} s |")
     return "\n".join(lines)
 
@@ -149,7 +151,7 @@ def host(args) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
     ap.add_argument("--guest", type=Path, metavar="SHARE", help=argparse.SUPPRESS)  # inside the lab VM
     args = ap.parse_args()

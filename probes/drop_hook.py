@@ -31,8 +31,8 @@ OVS_DROP_ACTION = 0x7FFF0001
 OVS_ACTION_FN = "do_execute_actions"
 
 # The consume_skb kprobe runs for every packet the kernel frees normally, not only
-# for OVS drops (measured: bench/lab_bridge_overhead.py); a busy host may prefer to
-# give up seeing OVS drop actions.
+# for OVS drops (a kprobe hit each, filtered in BPF by the caller's address); a busy
+# host may prefer to give up seeing OVS drop actions.
 NO_OVS_ACTIONS = Flag("no-ovs-actions", "bool",
                       "do not hook consume_skb for OVS drop actions (kernels before 6.4): "
                       "spares a kprobe hit on every freed packet")

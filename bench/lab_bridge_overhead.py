@@ -138,12 +138,11 @@ def host(args) -> int:
             f"{data['rounds']} rounds of {data['seconds']:g} s detached, {data['rounds']} attached, "
             f"{data['rounds']} detached again, medians; 64-byte UDP datagrams (`bench/udpblast.c`). system path: "
             "delivered host stack -> sys0 -> br-int -> phy0 -> namespace; vm path: sent namespace -> br-int -> "
-            "vnet0 (the fake VM cannot sink the rate). The cost follows the number of kprobes a packet meets: "
-            "a kprobe hit under TCG is an emulated breakpoint exception, far dearer than on hardware, so these "
-            "costs are upper bounds that rank the probes, not predictions for a real hypervisor. Use the "
-            "latency probes with filters and for seconds, as the guide does. drop-summary on kernels before "
-            "6.4 with OVS pays its consume_skb kprobe (to see OVS drop actions) on every packet; "
-            "`--no-ovs-actions` gives that up.",
+            "vnet0 (the fake VM cannot sink the rate). Under TCG absolute rates mean nothing and rounds "
+            "spread widely (the ranges; notes below): these ratios are not predictions for a real hypervisor. "
+            "Use the latency probes with filters and for seconds, as the guide does. drop-summary on kernels "
+            "before 6.4 with OVS puts a kprobe on consume_skb (to see OVS drop actions), hit by every freed "
+            "packet; `--no-ovs-actions` gives that up.",
             table(data), "bench/lab_bridge_overhead.py", args.write)
     return 0
 

@@ -167,6 +167,8 @@ def test_recorded_backend_matches_runs_by_params(tmp_path):
     (['{"type": "recording", "version": 1}', '{"type": "record", "run": 5, "t": 0, "record": {}}',
       '{"type": "run_end", "run": 5}'], "record of run 5 before its 'run' line"),
     (['{"type": "recording", "version": 1}', '{"type": "banana"}', '{}'], "unknown line type 'banana'"),
+    (['{"type": "recording", "version": 1}', '{"type": "ru', '{"type": "run_end", "run": 1}'], r"bad.jsonl:2: not JSON"),
+    (['{"type": "recor'], r"bad.jsonl:1: not JSON"),
     ([], "empty file"),
 ])
 def test_bad_recordings(tmp_path, lines, message):
@@ -174,3 +176,17 @@ def test_bad_recordings(tmp_path, lines, message):
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordingError, match=message):
         Recording.load(p)
+
+
+def test_a_recording_cut_short_by_a_crash_keeps_what_was_written(tmp_path):
+    p = tmp_path / "cut.jsonl"
+    p.write_text("\n".join([
+        '{"type": "recording", "version": 1, "symptom": "packet-loss"}',
+        '{"type": "run", "run": 1, "probe": "drop-summary", "params": {"dst_port": 53}}',
+        '{"type": "record", "run": 1, "t": 0.5, "record": {"type": "drop_summary", "total": 3}}',
+        '{"type": "record", "run": 1, "t": 1.0, "rec',
+    ]))
+    rec = Recording.load(p)
+    (run,) = rec.runs
+    assert rec.symptom == "packet-loss" and run.probe == "drop-summary"
+    assert run.records == [(0.5, {"type": "drop_summary", "total": 3})]

@@ -28,6 +28,7 @@ from playbooks.engine import NOT_IMPLEMENTED
 from probes.base import Unavailable
 from probes.runtime.loader import ProbeError
 
+from .jsonl import json_lines
 from .steprun import now_iso
 
 RECORDING_VERSION = 1
@@ -132,15 +133,7 @@ class Recording:
         except (UnicodeDecodeError, zlib.error):
             raise RecordingError(f"{p}: not a netsleuth recording (not text)") from None
         header, runs = None, {}
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                if n == len(lines) and header is not None:  # a run cut short by a crash: keep the rest
-                    break
-                raise RecordingError(f"{p}:{n}: not JSON ({e.msg})") from None
+        for n, obj in json_lines(lines, p, RecordingError):  # a run cut short by a crash: keep the rest
             kind = obj.get("type") if isinstance(obj, dict) else None
             if header is None:
                 if kind != "recording":

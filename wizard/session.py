@@ -21,6 +21,7 @@ from typing import Any
 from playbooks.engine import Availability, Walk
 from playbooks.model import Library
 
+from .jsonl import json_lines
 from .steprun import now_iso
 
 JOURNAL_VERSION = 1
@@ -109,15 +110,7 @@ def read_journal(path: str | Path) -> tuple[dict, list[dict]]:
     except OSError as e:
         raise SessionError(f"{p}: cannot read: {e.strerror}") from None
     header, events = None, []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines) and header is not None:  # cut short by a crash
-                break
-            raise SessionError(f"{p}:{n}: not JSON ({e.msg})") from None
+    for _, obj in json_lines(lines, p, SessionError):
         if header is None:
             if not isinstance(obj, dict) or obj.get("type") != "session":
                 raise SessionError(f"{p}: not a netsleuth session journal (no 'session' header line)")

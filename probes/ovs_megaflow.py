@@ -68,10 +68,7 @@ class OvsMegaflow(Probe):
 
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps)
-        if reason:
-            return reason
-        return kprobe_reason(caps, (UPCALL_FN, NEW_FN), "on the OVS datapath functions")
+        return super().unavailable_reason(caps) or kprobe_reason(caps, (UPCALL_FN, NEW_FN), "on the OVS datapath functions")
 
     def c_defines(self) -> CDefines:
         o = self.options

@@ -31,10 +31,7 @@ class OvsUpcallSummary(Probe):
 
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps)
-        if reason:
-            return reason
-        return kprobe_reason(caps, (UPCALL_FN, ANSWER_FN), "on the OVS datapath functions")
+        return super().unavailable_reason(caps) or kprobe_reason(caps, (UPCALL_FN, ANSWER_FN), "on the OVS datapath functions")
 
     def c_defines(self) -> CDefines:
         o = self.options

@@ -89,12 +89,10 @@ class StageLatency(Probe):
 
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps)
-        if reason:
-            return reason
-        return kprobe_reason(caps, [tuple(h.function for h in s.hooks) for s in cls.all_stages()
-                                    if not s.optional and s.hooks[0].function != NETIF_RECEIVE_TP],
-                             "the OVS datapath stages are kernel functions")
+        kprobed = [tuple(h.function for h in s.hooks) for s in cls.all_stages()
+                   if not s.optional and s.hooks[0].function != NETIF_RECEIVE_TP]
+        return (super().unavailable_reason(caps)
+                or kprobe_reason(caps, kprobed, "the OVS datapath stages are kernel functions"))
 
     @classmethod
     def all_stages(cls) -> list[Stage]:

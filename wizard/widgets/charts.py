@@ -36,7 +36,26 @@ def with_empty_buckets(buckets: list[dict]) -> list[dict]:
     return out
 
 
-class RatePlot(PlotextPlot):
+class _Chart(PlotextPlot):
+    """Redraws from its own state when mounted and whenever that state changes."""
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._draw()
+
+    def _fresh(self, title: str):
+        """The plot, emptied, with its title: what every _draw starts from."""
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(title)
+        return plt
+
+    def _draw(self) -> None:  # pragma: no cover - each chart draws itself
+        raise NotImplementedError
+
+
+class RatePlot(_Chart):
     """Bars of a count per interval, newest at the right."""
 
     def __init__(self, title: str, unit: str = "per s", keep: int = 60, **kw):
@@ -49,15 +68,8 @@ class RatePlot(PlotextPlot):
         self.samples.append(value)
         self._draw()
 
-    def on_mount(self) -> None:
-        super().on_mount()
-        self._draw()
-
     def _draw(self) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title(f"{self.title} ({self.unit})")
+        plt = self._fresh(f"{self.title} ({self.unit})")
         values = list(self.samples) or [0]
         plt.bar(list(range(1, len(values) + 1)), values, marker="sd", width=0.8)
         plt.xlim(0.5, max(self.samples.maxlen or len(values), len(values)) + 0.5)
@@ -66,7 +78,7 @@ class RatePlot(PlotextPlot):
         self.refresh()
 
 
-class Log2Plot(PlotextPlot):
+class Log2Plot(_Chart):
     """A log2 histogram: one bar per bucket, labelled with its low bound."""
 
     def __init__(self, title: str = "", **kw):
@@ -82,15 +94,8 @@ class Log2Plot(PlotextPlot):
             self.title = title
         self._draw()
 
-    def on_mount(self) -> None:
-        super().on_mount()
-        self._draw()
-
     def _draw(self) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title(self.title)
+        plt = self._fresh(self.title)
         if not self.buckets:
             plt.bar(["no samples"], [0])
         else:

@@ -24,6 +24,10 @@ from tests.lab.expect import step_ok
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 HOST, PEER, VM = "10.251.0.1", "10.251.0.2", "10.251.0.20"
+# Time a datagram spends outside the probe's IP_SEND -> DEV_XMIT window (sendto() before
+# ip_output, veth + the namespace's receive after): measured 0.6-1.2 ms, and 13 ms for a
+# socket's first datagram under TCG.  A packet counts as clearly slow beyond this.
+OUTSIDE_MARGIN_US = 20_000
 
 
 def phase(lab: dict, name: str) -> dict:
@@ -150,16 +154,16 @@ def test_latency_threshold_catches_exactly_the_slow_packets(lab):
     # Where the imposed delay lands: between the upcall and the handler thread sending the
     # packet on (OVS_PACKET_CMD_EXECUTE runs in the handler's own syscall).
     for p in phase(lab, "udp_slow")["sent"]:
-        if p["seq"] in caught and p["one_way_us"] > threshold + 5000:
+        if p["seq"] in caught and p["one_way_us"] > threshold + OUTSIDE_MARGIN_US:
             e = caught[p["seq"]]
             assert e["slowest_stage"] == "OVS_VPORT_SEND", e
             assert e["slowest_comm"].startswith("handler"), e
             before = [s["stage"] for s in e["stages"]].index("OVS_VPORT_SEND") - 1
             assert e["stages"][before]["stage"] == "OVS_UPCALL", e
     # The one-way time encloses the probe's total, so a packet faster than the threshold
-    # cannot be caught; one clearly slower (beyond a 5 ms margin for syscall + veth) must be.
+    # cannot be caught; one clearly slower (beyond OUTSIDE_MARGIN_US) must be.
     fast = {p["seq"] for p in sent if p["one_way_us"] < threshold}
-    slow = {p["seq"] for p in sent if p["one_way_us"] > threshold + 5000}
+    slow = {p["seq"] for p in sent if p["one_way_us"] > threshold + OUTSIDE_MARGIN_US}
     assert slow, f"no packet was slowed past the threshold: {sent}"
     assert not fast & set(caught), sent
     assert slow <= set(caught), sent

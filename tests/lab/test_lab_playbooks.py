@@ -53,14 +53,20 @@ def test_slow_packets_are_pinned_on_the_handler_threads_that_answered(lab):
     assert tids(offcpu.params["tid"]) == {e["slowest_tid"] for e in events}
 
 
+def band_rule(us: float) -> str | None:
+    return ("install-over-100ms" if us >= 100_000 else "install-10-100ms" if us >= 10_000
+            else "install-1-10ms" if us >= 1000 else None)
+
+
 def test_megaflow_install_band_follows_the_measured_install_latency(lab):
+    """One finding per megaflow (its slowest install): the worst install's band is there,
+    and every band found is the band of some measured install."""
     events = lab["latency"]["flushed"]["records"]["megaflow"]
-    worst = max(e["install_latency_us"] for e in events
-                if e["type"] == "megaflow_install" and e.get("install_latency_us"))
-    expected = ("install-over-100ms" if worst >= 100_000 else "install-10-100ms" if worst >= 10_000
-                else "install-1-10ms" if worst >= 1000 else None)
+    latencies = [e["install_latency_us"] for e in events
+                 if e["type"] == "megaflow_install" and e.get("install_latency_us")]
     _, findings = walk(lab, "flushed", "megaflow", "ovs-megaflow", "ovs-slow/ovs-megaflow")
-    rules = {f.rule for f in findings}
-    if expected:
-        assert expected in rules, (worst, rules)
-    assert not {"install-over-100ms", "install-10-100ms", "install-1-10ms"} - {expected} & rules, (worst, rules)
+    bands = {f.rule for f in findings if f.rule.startswith("install-")}
+    worst = band_rule(max(latencies))
+    if worst:
+        assert worst in bands, (latencies, bands)
+    assert bands <= {band_rule(us) for us in latencies}, (latencies, bands)

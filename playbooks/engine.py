@@ -170,7 +170,8 @@ class Walk:
         frame.result = r
         frame.findings = []
         if r.status in ("ok", "stopped") and r.result is not None:
-            info = {"ref": step.ref, "probe": step.probe, "params": r.params, "duration_s": r.duration_s}
+            info = {"ref": step.ref, "probe": step.probe, "params": r.params, "duration_s": r.duration_s,
+                    "suggested_by": frame.suggested_by}
             frame.findings = evaluate(self.lib, step.probe, r.result, self.context, info)
 
     # where we are ----------------------------------------------------------------------

@@ -81,7 +81,7 @@ def _fire(lib: Library, group: RuleGroup, rule: Rule, scope: dict, probe: str, s
 def evaluate(lib: Library, probe: str, result: dict, context: dict, step: dict | None = None) -> list[Finding]:
     """Findings of every rule group for ``probe`` on its merged ``result``.
 
-    ``step`` describes the step that ran ({ref, probe, params, duration_s}); rules
+    ``step`` describes the step that ran ({ref, probe, params, duration_s, suggested_by}); rules
     may read it as ``step.*``.
     """
     step = step or {"probe": probe}

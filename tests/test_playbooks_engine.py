@@ -210,6 +210,33 @@ def test_reported_loss_matched_by_drops_is_real_loss():
     assert "loss-is-real" in rules and "latency-not-loss" not in rules
 
 
+def test_details_proposed_by_a_finding_do_not_judge_the_reported_loss(recording):
+    """The Details step a finding proposes watches one narrower flow for a shorter time:
+    its count says nothing about the loss the user reported (the Summary's does)."""
+    summary, details = recording.runs[0], recording.runs[1]
+    context = dict(recording.context, reported_loss=100)
+    w = walk_to_summary(context)
+    found = w.complete("ok", merged("drop-summary", [r for _, r in summary.records]), summary.duration_s)
+    total = merged("drop-summary", [r for _, r in summary.records])["total"]
+    assert total >= 50 and "loss-is-real" in [f.rule for f in found]
+    w.choose(w.suggestions()[0])
+    few = [r for _, r in details.records if r["type"] == "drop"][:3]
+    rules = [f.rule for f in w.complete("ok", merged("drop-details", few, 2.0), 2.0)]
+    assert rules == ["reason-netfilter"]
+    assert "latency-not-loss" not in [f.rule for f in w.conclusion().findings]
+
+
+def test_details_chosen_by_the_user_judge_the_reported_loss(recording):
+    """Straight to Details ("I know the flow"): that step runs with the user's own filters."""
+    details = recording.runs[1]
+    w = Walk(LIB, dict(recording.context, reported_loss=100), "packet-loss")
+    w.answer(1)
+    assert w.current.probe == "drop-details"
+    few = [r for _, r in details.records if r["type"] == "drop"][:3]
+    rules = [f.rule for f in w.complete("ok", merged("drop-details", few, 2.0), 2.0)]
+    assert "latency-not-loss" in rules
+
+
 def test_no_drops_points_to_latency():
     w = walk_to_summary({"dst_ip": "10.0.0.2"})
     findings = w.complete("ok", merged("drop-summary", [drop_summary()], 30))

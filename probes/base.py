@@ -94,8 +94,8 @@ PID = Flag("pid", "pid", "only threads of this process", short="p")
 TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the flag can repeat)")
 DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
                 lo=0.1, hi=31 * 86400)
-ATTACH = Flag("attach", "choice", "attach point: auto (best available), tracepoint or kprobe",
-              default="auto", choices=("auto", "tracepoint", "kprobe"))
+ATTACH = Flag("attach", "choice", "attach point: auto (best available), raw-tracepoint, tracepoint or kprobe",
+              default="auto", choices=("auto", "raw-tracepoint", "tracepoint", "kprobe"))
 
 
 class Unavailable(ProbeError):

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from .base import Flag, Probe, Unavailable
+from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
 from .runtime.params import CDefines
@@ -40,7 +41,7 @@ NO_OVS_ACTIONS = Flag("no-ovs-actions", "bool",
 
 @dataclass(frozen=True)
 class DropHook:
-    kind: str  # "tracepoint" or "kprobe"
+    kind: str  # "raw-tracepoint", "tracepoint" or "kprobe"
     function: str | None  # kprobe target
     has_reason: bool
     # [start, end) of do_execute_actions where OVS drops go through consume_skb (see netsleuth.h)
@@ -52,6 +53,7 @@ class DropHook:
         return names.get(code) if self.has_reason else None
 
     def defines(self, d: CDefines) -> None:
+        d.set("NS_DROP_RAW_TP", self.kind == "raw-tracepoint")
         d.set("NS_DROP_TP", self.kind == "tracepoint")
         d.set("NS_DROP_HAS_REASON", self.has_reason)
         if self.kind == "kprobe":
@@ -62,17 +64,24 @@ class DropHook:
             d.set("NS_OVS_ACTION_LO", self.ovs_action_range[0]).set("NS_OVS_ACTION_HI", self.ovs_action_range[1])
 
     def attach(self, bpf) -> None:
-        # The tracepoint attaches itself (TRACEPOINT_PROBE); a kprobe is explicit.
+        # The tracepoint attaches itself (TRACEPOINT_PROBE); the others are explicit.
+        if self.kind == "raw-tracepoint":
+            attach_or_unload(bpf, "raw tracepoint kfree_skb",
+                             lambda: bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"ns_raw_drop"))
         if self.kind == "kprobe":
-            bpf.attach_kprobe(event=self.function.encode(), fn_name=b"ns_kprobe_drop")
+            attach_or_unload(bpf, f"kprobe {self.function}",
+                             lambda: bpf.attach_kprobe(event=self.function.encode(), fn_name=b"ns_kprobe_drop"))
         if self.ovs_action_range:
-            bpf.attach_kprobe(event=b"consume_skb", fn_name=b"ns_kprobe_ovs_consume")
+            attach_or_unload(bpf, "kprobe consume_skb",
+                             lambda: bpf.attach_kprobe(event=b"consume_skb", fn_name=b"ns_kprobe_ovs_consume"))
 
     def describe(self) -> str:
+        reasons = " (with drop reasons)" if self.has_reason else ""
+        if self.kind == "raw-tracepoint":
+            return "raw tracepoint kfree_skb" + reasons + self._ovs_note()
         if self.kind == "tracepoint":
-            return "tracepoint skb:kfree_skb" + (" (with drop reasons)" if self.has_reason else "") + self._ovs_note()
-        text = f"kprobe {self.function}" + (" (with drop reasons)" if self.has_reason else "")
-        return text + self._ovs_note()
+            return "tracepoint skb:kfree_skb" + reasons + self._ovs_note()
+        return f"kprobe {self.function}" + reasons + self._ovs_note()
 
     def _ovs_note(self) -> str:
         return " + kprobe consume_skb from do_execute_actions (OVS drop actions)" if self.ovs_action_range else ""
@@ -88,14 +97,20 @@ def ovs_action_range(caps: KernelCaps) -> tuple[int, int] | None:
 
 
 def choose(caps: KernelCaps, want: str = "auto", ovs_actions: bool = True) -> DropHook | str:
-    """The best attach point for ``want`` (auto/tracepoint/kprobe), or why there is none;
-    with ``ovs_actions``, also the OVS drop-action hook where the kernel needs one."""
+    """The best attach point for ``want`` (auto/raw-tracepoint/tracepoint/kprobe), or why there
+    is none; with ``ovs_actions``, also the OVS drop-action hook where the kernel needs one.
+    The tracepoint's format file says whether it carries a drop reason (and so whether the
+    raw tracepoint's third argument is one)."""
     ovs = ovs_action_range(caps) if ovs_actions else None
-    if want in ("auto", "tracepoint"):
-        if caps.tracefs and caps.tracepoint("skb", "kfree_skb"):
-            return DropHook("tracepoint", None, bool(caps.drop_reasons), ovs)
-        if want == "tracepoint":
+    tracepoint = caps.tracefs and caps.tracepoint("skb", "kfree_skb")
+    if want in ("auto", "raw-tracepoint") and tracepoint and caps.raw_tracepoints:
+        return DropHook("raw-tracepoint", None, bool(caps.drop_reasons), ovs)
+    if want in ("auto", "tracepoint") and tracepoint:
+        return DropHook("tracepoint", None, bool(caps.drop_reasons), ovs)
+    if want in ("raw-tracepoint", "tracepoint"):
+        if not tracepoint:
             return "the skb:kfree_skb tracepoint is missing (is tracefs mounted? CONFIG_TRACEPOINTS?)"
+        return "raw tracepoints need kernel 4.17 or newer; use --attach tracepoint"
     if not caps.kprobes:
         return "kprobes are not available on this kernel (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS unset)"
     for name, _skb_arg, reason_arg in KPROBE_TARGETS:

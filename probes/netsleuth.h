@@ -397,8 +397,8 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
  * The including program defines ns_on_drop(ctx, skb, reason, location) and then
  * expands NS_DEFINE_DROP_HOOK() in its own file (BCC only generates tracepoint
  * argument structs for functions of the main file).  The driver picks the attach
- * point: the skb:kfree_skb tracepoint (NS_DROP_TP=1, NS_DROP_HAS_REASON where the
- * kernel has drop reasons) or a kprobe on the kernel's drop function, whose skb /
+ * point: the skb:kfree_skb raw tracepoint (NS_DROP_RAW_TP=1) or tracepoint
+ * (NS_DROP_TP=1), NS_DROP_HAS_REASON where the kernel has drop reasons, or a kprobe on the kernel's drop function, whose skb /
  * reason argument positions are NS_KPROBE_SKB_ARG / NS_KPROBE_REASON_ARG
  * (0 = no reason argument). */
 /* OVS "drop" actions on kernels without OVS drop reasons (before 6.4) free the
@@ -420,7 +420,17 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
 #define NS_OVS_CONSUME_HOOK
 #endif
 
-#if defined(NS_DROP_TP) && NS_DROP_TP
+#if defined(NS_DROP_RAW_TP) && NS_DROP_RAW_TP
+/* kfree_skb(skb, location[, reason[, rx_sk]]): these argument positions hold on
+ * every kernel with the tracepoint, and no trace record is built (the cheapest hook). */
+#define NS_DEFINE_DROP_HOOK()                                                       \
+    int ns_raw_drop(struct bpf_raw_tracepoint_args *ctx)                            \
+    {                                                                               \
+        u32 reason = NS_DROP_HAS_REASON ? (u32)ctx->args[2] : 0;                    \
+        return ns_on_drop(ctx, (void *)ctx->args[0], reason, ctx->args[1]);         \
+    }                                                                               \
+    NS_OVS_CONSUME_HOOK
+#elif defined(NS_DROP_TP) && NS_DROP_TP
 #if NS_DROP_HAS_REASON
 #define NS_TP_REASON(args) ((u32)(args)->reason)
 #ifndef NS_KERNEL_HEADERS

@@ -13,7 +13,7 @@ from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines, ParamError
-from .runtime.stacks import UserSymbols, kernel_stack, without_probe_frames
+from .runtime.stacks import UserSymbols, kernel_stack
 
 FIELDS = ["TASK_PID"]
 
@@ -162,7 +162,7 @@ class OffCpu(Probe):
             self.decode_errors.append(repr(exc))
 
     def _stacks(self, tgid: int, kstack: int, ustack: int) -> dict:
-        kernel = without_probe_frames(kernel_stack(self.bpf[b"stacks"], kstack))
+        kernel = kernel_stack(self.bpf[b"stacks"], kstack)
         user = self.symbols.stack(self.bpf[b"stacks"], ustack, tgid)
         return {
             "stack": kernel + user.frames,

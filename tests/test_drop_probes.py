@@ -42,13 +42,15 @@ def _entries(records, **match):
     return out
 
 
-def test_summary_counts_udp_to_closed_port_exactly(env):
-    with DropSummary(dst_ip=env.peer_ip, l4_protocol="udp", dst_port="9999") as probe:
+@pytest.mark.parametrize("attach", ["raw-tracepoint", "tracepoint"])
+def test_summary_counts_udp_to_closed_port_exactly(env, attach):
+    with DropSummary(dst_ip=env.peer_ip, l4_protocol="udp", dst_port="9999", attach=attach) as probe:
         send_udp(env.peer_ip, 9999, 37, sport=40001)
         settle()
         records = probe.read()
     (rec,) = records
     assert rec["type"] == "drop_summary" and rec["total"] == 37
+    assert rec["attach"].startswith(attach.replace("-", " ") + " ")
     # One flow, one drop site; several entries only when the packets took different
     # paths to it (process context vs. ksoftirqd give different stacks).
     assert sum(e["count"] for e in rec["entries"]) == 37
@@ -59,6 +61,8 @@ def test_summary_counts_udp_to_closed_port_exactly(env):
         assert e["reason"] == "NO_SOCKET"
         assert e["location"].startswith("__udp4_lib_rcv+0x")
         assert any(f.startswith("__udp4_lib_rcv+") for f in e["stack"])
+        # The stack starts at the kernel's free function, never in the tracing machinery.
+        assert e["stack"][0].split("+")[0] in ("sk_skb_reason_drop", "kfree_skb_reason", "kfree_skb"), e["stack"]
 
 
 def test_summary_nft_drop_one_flow_while_other_passes(env):

@@ -68,7 +68,7 @@ def test_unavailable_here_says_why():
         assert "kprobes" in cls.unavailable_reason(caps)
 
 
-@pytest.mark.parametrize("kind", ["kprobe", "tracepoint"])
+@pytest.mark.parametrize("kind", ["kprobe", "tracepoint", "raw-tracepoint"])
 def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind):
     from probes.drop_details import FIELDS as DETAILS_FIELDS
     from probes.drop_details import DropDetails

@@ -20,13 +20,15 @@ def ksym(addr: int) -> str:
 
 
 def kernel_stack(stack_map, stack_id: int) -> list[str]:
+    """The symbolized stack, from the traced code outwards (the tracing machinery's
+    own frames, which raw tracepoints and kprobes capture, left out)."""
     if stack_id < 0:
         return []
     try:
         addrs = list(stack_map.walk(stack_id))
     except KeyError:
         return []
-    return [ksym(a) for a in addrs]
+    return without_probe_frames([ksym(a) for a in addrs])
 
 
 def function_of(frame: str) -> str:

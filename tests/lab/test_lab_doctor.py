@@ -28,6 +28,6 @@ def test_drop_probes_hook_ovs_drop_actions_unless_told_not_to(lab):
     --no-ovs-actions leaves it out (it costs a kprobe hit per freed packet)."""
     step_ok(lab, "doctor")
     hooks = lab["drop_hooks"]
-    assert hooks["default"].startswith("tracepoint skb:kfree_skb (with drop reasons)")
+    assert hooks["default"].startswith("raw tracepoint kfree_skb (with drop reasons)")
     assert hooks["default"].endswith("+ kprobe consume_skb from do_execute_actions (OVS drop actions)")
-    assert hooks["no_ovs_actions"] == "tracepoint skb:kfree_skb (with drop reasons)"
+    assert hooks["no_ovs_actions"] == "raw tracepoint kfree_skb (with drop reasons)"

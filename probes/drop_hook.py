@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from .base import Flag, Probe, Unavailable
-from .runtime.attach import attach_or_unload
+from .runtime.attach import attach_kprobe, attach_or_unload
 from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
 from .runtime.params import CDefines
@@ -69,11 +69,9 @@ class DropHook:
             attach_or_unload(bpf, "raw tracepoint kfree_skb",
                              lambda: bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"ns_raw_drop"))
         if self.kind == "kprobe":
-            attach_or_unload(bpf, f"kprobe {self.function}",
-                             lambda: bpf.attach_kprobe(event=self.function.encode(), fn_name=b"ns_kprobe_drop"))
+            attach_kprobe(bpf, self.function, "ns_kprobe_drop")
         if self.ovs_action_range:
-            attach_or_unload(bpf, "kprobe consume_skb",
-                             lambda: bpf.attach_kprobe(event=b"consume_skb", fn_name=b"ns_kprobe_ovs_consume"))
+            attach_kprobe(bpf, "consume_skb", "ns_kprobe_ovs_consume")
 
     def describe(self) -> str:
         reasons = " (with drop reasons)" if self.has_reason else ""

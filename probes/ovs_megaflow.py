@@ -9,6 +9,7 @@ from collections import defaultdict
 from .base import Flag, Probe, kprobe_reason
 from .flows import NsPkt, flow_dict
 from .ovs_netlink import NetlinkDecodeError, decode_flow_msg, significant_key
+from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
@@ -77,10 +78,10 @@ class OvsMegaflow(Probe):
 
     def load(self):
         bpf = load("ovs_megaflow.bpf.c", self.c_defines(), FIELDS)
-        bpf.attach_kprobe(event=UPCALL_FN.encode(), fn_name=b"on_upcall")
-        bpf.attach_kprobe(event=NEW_FN.encode(), fn_name=b"on_flow_new")
+        attach_kprobe(bpf, UPCALL_FN, "on_upcall")
+        attach_kprobe(bpf, NEW_FN, "on_flow_new")
         if self.caps.function(DEL_FN):
-            bpf.attach_kprobe(event=DEL_FN.encode(), fn_name=b"on_flow_del")
+            attach_kprobe(bpf, DEL_FN, "on_flow_del")
         self._pending_out: list[dict] = []
         self._waiting: dict[tuple, list[int]] = defaultdict(list)  # 5-tuple -> upcall ktimes not yet installed
         self._installed: set[tuple] = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 
 from .base import DST_IP, SRC_IP, Flag, Probe, kprobe_reason
+from .runtime.attach import attach_kprobe
 from .runtime.hist import Log2Hist, render_text
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
@@ -39,8 +40,8 @@ class OvsUpcallSummary(Probe):
 
     def load(self):
         bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
-        bpf.attach_kprobe(event=UPCALL_FN.encode(), fn_name=b"on_upcall")
-        bpf.attach_kprobe(event=ANSWER_FN.encode(), fn_name=b"on_answer")
+        attach_kprobe(bpf, UPCALL_FN, "on_upcall")
+        attach_kprobe(bpf, ANSWER_FN, "on_answer")
         self._seen_slots = [0] * 64
         self._seen_totals = [0, 0, 0]
         self._seen_handlers: dict[int, tuple[int, int]] = {}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .base import Probe, Unavailable, kprobe_reason
 from .drop_summary import current_netns
+from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
 from .runtime.hist import Log2Hist
 from .runtime.kernel import KernelCaps
@@ -140,7 +141,7 @@ class StageLatency(Probe):
                 if h.function == NETIF_RECEIVE_TP:
                     self.attached.append(f"{stages[i].label}: tracepoint net:netif_receive_skb")
                     continue  # attached by its TRACEPOINT_PROBE
-                bpf.attach_kprobe(event=h.function.encode(), fn_name=f"stage_{i}".encode())
+                attach_kprobe(bpf, h.function, f"stage_{i}")
                 self.attached.append(f"{stages[i].label}: kprobe {h.function}")
         self._seen_hist: dict[tuple[int, int, int], int] = {}
         self._seen_counters = [0, 0, 0, 0]

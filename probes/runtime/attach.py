@@ -15,3 +15,9 @@ def attach_or_unload(bpf, what: str, attach: Callable[[], object]) -> None:
     except Exception as e:  # BCC raises bare Exception
         unload(bpf)
         raise ProbeError(f"could not attach {what}: {e}") from None
+
+
+def attach_kprobe(bpf, function: str, fn_name: str) -> None:
+    """A kprobe on ``function`` running ``fn_name``, or the program freed and a ProbeError."""
+    attach_or_unload(bpf, f"kprobe {function}",
+                     lambda: bpf.attach_kprobe(event=function.encode(), fn_name=fn_name.encode()))

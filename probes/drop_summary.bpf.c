@@ -1,31 +1,24 @@
 /* drop-summary: count dropped packets in the kernel by (drop location, flow,
- * device, reason).  The full stack, the device's name and its namespace are
- * captured only the first time a key is seen on a CPU: unwinding the stack on
- * every drop costs more than everything else together, and each kernel read
- * costs tens of ns (measured: bench/drop_program_cost.py).  The device is keyed
- * by its address plus ifindex, which tells devices apart in every namespace
- * without reading the namespace per drop (a device freed and another allocated
- * at its address gets a new ifindex).  With NS_EXACT_STACKS the stack id is part
- * of the key, as in the guide's tool.
+ * device, reason).  The full stack and the device name are captured only the
+ * first time a key is seen on a CPU: unwinding the stack on every drop costs
+ * more than everything else together (measured: bench/).  With
+ * NS_EXACT_STACKS the stack id is part of the key, as in the guide's tool.
  * Counts are per-CPU and cumulative: user space reads deltas, so nothing is
  * lost between a read and a clear. */
 #include "netsleuth.h"
 
 struct drop_key {
     u64 location;     /* 0 when grouping by flow only */
-    u64 dev;          /* the net_device's address */
     s32 stack_id;     /* only with NS_EXACT_STACKS, else -1 */
     u32 ifindex;
+    u32 netns;
     u32 reason;
     struct ns_flow flow;
 };
 
-/* Fields other than count are set once, in the slot of the CPU that inserted the key
- * (other CPUs' slots stay zeroed). */
 struct drop_val {
     u64 count;
-    s64 stack_id1;    /* a representative stack id + 1 (0: none) */
-    u32 netns;        /* inode of the device's network namespace */
+    s64 stack_id1;    /* a representative stack id + 1 (0: none, as in other CPUs' zeroed slots) */
     char dev[16];
 };
 
@@ -46,8 +39,8 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     if (!ns_flow_match(&pkt.flow))
         return 0;
 
-    key.dev = (u64)dev;
     key.ifindex = ns_dev_ifindex(dev);
+    key.netns = ns_dev_netns(dev);
     key.reason = reason;
     key.stack_id = -1;
 #if NS_GROUP_STACK
@@ -70,7 +63,6 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     init.stack_id1 = (NS_EXACT_STACKS ? key.stack_id : stacks.get_stackid(ctx, 0)) + 1;
 #endif
     ns_dev_name(dev, init.dev);
-    init.netns = ns_dev_netns(dev);
     /* NOEXIST: if another CPU inserted the key meanwhile, count into our slot of it. */
     if (drops.insert(&key, &init) != 0) {
         val = drops.lookup(&key);

@@ -70,8 +70,8 @@ class DropSummary(drop_hook.DropHookProbe):
         d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
         return d
 
-    def _totals(self) -> dict[bytes, tuple[object, int, int, bytes, int]]:
-        """key bytes -> (key, count summed over CPUs, a stack id, device name, netns inode)."""
+    def _totals(self) -> dict[bytes, tuple[object, int, int, bytes]]:
+        """key bytes -> (key, count summed over CPUs, a stack id, device name)."""
         out = {}
         for key, per_cpu in self.bpf[b"drops"].items():
             seen = [v for v in per_cpu if v.count]
@@ -79,8 +79,7 @@ class DropSummary(drop_hook.DropHookProbe):
                 continue
             stack_id = next((v.stack_id1 - 1 for v in seen if v.stack_id1 > 0), -1)
             dev = next((v.dev for v in seen if v.dev), b"")
-            netns = next((v.netns for v in seen if v.netns), 0)
-            out[bytes(key)] = (key, sum(v.count for v in seen), stack_id, dev, netns)
+            out[bytes(key)] = (key, sum(v.count for v in seen), stack_id, dev)
         return out
 
     def read(self) -> list[dict]:
@@ -91,7 +90,7 @@ class DropSummary(drop_hook.DropHookProbe):
         stacks = self.bpf[b"stacks"]
         reasons = self.caps.drop_reasons
         entries = []
-        for raw, (key, total, stack_id, dev, netns) in self._totals().items():
+        for raw, (key, total, stack_id, dev) in self._totals().items():
             delta = total - self._seen.get(raw, 0)
             self._seen[raw] = total
             if delta <= 0:
@@ -102,7 +101,7 @@ class DropSummary(drop_hook.DropHookProbe):
                 "count": delta,
                 "device": dev.decode("utf-8", "replace") or None,
                 "ifindex": key.ifindex or None,
-                "netns": netns or None,
+                "netns": key.netns or None,
                 "reason": self.hook.reason_name(key.reason, reasons),
                 "reason_code": key.reason if self.hook.has_reason or self.hook.ovs_action_range else None,
                 "location": drop_hook.drop_location(location, stack),

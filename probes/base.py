@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
 from .runtime import params as P
+from .runtime import stop
 from .runtime.kernel import KernelCaps, detect
 from .runtime.loader import ProbeError, unload
 
@@ -192,7 +193,7 @@ class Probe:
 
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds for data (event probes poll their buffer here)."""
-        time.sleep(timeout)
+        stop.sleep(timeout)
 
     def read(self) -> list[dict]:
         """Records produced since the last call (JSON-ready dicts with a "type")."""

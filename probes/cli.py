@@ -9,7 +9,9 @@ import time
 
 from .base import Probe, Unavailable
 from .registry import PROBES
-from .runtime.loader import ProbeError, ProbeStopped
+from .runtime.loader import ProbeError
+from .runtime import stop
+from .runtime.stop import ProbeStopped
 from .runtime.params import ParamError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -36,6 +38,7 @@ def add_probe_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    stop.install_signal_handlers()
     cls = PROBES[args.probe_name]
     raw = {f.dest: getattr(args, f.dest) for f in cls.flags}
     try:

@@ -8,7 +8,7 @@ import time
 
 from . import target
 from .base import DURATION, PID, Flag, Probe
-from .runtime import clock
+from .runtime import clock, stop
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError
 
@@ -98,7 +98,7 @@ class CpuBurst(Probe):
                     continue
                 if now >= end:
                     break
-                time.sleep(min(end, self._next) - now)
+                stop.sleep(min(end, self._next) - now)
             if self.options.duration and self.started_at is not None:
                 if time.monotonic() - self.started_at >= self.options.duration - 1e-3:
                     self.finish()

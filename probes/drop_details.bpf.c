@@ -18,7 +18,7 @@ struct drop_event {
     struct ns_pkt pkt;
 };
 
-BPF_PERF_OUTPUT(events);
+#include "netsleuth_events.inc.c"
 BPF_STACK_TRACE(stacks, NS_STACK_ENTRIES);
 BPF_PERCPU_ARRAY(scratch, struct drop_event, 1);  /* too big for the 512-byte stack */
 
@@ -52,7 +52,7 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     bpf_get_current_comm(e->comm, sizeof(e->comm));
     ns_dev_name(dev, e->dev);
     e->stack_id = NS_WANT_STACK ? stacks.get_stackid(ctx, 0) : -1;
-    events.perf_submit(ctx, e, sizeof(*e));
+    ns_emit(ctx, e, sizeof(*e));
     return 0;
 }
 

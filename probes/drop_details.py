@@ -8,6 +8,7 @@ from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .drop_summary import FIELDS as SUMMARY_FIELDS
 from .drop_summary import filter_defines
+from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
 from .runtime.params import CDefines
@@ -53,7 +54,7 @@ def _mac(raw) -> str:
     return ":".join(f"{b:02x}" for b in bytes(raw))
 
 
-class DropDetails(drop_hook.DropHookProbe):
+class DropDetails(EventStream, drop_hook.DropHookProbe):
     name = "drop-details"
     title = "Drop Details (eth_drop)"
     tier = 2
@@ -77,12 +78,8 @@ class DropDetails(drop_hook.DropHookProbe):
 
     def load(self):
         bpf = self.load_with_hook("drop_details.bpf.c", FIELDS)
-        self._pending: list[dict] = []
-        self.lost = 0
-        self._lost_reported = 0
         self.hidden_normal = 0
-        self.decode_errors: list[str] = []
-        bpf["events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        self.open_events(bpf, lambda data, _size: self._handle(ct.cast(data, ct.POINTER(DropEvent)).contents))
         return bpf
 
     def c_defines(self, hook: drop_hook.DropHook) -> CDefines:
@@ -95,16 +92,6 @@ class DropDetails(drop_hook.DropHookProbe):
         d.set("NS_WANT_STACK", not o.no_stack_trace)
         d.set("NS_STACK_ENTRIES", 4096)
         return d
-
-    def _on_lost(self, count: int) -> None:
-        self.lost += count
-
-    def _on_event(self, _cpu, data, size) -> None:
-        # Called from C by BCC: an exception here would only print a traceback.
-        try:
-            self._handle(ct.cast(data, ct.POINTER(DropEvent)).contents)
-        except Exception as exc:  # keep the stream going, report the decode failure
-            self.decode_errors.append(repr(exc))
 
     def _handle(self, e: DropEvent) -> None:
         stack = kernel_stack(self.bpf[b"stacks"], e.stack_id)
@@ -156,21 +143,14 @@ class DropDetails(drop_hook.DropHookProbe):
         return rec
 
     def wait(self, timeout: float) -> None:
-        self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+        self.poll_events(timeout)
 
     def read(self) -> list[dict]:
-        out, self._pending = self._pending, []
-        if self.lost > self._lost_reported or self.decode_errors:
-            # Say so in the stream itself: a consumer must know events are missing.
-            out.append({"type": "lost_events", "count": self.lost - self._lost_reported, "total": self.lost,
-                        "decode_errors": self.decode_errors[:5]})
-            self._lost_reported = self.lost
-            self.decode_errors = []
-        return out
+        return self.take_events()
 
     def format_text(self, r: dict) -> str:
         if r["type"] == "lost_events":
-            return f"WARNING: {r['count']} drop events lost (perf buffer full; {r['total']} in all): filter more tightly"
+            return self.lost_text(r)
         lines = [f"[{r['time'][11:26]}] PID: {r['pid']} TGID: {r['tgid']} COMM: {r['comm']} CPU: {r['cpu']}"]
         eth = r["eth"]
         if eth["src"]:

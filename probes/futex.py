@@ -7,7 +7,7 @@ import time
 
 from . import target
 from .base import DURATION, PID, TID, Flag, Probe
-from .runtime import clock
+from .runtime import clock, stop
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines
@@ -65,7 +65,7 @@ class Futex(Probe):
 
     def wait(self, timeout: float) -> None:
         target.stop_if_gone(self.options.pid)
-        time.sleep(timeout)
+        stop.sleep(timeout)
 
     def read(self) -> list[dict]:
         """One record: what each thread did since the previous read."""

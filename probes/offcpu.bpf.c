@@ -56,7 +56,7 @@ struct block_event {
     s32 ustack;
     char comm[16];
 };
-BPF_PERF_OUTPUT(events);
+#include "netsleuth_events.inc.c"
 #endif
 
 static __always_inline void count_lost(int idx)
@@ -104,7 +104,7 @@ static __always_inline void block_ended(void *ctx, u32 tid, struct block_start *
                             .state = s->state, .kstack = s->kstack, .ustack = s->ustack};
     e.cpu = bpf_get_smp_processor_id();
     __builtin_memcpy(e.comm, s->comm, sizeof(e.comm));
-    events.perf_submit(ctx, &e, sizeof(e));
+    ns_emit(ctx, &e, sizeof(e));
 #endif
 }
 

@@ -8,7 +8,8 @@ import time
 
 from . import target
 from .base import DURATION, PID, TID, Flag, Probe, Unavailable
-from .runtime import clock
+from .events import EventStream
+from .runtime import clock, stop
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
@@ -66,7 +67,7 @@ def _choose_hook(caps: KernelCaps, want: str) -> str:
             "(mount -t tracefs nodev /sys/kernel/tracing) on a kernel built with CONFIG_TRACEPOINTS")
 
 
-class OffCpu(Probe):
+class OffCpu(EventStream, Probe):
     name = "offcpu"
     title = "Off-CPU time with stacks (offcputime-ts)"
     tier = 3
@@ -131,13 +132,11 @@ class OffCpu(Probe):
         self.symbols = UserSymbols()
         for pid in ({o.pid} | {target.tgid_of(t) for t in o.tid}) - {0}:
             self.symbols.warm(pid)  # while it lives: its memory map is read now
-        self._pending: list[dict] = []
         self._seen: dict[bytes, tuple[int, int]] = {}
         self._last_read = time.monotonic()
-        self.lost_events = 0
-        self.decode_errors: list[str] = []
+        self._uncounted_seen = 0
         if not o.aggregate:
-            bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+            self.open_events(bpf, self._on_event)
         return bpf
 
     def describe_attach(self) -> str:
@@ -149,17 +148,9 @@ class OffCpu(Probe):
         return f"{hook}; {who}; blocks >= {o.min_block_us} us"
 
     # per-event mode -----------------------------------------------------------
-    def _on_lost(self, count: int) -> None:
-        self.lost_events += count
-
-    def _on_event(self, _cpu, data, _size) -> None:
-        # Called from C by BCC: an exception here would only print a traceback.
-        try:
-            e = ct.cast(data, ct.POINTER(BlockEvent)).contents
-            # Symbolized now, while the process most likely still lives.
-            self._pending.append(self._block_record(e))
-        except Exception as exc:
-            self.decode_errors.append(repr(exc))
+    def _on_event(self, data, _size) -> None:
+        # Symbolized now, while the process most likely still lives.
+        self._pending.append(self._block_record(ct.cast(data, ct.POINTER(BlockEvent)).contents))
 
     def _stacks(self, tgid: int, kstack: int, ustack: int) -> dict:
         kernel = kernel_stack(self.bpf[b"stacks"], kstack)
@@ -191,9 +182,9 @@ class OffCpu(Probe):
     def wait(self, timeout: float) -> None:
         target.stop_if_gone(self.options.pid)
         if self.options.aggregate:
-            time.sleep(timeout)
+            stop.sleep(timeout)
         else:
-            self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+            self.poll_events(timeout)
 
     # aggregated mode ----------------------------------------------------------
     def _stack_records(self) -> list[dict]:
@@ -226,17 +217,21 @@ class OffCpu(Probe):
         if self.options.aggregate:
             records = self._stack_records()
         else:
-            # Per-CPU buffers are drained one CPU after the other: restore time order.
-            records, self._pending = sorted(self._pending, key=lambda r: r["ktime_ns"]), []
-        lost = sum(sum(per_cpu) for per_cpu in self.bpf[b"lost"].values())
-        lost += self.lost_events
-        if lost:
-            for r in records:
-                r["lost_so_far"] = lost
+            records = self.take_events()
+        # Blocks the kernel could not time or total (its tables full): counted, reported once.
+        uncounted = sum(sum(per_cpu) for per_cpu in self.bpf[b"lost"].values())
+        if uncounted > self._uncounted_seen:
+            records.append({"type": "uncounted", "count": uncounted - self._uncounted_seen, "total": uncounted,
+                            "why": "the probe's thread or stack table was full"})
+            self._uncounted_seen = uncounted
         return records
 
     # text ------------------------------------------------------------------------
     def format_text(self, r: dict) -> str:
+        if r["type"] == "lost_events":
+            return self.lost_text(r)
+        if r["type"] == "uncounted":
+            return f"WARNING: {r['count']} blocks not counted ({r['why']}; {r['total']} in all)"
         if r["type"] == "offcpu_block":
             head = (f"{r['time'][11:26]} {r['comm']:<16} tid {r['tid']:<7} off CPU {r['duration_us'] / 1000:9.3f} ms "
                     f"[{STATE_WORDS.get(r['state'], r['state'])}] cpu {r['cpu']}")

@@ -18,7 +18,7 @@ struct mf_event {
     u8 nl[NL_COPY];
 };
 
-BPF_PERF_OUTPUT(events);
+#include "netsleuth_events.inc.c"
 BPF_PERCPU_ARRAY(scratch, struct mf_event, 1);
 
 static __always_inline struct mf_event *new_event(u32 kind)
@@ -46,7 +46,7 @@ int on_upcall(struct pt_regs *ctx)
     if (!ns_flow_match(&e->pkt.flow))
         return 0;
     /* Only the header part of the event: the netlink buffer is unused. */
-    events.perf_submit(ctx, e, sizeof(*e) - NL_COPY);
+    ns_emit(ctx, e, sizeof(*e) - NL_COPY);
     return 0;
 }
 
@@ -61,7 +61,7 @@ static __always_inline int on_flow_cmd(struct pt_regs *ctx, u32 kind)
     NS_READ(data, skb, SKB_DATA);
     NS_READ(e->nl_len, skb, SKB_LEN);
     bpf_probe_read_kernel(e->nl, NL_COPY, data);
-    events.perf_submit(ctx, e, sizeof(*e));
+    ns_emit(ctx, e, sizeof(*e));
     return 0;
 }
 

@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 
 from .base import Flag, Probe, kprobe_reason
+from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .ovs_netlink import NetlinkDecodeError, decode_flow_msg, significant_key
 from .runtime.attach import attach_kprobe
@@ -50,7 +51,7 @@ def _key_matches(sig: dict, up: dict) -> bool:
     return all(up.get(k) == v for k, v in sig.items() if k in up)
 
 
-class OvsMegaflow(Probe):
+class OvsMegaflow(EventStream, Probe):
     name = "ovs-megaflow"
     title = "OVS megaflow lifecycle"
     tier = 2
@@ -82,13 +83,12 @@ class OvsMegaflow(Probe):
         attach_kprobe(bpf, NEW_FN, "on_flow_new")
         if self.caps.function(DEL_FN):
             attach_kprobe(bpf, DEL_FN, "on_flow_del")
-        self._pending_out: list[dict] = []
         self._waiting: dict[tuple, list[int]] = defaultdict(list)  # 5-tuple -> upcall ktimes not yet installed
         self._installed: set[tuple] = set()
         self._interval = self._new_interval()
         self._last_summary = time.monotonic()
-        self.lost = 0
-        bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=128, lost_cb=self._on_lost)
+        self._lost_at_summary = 0
+        self.open_events(bpf, self._on_event, page_cnt=128)
         return bpf
 
     def describe_attach(self) -> str:
@@ -99,10 +99,7 @@ class OvsMegaflow(Probe):
         return {"upcalls": 0, "installs": 0, "deletes": 0, "repeated_upcalls": defaultdict(int),
                 "latencies_us": [], "bands": defaultdict(int)}
 
-    def _on_lost(self, n: int) -> None:
-        self.lost += n
-
-    def _on_event(self, _cpu, data, size) -> None:
+    def _on_event(self, data, size) -> None:
         try:
             e = ct.cast(data, ct.POINTER(MfEvent)).contents
             if e.kind == EV_UPCALL:
@@ -111,7 +108,7 @@ class OvsMegaflow(Probe):
                 raw = bytes(e.nl[: min(e.nl_len, NL_COPY)]) if size >= ct.sizeof(MfEvent) else b""
                 self._flow_cmd(e, raw)
         except (NetlinkDecodeError, ValueError) as exc:
-            self._pending_out.append({"type": "error", "message": f"could not decode an event: {exc}"})
+            self._pending.append({"type": "error", "message": f"could not decode an event: {exc}"})
 
     def _user_filter(self, key: dict) -> bool:
         """Install/delete events are decoded in user space, so their filters run here."""
@@ -138,7 +135,7 @@ class OvsMegaflow(Probe):
         self._interval["upcalls"] += 1
         if repeated:
             self._interval["repeated_upcalls"][t] += 1
-        self._pending_out.append({"type": "megaflow_upcall", "time": iso(e.ts_ns), "ktime_ns": e.ts_ns,
+        self._pending.append({"type": "megaflow_upcall", "time": iso(e.ts_ns), "ktime_ns": e.ts_ns,
                                   "tid": e.tid, "comm": e.comm.decode("utf-8", "replace"), "flow": flow,
                                   "eth_src": eth_src, "eth_dst": eth_dst, "after_install": repeated})
 
@@ -169,7 +166,7 @@ class OvsMegaflow(Probe):
         else:
             self._interval["deletes"] += 1
             self._installed.discard(_tuple_of_key(msg["key"]))
-        self._pending_out.append(rec)
+        self._pending.append(rec)
 
     def _summary(self, elapsed: float) -> dict:
         iv = self._interval
@@ -191,24 +188,26 @@ class OvsMegaflow(Probe):
                                    "max": lat[-1] if lat else None},
             "bands": dict(iv["bands"]),
             "repeated_upcall_flows": [{"flow": list(t), "upcalls": n} for t, n in repeated.items()],
-            "patterns": patterns, "lost_events": self.lost,
+            "patterns": patterns, "lost_events": self.events_lost - self._lost_at_summary,
         }
 
     def wait(self, timeout: float) -> None:
-        self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+        self.poll_events(timeout)
 
     def read(self) -> list[dict]:
-        out, self._pending_out = self._pending_out, []
+        out = self.take_events()
         now = time.monotonic()
         if now - self._last_summary >= self.options.interval:
             out.append(self._summary(now - self._last_summary))
             self._interval = self._new_interval()
             self._last_summary = now
-            self.lost = 0
+            self._lost_at_summary = self.events_lost
         return out
 
     def format_text(self, r: dict) -> str:
         t = r["type"]
+        if t == "lost_events":
+            return self.lost_text(r)
         if t == "megaflow_upcall":
             f = r["flow"]
             return f"[{r['time'][11:26]}] UPCALL  {f['src_ip']} -> {f['dst_ip']} {f['protocol']} {r['comm']}({r['tid']})"

@@ -60,7 +60,7 @@ BPF_TABLE("lru_hash", u64, struct holder, holders, NS_MAX_LOCKS);
 BPF_TABLE("lru_hash", u64, struct release, releases, NS_MAX_LOCKS);
 BPF_TABLE("lru_hash", u64, u64, waiting, NS_MAX_LOCKS);  /* threads inside a lock call, per lock */
 BPF_STACK_TRACE(stacks, NS_STACK_ENTRIES);
-BPF_PERF_OUTPUT(events);
+#include "netsleuth_events.inc.c"
 
 static inline __attribute__((always_inline)) int ours(u64 id)
 {
@@ -170,6 +170,6 @@ int ns_lock_return(struct pt_regs *ctx)
         __builtin_memcpy(e.releaser_comm, r->comm, sizeof(e.releaser_comm));
     }
     bpf_get_current_comm(&e.comm, sizeof(e.comm));
-    events.perf_submit(ctx, &e, sizeof(e));
+    ns_emit(ctx, &e, sizeof(e));
     return 0;
 }

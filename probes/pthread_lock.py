@@ -7,6 +7,7 @@ import dataclasses
 
 from . import target
 from .base import DURATION, PID, Flag, Probe, Unavailable
+from .events import EventStream
 from .runtime import clock
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
@@ -70,7 +71,7 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-class PthreadLock(Probe):
+class PthreadLock(EventStream, Probe):
     name = "pthread-lock"
     title = "pthread lock waits with the holder (pthread_rwlock_wrlock.bt)"
     tier = 3
@@ -122,10 +123,9 @@ class PthreadLock(Probe):
                 self._attach(bpf, func, addr)
         self.symbols = UserSymbols()
         self.symbols.warm(o.pid)
-        self._pending: list[dict] = []
-        self.lost_events = 0
-        self.decode_errors: list[str] = []
-        bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+        # Symbolized as it comes, while the process lives.
+        self.open_events(bpf, lambda data, _size: self._pending.append(
+            self._record(ct.cast(data, ct.POINTER(WaitEvent)).contents)))
         return bpf
 
     def _attach(self, bpf, func: str, addr: int) -> None:
@@ -143,17 +143,6 @@ class PthreadLock(Probe):
         o = self.options
         return (f"uprobes on {getattr(self, 'library', 'libc')} ({len(getattr(self, 'attached', []))} functions) "
                 f"of process {o.pid}; waits >= {o.min_wait_us} us")
-
-    def _on_lost(self, count: int) -> None:
-        self.lost_events += count
-
-    def _on_event(self, _cpu, data, _size) -> None:
-        # Called from C by BCC: an exception here would only print a traceback.
-        try:
-            e = ct.cast(data, ct.POINTER(WaitEvent)).contents
-            self._pending.append(self._record(e))  # symbolized while the process lives
-        except Exception as exc:
-            self.decode_errors.append(repr(exc))
 
     def _record(self, e: WaitEvent) -> dict:
         pid, stacks = self.options.pid, self.bpf[b"stacks"]
@@ -192,18 +181,14 @@ class PthreadLock(Probe):
 
     def wait(self, timeout: float) -> None:
         target.stop_if_gone(self.options.pid)
-        self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+        self.poll_events(timeout)
 
     def read(self) -> list[dict]:
-        # Per-CPU buffers are drained one CPU after the other: restore time order.
-        out, self._pending = sorted(self._pending, key=lambda r: r["ktime_ns"]), []
-        if self.lost_events:
-            for r in out:
-                r["lost_so_far"] = self.lost_events
-        return out
+        return self.take_events()
 
-    @staticmethod
-    def format_text(r: dict) -> str:
+    def format_text(self, r: dict) -> str:
+        if r["type"] == "lost_events":
+            return self.lost_text(r)
         holder = (f"held by {r['holder_comm'] or '?'} tid {r['holder_tid']}" if r["holder_tid"]
                   else "holder unknown (taken before tracing started)")
         hold = f", held {r['holder_hold_us'] / 1000:.3f} ms" if r["holder_hold_us"] else ""

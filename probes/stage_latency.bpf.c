@@ -43,7 +43,7 @@ BPF_PERCPU_HASH(hists, struct hist_key, u64, 1024);
 BPF_PERCPU_ARRAY(counters, u64, 4);
 BPF_PERCPU_ARRAY(scratch, struct pkt_state, 1);
 #if NS_DETAILS
-BPF_PERF_OUTPUT(events);
+#include "netsleuth_events.inc.c"
 #endif
 
 static __always_inline void count(int idx)
@@ -128,7 +128,7 @@ static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
         count(1);
 #if NS_DETAILS
         if (total >= NS_THRESHOLD_NS)
-            events.perf_submit(ctx, st, sizeof(*st));
+            ns_emit(ctx, st, sizeof(*st));
 #endif
         inflight.delete(&id);
     }

@@ -12,6 +12,7 @@ import ctypes as ct
 from dataclasses import dataclass
 
 from .base import Probe, Unavailable, kprobe_reason
+from .events import EventStream
 from .drop_summary import current_netns
 from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
@@ -78,7 +79,7 @@ class PktState(ct.Structure):
     ]
 
 
-class StageLatency(Probe):
+class StageLatency(EventStream, Probe):
     """Subclasses give the stages per direction and which stages are tied to which device."""
 
     details = False  # set by the *-details probes
@@ -145,10 +146,9 @@ class StageLatency(Probe):
                 self.attached.append(f"{stages[i].label}: kprobe {h.function}")
         self._seen_hist: dict[tuple[int, int, int], int] = {}
         self._seen_counters = [0, 0, 0, 0]
-        self._pending: list[dict] = []
-        self.lost = 0
         if self.details:
-            bpf[b"events"].open_perf_buffer(self._on_event, page_cnt=64, lost_cb=self._on_lost)
+            self.open_events(bpf, lambda data, _size: self._pending.append(
+                self._event(ct.cast(data, ct.POINTER(PktState)).contents)))
         return bpf
 
     def describe_attach(self) -> str:
@@ -196,16 +196,6 @@ class StageLatency(Probe):
         }
 
     # details ------------------------------------------------------------------
-    def _on_lost(self, n: int) -> None:
-        self.lost += n
-
-    def _on_event(self, _cpu, data, _size) -> None:
-        try:
-            st = ct.cast(data, ct.POINTER(PktState)).contents
-            self._pending.append(self._event(st))
-        except Exception as exc:  # never let a decode error kill the stream
-            self._pending.append({"type": "error", "message": repr(exc)})
-
     def _event(self, st: PktState) -> dict:
         stages = []
         prev = None
@@ -236,18 +226,14 @@ class StageLatency(Probe):
 
     def wait(self, timeout: float) -> None:
         if self.details:
-            self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
+            self.poll_events(timeout)
         else:
             super().wait(timeout)
 
     def read(self) -> list[dict]:
         if not self.details:
             return [self.summary_record()]
-        out, self._pending = self._pending, []
-        if self.lost:
-            out.append({"type": "lost_events", "count": self.lost})
-            self.lost = 0
-        return out
+        return self.take_events()
 
     def format_text(self, r: dict) -> str:
         from .runtime.hist import render_text
@@ -262,7 +248,7 @@ class StageLatency(Probe):
                 lines.append(render_text(Log2Hist({_slot(b['low']): b["count"] for b in p["buckets"]})))
             return "\n".join(lines)
         if r["type"] == "lost_events":
-            return f"WARNING: {r['count']} events lost"
+            return self.lost_text(r)
         if r["type"] == "error":
             return f"error decoding an event: {r['message']}"
         lines = [f"packet {r['direction'].upper()} total {r['total_us']} us, slowest stage {r['slowest_stage']} ({r['slowest_comm']})"]

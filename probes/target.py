@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from .runtime.loader import ProbeStopped
+from .runtime.stop import ProbeStopped
 from .runtime.params import ParamError
 
 

@@ -115,6 +115,26 @@ def our_bpf_programs(pid: int | None = None) -> list[int]:
     return ids
 
 
+def loaded_bpf_programs() -> set[int]:
+    """Ids of every BPF program loaded in the kernel (bpftool prog show)."""
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out)}
+
+
+# A UDP flood for SECONDS to DST:PORT, as fast as Python sends.
+FLOOD = (
+    "import socket,sys,time\n"
+    "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+    "dst=(sys.argv[1],int(sys.argv[2])); end=time.monotonic()+float(sys.argv[3])\n"
+    "while time.monotonic()<end:\n"
+    "    for _ in range(100): s.sendto(b'flood',dst)\n"
+)
+
+
+def flood_udp(dst: str, port: int, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", FLOOD, dst, str(port), str(seconds)])
+
+
 class ProbeProcess:
     """`netsleuth probe ...` as a subprocess: waits until attached, collects JSON lines.
 

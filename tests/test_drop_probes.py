@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
-from tests.netenv import ProbeProcess, our_bpf_programs, send_tcp_syn, send_udp, settle, sh, veth_ns
+from tests.netenv import (ProbeProcess, flood_udp, loaded_bpf_programs, our_bpf_programs, send_tcp_syn, send_udp,
+                          settle, sh, veth_ns)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
 
@@ -175,11 +177,60 @@ def test_cli_detaches_on_signal_and_reports(env, sig):
     send_udp(env.peer_ip, 9996, 6, sport=40010)
     settle()
     pid = p.proc.pid
+    held = our_bpf_programs(pid)
     records = p.stop(sig)
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
     assert sum(e["count"] for e in records[-1]["entries"]) == 6
-    assert our_bpf_programs(pid) == []
+    assert not set(held) & loaded_bpf_programs(), "the probe's programs are still loaded after it exited"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_details_cli_stops_at_once_on_a_signal_during_a_flood(env, sig):
+    """Under load the signal arrives while BCC runs the event callback: it must still stop
+    the probe at once (not when the stream goes quiet), detached, with no traceback."""
+    flood = flood_udp(env.peer_ip, 9994, 30)
+    try:
+        p = ProbeProcess("drop-details", "--dst-ip", env.peer_ip, "--dst-port", "9994", "--no-stack-trace", "--json")
+        held = our_bpf_programs(p.proc.pid)
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        records = p.stop(sig, timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        flood.kill()
+        flood.wait()
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
+    assert [r for r in records if r["type"] == "drop"], "the flood's drops were not seen"
+    assert took < 3, f"the probe took {took:.1f} s to stop"
+    assert held and not set(held) & loaded_bpf_programs()
+
+
+def test_details_keep_up_with_a_flood_by_holding_events_back(env, monkeypatch):
+    """Under a flood BCC's poll reads for as long as events come: the stream holds the
+    kernel side back once MAX_BACKLOG events wait, so each wait returns in time and
+    what was held back is reported as lost, not silently dropped."""
+    from probes import events
+
+    monkeypatch.setattr(events, "MAX_BACKLOG", 300)
+    flood = flood_udp(env.peer_ip, 9993, 30)
+    try:
+        with DropDetails(dst_ip=env.peer_ip, dst_port="9993", no_stack_trace=True) as probe:
+            rounds = []
+            for _ in range(4):
+                t0 = time.monotonic()
+                probe.wait(0.2)
+                rounds.append((time.monotonic() - t0, probe.read()))
+    finally:
+        flood.kill()
+        flood.wait()
+    assert all(took < 2 for took, _ in rounds), [took for took, _ in rounds]
+    drops = [len([r for r in records if r["type"] == "drop"]) for _, records in rounds]
+    # At most the backlog plus what was already in the kernel's buffers when it was held.
+    assert all(0 < n < 300 + 5000 for n in drops), drops
+    lost = [r for _, records in rounds for r in records if r["type"] == "lost_events"]
+    assert lost and sum(r["count"] for r in lost) > 0
 
 
 def test_cli_duration_and_json_schema(env):

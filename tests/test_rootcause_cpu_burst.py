@@ -21,7 +21,7 @@ import time
 import pytest
 
 from probes.cpu_burst import CpuBurst
-from probes.runtime.loader import ProbeStopped
+from probes.runtime.stop import ProbeStopped
 from tests.netenv import ProbeProcess
 from tests.rootcause_support import Target, target_binary  # noqa: F401
 

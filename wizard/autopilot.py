@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from playbooks.engine import StepView, Walk
 from playbooks.model import Library, Question
-from probes.runtime.loader import ProbeStopped
+from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
 from .replay import Recorder, generic_command

@@ -7,6 +7,7 @@ import sys
 
 from playbooks import PlaybookError, load_library
 from probes.runtime import params as P
+from probes.runtime import stop
 from probes.runtime.params import ParamError
 
 from .autopilot import EXIT_CODES_HELP, EXIT_ERROR, EXIT_USAGE, run_autopilot
@@ -83,6 +84,7 @@ def _needs(cmd: str, args: argparse.Namespace) -> int | None:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
+    stop.install_signal_handlers()  # Ctrl-C / SIGTERM / SIGHUP: stop, then write the report
     try:
         lib = load_library()
     except PlaybookError as e:
@@ -110,6 +112,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    stop.install_signal_handlers()  # Ctrl-C / SIGTERM / SIGHUP: stop, then write the report
     from .replay import RecordedBackend, Recording, RecordingError
 
     try:

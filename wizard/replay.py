@@ -26,6 +26,7 @@ from pathlib import Path
 
 from playbooks.engine import NOT_IMPLEMENTED
 from probes.base import Unavailable
+from probes.runtime import stop
 from probes.runtime.loader import ProbeError
 
 from .jsonl import json_lines
@@ -194,7 +195,7 @@ class RecordedProbe:
         if self.speed <= 0 or self.exhausted:
             return
         nxt = self.run.records[self._next][0] / self.speed
-        time.sleep(max(0.0, min(timeout, nxt - (time.monotonic() - self._t0))))
+        stop.sleep(max(0.0, min(timeout, nxt - (time.monotonic() - self._t0))))
 
     def read(self) -> list[dict]:
         limit = self._elapsed()

@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from playbooks.merge import Accumulator, MergeSpec
 from probes.base import Unavailable
-from probes.runtime.loader import ProbeError, ProbeStopped
+from probes.runtime.loader import ProbeError
+from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
 READ_EVERY_S = 1.0

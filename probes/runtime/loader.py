@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -20,10 +20,6 @@ BPF_DIR = Path(__file__).resolve().parent.parent  # C sources live beside their 
 
 class ProbeError(Exception):
     """A probe could not be loaded or run; the message says why in plain words."""
-
-
-class ProbeStopped(BaseException):
-    """Raised in the main thread on SIGTERM / SIGHUP so cleanup runs like on Ctrl-C."""
 
 
 _live: "weakref.WeakSet" = weakref.WeakSet()
@@ -43,17 +39,19 @@ def _cleanup_all() -> None:
 atexit.register(_cleanup_all)
 
 
-def _raise_stopped(signum, _frame):
-    raise ProbeStopped(signal.Signals(signum).name)
+# Shared C that calls maps (netsleuth_*.inc.c): BCC rewrites map calls only in the main
+# file, so these are pasted into the program's text instead of being #included.
+_MAIN_FILE_INCLUDE = re.compile(r'^#include "(netsleuth_\w+\.inc\.c)"[ \t]*$', re.M)
 
 
-def install_signal_handlers() -> None:
-    """Turn SIGTERM/SIGHUP into ProbeStopped (main thread only), so ``with`` blocks unwind."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) in (signal.SIG_DFL, None):
-            signal.signal(sig, _raise_stopped)
+def program_text(source: str) -> str:
+    """The C text of ``probes/<source>`` with its main-file includes pasted in."""
+    path = BPF_DIR / source
+    try:
+        text = path.read_text()
+        return _MAIN_FILE_INCLUDE.sub(lambda m: (BPF_DIR / m.group(1)).read_text(), text)
+    except OSError as e:
+        raise ProbeError(f"could not read the BPF program {path}: {e.strerror}") from None
 
 
 def load(source: str, defines: CDefines, fields: list[str]):
@@ -80,9 +78,9 @@ def load(source: str, defines: CDefines, fields: list[str]):
             "python3-bcc (RHEL/openEuler) and run netsleuth from a venv made with "
             "--system-site-packages"
         ) from None
-    install_signal_handlers()
+    text = program_text(source)
     try:
-        bpf = BPF(src_file=str(BPF_DIR / source).encode(), cflags=cflags)
+        bpf = BPF(text=text.encode(), cflags=cflags)
     except Exception as e:  # BCC raises bare Exception on compile/load failures
         raise ProbeError(f"could not load {source}: {e}") from None
     with _live_lock:

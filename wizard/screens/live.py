@@ -121,7 +121,7 @@ class ProbeFinished(Message):
 def lost_count(result: dict) -> int:
     """Events the probe could not deliver or count (perf buffer full, key table full)."""
     other = result.get("other_records") or {}
-    return int(other.get("lost_events", 0) + other.get("lost", 0) + (result.get("uncounted_table_full") or 0))
+    return int(other.get("lost_events", 0) + other.get("uncounted", 0) + (result.get("uncounted_table_full") or 0))
 
 
 class LiveScreen(WizardScreen):

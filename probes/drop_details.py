@@ -21,7 +21,11 @@ ETH_TYPE_NAMES = {v: k.upper() if k != "ipv4" else "IPv4" for k, v in ETH_TYPES.
 ETH_TYPE_NAMES[0x86DD] = "IPv6"
 
 # The guide's "normal free" patterns: a stack holding every function of one
-# pattern is a free after normal processing, not a drop.
+# pattern is a free after normal processing, not a drop.  They are for kernels
+# that give no drop reason (4.19) and for the reason NOT_SPECIFIED: any other
+# reason is the kernel itself saying "dropped" (normal frees go to consume_skb
+# there), e.g. ICMP_CSUM in icmp_rcv, which the "icmp-handled" pattern would hide.
+UNJUDGED_REASONS = (None, "NOT_SPECIFIED")
 NORMAL_PATTERNS = {
     "tcp-read-done": ("skb_release_data", "__kfree_skb", "tcp_recvmsg"),
     "socket-close": ("sk_stream_kill_queues",),
@@ -32,7 +36,11 @@ TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0
                   (0x40, "ECE"), (0x80, "CWR"))
 
 
-def normal_pattern(functions: set[str]) -> str | None:
+def normal_pattern(reason: str | None, functions: set[str]) -> str | None:
+    """The normal-free pattern a free with this drop reason and these stack functions
+    matches, or None: a drop to show."""
+    if reason not in UNJUDGED_REASONS:
+        return None
     for name, needed in NORMAL_PATTERNS.items():
         if all(f in functions for f in needed):
             return name
@@ -69,7 +77,8 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
         Flag("interface", "interface", "only drops whose skb->dev is this interface"),
         Flag("verbose", "bool", "also print IP id/TTL/length and the skb length"),
         Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)"),
-        Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket close, ICMP handled)"),
+        Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket "
+             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)"),
         Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
              lo=0.1, hi=31 * 86400),
         ATTACH,
@@ -78,7 +87,7 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
 
     def load(self):
         bpf = self.load_with_hook("drop_details.bpf.c", FIELDS)
-        self.hidden_normal = 0
+        self.hidden_normal: dict[str, int] = {}  # pattern -> frees hidden since the last read
         self.open_events(bpf, lambda data, _size: self._handle(ct.cast(data, ct.POINTER(DropEvent)).contents))
         return bpf
 
@@ -96,16 +105,16 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
     def _handle(self, e: DropEvent) -> None:
         stack = kernel_stack(self.bpf[b"stacks"], e.stack_id)
         location = drop_hook.drop_location(ksym(e.location) if e.location else None, stack)
+        reason = self.hook.reason_name(e.reason, self.caps.drop_reasons)
         if not self.options.disable_normal_filter:
-            functions = {function_of(f) for f in stack}
-            if location:
-                functions.add(function_of(location))
-            if normal_pattern(functions):
-                self.hidden_normal += 1
+            functions = {function_of(f) for f in stack} | ({function_of(location)} if location else set())
+            pattern = normal_pattern(reason, functions)
+            if pattern:
+                self.hidden_normal[pattern] = self.hidden_normal.get(pattern, 0) + 1
                 return
-        self._pending.append(self._record(e, stack, location))
+        self._pending.append(self._record(e, stack, location, reason))
 
-    def _record(self, e, stack: list[str], location: str | None) -> dict:
+    def _record(self, e, stack: list[str], location: str | None, reason: str | None) -> dict:
         p = e.pkt
         flow = flow_dict(p.flow)
         rec = {
@@ -119,7 +128,7 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
             "device": e.dev.decode("utf-8", "replace") or None,
             "ifindex": e.ifindex or None,
             "netns": e.netns or None,
-            "reason": self.hook.reason_name(e.reason, self.caps.drop_reasons),
+            "reason": reason,
             "location": location,
             "skb_len": e.skb_len,
             "eth": {
@@ -146,11 +155,20 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
         self.poll_events(timeout)
 
     def read(self) -> list[dict]:
-        return self.take_events()
+        out = self.take_events()
+        if self.hidden_normal:
+            # Said in the stream, so that nobody takes "no event" for "no free".
+            out.append({"type": "normal_frees_hidden", "count": sum(self.hidden_normal.values()),
+                        "by_pattern": self.hidden_normal})
+            self.hidden_normal = {}
+        return out
 
     def format_text(self, r: dict) -> str:
         if r["type"] == "lost_events":
             return self.lost_text(r)
+        if r["type"] == "normal_frees_hidden":
+            patterns = ", ".join(f"{n} {name}" for name, n in r["by_pattern"].items())
+            return f"({r['count']} normal frees not shown: {patterns}; --disable-normal-filter shows them)"
         lines = [f"[{r['time'][11:26]}] PID: {r['pid']} TGID: {r['tgid']} COMM: {r['comm']} CPU: {r['cpu']}"]
         eth = r["eth"]
         if eth["src"]:

@@ -85,6 +85,23 @@ def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns:
     sh(sys.executable, "-c", code, ns=ns)
 
 
+def send_icmp_echo(dst: str, count: int, ident: int = 0x4242, bad_checksum: bool = False) -> None:
+    """``count`` ICMP echo requests (seq 1..count) from a raw socket; with ``bad_checksum``
+    the ICMP checksum is off by one, so the receiver must drop them."""
+    code = (
+        "import socket,struct\n"
+        "def csum(b):\n"
+        "    s=sum(struct.unpack('!%dH'%(len(b)//2),b)); s=(s>>16)+(s&0xffff); s+=s>>16\n"
+        "    return ~s&0xffff\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP)\n"
+        f"for seq in range(1,{count}+1):\n"
+        f"    body=struct.pack('!BBHHH',8,0,0,{ident},seq)+b'netsleuth'+b'\\0'\n"
+        f"    c=(csum(body)+{int(bad_checksum)})&0xffff\n"
+        f"    s.sendto(body[:2]+struct.pack('!H',c)+body[4:],({dst!r},0))\n"
+    )
+    sh(sys.executable, "-c", code)
+
+
 def send_tcp_syn(dst: str, port: int, ns: str | None = None) -> None:
     """One connect() attempt to a closed port (refused by RST)."""
     code = (

@@ -17,8 +17,8 @@ import pytest
 
 from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
-from tests.netenv import (ProbeProcess, flood_udp, loaded_bpf_programs, our_bpf_programs, send_tcp_syn, send_udp,
-                          settle, sh, veth_ns)
+from tests.netenv import (ProbeProcess, flood_udp, loaded_bpf_programs, our_bpf_programs, send_icmp_echo,
+                          send_tcp_syn, send_udp, settle, sh, veth_ns)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
 
@@ -231,6 +231,43 @@ def test_details_keep_up_with_a_flood_by_holding_events_back(env, monkeypatch):
     assert all(0 < n < 300 + 5000 for n in drops), drops
     lost = [r for _, records in rounds for r in records if r["type"] == "lost_events"]
     assert lost and sum(r["count"] for r in lost) > 0
+
+
+def test_details_icmp_fields_and_checksum_drops_the_normal_filter_must_not_hide(env):
+    """The guide's "ICMP handled" pattern (a stack through icmp_rcv) is for frees without a
+    drop reason: a checksum drop in icmp_rcv is a drop, with its ICMP fields."""
+    if "ICMP_CSUM" not in DropDetails(dst_ip=env.peer_ip).caps.drop_reasons.values():
+        pytest.skip("this kernel has no ICMP_CSUM drop reason")
+    with DropDetails(dst_ip=env.peer_ip, l4_protocol="icmp") as probe:
+        send_icmp_echo(env.peer_ip, 3, ident=0x4243, bad_checksum=True)
+        send_icmp_echo(env.peer_ip, 2, ident=0x4244)  # answered: no drop
+        settle()
+        probe.wait(0.2)
+        records = probe.read()
+    drops = [r for r in records if r["type"] == "drop"]
+    assert [(d["icmp"]["id"], d["icmp"]["seq"]) for d in drops] == [(0x4243, 1), (0x4243, 2), (0x4243, 3)]
+    for d in drops:
+        assert d["reason"] == "ICMP_CSUM" and d["location"].startswith("icmp_rcv+")
+        assert d["icmp"]["type"] == 8 and d["icmp"]["code"] == 0
+        assert d["flow"] == {"protocol": "icmp", "src_ip": env.host_ip, "dst_ip": env.peer_ip,
+                             "src_port": None, "dst_port": None}
+        assert d["payload_len"] == 10  # b"netsleuth\0"
+        assert d["device"] == env.peer_if
+
+
+@pytest.mark.parametrize("reason, functions, pattern", [
+    (None, {"icmp_rcv", "ip_local_deliver"}, "icmp-handled"),
+    ("NOT_SPECIFIED", {"skb_release_data", "__kfree_skb", "tcp_recvmsg"}, "tcp-read-done"),
+    ("NOT_SPECIFIED", {"sk_stream_kill_queues", "tcp_close"}, "socket-close"),
+    ("ICMP_CSUM", {"icmp_rcv"}, None),          # the kernel said why: a drop
+    ("NO_SOCKET", {"sk_stream_kill_queues"}, None),
+    (None, {"__udp4_lib_rcv"}, None),
+    (None, {"skb_release_data", "tcp_recvmsg"}, None),  # a pattern needs all of its functions
+])
+def test_normal_free_patterns_judge_only_frees_without_a_reason(reason, functions, pattern):
+    from probes.drop_details import normal_pattern
+
+    assert normal_pattern(reason, functions) == pattern
 
 
 def test_cli_duration_and_json_schema(env):

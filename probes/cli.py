@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -56,6 +57,11 @@ def run_probe(args: argparse.Namespace) -> int:
         print(f"netsleuth: {e}", file=sys.stderr)
         return EXIT_ERROR
     except (KeyboardInterrupt, ProbeStopped):
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, detached (the with block
+        # closed the probe), and keep Python from complaining when it flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

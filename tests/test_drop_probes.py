@@ -17,7 +17,7 @@ import pytest
 
 from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
-from tests.netenv import (ProbeProcess, flood_udp, loaded_bpf_programs, our_bpf_programs, send_icmp_echo,
+from tests.netenv import (ROOT, ProbeProcess, flood_udp, loaded_bpf_programs, our_bpf_programs, send_icmp_echo,
                           send_tcp_syn, send_udp, settle, sh, veth_ns)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
@@ -278,6 +278,18 @@ def test_cli_duration_and_json_schema(env):
     assert len(events) == 2
     for key in ("time", "pid", "tgid", "comm", "cpu", "device", "reason", "eth", "vlan", "flow", "stack", "location"):
         assert key in events[0]
+
+
+def test_cli_output_closed_early_ends_quietly_and_detached():
+    """`netsleuth probe ... --json | head -1`: the reader goes away; no traceback, exit 0."""
+    before = loaded_bpf_programs()
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c",
+                           f"{sys.executable} -m wizard.main probe drop-summary -i 0.2 --json | head -1"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["type"] == "drop_summary"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert loaded_bpf_programs() <= before
 
 
 def test_cli_bad_flags_give_one_line_errors():

@@ -56,14 +56,20 @@ def program_text(source: str) -> str:
 
 def load(source: str, defines: CDefines, fields: list[str]):
     """Compile ``probes/<source>`` and return the ``bcc.BPF`` object."""
-    tree = choose_include_tree()
     try:
-        offsets = resolve(tree.has_kernel_structs)
-        cflags = offsets.cflags(fields) + skb_window_cflags(offsets, fields)
+        tree = choose_include_tree()
+        cflags: list[str] = []
+        # Only programs that read kernel structs need to know where their fields are:
+        # the others run without BTF or matching headers too.
+        if fields:
+            offsets = resolve(tree.has_kernel_structs)
+            cflags = offsets.cflags(fields) + skb_window_cflags(offsets, fields)
+            if offsets.source == "headers":
+                cflags.append("-DNS_KERNEL_HEADERS=1")
     except OffsetsUnavailable as e:
         raise ProbeError(str(e)) from None
-    if offsets.source == "headers":
-        cflags.append("-DNS_KERNEL_HEADERS=1")
+    except OSError as e:  # the cache directory or the include tree could not be written
+        raise ProbeError(f"could not prepare the build of {source}: {e}") from None
     if tree.kind == "stand-in":
         os.environ["BCC_KERNEL_SOURCE"] = str(tree.path)
     else:

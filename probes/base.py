@@ -156,11 +156,18 @@ class Probe:
         given = {k: v for k, v in raw.items() if v not in (None, "", False)}
         return Options(given, values)
 
+    # Whether the BPF program reads kernel struct fields (sk_buff, net_device...), whose
+    # offsets come from BTF or from headers that match the running kernel.
+    reads_kernel_structs: ClassVar[bool] = True
+
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
         """None when the probe can run here, else what is missing and how to fix it."""
         if not caps.privileged:
             return "needs root (or CAP_BPF + CAP_PERFMON): run with sudo"
+        if cls.reads_kernel_structs and not (caps.btf or caps.matching_headers):
+            return ("reads kernel structs but this kernel has no BTF and no matching headers: install "
+                    "linux-headers-$(uname -r) (Debian/Ubuntu) or kernel-devel-$(uname -r) (RHEL/openEuler)")
         return None
 
     def command_line(self) -> str:

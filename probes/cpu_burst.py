@@ -35,6 +35,7 @@ class CpuBurst(Probe):
     cost = "negligible: reads /proc/PID/task/*/stat once per interval, no BPF"
     description = ("Per-thread user/system CPU of one process every interval (1 s or finer), and the bursts "
                    "where the process went above a threshold: start, length, peak and the threads behind them.")
+    reads_kernel_structs = False
     flags = (
         dataclasses.replace(PID, help="the process to watch", required=True),
         Flag("interval", "seconds", "sampling interval in seconds", short="i", default=1.0, lo=0.1, hi=60),

@@ -22,6 +22,7 @@ class Futex(Probe):
     cost = "low-medium: two map updates per futex call of the traced threads"
     description = ("Per thread and interval: FUTEX_WAIT calls, total and average time waiting, "
                    "FUTEX_WAKE calls and how many waiters they woke.")
+    reads_kernel_structs = False
     flags = (
         PID, TID,
         Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400),

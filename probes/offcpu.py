@@ -57,7 +57,9 @@ class BlockEvent(ct.Structure):
 def _choose_hook(caps: KernelCaps, want: str) -> str:
     """"raw-tracepoint", "tracepoint", or why neither can be used."""
     tracepoint = bool(caps.tracefs) and caps.tracepoint("sched", "sched_switch")
-    if want in ("auto", "raw-tracepoint") and caps.raw_tracepoints:
+    # The raw tracepoint reads task_struct.pid (an offset from BTF or matching headers).
+    offsets = bool(caps.btf or caps.matching_headers)
+    if want in ("auto", "raw-tracepoint") and caps.raw_tracepoints and (offsets or want == "raw-tracepoint"):
         return "raw-tracepoint"
     if want in ("auto", "tracepoint") and tracepoint:
         return "tracepoint"
@@ -68,6 +70,7 @@ def _choose_hook(caps: KernelCaps, want: str) -> str:
 
 
 class OffCpu(EventStream, Probe):
+    reads_kernel_structs = False  # only on the raw tracepoint, which it then does not choose
     name = "offcpu"
     title = "Off-CPU time with stacks (offcputime-ts)"
     tier = 3

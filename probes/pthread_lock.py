@@ -80,6 +80,7 @@ class PthreadLock(EventStream, Probe):
     description = ("Waits on pthread mutexes and rwlocks in one process: lock address, waiting thread, "
                    "wait time, and the thread that held the lock, with stacks.")
     streaming = True
+    reads_kernel_structs = False
     flags = (
         dataclasses.replace(PID, help="the process whose locks to trace", required=True),
         Flag("min-wait-us", "int", "report only waits at least this long, in microseconds", default=100,

@@ -57,3 +57,19 @@ def test_main_file_includes_are_pasted_in():
 def test_a_missing_program_is_a_probe_error():
     with pytest.raises(ProbeError, match="could not read the BPF program .*no-such.bpf.c"):
         program_text("no-such.bpf.c")
+
+
+def test_without_btf_or_headers_only_probes_reading_structs_are_unavailable():
+    import dataclasses
+
+    from probes.offcpu import _choose_hook
+    from probes.registry import PROBES
+    from probes.runtime.kernel import detect
+
+    caps = dataclasses.replace(detect(), btf=False, matching_headers=None, privileged=True)
+    reasons = {name: cls.unavailable_reason(caps) for name, cls in PROBES.items()}
+    assert "no BTF and no matching headers: install linux-headers" in reasons["drop-summary"]
+    assert "no BTF and no matching headers" in reasons["drop-details"]
+    for name in ("futex", "cpu-burst"):
+        assert reasons[name] is None or "BTF" not in reasons[name], (name, reasons[name])
+    assert _choose_hook(caps, "auto") == "tracepoint"  # the raw one reads task_struct

@@ -127,7 +127,9 @@ def checks(caps: KernelCaps) -> list[Check]:
                      disables="TUN ring probes", fix="modprobe tun"))
     vhost = Path("/sys/module/vhost_net").exists() or Path("/dev/vhost-net").exists()
     out.append(Check("vhost-net", vhost, "present" if vhost else "not loaded",
-                     disables="vhost probes", fix="modprobe vhost_net"))
+                     disables="nothing netsleuth runs yet (the guide's vhost tools are not implemented); "
+                              "VMs on this host run virtio-net without vhost acceleration",
+                     fix="modprobe vhost_net"))
     bpftool = shutil.which("bpftool")
     out.append(Check("bpftool", bpftool is not None, bpftool or "not installed",
                      disables="nothing in netsleuth (useful to check that probes detached)",

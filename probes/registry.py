@@ -19,9 +19,3 @@ PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     OvsUpcallSummary, OvsMegaflow, OffCpu, Futex, PthreadLock, CpuBurst,
 )}
 
-
-def get(name: str) -> type[Probe]:
-    try:
-        return PROBES[name]
-    except KeyError:
-        raise KeyError(f"unknown probe {name!r}; known: {', '.join(sorted(PROBES))}") from None

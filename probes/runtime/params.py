@@ -159,10 +159,10 @@ def thread_ids(flag: str, value, pid_of: int = 0) -> tuple[int, ...]:
 
 
 def vlan(flag: str, value: str | int | None) -> int:
-    """VLAN id 1-4094 (returns -1 for 'no filter')."""
+    """VLAN id 0-4094, 0 being a priority tag (-1: no filter); 4095 is reserved."""
     if value in (None, ""):
         return -1
-    return integer(flag, value, 0, 4095, what="a VLAN id")
+    return integer(flag, value, 0, 4094, what="a VLAN id")
 
 
 _DEFINE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")

@@ -21,7 +21,7 @@ from .panels import Guarded
 
 PLACEHOLDERS = {
     "ipv4": "any (e.g. 10.0.0.1)", "port": "any (1-65535)", "pid": "process id", "tids": "thread ids: 12,13",
-    "vlan": "any (0-4095)", "int": "number", "seconds": "seconds",
+    "vlan": "any (0-4094)", "int": "number", "seconds": "seconds",
 }
 
 

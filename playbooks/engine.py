@@ -69,11 +69,26 @@ class StepView:
 @dataclass
 class Conclusion:
     cause_found: bool
-    causes: list[Finding]
+    causes: list[Finding]  # deepest tier first: a root cause before the drop sites it lies under
     findings: list[Finding]
     summary: str
     fixes: list[str]
     open_steps: list[StepView]
+    state: str = "open"  # cause | open | nothing-ran
+    chain: list[str] = field(default_factory=list)  # the links found, root first (see chains.yaml)
+    chain_title: str = ""
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Most important first: level, then the rule's priority, then the order they came in."""
+    order = {id(f): i for i, f in enumerate(findings)}
+    return sorted(findings, key=lambda f: (-level_rank(f.level), -f.priority, order[id(f)]))
+
+
+def rank_causes(causes: list[Finding]) -> list[Finding]:
+    """Causes found by deeper tiers first (a lock holder explains what the Summary saw)."""
+    order = {id(f): i for i, f in enumerate(rank(causes))}
+    return sorted(causes, key=lambda f: (-f.tier, order[id(f)]))
 
 
 def _with_seen(f: Finding, steps: list[str]) -> Finding:
@@ -274,8 +289,7 @@ class Walk:
         return [f for fr in self.frames for f in fr.findings]
 
     def ranked_findings(self) -> list[Finding]:
-        order = {id(f): i for i, f in enumerate(self.findings)}
-        return sorted(self.findings, key=lambda f: (-level_rank(f.level), -f.priority, order[id(f)]))
+        return rank(self.findings)
 
     def _ran(self, ref: str, params: dict) -> bool:
         return any(fr.ref == ref and fr.result is not None and fr.result.status in ("ok", "stopped")
@@ -303,9 +317,6 @@ class Walk:
                 return f
         return None
 
-    def steps_run(self) -> list[tuple[Frame, Step]]:
-        return [(fr, self.lib.steps[fr.ref]) for fr in self.frames if fr.result is not None]
-
     def distinct_findings(self) -> list[Finding]:
         """Ranked findings, each said once: a finding repeated by a later step (the Details
         confirming the Summary) keeps its rank and the later evidence, and lists the steps."""
@@ -324,29 +335,94 @@ class Walk:
         return out
 
     def conclusion(self) -> Conclusion:
+        """What the walk found, said as the guide says it: when a finding splits the symptom
+        (of N packets reported lost, X are real drops), the drop sites explain only X, and the
+        rest needs its own cause (a deeper tier's) before a cause counts as found."""
         findings = self.distinct_findings()
-        causes = [f for f in findings if f.explains]
-        fixes: list[str] = []
-        for f in causes or findings[:1]:
-            for a in f.advice:
-                if a not in fixes:
-                    fixes.append(a)
+        causes = rank_causes([f for f in findings if f.explains])
+        open_steps = self.suggestions()
+        chain, chain_title = self._chain(findings)
+        split = next((f for f in findings if f.split), None)
+        if split is not None:
+            own = set(self.lib.group(split.group).probes)
+            part = [c for c in causes if c.probe in own]
+            rest = [c for c in causes if c.probe not in own]
+            summary = split.split["part"]
+            if part:
+                summary += " (" + "; ".join(c.title for c in part) + ")"
+            summary += f"; {split.split['rest']}: "
+            if rest:
+                summary += _cause_text(rest[0])
+                if len(rest) > 1:
+                    summary += f" ({len(rest) - 1} more cause(s) below.)"
+            else:
+                clue = next((f for f in findings if f.probe not in own and not f.split), None)
+                summary += f"not pinned down yet ({clue.title})." if clue else "not measured yet."
+                nxt = next((s for s in open_steps if s.probe not in own), open_steps[0] if open_steps else None)
+                summary += _next_text(nxt)
+            fixes = _advice(rest) if rest else _advice([split] + [f for f in findings if f.step == split.step
+                                                                 and not f.explains and f is not split])
+            fixes += [a for a in _advice(part) if a not in fixes]
+            return Conclusion(bool(rest), rest + part, findings, summary, fixes, open_steps,
+                              "cause" if rest else "open", chain, chain_title)
         if causes:
-            top = causes[0]
-            summary = f"{top.title}. " + (top.cause or top.say)
+            summary = _cause_text(causes[0])
             if len(causes) > 1:
                 summary += f" ({len(causes) - 1} more cause(s) below.)"
-        elif findings:
-            summary = f"No cause pinned down yet. Most important finding: {findings[0].title}."
+            return Conclusion(True, causes, findings, summary, _advice(causes), open_steps, "cause", chain,
+                              chain_title)
+        ran = [fr for fr in self.frames if fr.result is not None]
+        if not any(fr.result.status in ("ok", "stopped") for fr in ran):
+            state = "nothing-ran"
+            summary = ("Nothing could run: " + "; ".join(
+                f"{self.lib.steps[fr.ref].probe}: {fr.result.error or fr.result.status}" for fr in ran) + "."
+                if ran else "No probe has run yet.")
         else:
-            summary = "No cause found: the probes run so far saw nothing abnormal."
-        open_steps = self.suggestions()
-        if not causes and open_steps:
-            nxt = open_steps[0]
-            summary += f" Next step: {nxt.title} ({nxt.probe})" + (
-                f", not possible here: {nxt.unavailable}." if nxt.unavailable else ".")
-        return Conclusion(bool(causes), causes, findings, summary, fixes, open_steps)
+            state = "open"
+            summary = (f"Most important finding: {findings[0].title}." if findings
+                       else "The probes run so far saw nothing abnormal.")
+        if open_steps:
+            summary += _next_text(open_steps[0])
+        return Conclusion(False, [], findings, summary, _advice(findings[:1]), open_steps, state, chain, chain_title)
 
-    def snapshot(self) -> list[dict]:
-        """A deep copy of the events (for saving or resuming elsewhere)."""
-        return copy.deepcopy(self.events)
+    def _chain(self, findings: list[Finding]) -> tuple[list[str], str]:
+        """The first chain with at least two links found, as sentences root first; a link
+        not found between two found ones says what was not measured."""
+        by_rule: dict[str, Finding] = {}
+        for f in rank(findings):
+            by_rule.setdefault(f.rule, f)
+        for chain in self.lib.chains:
+            said: list[str | None] = []
+            for link in chain.links:
+                text = None
+                for rid, template in link.say:
+                    f = by_rule.get(rid)
+                    if f is not None:
+                        text = template.render({"context": self.context, "evidence": f.evidence, "result": {},
+                                                "step": {}, "let": f.values})
+                        break
+                said.append(text)
+            found = [i for i, t in enumerate(said) if t]
+            if len(found) < 2:
+                continue
+            return [said[i] or f"(not measured: {chain.links[i].title})"
+                    for i in range(found[0], found[-1] + 1)], chain.title
+        return [], ""
+
+
+def _cause_text(f: Finding) -> str:
+    return f"{f.title}. " + (f.cause or f.say)
+
+
+def _next_text(step: StepView | None) -> str:
+    if step is None:
+        return ""
+    return f" Next step: {step.title} ({step.probe})" + (
+        f", not possible here: {step.unavailable}." if step.unavailable else ".")
+
+
+def _advice(findings: list[Finding]) -> list[str]:
+    out: list[str] = []
+    for f in findings:
+        out += [a for a in f.advice if a not in out]
+    return out

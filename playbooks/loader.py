@@ -17,11 +17,13 @@ import yaml
 from .errors import PlaybookError
 from .expr import Where, compile_condition, compile_let, Template
 from .merge import MERGE_KINDS, MergeSpec
-from .model import (LEVELS, Answer, ContextField, Library, NextStep, Param, Playbook, ProbeSpec, Question,
-                    QuickRow, Rule, RuleGroup, Step)
+from .model import (LEVELS, Answer, Chain, ChainLink, ContextField, Library, NextStep, Param, Playbook,
+                    ProbeSpec, Question, QuickRow, Rule, RuleGroup, Step)
+
+SPLIT_PARTS = ("part", "rest")
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-KINDS = ("context", "probes", "playbook", "rules", "quick-reference")
+KINDS = ("context", "probes", "playbook", "rules", "quick-reference", "chains")
 CONTEXT_KINDS = ("ipv4", "port", "protocol", "interface", "choice", "int", "pid", "internal")
 
 
@@ -67,6 +69,8 @@ class _Builder:
         self.steps: dict = {}
         self.groups: list[RuleGroup] = []
         self.quick: list[QuickRow] = []
+        self.chains: list[Chain] = []
+        self.rule_refs: list[tuple[str, Where]] = []  # rule ids named by chains, checked at the end
         self.refs: list[tuple[str, Where]] = []  # every goto/next/quick ref, checked at the end
         self.seen_groups: set[str] = set()
         self.seen_rules: set[str] = set()
@@ -100,12 +104,15 @@ class _Builder:
         for ref, where in self.refs:
             if ref not in self.questions and ref not in self.steps:
                 raise where.error(f"{ref!r} is no question or step of any playbook")
+        for rid, where in self.rule_refs:
+            if rid not in self.seen_rules:
+                raise where.error(f"{rid!r} is no rule of any rules file")
         for p in self.playbooks.values():
             for a in p.asks:
                 if a not in self.context:
                     raise PlaybookError(p.file, "asks", f"{a!r} is not declared in context.yaml")
         return Library(self.context, self.probes, self.playbooks, self.questions, self.steps, self.groups,
-                       self.quick, [n for n, _ in self.files])
+                       self.quick, [n for n, _ in self.files], self.chains)
 
     # kind: context ----------------------------------------------------------------
     def _context(self, raw: dict, where: Where) -> None:
@@ -250,7 +257,7 @@ class _Builder:
     def _rule(self, r: Any, w: Where, group_next: tuple[NextStep, ...]) -> Rule:
         """One rule; without its own ``next`` it unlocks the group's."""
         r = _fields(r, w, ("id", "level", "title", "say"),
-                    ("when", "let", "cause", "advice", "evidence", "next", "explains", "priority"))
+                    ("when", "let", "cause", "advice", "evidence", "next", "explains", "priority", "split"))
         rid = _text(r["id"], w.child("id"))
         if rid in self.seen_rules:
             raise w.child("id").error(f"rule id {rid!r} is used twice")
@@ -263,6 +270,10 @@ class _Builder:
             lets.append((name, compile_let(expr, w.child(f"let.{name}"), self.cf)))
         nexts = self._nexts(r["next"], w.child("next")) if "next" in r else group_next
         t = self.template
+        split = ()
+        if "split" in r:
+            raw = _fields(r["split"], w.child("split"), SPLIT_PARTS)
+            split = tuple((k, t(raw[k], w.child(f"split.{k}"))) for k in SPLIT_PARTS)
         return Rule(
             id=rid, level=r["level"], title=t(r["title"], w.child("title")), say=t(r["say"], w.child("say")),
             cause=t(r["cause"], w.child("cause")) if "cause" in r else None,
@@ -270,7 +281,7 @@ class _Builder:
             when=compile_condition(r["when"], w.child("when"), self.cf) if "when" in r else None,
             let=tuple(lets),
             evidence=tuple(t(a, w.child(f"evidence[{i}]")) for i, a in enumerate(_list(r.get("evidence", []), w, True))),
-            next=nexts, explains=bool(r.get("explains", False)), priority=int(r.get("priority", 0)),
+            next=nexts, explains=bool(r.get("explains", False)), priority=int(r.get("priority", 0)), split=split,
         )
 
     # kind: quick-reference ------------------------------------------------------------
@@ -286,6 +297,29 @@ class _Builder:
                 self.refs.append((_text(details, w.child("details")), w.child("details")))
             self.quick.append(QuickRow(_text(row["problem"], w.child("problem")), summary, details,
                                        _text(row["looks_at"], w.child("looks_at"))))
+
+
+    # kind: chains ------------------------------------------------------------------------
+    def _chains(self, raw: dict, where: Where) -> None:
+        _fields(raw, where, ("kind", "chains"), ("note",))
+        for i, c in enumerate(_list(raw["chains"], where.child("chains"))):
+            w = where.child(f"chains[{i}]")
+            c = _fields(c, w, ("id", "title", "links"), ("note",))
+            w = Where(where.file, f"chains.{_text(c['id'], w.child('id'))}")
+            links = []
+            for j, link in enumerate(_list(c["links"], w.child("links"))):
+                lw = w.child(f"links[{j}]")
+                link = _fields(link, lw, ("id", "title", "say"))
+                lw = w.child(f"links.{_text(link['id'], lw.child('id'))}")
+                says = _fields(link["say"], lw.child("say"), (), tuple(link["say"] or {}))
+                if not says:
+                    raise lw.child("say").error("name at least one rule and what to say when it fired")
+                for rid in says:
+                    self.rule_refs.append((str(rid), lw.child(f"say.{rid}")))
+                links.append(ChainLink(link["id"], _text(link["title"], lw.child("title")),
+                                       tuple((str(rid), self.template(text, lw.child(f"say.{rid}")))
+                                             for rid, text in says.items())))
+            self.chains.append(Chain(c["id"], _text(c["title"], w.child("title")), tuple(links)))
 
 
 def load_library(directory: str | Path | None = None) -> Library:

@@ -131,6 +131,9 @@ class Rule:
     next: tuple[NextStep, ...] = ()
     explains: bool = False
     priority: int = 0
+    # The guide's first lesson: this finding splits the symptom in two — the part the
+    # probe's own causes account for, and the rest that other steps must explain.
+    split: tuple[tuple[str, Template], ...] = ()  # (("part", ...), ("rest", ...))
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,26 @@ class QuickRow:
     looks_at: str
 
 
+@dataclass(frozen=True)
+class ChainLink:
+    """One link of a chain: what to say when one of these rules found something
+    (rules in order of preference, each with its sentence over that finding)."""
+
+    id: str
+    title: str
+    say: tuple[tuple[str, Template], ...]  # (rule id, template over the finding's evidence)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """How findings of different steps connect (the guide's case: lock holder → waiting
+    threads → late upcalls → packets late in OVS → "loss" that is latency), root first."""
+
+    id: str
+    title: str
+    links: tuple[ChainLink, ...]
+
+
 @dataclass
 class Library:
     context: dict[str, ContextField]
@@ -166,6 +189,7 @@ class Library:
     groups: list[RuleGroup]
     quick_reference: list[QuickRow] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)
 
     def node(self, ref: str) -> Question | Step:
         if ref in self.questions:
@@ -176,6 +200,9 @@ class Library:
 
     def groups_for(self, probe: str) -> list[RuleGroup]:
         return [g for g in self.groups if probe in g.probes]
+
+    def group(self, group_id: str) -> RuleGroup | None:
+        return next((g for g in self.groups if g.id == group_id), None)
 
     def playbook_of(self, ref: str) -> Playbook:
         return self.playbooks[ref.split("/", 1)[0]]

@@ -33,6 +33,9 @@ class Finding:
     step: str | None
     next: list[Suggested] = field(default_factory=list)
     seen_in: list[str] = field(default_factory=list)  # later steps where the same finding came back
+    tier: int = 1  # of the probe that found it: deeper tiers name deeper causes
+    split: dict[str, str] | None = None  # {"part": ..., "rest": ...}: see Rule.split
+    values: dict = field(default_factory=dict)  # the rule's let values, for the conclusion's sentences
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +77,9 @@ def _fire(lib: Library, group: RuleGroup, rule: Rule, scope: dict, probe: str, s
         rule=rule.id, group=group.id, level=rule.level, title=rule.title.render(scope), say=rule.say.render(scope),
         cause=rule.cause.render(scope) if rule.cause else None, advice=[a.render(scope) for a in rule.advice],
         evidence_lines=lines, evidence=_compact(scope["evidence"]), explains=rule.explains, priority=rule.priority,
-        probe=probe, step=step_ref, next=nexts,
+        probe=probe, step=step_ref, next=nexts, tier=spec.tier,
+        split={part: t.render(scope) for part, t in rule.split} if rule.split else None,
+        values=dict(scope["let"]),
     )
 
 

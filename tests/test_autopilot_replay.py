@@ -80,8 +80,12 @@ def test_replay_with_no_drops_finds_no_cause_and_says_what_is_next(shared):
                user=AS_NOBODY)
     assert proc.returncode == 4, proc.stderr
     data = json.loads((shared / "out" / "report.json").read_text())
-    assert data["conclusion"]["cause_found"] is False
-    assert [f["rule"] for f in data["findings"]] == ["latency-not-loss"]
+    assert data["conclusion"]["cause_found"] is False and data["conclusion"]["state"] == "open"
+    # the lesson (all 50 are late) and, as the typo in an address it may be, the advice to check the filters
+    assert [f["rule"] for f in data["findings"]] == ["latency-not-loss", "no-drops"]
+    assert data["conclusion"]["summary"].startswith("0 of the 50 packets reported lost are real drops; "
+                                                    "the other 50 are latency: not measured yet.")
+    assert any(f.startswith("Check the filters") for f in data["conclusion"]["fixes"])
     nxt = data["next_steps"][0]
     assert nxt["step"] == "high-latency/system-latency-summary"
     assert nxt["unavailable"].startswith("not in this recording")
@@ -118,6 +122,12 @@ def test_diagnose_without_privileges_exits_3_and_still_reports(shared):
     (step,) = [t for t in data["timeline"] if t["kind"] == "step"]
     assert step["status"] == "unavailable" and "needs root" in step["error"]
     assert step["command"] == "netsleuth probe drop-summary --dst-ip 10.9.9.9"
+    # The conclusion says what could not run and why (not "nothing abnormal"), once.
+    c = data["conclusion"]
+    assert c["state"] == "nothing-ran" and c["summary"].startswith("Nothing could run: drop-summary: ")
+    assert "needs root" in c["summary"]
+    md = (shared / "out" / "report.md").read_text()
+    assert "**No result.** Nothing could run: drop-summary:" in md and "No cause found" not in md
 
 
 # --- the recording format ----------------------------------------------------------------------

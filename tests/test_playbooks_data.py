@@ -134,6 +134,12 @@ def rule(doc, gid, rid):
      "probes.drop-summary.results.merge", "one of sum-entries"),
     ("quick-reference.yaml", lambda d: d["rows"][0].update(summary="vm-network/nothing"),
      "rows[0].summary", "'vm-network/nothing' is no question or step"),
+    ("rules-drops.yaml", lambda d: rule(d, "loss-vs-latency", "latency-not-loss")["split"].pop("rest"),
+     "groups.loss-vs-latency.rules.latency-not-loss.split", "missing key(s): rest"),
+    ("chains.yaml", lambda d: d["chains"][0]["links"][1]["say"].update({"revalidator-hold-lock": "x"}),
+     "chains.ovs-lock-latency.links.lock-holder.say.revalidator-hold-lock", "is no rule of any rules file"),
+    ("chains.yaml", lambda d: d["chains"][0]["links"][0]["say"].update({"cpu-burst-high": "{evidnce.pid}"}),
+     "chains.ovs-lock-latency.links.cpu-bursts.say.cpu-burst-high", "must start with one of"),
 ])
 def test_bad_playbook_names_file_and_key(data, file, change, key, message):
     edit(data / file, change)

@@ -385,3 +385,117 @@ def test_drops_from_many_source_ports_are_one_entry():
     assert merged["count"] == 60
     assert merged["flow"]["src_port"] is None and merged["flow"]["dst_port"] == 9999
     assert len(merged["flow_src_port_values"]) == 20
+
+
+# --- the guide's case study, step by step: what the conclusion says at each point -------------
+
+CASE_CONTEXT = {"dst_ip": "10.0.0.2", "l4_protocol": "icmp", "reported_loss": 234, "timeout_ms": 200,
+                "phy_interface": "ens11", "ovs_pid": 4200}
+
+
+def upcall_record():
+    from probes.runtime.hist import Log2Hist
+
+    h = Log2Hist.from_values([65] * 995 + [134_000] * 5).summary()
+    return {"type": "ovs_upcall_summary", "upcalls": 1000, "answered": 1000, "unanswered": 0, "avg_us": 87,
+            "max_us_since_start": 287_000.0, "histogram": h,
+            "handlers": [{"tid": 4242, "comm": "handler23", "upcalls": 1000, "avg_us": 87,
+                          "max_us_since_start": 287_000}]}
+
+
+def lock_waits():
+    return [{"type": "lock_wait", "time": f"2026-11-25T10:00:0{i}+00:00", "pid": 4200, "lock": "0x55d0c0ffee",
+             "kind": "rwlock-wr", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",
+             "wait_us": 150_000 + i * 10_000, "holder_tid": 4300, "holder_comm": "revalidator12",
+             "stack": ["pthread_rwlock_wrlock", "fat_rwlock_wrlock"]} for i in range(4)]
+
+
+def run_suggested(w: Walk, ref: str, probe_result: dict) -> None:
+    w.choose(next(s for s in w.suggestions() if s.ref == ref))
+    w.complete("ok", probe_result, 30)
+
+
+def test_case_study_drops_explain_only_their_part_of_the_loss():
+    w = walk_to_summary(CASE_CONTEXT)
+    w.complete("ok", merged("drop-summary", guide_case_records(), 1800), 1800)
+    c = w.conclusion()
+    # 31 real drops do not explain 234 reported: no cause yet, and the drop sites are not "the cause"
+    assert not c.cause_found and c.state == "open"
+    assert c.summary.startswith("31 of the 234 packets reported lost are real drops (IP input drops")
+    assert "the other 203 are latency: not measured yet. Next step: Which stage of the host path is slow? " \
+           "(system-latency-summary)." in c.summary
+    # the lesson's advice leads; the drop sites' fixes (route, txqueuelen) come after
+    assert c.fixes[0].startswith("Measure latency per stage next")
+    assert any("txqueuelen" in f for f in c.fixes[1:])
+    # the findings of that step, ranked: the lesson first, said as "X of N" (no contradiction)
+    ranked = w.ranked_findings()
+    assert ranked[0].rule == "latency-not-loss"
+    assert ranked[0].title == ("Only 31 of 234 packets reported lost were dropped: the other 203 are latency")
+
+
+def test_case_study_walk_to_the_lock_holder_tells_the_whole_chain():
+    w = walk_to_summary(CASE_CONTEXT)
+    w.complete("ok", merged("drop-summary", guide_case_records(), 1800), 1800)
+    fast = [10] * 990
+    run_suggested(w, "high-latency/system-latency-summary", merged("system-latency-summary", [latency_summary(
+        [pair("PHY_RX", "OVS_RX", fast), pair("OVS_RX", "OVS_PROCESS", fast + [150_000] * 10)])]))
+    c = w.conclusion()
+    assert not c.cause_found
+    assert ("the other 203 are latency: not pinned down yet (Some packets spend longer than your monitoring "
+            "timeout in OVS_RX → OVS_PROCESS)") in c.summary
+    assert "Next step: How long does ovs-vswitchd take to answer upcalls? (ovs-upcall-summary)" in c.summary
+    # two adjacent links found so far: packets late in OVS → "loss" that is latency
+    late_in_ovs = ("packets take up to 262.1 ms from OVS_RX to OVS_PROCESS, more than your 200 ms timeout "
+                   "(median 15 µs)")
+    assert c.chain == [late_in_ovs, "203 of the 234 packets reported lost were late, not lost"]
+
+    run_suggested(w, "ovs-slow/ovs-upcall-summary", merged("ovs-upcall-summary", [upcall_record()]))
+    w.choose("ovs-slow/pthread-lock")
+    w.complete("ok", merged("pthread-lock", lock_waits()), 10)
+    c = w.conclusion()
+    assert c.cause_found and c.state == "cause"
+    # the root cause leads, above the tier-1 drop sites
+    assert c.causes[0].rule == "revalidator-holds-lock"
+    assert [f.rule for f in c.causes[1:]] == ["site-ip-rcv", "site-dev-queue-xmit"]
+    assert c.summary.startswith("31 of the 234 packets reported lost are real drops (")
+    assert "; the other 203 are latency: A revalidator thread holds the flow-table lock" in c.summary
+    assert c.fixes[0].startswith("Use fewer revalidator threads")
+    assert c.chain_title == "How the late packets come about"
+    assert c.chain == [
+        "revalidator12 (4300) holds lock 0x55d0c0ffee while it sweeps the flow table",
+        "handler23, handler24 wait up to 180.0 ms for it",
+        "upcalls wait up to 287.0 ms for ovs-vswitchd (median 127 µs)",
+        late_in_ovs,
+        "203 of the 234 packets reported lost were late, not lost",
+    ]
+
+
+def test_chain_names_the_link_not_measured_between_two_found():
+    w = walk_to_summary(CASE_CONTEXT)
+    w.complete("ok", merged("drop-summary", guide_case_records(), 1800), 1800)
+    w.choose("ovs-slow/pthread-lock")
+    w.complete("ok", merged("pthread-lock", lock_waits()), 10)
+    c = w.conclusion()
+    assert c.chain[2:4] == ["(not measured: upcall latency (ovs-upcall-summary))",
+                            "(not measured: time packets spend in OVS (latency Summary / Details))"]
+    # a lock found with no latency measured says nothing about packets in its own words
+    lock = next(f for f in c.causes if f.rule == "revalidator-holds-lock")
+    assert "packets" not in lock.say
+
+
+def test_no_drops_with_a_reported_loss_keeps_the_advice_to_check_the_filters():
+    w = walk_to_summary({"dst_ip": "10.0.0.3", "reported_loss": 50})
+    findings = w.complete("ok", merged("drop-summary", [drop_summary()], 30), 30)
+    assert {f.rule for f in findings} == {"latency-not-loss", "no-drops"}
+    c = w.conclusion()
+    assert c.summary.startswith("0 of the 50 packets reported lost are real drops; the other 50 are latency")
+    assert any(f.startswith("Check the filters") for f in c.fixes)
+
+
+def test_conclusion_when_nothing_could_run_says_what_and_why():
+    w = walk_to_summary({"dst_ip": "10.0.0.2"})
+    w.complete("unavailable", error="drop-summary needs root (CAP_BPF)")
+    c = w.conclusion()
+    assert c.state == "nothing-ran" and not c.cause_found
+    assert c.summary == "Nothing could run: drop-summary: drop-summary needs root (CAP_BPF)."
+    assert "No cause" not in c.summary

@@ -27,7 +27,7 @@ from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
 from .replay import Recorder, generic_command
-from .report import build_report, host_facts, write_reports
+from .report import CONCLUSION_HEADS, build_report, host_facts, write_reports
 from .session import Session
 from .steprun import run_source
 
@@ -185,7 +185,9 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
             pilot.log(f"cannot write the report to {report_dir}: {e.strerror or e}")
             paths, code = {}, EXIT_ERROR
         session.end(report["conclusion"], paths)
-        pilot.log(("Cause found: " if conclusion.cause_found else "") + conclusion.summary)
+        pilot.log(f"{CONCLUSION_HEADS[conclusion.state]} {conclusion.summary}")
+        for i, link in enumerate(conclusion.chain):
+            pilot.log(("  → " if i else "  ") + link)
         for kind, path in paths.items():
             pilot.log(f"report ({kind}): {path}")
         return AutopilotResult(code, conclusion.summary, paths, str(session.path), statuses)

@@ -25,6 +25,8 @@ from .steprun import now_iso
 
 REPORT_VERSION = 1
 TOP_ROWS = 10
+# How a conclusion starts, by its state (playbooks.engine.Conclusion.state).
+CONCLUSION_HEADS = {"cause": "Cause found.", "open": "No cause found yet.", "nothing-ran": "No result."}
 CommandFor = Callable[[str, dict], str]
 
 
@@ -137,8 +139,9 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
         "host": host,
         "timeline": timeline,
         "findings": [f.to_dict() for f in c.findings],
-        "conclusion": {"cause_found": c.cause_found, "summary": c.summary,
-                       "causes": [f.title for f in c.causes], "fixes": c.fixes},
+        "conclusion": {"cause_found": c.cause_found, "state": c.state, "summary": c.summary,
+                       "causes": [f.title for f in c.causes], "fixes": c.fixes,
+                       "chain_title": c.chain_title, "chain": c.chain},
         "next_steps": [_step_view_dict(v, command_for) for v in c.open_steps],
     }
 
@@ -192,7 +195,9 @@ def render_markdown(rep: dict) -> str:
     c = rep["conclusion"]
     out = [f"# netsleuth report: {rep['symptom']['title']}", ""]
     out += [f"*Session {rep['session'] or '-'}, {rep['created']}, {rep['mode']}.*", ""]
-    out += ["## Conclusion", "", ("**Cause found.** " if c["cause_found"] else "**No cause found yet.** ") + c["summary"], ""]
+    out += ["## Conclusion", "", f"**{CONCLUSION_HEADS[c['state']]}** {c['summary']}", ""]
+    if c["chain"]:
+        out += [f"### {c['chain_title']}", ""] + [f"{'→ ' if i else ''}{link}  " for i, link in enumerate(c["chain"])] + [""]
     if c["fixes"]:
         out += ["### Suggested fixes", ""] + [f"- {f}" for f in c["fixes"]] + [""]
     out += ["## Host", ""] + [f"- **{k}**: {v}" for k, v in rep["host"].items()] + [""]
@@ -299,7 +304,10 @@ def render_html(rep: dict) -> str:
            f"<h1>netsleuth report: {e(rep['symptom']['title'])}</h1>",
            f"<p><em>Session {e(str(rep['session'] or '-'))}, {e(rep['created'])}, {e(rep['mode'])}.</em></p>",
            '<h2>Conclusion</h2><div class="conclusion">',
-           f"<p><strong>{'Cause found.' if c['cause_found'] else 'No cause found yet.'}</strong> {e(c['summary'])}</p>"]
+           f"<p><strong>{e(CONCLUSION_HEADS[c['state']])}</strong> {e(c['summary'])}</p>"]
+    if c["chain"]:
+        out.append(f"<h3>{e(c['chain_title'])}</h3><ol class=\"chain\">" +
+                   "".join(f"<li>{e(link)}</li>" for link in c["chain"]) + "</ol>")
     if c["fixes"]:
         out.append("<h3>Suggested fixes</h3><ul>" + "".join(f"<li>{e(f)}</li>" for f in c["fixes"]) + "</ul>")
     out.append("</div><h2>Host</h2><table>" +

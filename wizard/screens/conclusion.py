@@ -7,8 +7,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Static
 
+from ..report import CONCLUSION_HEADS
 from .base import WizardScreen
 from .findings import finding_markup
+
+HEAD_STYLE = {"cause": "green", "open": "yellow", "nothing-ran": "red"}
 
 
 class ConclusionScreen(WizardScreen):
@@ -24,8 +27,11 @@ class ConclusionScreen(WizardScreen):
     def body(self):
         c = self.app.walk.conclusion()
         with VerticalScroll(id="conclusion-body"):
-            mark = "[green]Cause found.[/green]" if c.cause_found else "[yellow]No cause pinned down.[/yellow]"
-            yield Static(f"{mark} {escape(c.summary)}", id="conclusion-summary")
+            style = HEAD_STYLE[c.state]
+            yield Static(f"[{style}]{CONCLUSION_HEADS[c.state]}[/{style}] {escape(c.summary)}", id="conclusion-summary")
+            if c.chain:
+                yield Static(f"[b]{escape(c.chain_title)}[/b]\n" + "\n".join(
+                    f"  {'→ ' if i else '  '}{escape(link)}" for i, link in enumerate(c.chain)), id="conclusion-chain")
             for f in c.causes:
                 yield Static(finding_markup(f), classes=f"finding level-{f.level}")
             if c.fixes:

@@ -9,6 +9,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from playbooks.engine import rank
+
 from .base import WizardScreen
 from .step import TIER_NAMES
 
@@ -53,7 +55,7 @@ class FindingsScreen(WizardScreen):
         super().__init__()
         self.view = view
         self.result = result
-        self.findings = findings
+        self.findings = rank(findings)  # the most important first, as the conclusion ranks them
         self.depth = depth
 
     def heading(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes as ct
 import os
 import time
 from datetime import datetime
@@ -51,10 +52,16 @@ class DropSummary(drop_hook.DropHookProbe):
     )
 
     MAX_KEYS = 10240
+    EVICT_AT = 0.75  # of MAX_KEYS
+    IDLE_READS = 2
 
     def load(self):
         bpf = self.load_with_hook("drop_summary.bpf.c", FIELDS)
         self._seen: dict[bytes, int] = {}
+        self._idle: dict[bytes, int] = {}  # key -> reads in a row without new drops
+        self._popped: list[bytes] = []
+        self._evicted = 0
+        self._can_pop = True
         self._overflow_seen = 0
         self._last_read = time.monotonic()
         return bpf
@@ -70,16 +77,49 @@ class DropSummary(drop_hook.DropHookProbe):
         d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
         return d
 
+    @staticmethod
+    def _fold(key, per_cpu) -> tuple[object, int, int, bytes] | None:
+        """(key, count summed over CPUs, a stack id, device name), None for an empty key."""
+        seen = [v for v in per_cpu if v.count]
+        if not seen:
+            return None
+        stack_id = next((v.stack_id1 - 1 for v in seen if v.stack_id1 > 0), -1)
+        dev = next((v.dev for v in seen if v.dev), b"")
+        return key, sum(v.count for v in seen), stack_id, dev
+
+    def _pop(self, key):
+        """Remove a key and return its per-CPU values as they were at that instant (so no
+        count is lost), or None where the kernel cannot (lookup-and-delete on hash maps: 5.14+)."""
+        from bcc.libbcc import lib
+
+        table = self.bpf[b"drops"]
+        leaf = table.Leaf()
+        if lib.bpf_lookup_and_delete(table.map_fd, ct.byref(key), ct.byref(leaf)) < 0:
+            return None
+        return leaf
+
     def _totals(self) -> dict[bytes, tuple[object, int, int, bytes]]:
-        """key bytes -> (key, count summed over CPUs, a stack id, device name)."""
-        out = {}
-        for key, per_cpu in self.bpf[b"drops"].items():
-            seen = [v for v in per_cpu if v.count]
-            if not seen:
-                continue
-            stack_id = next((v.stack_id1 - 1 for v in seen if v.stack_id1 > 0), -1)
-            dev = next((v.dev for v in seen if v.dev), b"")
-            out[bytes(key)] = (key, sum(v.count for v in seen), stack_id, dev)
+        """key bytes -> folded values.  Counts are cumulative (deltas are taken here), so keys
+        would stay forever: once the table is EVICT_AT full, keys idle for IDLE_READS reads
+        are popped, leaving room for new flows (a port scan fills it with one-packet flows)."""
+        out, popped = {}, []
+        items = list(self.bpf[b"drops"].items())
+        crowded = len(items) >= self.EVICT_AT * self.MAX_KEYS and self._can_pop
+        for key, per_cpu in items:
+            raw = bytes(key)
+            folded = self._fold(key, per_cpu)
+            unchanged = folded is not None and folded[1] == self._seen.get(raw)
+            if crowded and unchanged and self._idle.get(raw, 0) + 1 >= self.IDLE_READS:
+                final = self._pop(key)
+                if final is None:
+                    self._can_pop = crowded = False
+                else:  # a drop that came in since the snapshot is in the final values
+                    folded = self._fold(key, final)
+                    popped.append(raw)
+            if folded:
+                out[raw] = folded
+        self._evicted += len(popped)
+        self._popped = popped
         return out
 
     def read(self) -> list[dict]:
@@ -90,9 +130,11 @@ class DropSummary(drop_hook.DropHookProbe):
         stacks = self.bpf[b"stacks"]
         reasons = self.caps.drop_reasons
         entries = []
-        for raw, (key, total, stack_id, dev) in self._totals().items():
+        totals = self._totals()
+        for raw, (key, total, stack_id, dev) in totals.items():
             delta = total - self._seen.get(raw, 0)
             self._seen[raw] = total
+            self._idle[raw] = 0 if delta > 0 else self._idle.get(raw, 0) + 1
             if delta <= 0:
                 continue
             stack = kernel_stack(stacks, stack_id)
@@ -107,8 +149,14 @@ class DropSummary(drop_hook.DropHookProbe):
                 "location": drop_hook.drop_location(location, stack),
                 "stack_id": stack_id if stack_id >= 0 else None,
                 "stack": stack,
+                # Keyed by drop location, one entry can come from several stacks: this is the
+                # first one seen (--exact-stacks keys by stack, at a cost).
+                "stack_sample": bool(stack) and not self.options.exact_stacks,
                 "flow": flow_dict(key.flow),
             })
+        for raw in self._popped:  # counted above with their final values: forget them
+            self._seen.pop(raw, None)
+            self._idle.pop(raw, None)
         entries.sort(key=lambda e: -e["count"])
         overflow = sum(self.bpf[b"overflow"][0])
         lost = overflow - self._overflow_seen
@@ -119,6 +167,7 @@ class DropSummary(drop_hook.DropHookProbe):
             "interval_s": round(interval, 3),
             "total": sum(e["count"] for e in entries) + lost,
             "uncounted_table_full": lost,
+            "evicted_idle_keys": self._evicted,  # so far; their counts were all reported
             "attach": self.hook.describe(),
             "group_by": self.options.group_by,
             "entries": entries,
@@ -140,7 +189,8 @@ class DropSummary(drop_hook.DropHookProbe):
             lines.append(f"   Flow: {flow_text(e['flow'])}")
             lines.append(f"   Location: {e['location'] or '?'}")
             if e["stack"]:
-                lines.append("Stack trace:")
+                lines.append("Stack trace (the first one seen at this location):" if e.get("stack_sample")
+                             else "Stack trace:")
                 lines.extend(f"  {frame}" for frame in e["stack"])
         if record.get("uncounted_table_full"):
             lines.append(f"\n{record['uncounted_table_full']} drops not attributed: key table full")

@@ -346,3 +346,24 @@ def test_details_vlan_tag_and_filter(env):
     assert all(e["vlan"] == 300 and e["device"] == env.host_if for e in drops)
     assert all(e["flow"]["dst_port"] == 9000 and e["flow"]["src_ip"] == env.host_ip for e in drops)
     assert [e for e in none if e["type"] == "drop"] == []
+
+
+def test_summary_makes_room_by_popping_idle_keys_without_losing_counts(env, monkeypatch):
+    """Counts are cumulative, so keys would stay for good and a port scan would fill the
+    table: once it is 3/4 full, keys idle for two reads are popped with their final counts."""
+    monkeypatch.setattr(DropSummary, "MAX_KEYS", 64)
+    with DropSummary(dst_ip=env.peer_ip, dst_port="9990", l4_protocol="udp") as probe:
+        counted, entries = 0, []
+        for round_ in range(3):
+            for i in range(50):  # 50 new one-packet flows: more than the 64-key table holds twice
+                send_udp(env.peer_ip, 9990, 1, sport=41000 + 50 * round_ + i)
+            settle()
+            for _ in range(3):  # the flows go idle, then get popped
+                (rec,) = probe.read()
+                counted += rec["total"]
+                entries += rec["entries"]
+                assert rec["uncounted_table_full"] == 0, rec
+    assert counted == 150 and sum(e["count"] for e in entries) == 150
+    assert rec["evicted_idle_keys"] >= 100
+    # Keyed by location, an entry's stack is the first one seen there, and says so.
+    assert all(e["stack"] and e["stack_sample"] for e in entries)

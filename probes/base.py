@@ -165,6 +165,8 @@ class Probe:
         """None when the probe can run here, else what is missing and how to fix it."""
         if not caps.privileged:
             return "needs root (or CAP_BPF + CAP_PERFMON): run with sudo"
+        if caps.lockdown == "confidentiality":
+            return "kernel lockdown 'confidentiality' forbids BPF programs to read kernel memory: boot with lockdown=integrity"
         if cls.reads_kernel_structs and not (caps.btf or caps.matching_headers):
             return ("reads kernel structs but this kernel has no BTF and no matching headers: install "
                     "linux-headers-$(uname -r) (Debian/Ubuntu) or kernel-devel-$(uname -r) (RHEL/openEuler)")

@@ -136,8 +136,9 @@ def checks(caps: KernelCaps) -> list[Check]:
                      fix=_pkg("bpftool", "bpftool")))
     if caps.lockdown and caps.lockdown != "none":
         out.append(Check("lockdown", caps.lockdown != "confidentiality", f"kernel lockdown: {caps.lockdown}",
-                         disables="bpf_probe_read_kernel under 'confidentiality' lockdown",
-                         fix="boot with lockdown=integrity or none"))
+                         disables="every probe: 'confidentiality' lockdown forbids BPF programs to read "
+                                  "kernel memory (bpf_probe_read_kernel)",
+                         fix="boot with lockdown=integrity or none", required_for_tier1=True))
     return out
 
 

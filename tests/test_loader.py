@@ -73,3 +73,18 @@ def test_without_btf_or_headers_only_probes_reading_structs_are_unavailable():
     for name in ("futex", "cpu-burst"):
         assert reasons[name] is None or "BTF" not in reasons[name], (name, reasons[name])
     assert _choose_hook(caps, "auto") == "tracepoint"  # the raw one reads task_struct
+
+
+def test_confidentiality_lockdown_blocks_tier1_and_says_why():
+    import dataclasses
+
+    from probes.doctor import report
+    from probes.runtime.kernel import detect
+
+    caps = dataclasses.replace(detect(), lockdown="confidentiality", privileged=True)
+    rep = report(caps)
+    assert rep["tier1_ready"] is False
+    (check,) = [c for c in rep["checks"] if c["name"] == "lockdown"]
+    assert not check["ok"] and "lockdown=integrity" in check["fix"]
+    assert "lockdown" in rep["probes"]["drop-summary"] and "lockdown" in rep["probes"]["futex"]
+    assert rep["probes"]["cpu-burst"] is None  # psutil only: no BPF

@@ -6,15 +6,13 @@ import ctypes as ct
 
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
-from .drop_summary import FIELDS as SUMMARY_FIELDS
-from .drop_summary import filter_defines
 from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
 from .runtime.params import CDefines
 from .runtime.stacks import function_of, kernel_stack, ksym
 
-FIELDS = SUMMARY_FIELDS + ["SKB_LEN"]
+FIELDS = drop_hook.FIELDS + ["SKB_LEN"]
 
 ETH_TYPES = {"arp": 0x0806, "rarp": 0x8035, "ipv4": 0x0800, "ipv6": 0x86DD, "lldp": 0x88CC, "all": 0}
 ETH_TYPE_NAMES = {v: k.upper() if k != "ipv4" else "IPv4" for k, v in ETH_TYPES.items() if v}
@@ -95,7 +93,7 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
         o = self.options
         d = CDefines()
         hook.defines(d)
-        filter_defines(d, o, device_flag="interface")
+        drop_hook.filter_defines(d, o, device_flag="interface")
         d.set("NS_F_ETHTYPE", ETH_TYPES[o.type])
         d.set("NS_F_VLAN", o.vlan_id)
         d.set("NS_WANT_STACK", not o.no_stack_trace)

@@ -9,8 +9,24 @@ from .base import Flag, Probe, Unavailable
 from .runtime.attach import attach_kprobe, attach_or_unload
 from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
+from .runtime.netns import current_netns
 from .runtime.params import CDefines
 from .runtime.stacks import function_of
+
+# The struct fields the drop probes read (offsets from BTF or matching headers).
+FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",
+          "SKB_VLAN_TCI", "NETDEV_NAME", "NETDEV_IFINDEX", "NETDEV_ND_NET", "NET_NS_INUM"]
+
+
+def filter_defines(d: CDefines, o, proto_flag: str = "l4_protocol", device_flag: str = "device") -> None:
+    """The 5-tuple and device filters both drop probes share."""
+    d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip)
+    d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port)
+    d.set("NS_F_PROTO", o.values[proto_flag])
+    ifindex = o.values[device_flag]
+    d.set("NS_F_IFINDEX", ifindex)
+    d.set("NS_F_NETNS", current_netns() if ifindex else 0)
+
 
 # Kernel drop functions, newest first: (name, skb argument, reason argument or 0).
 KPROBE_TARGETS = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes as ct
-import os
 import time
 from datetime import datetime
 
@@ -12,24 +11,6 @@ from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .flows import flow_dict, flow_text
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
-
-FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",
-          "SKB_VLAN_TCI", "NETDEV_NAME", "NETDEV_IFINDEX", "NETDEV_ND_NET", "NET_NS_INUM"]
-
-
-def current_netns() -> int:
-    return os.stat("/proc/self/ns/net").st_ino
-
-
-def filter_defines(d: CDefines, o, proto_flag: str = "l4_protocol", device_flag: str = "device") -> None:
-    """The 5-tuple and device filters both drop probes share."""
-    d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip)
-    d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port)
-    d.set("NS_F_PROTO", o.values[proto_flag])
-    ifindex = o.values[device_flag]
-    d.set("NS_F_IFINDEX", ifindex)
-    d.set("NS_F_NETNS", current_netns() if ifindex else 0)
-
 
 class DropSummary(drop_hook.DropHookProbe):
     name = "drop-summary"
@@ -56,7 +37,7 @@ class DropSummary(drop_hook.DropHookProbe):
     IDLE_READS = 2
 
     def load(self):
-        bpf = self.load_with_hook("drop_summary.bpf.c", FIELDS)
+        bpf = self.load_with_hook("drop_summary.bpf.c", drop_hook.FIELDS)
         self._seen: dict[bytes, int] = {}
         self._idle: dict[bytes, int] = {}  # key -> reads in a row without new drops
         self._popped: list[bytes] = []
@@ -70,7 +51,7 @@ class DropSummary(drop_hook.DropHookProbe):
         o = self.options
         d = CDefines()
         hook.defines(d)
-        filter_defines(d, o)
+        drop_hook.filter_defines(d, o)
         d.set("NS_GROUP_STACK", o.group_by in ("stack", "all"))
         d.set("NS_GROUP_FLOW", o.group_by in ("fivetuple", "all"))
         d.set("NS_EXACT_STACKS", o.exact_stacks)

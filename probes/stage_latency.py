@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from .base import Probe, Unavailable, kprobe_reason
 from .events import EventStream
-from .drop_summary import current_netns
 from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
 from .runtime.hist import Log2Hist
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
+from .runtime.netns import current_netns
 from .runtime.params import CDefines
 
 FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",

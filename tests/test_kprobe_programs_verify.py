@@ -73,7 +73,7 @@ def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind):
     from probes.drop_details import FIELDS as DETAILS_FIELDS
     from probes.drop_details import DropDetails
     from probes.drop_hook import DropHook
-    from probes.drop_summary import FIELDS as SUMMARY_FIELDS
+    from probes.drop_hook import FIELDS as SUMMARY_FIELDS
     from probes.drop_summary import DropSummary
 
     # A made-up do_execute_actions range: only the code paths are checked here.

@@ -370,3 +370,48 @@ async def test_a_run_ending_under_the_help_shows_its_findings_once_help_closes(t
         await pilot.press("escape")  # back goes to the step's form, not to a finished live view
         await wait_screen(pilot, StepScreen)
         assert live not in app.screen_stack
+
+
+async def _tab_through(pilot, where: str) -> list[str]:
+    """Tab through every focusable widget of the screen once; what was focused but not fully
+    visible (outside its scroll area, under the command line or the footer)."""
+    screen = pilot.app.screen
+    hidden, seen = [], []
+    for _ in range(60):
+        w = screen.focused
+        if w is None or w in seen:
+            break
+        seen.append(w)
+        await pilot.pause()  # focus scrolls the widget into view after a refresh
+        shown = screen._compositor.visible_widgets.get(w)
+        if shown is None or not shown[1].contains_region(shown[0]) or \
+                not screen.region.contains_region(shown[0]):
+            hidden.append(f"{where}: #{w.id or type(w).__name__}")
+        screen.focus_next()  # what Tab does, without a key round trip per field
+    assert len(seen) > 1, f"{where}: nothing to focus"
+    return hidden
+
+
+async def test_every_form_field_is_visible_when_focused_at_80x24(tmp_path):
+    """Every step of every playbook and every context form: each field the user can tab to is
+    scrolled into view at 80x24 (none hides under the command line or the footer)."""
+    from playbooks import Walk
+
+    app = replay_app(tmp_path)
+    hidden: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
+        for ref, step in sorted(app.lib.steps.items()):
+            if not app.backend.flags(step.probe):
+                continue  # not implemented here: no form
+            app.push_screen(StepScreen(Walk(app.lib, {}, start=ref).current, 1))
+            await pilot.pause(0.05)
+            hidden += await _tab_through(pilot, ref)
+            app.pop_screen()
+        for pb in app.lib.playbooks.values():
+            app.push_screen(ContextScreen(pb, pb.start))
+            await pilot.pause(0.05)
+            hidden += await _tab_through(pilot, f"context of {pb.id}")
+            app.pop_screen()
+    assert not hidden, hidden

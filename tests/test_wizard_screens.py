@@ -415,3 +415,45 @@ async def test_every_form_field_is_visible_when_focused_at_80x24(tmp_path):
             hidden += await _tab_through(pilot, f"context of {pb.id}")
             app.pop_screen()
     assert not hidden, hidden
+
+
+async def test_a_report_written_then_moved_past_is_rewritten_and_the_session_stays_resumable(tmp_path):
+    import json
+
+    from wizard.app import find_session
+    from wizard.screens.conclusion import ConclusionScreen
+
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_step(pilot, "10.253.2.1")
+        await pilot.press("ctrl+r")
+        await wait_screen(pilot, FindingsScreen)
+        await pilot.press("c")
+        await wait_screen(pilot, ConclusionScreen)
+        await pilot.press("w")
+        await wait_for(pilot, lambda: app.report_paths, what="report written")
+        paths = dict(app.report_paths)
+        # the user goes on: back to the findings, the next step, runs it
+        await pilot.press("escape")
+        await wait_screen(pilot, FindingsScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, NextStepScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, StepScreen)
+        await pilot.press("ctrl+r")
+        await wait_screen(pilot, FindingsScreen)
+        sid = app.session.id
+        await pilot.press("q")
+        dialog = await wait_screen(pilot, ConfirmQuit)
+        assert "The report is rewritten" in flat_text(app)
+        # a long path wraps on screen: the dialog's text holds it whole
+        assert f"Resume it with: netsleuth --resume {sid} --sessions {tmp_path / 'sessions'}" in dialog.detail
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app._exit, what="exit")
+    rep = json.loads(open(paths["json"]).read())
+    assert [t["probe"] for t in rep["timeline"] if t["kind"] == "step"] == ["drop-summary", "drop-details"]
+    journal = find_session("", tmp_path / "sessions")  # still offered by --resume
+    _, events = read_journal(journal)
+    assert not any(e["event"] == "end" for e in events)
+    assert events[-2]["text"].startswith("report rewritten") and events[-2]["reports"] == paths
+    assert events[-1]["text"].endswith(f"resume with: netsleuth --resume {sid} --sessions {tmp_path / 'sessions'}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -89,6 +90,7 @@ class NetsleuthApp(App):
         self.recorder: Recorder | None = None
         self._recorded_runs: dict[str, int] = {}
         self.report_paths: dict[str, str] = {}
+        self._report_events = 0  # the walk's events when the report was written
         self._runs: set[ProbeRun] = set()
         self._runs_lock = threading.Lock()
         self._quitting = False
@@ -139,17 +141,35 @@ class NetsleuthApp(App):
         self.show_current()
 
     def end_session(self, why: str) -> None:
-        """Close the journal: ended when a report was written, else left resumable."""
+        """Close the journal.  The session ends when its report says everything it found (the
+        user wrote it and did nothing after); a report the walk moved past is rewritten, and the
+        session is left resumable."""
         if self.session is None:
             return
-        if self.report_paths and self.walk is not None:
+        stale = bool(self.report_paths) and not self.report_is_current
+        if stale:
+            self.save_report("report rewritten: the session went on after it was written")
+        if self.report_paths and not stale and self.walk is not None:
             c = self.walk.conclusion()
-            self.session.end({"cause_found": c.cause_found, "summary": c.summary}, self.report_paths)
+            self.session.end({"cause_found": c.cause_found, "state": c.state, "summary": c.summary},
+                             self.report_paths)
         else:
-            self.session.write({"event": "note", "text": f"{why}; resume with: netsleuth --resume {self.session.id}"})
+            self.session.write({"event": "note", "text": f"{why}; resume with: {self.resume_command()}"})
         self.session.close()
         self.session = None
         self.report_paths = {}
+
+    @property
+    def report_is_current(self) -> bool:
+        """A report was written and the walk has not moved since."""
+        return bool(self.report_paths) and self.walk is not None and len(self.walk.events) == self._report_events
+
+    def resume_command(self) -> str:
+        """How to come back to this session (with the sessions directory when not the default)."""
+        cmd = f"netsleuth --resume {self.session.id if self.session else ''}".rstrip()
+        if self.sessions_dir != default_sessions_dir():
+            cmd += f" --sessions {shlex.quote(str(self.sessions_dir))}"
+        return cmd
 
     def show_current(self) -> None:
         """The screen(s) of where the walk is: a question, or a step (and its findings once run)."""
@@ -251,7 +271,7 @@ class NetsleuthApp(App):
     def report_dir(self) -> Path:
         return self.sessions_dir / (self.session.id if self.session else "reports")
 
-    def save_report(self) -> list[str]:
+    def save_report(self, note: str = "report written") -> list[str]:
         """Write the report (Markdown, JSON, HTML); the files, or [] after showing the error."""
         sid = self.session.id if self.session else None
         try:
@@ -261,8 +281,9 @@ class NetsleuthApp(App):
         except Exception as e:  # noqa: BLE001 - disk full, permissions...: say so, keep the app up
             self.report_error(f"could not write the report: {e}", e)
             return []
+        self._report_events = len(self.walk.events)
         if self.session is not None:
-            self.session.write({"event": "note", "text": "report written", "reports": self.report_paths})
+            self.session.write({"event": "note", "text": note, "reports": self.report_paths})
         return list(self.report_paths.values())
 
     # validation shared by the forms -----------------------------------------------------
@@ -295,8 +316,10 @@ class NetsleuthApp(App):
         detail = "Running probes are stopped and detached."
         if self.session is not None:
             detail += f"\nThe session is saved: {self.session.path}"
-            if not self.report_paths:
-                detail += f"\nResume it with: netsleuth --resume {self.session.id}"
+            if self.report_paths and not self.report_is_current:
+                detail += "\nThe report is rewritten with what was found since it was written."
+            if not self.report_is_current:
+                detail += f"\nResume it with: {self.resume_command()}"
 
         def answered(yes: bool | None) -> None:
             if yes:

@@ -105,9 +105,15 @@ def test_replay_with_no_drops_finds_no_cause_and_says_what_is_next(shared):
     (["replay", "/etc/hostname", "--autopilot", "--report", "R"], 2,
      "netsleuth replay: /etc/hostname:1: not JSON"),
     (["replay", "/nonexistent.jsonl", "--autopilot", "--report", "R"], 2, "cannot read"),
+    (["replay", "CORRUPT", "--autopilot", "--report", "R"], 2, "corrupt.jsonl:3: 'record' line: 't' must be a number"),
+    (["replay", "CORRUPT"], 2, "corrupt.jsonl:3: 'record' line: 't' must be a number"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, exit_code, message, tmp_path):
-    proc = run(*[str(tmp_path / a) if a == "R" else a for a in args])
+    corrupt = tmp_path / "corrupt.jsonl"
+    corrupt.write_text('{"type": "recording", "version": 1}\n{"type": "run", "run": 1, "probe": "drop-summary"}\n'
+                       '{"type": "record", "run": 1, "t": "abc", "record": {}}\n')
+    names = {"R": str(tmp_path / "R"), "CORRUPT": str(corrupt)}
+    proc = run(*[names.get(a, a) for a in args])
     assert proc.returncode == exit_code
     assert message in one_line_error(proc)
 
@@ -180,6 +186,17 @@ def test_recorded_backend_matches_runs_by_params(tmp_path):
     (['{"type": "recording", "version": 1}', '{"type": "ru', '{"type": "run_end", "run": 1}'], r"bad.jsonl:2: not JSON"),
     (['{"type": "recor'], r"bad.jsonl:1: not JSON"),
     ([], "empty file"),
+    (['{"type": "recording", "version": 1}', '{"type": "run", "probe": "drop-summary"}', '{}'],
+     r"bad.jsonl:2: 'run' line: 'run' must be an integer, got None"),
+    (['{"type": "recording", "version": 1}', '{"type": "run", "run": 1}', '{}'],
+     r"bad.jsonl:2: 'run' line: 'probe' must be text, got None"),
+    (['{"type": "recording", "version": 1}', '{"type": "run", "run": 1, "probe": "x", "params": [1]}', '{}'],
+     r"bad.jsonl:2: 'run' line: 'params' must be an object"),
+    (['{"type": "recording", "version": 1}', '{"type": "run", "run": 1, "probe": "x"}',
+      '{"type": "record", "run": 1, "t": 1.0}', '{}'], r"bad.jsonl:3: 'record' line: 'record' must be an object"),
+    (['{"type": "recording", "version": 1}', '{"type": "run", "run": 1, "probe": "x"}',
+      '{"type": "record", "run": 1, "t": "abc", "record": {}}', '{}'],
+     r"bad.jsonl:3: 'record' line: 't' must be a number, got 'abc'"),
 ])
 def test_bad_recordings(tmp_path, lines, message):
     p = tmp_path / "bad.jsonl"

@@ -46,6 +46,17 @@ def _same_params(a: dict, b: dict) -> bool:
     return norm(a) == norm(b)
 
 
+def _need(obj: dict, key: str, kind, where: str, default=None):
+    """obj[key] of this type (bool is no number), else RecordingError naming the line."""
+    if key not in obj and default is not None:
+        return default
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = {int: "an integer", str: "text", dict: "an object", (int, float): "a number"}
+        raise RecordingError(f"{where}: {key!r} must be {names.get(kind, kind)}, got {value!r}")
+    return value
+
+
 # writing ----------------------------------------------------------------------------
 
 class Recorder:
@@ -144,13 +155,16 @@ class Recording:
                                          f"this netsleuth reads version {RECORDING_VERSION}")
                 header = obj
             elif kind == "run":
-                runs[obj["run"]] = RecordedRun(obj["run"], obj["probe"], obj.get("params") or {}, obj.get("step"),
-                                               obj.get("command"))
+                where = f"{p}:{n}: 'run' line"
+                run_id = _need(obj, "run", int, where)
+                runs[run_id] = RecordedRun(run_id, _need(obj, "probe", str, where),
+                                           _need(obj, "params", dict, where, {}), obj.get("step"), obj.get("command"))
             elif kind == "record":
+                where = f"{p}:{n}: 'record' line"
                 run = runs.get(obj.get("run"))
                 if run is None:
                     raise RecordingError(f"{p}:{n}: record of run {obj.get('run')!r} before its 'run' line")
-                run.records.append((float(obj.get("t", 0)), obj["record"]))
+                run.records.append((float(_need(obj, "t", (int, float), where, 0)), _need(obj, "record", dict, where)))
             elif kind == "run_end":
                 run = runs.get(obj.get("run"))
                 if run is not None:

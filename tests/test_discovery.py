@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 
+import psutil
 import pytest
 
 from tests.netenv import sh, veth_ns
@@ -206,3 +207,47 @@ def test_choices_for_pickers_order_and_values():
     assert tids[0] == ("all ovs-vswitchd handler threads (2)", "101,102")
     assert ("all ovs-vswitchd revalidator threads (1)", "103") in tids and all("urcu" not in t for t, _ in tids)
     assert D.choices_for(None, "interface") == [] and D.choices_for(inv, "ipv4") == []
+
+
+def test_flow_filters_fill_the_service_side_never_the_ephemeral_port():
+    """A listener on 0.0.0.0 is 'packets to this service' (any address, its port as destination);
+    a connection is offered both ways; a client's ephemeral port is never filled."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    peer, _ = server.accept()
+    try:
+        ephemeral = client.getsockname()[1]
+        mine = [f for f in D.find_flows(limit=10000) if f.pid == os.getpid() and port in (f.local_port, f.remote_port)]
+        assert len(mine) == 3  # the listener, the client's end, the server's end
+        filters = D.flow_filters(mine)
+        fills = {f.label: f.fill for f in filters}
+        assert fills[f"TCP to the service on 0.0.0.0:{port} [{psutil.Process().name()}]"] == \
+            {"dst_port": port, "l4_protocol": "tcp"}
+        requests = [f for label, f in fills.items() if label.endswith("(requests)")]
+        replies = [f for label, f in fills.items() if label.endswith("(replies)")]
+        # both ends of the connection say the same: requests go to the service port, replies come from it
+        assert requests and all(f == {"src_ip": "127.0.0.1", "dst_ip": "127.0.0.1", "dst_port": port,
+                                      "l4_protocol": "tcp"} for f in requests)
+        assert replies and all(f == {"src_ip": "127.0.0.1", "dst_ip": "127.0.0.1", "src_port": port,
+                                     "l4_protocol": "tcp"} for f in replies)
+        assert all(ephemeral not in f.fill.values() for f in filters)
+    finally:
+        for s in (client, peer, server):
+            s.close()
+
+
+def test_flow_filters_for_a_client_of_a_remote_service():
+    flows = [D.Flow("tcp", "10.0.0.5", 51234, "10.0.0.9", 443, "ESTABLISHED", 77, "curl"),
+             D.Flow("udp", "10.0.0.5", 53, None, None, "", 12, "dnsmasq")]
+    fills = {f.label: f.fill for f in D.flow_filters(flows)}
+    assert fills == {
+        "TCP 10.0.0.5 -> 10.0.0.9:443 [curl] (requests)": {"src_ip": "10.0.0.5", "dst_ip": "10.0.0.9",
+                                                           "dst_port": 443, "l4_protocol": "tcp"},
+        "TCP 10.0.0.9:443 -> 10.0.0.5 [curl] (replies)": {"src_ip": "10.0.0.9", "dst_ip": "10.0.0.5",
+                                                          "src_port": 443, "l4_protocol": "tcp"},
+        "UDP to the service on 10.0.0.5:53 [dnsmasq]": {"dst_ip": "10.0.0.5", "dst_port": 53, "l4_protocol": "udp"},
+    }

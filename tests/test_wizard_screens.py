@@ -457,3 +457,44 @@ async def test_a_report_written_then_moved_past_is_rewritten_and_the_session_sta
     assert not any(e["event"] == "end" for e in events)
     assert events[-2]["text"].startswith("report rewritten") and events[-2]["reports"] == paths
     assert events[-1]["text"].endswith(f"resume with: netsleuth --resume {sid} --sessions {tmp_path / 'sessions'}")
+
+
+async def test_fill_from_a_listening_socket_fills_the_destination_and_continues(tmp_path):
+    import os
+    import socket
+
+    from wizard import discovery
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("0.0.0.0", 0))
+    port = server.getsockname()[1]
+
+    class WithSockets(ReplayBackend):
+        """The recorded backend, with this host's real sockets of this test in the picker."""
+
+        def inventory(self):
+            inv = super().inventory()
+            inv.flows = [f for f in discovery.find_flows(10000) if f.pid == os.getpid() and f.local_port == port]
+            return inv
+
+    app = NetsleuthApp(WithSockets(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_screen(pilot, PreflightScreen)
+            await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
+            await pilot.press("enter")
+            await wait_screen(pilot, SymptomScreen)
+            await pick(pilot, "#symptoms", "symptom:packet-loss")
+            ctx = await wait_screen(pilot, ContextScreen)
+            await type_into(pilot, "f-src_port", "1234")  # left over from an earlier choice: cleared
+            (label,) = [f.label for f in ctx.flow_filters]
+            assert label.startswith(f"UDP to the service on 0.0.0.0:{port}")
+            await choose(pilot, "flow-picker", 0)
+            values = ctx.query_one("#context-form").values()
+            assert values == {"dst_port": str(port), "l4_protocol": "udp"}  # any address; never 0.0.0.0
+            await pilot.press("ctrl+n")
+            await wait_screen(pilot, QuestionScreen)
+            assert {k: v for k, v in app.walk.context.items() if k != "netns"} == {"dst_port": port,
+                                                                                   "l4_protocol": "udp"}
+    finally:
+        server.close()

@@ -340,6 +340,51 @@ def find_flows(limit: int = 200) -> list[Flow]:
     return flows[:limit]
 
 
+@dataclass(frozen=True)
+class FlowFilter:
+    """One way to fill the context's flow fields from a socket on this host."""
+
+    label: str
+    fill: dict  # context field -> value (src_ip, dst_ip, src_port, dst_port, l4_protocol)
+
+
+def _is_listener(f: Flow) -> bool:
+    return f.remote_ip is None or f.state == "LISTEN"
+
+
+def flow_filters(flows: list[Flow]) -> list[FlowFilter]:
+    """The filters a connection picker offers.  A listening socket (or an unconnected UDP one)
+    is a service: packets *to* it carry its address and port as destination (0.0.0.0 = any
+    address).  A connection is offered both ways, requests to its service and replies from it;
+    the service port is this side's when something here listens on it, else the peer's.  A
+    client's ephemeral port is never filled: the next connection uses another one."""
+    listening = {(f.protocol, f.local_port) for f in flows if _is_listener(f)}
+    out: list[FlowFilter] = []
+    seen: set[str] = set()
+
+    def add(label: str, fill: dict) -> None:
+        if label not in seen:
+            seen.add(label)
+            out.append(FlowFilter(label, {k: v for k, v in fill.items() if v not in (None, "")}))
+
+    for f in flows:
+        proto, who = f.protocol, f" [{f.process}]" if f.process else ""
+        if _is_listener(f):
+            ip = None if f.local_ip == "0.0.0.0" else f.local_ip
+            add(f"{proto.upper()} to the service on {f.local_ip}:{f.local_port}{who}",
+                {"dst_ip": ip, "dst_port": f.local_port, "l4_protocol": proto})
+            continue
+        if (proto, f.local_port) in listening:  # this side is the server
+            (server, port), client = (f.local_ip, f.local_port), f.remote_ip
+        else:
+            (server, port), client = (f.remote_ip, f.remote_port), f.local_ip
+        add(f"{proto.upper()} {client} -> {server}:{port}{who} (requests)",
+            {"src_ip": client, "dst_ip": server, "dst_port": port, "l4_protocol": proto})
+        add(f"{proto.upper()} {server}:{port} -> {client}{who} (replies)",
+            {"src_ip": server, "dst_ip": client, "src_port": port, "l4_protocol": proto})
+    return out
+
+
 def _veth_peer(link: dict, by_index: dict[int, str], netns: str | None,
                cache: dict[str, dict[int, str]]) -> str:
     """Name of a veth's peer; "name@namespace" when the peer lives in another namespace."""

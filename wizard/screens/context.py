@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Select, Static
 from probes.base import Flag
 
 from ..contextvals import context_flag, typed
-from ..discovery import choices_for
+from ..discovery import choices_for, flow_filters
 from ..widgets.param_form import ParamForm
 from .base import WizardScreen
 
@@ -22,6 +22,9 @@ def optional(validate):
     def check(flag: Flag, value: Any) -> Any:
         return None if value in (None, "") else validate(flag, value)
     return check
+
+
+FLOW_FIELDS = ("src_ip", "dst_ip", "src_port", "dst_port", "l4_protocol")
 
 
 class ContextScreen(WizardScreen):
@@ -44,11 +47,12 @@ class ContextScreen(WizardScreen):
     def body(self):
         inv = self.app.inventory
         names = {cf.name for cf in self.fields}
+        self.flow_filters = flow_filters(inv.flows) if inv is not None else []
         with VerticalScroll(id="context-body"):
             yield Static(escape(" ".join(self.playbook.summary.split())), classes="hint")
-            if inv is not None and inv.flows and names & {"src_ip", "dst_ip"}:
-                yield Select([(f.label(), i) for i, f in enumerate(inv.flows)], prompt="Fill from a connection on this host (optional)",
-                             id="flow-picker", compact=True)
+            if self.flow_filters and names & {"src_ip", "dst_ip"}:
+                yield Select([(f.label, i) for i, f in enumerate(self.flow_filters)],
+                             prompt="Fill from a connection on this host (optional)", id="flow-picker", compact=True)
             flags = [context_flag(cf) for cf in self.fields]
             options = {cf.name: choices_for(inv, cf.kind, cf.discover) for cf in self.fields}
             yield ParamForm(flags, values=dict(self.initial), options=options,
@@ -65,14 +69,12 @@ class ContextScreen(WizardScreen):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id != "flow-picker" or event.select.is_blank():
             return
-        flow = self.app.inventory.flows[int(event.value)]
+        fill = self.flow_filters[int(event.value)].fill
         form = self.query_one(ParamForm)
         present = {f.dest for f in form.flags}
-        fill = {"src_ip": flow.local_ip, "dst_ip": flow.remote_ip, "l4_protocol": flow.protocol,
-                "src_port": flow.local_port, "dst_port": flow.remote_port}
-        for dest, value in fill.items():
+        for dest in FLOW_FIELDS:  # a field this choice leaves out is cleared, not kept from an earlier one
             if dest in present:
-                form.set_value(dest, value)
+                form.set_value(dest, fill.get(dest))
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.action_next()

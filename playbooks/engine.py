@@ -64,6 +64,7 @@ class StepView:
     unavailable: str | None
     suggested_by: str | None = None  # finding title
     level: str | None = None  # level of that finding
+    fallback: str | None = None  # when this one cannot run: the step to offer instead (Walk.fallback)
 
 
 @dataclass
@@ -227,9 +228,17 @@ class Walk:
         spec = self.lib.probes[step.probe]
         if finding is None and suggested_by:
             finding = next((f for f in self.findings if f.rule == suggested_by), None)
+        unavailable = self.availability(step.probe)
         return StepView(step.ref, step.probe, step.title, step.why, spec.tier, spec.cost, step.duration,
-                        dict(params), self.availability(step.probe), finding.title if finding else None,
-                        finding.level if finding else None)
+                        dict(params), unavailable, finding.title if finding else None,
+                        finding.level if finding else None, step.fallback if unavailable else None)
+
+    def fallback(self) -> StepView | None:
+        """The step to offer instead of the current one when its probe cannot run here."""
+        node = self.lib.node(self.current_ref)
+        if not isinstance(node, Step) or node.fallback is None or self.current.unavailable is None:
+            return None
+        return self._view(self.lib.steps[node.fallback], self._frame(node.fallback).params)
 
     # moves ---------------------------------------------------------------------------
     def answer(self, choice: int) -> None:
@@ -304,6 +313,8 @@ class Walk:
             for j, n in enumerate(f.next):
                 if self._ran(n.ref, n.params) or any(r == n.ref and _same(p, n.params) for r, p in seen):
                     continue
+                if n.instead_of is not None and self.availability(self.lib.steps[n.instead_of].probe) is None:
+                    continue  # the step it stands in for can run
                 seen.append((n.ref, n.params))
                 view = self._view(self.lib.steps[n.ref], n.params, finding=f)
                 key = (-level_rank(f.level), -f.priority, view.unavailable is not None, i, j)

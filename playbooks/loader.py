@@ -41,6 +41,17 @@ def _fields(raw: Any, where: Where, required: tuple[str, ...] = (), optional: tu
     return raw
 
 
+def _totalled(raw: Any, where: Where) -> tuple:
+    """``{record type: {group field: record field}}`` (MergeSpec.totalled)."""
+    out = []
+    for rtype, fields in _fields(raw or {}, where, (), tuple(raw or {})).items():
+        fields = _fields(fields, where.child(rtype), (), tuple(fields or {}))
+        if not fields or not all(isinstance(v, str) for v in fields.values()):
+            raise where.child(rtype).error("a mapping of group field -> record field, e.g. {count: count}")
+        out.append((str(rtype), tuple((str(k), v) for k, v in fields.items())))
+    return tuple(out)
+
+
 def _text(raw: Any, where: Where) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise where.error("expected non-empty text")
@@ -75,6 +86,9 @@ class _Builder:
         self.seen_groups: set[str] = set()
         self.seen_rules: set[str] = set()
 
+    def playbooks_file(self, ref: str) -> str:
+        return self.playbooks[ref.split("/", 1)[0]].file
+
     @property
     def cf(self) -> frozenset[str]:
         return frozenset(self.context)
@@ -104,6 +118,10 @@ class _Builder:
         for ref, where in self.refs:
             if ref not in self.questions and ref not in self.steps:
                 raise where.error(f"{ref!r} is no question or step of any playbook")
+        for step in self.steps.values():
+            if step.fallback is not None and step.fallback not in self.steps:
+                raise PlaybookError(self.playbooks_file(step.ref), f"steps.{step.ref.split('/', 1)[1]}.fallback",
+                                    f"{step.fallback!r} is a question: a fallback is a step")
         for rid, where in self.rule_refs:
             if rid not in self.seen_rules:
                 raise where.error(f"{rid!r} is no rule of any rules file")
@@ -137,13 +155,13 @@ class _Builder:
             if spec["tier"] not in (1, 2, 3):
                 raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
             res = _fields(spec["results"], w.child("results"), ("merge",),
-                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by"))
+                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by", "totalled"))
             if res["merge"] not in MERGE_KINDS:
                 raise w.child("results.merge").error(f"one of {', '.join(MERGE_KINDS)}")
             merge = MergeSpec(res["merge"], res.get("record"), res.get("entries", "entries"), tuple(res.get("key") or ()),
                               tuple(res.get("sum") or ("count",)), tuple(res.get("totals") or ()),
                               tuple(res.get("distinct") or ()), tuple(res.get("max") or ()),
-                              res.get("sort_by", "count"))
+                              res.get("sort_by", "count"), _totalled(res.get("totalled"), w.child("results.totalled")))
             cols = spec.get("columns") or {}
             _fields(cols, w.child("columns"), (), tuple(cols))
             self.probes[name] = ProbeSpec(
@@ -200,7 +218,7 @@ class _Builder:
                                                        str(q.get("help", "")).strip(), tuple(answers))
         for sid, s in _fields(raw["steps"], where.child("steps"), (), tuple(raw["steps"] or {})).items():
             w = where.child(f"steps.{sid}")
-            s = _fields(s, w, ("probe", "title", "why"), ("duration", "params"))
+            s = _fields(s, w, ("probe", "title", "why"), ("duration", "params", "fallback"))
             probe = _text(s["probe"], w.child("probe"))
             if probe not in self.probes:
                 raise w.child("probe").error(f"unknown probe {probe!r} (not in probes.yaml)")
@@ -208,8 +226,11 @@ class _Builder:
             if ref in self.questions:
                 raise w.error(f"{sid!r} is both a question and a step")
             duration = _number(s["duration"], w.child("duration")) if "duration" in s else self.probes[probe].duration
+            fallback = self._qualify(book, s["fallback"], w.child("fallback")) if "fallback" in s else None
+            if fallback == ref:
+                raise w.child("fallback").error("a step cannot be its own fallback")
             self.steps[ref] = Step(ref, probe, _text(s["title"], w.child("title")), _text(s["why"], w.child("why")),
-                                   duration, self._params(s.get("params"), w.child("params"), probe))
+                                   duration, self._params(s.get("params"), w.child("params"), probe), fallback)
         self.playbooks[book] = Playbook(
             book, _text(raw["title"], where.child("title")), _text(raw["summary"], where.child("summary")),
             tuple(raw.get("asks") or ()), self._qualify(book, raw["start"], where.child("start")), where.file)

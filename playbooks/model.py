@@ -79,6 +79,7 @@ class Step:
     why: str
     duration: float
     params: tuple[Param, ...]
+    fallback: str | None = None  # a step to offer instead when this one's probe cannot run here
 
 
 @dataclass(frozen=True)

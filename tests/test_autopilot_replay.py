@@ -217,3 +217,18 @@ def test_a_recording_cut_short_by_a_crash_keeps_what_was_written(tmp_path):
     (run,) = rec.runs
     assert rec.symptom == "packet-loss" and run.probe == "drop-summary"
     assert run.records == [(0.5, {"type": "drop_summary", "total": 3})]
+
+
+def test_autopilot_takes_the_fallback_of_a_step_that_cannot_run():
+    from playbooks import Walk, load_library
+    from wizard.autopilot import Autopilot
+
+    lib = load_library()
+    backend = RecordedBackend(Recording.load(RECORDING))
+    walk = Walk(lib, {"vm_interface": "veth-nf0"}, start="vm-network/tun-ring-monitor",
+                availability=backend.availability)
+    said: list[str] = []
+    statuses = Autopilot(lib, backend, log=said.append).walk(walk, max_steps=2)
+    assert statuses == ["unavailable", "ok"]
+    assert [fr.ref for fr in walk.frames][:2] == ["vm-network/tun-ring-monitor", "vm-network/tun-drop-details"]
+    assert any("cannot run tun-ring-monitor here" in line for line in said)

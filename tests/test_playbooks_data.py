@@ -228,3 +228,37 @@ def test_no_python_is_ever_evaluated():
         Template("{__import__('os').system('true')}", W)
     with pytest.raises(PlaybookError, match="must start with one of"):
         compile_condition({"path": "__builtins__.open", "present": True}, W)
+
+
+def step_edges() -> dict[str, set[str]]:
+    """Step → steps it can lead to: its rules' next steps (whose condition can hold for this
+    step's probe with a full context) and its fallback."""
+    edges: dict[str, set[str]] = {ref: set() for ref in LIB.steps}
+    for ref, step in LIB.steps.items():
+        if step.fallback:
+            edges[ref].add(step.fallback)
+        scope = {"context": FULL_CONTEXT, "evidence": {}, "result": {}, "let": {},
+                 "step": {"ref": ref, "probe": step.probe}}
+        for g in LIB.groups_for(step.probe):
+            for r in g.rules:
+                edges[ref] |= {n.ref for n in r.next if n.when is None or n.when(scope)}
+    return edges
+
+
+def test_every_quick_reference_rows_details_step_is_reachable_from_its_summary():
+    edges = step_edges()
+    for row in LIB.quick_reference:
+        if not row.details:
+            continue
+        seen, todo = {row.summary}, [row.summary]
+        while todo:
+            for nxt in edges[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        assert row.details in seen, f"{row.problem}: {row.details} cannot be reached from {row.summary}"
+
+
+def test_a_fallback_must_be_a_step(data):
+    edit(data / "vm-network.yaml", lambda d: d["steps"]["tun-ring-monitor"].update(fallback="which-part"))
+    with pytest.raises(PlaybookError, match="tun-ring-monitor.fallback: 'vm-network/which-part' is a question"):
+        load_library(data)

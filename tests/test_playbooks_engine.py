@@ -499,3 +499,29 @@ def test_conclusion_when_nothing_could_run_says_what_and_why():
     assert c.state == "nothing-ran" and not c.cause_found
     assert c.summary == "Nothing could run: drop-summary: drop-summary needs root (CAP_BPF)."
     assert "No cause" not in c.summary
+
+
+# --- steps whose probe is not implemented offer their fallback ---------------------------------
+
+def test_tun_drops_row_falls_back_to_drop_details_on_the_tap():
+    w = Walk(LIB, {"vm_interface": "vnet3"}, start="vm-network/tun-ring-monitor",
+             availability=lambda p: NOT_IMPLEMENTED if p == "tun-ring-monitor" else None)
+    assert w.current.unavailable == NOT_IMPLEMENTED and w.current.fallback == "vm-network/tun-drop-details"
+    instead = w.fallback()
+    assert instead.ref == "vm-network/tun-drop-details" and instead.probe == "drop-details"
+    assert instead.params == {"interface": "vnet3"} and instead.unavailable is None
+    w.choose(instead)
+    assert w.current.ref == "vm-network/tun-drop-details" and w.fallback() is None
+
+
+def test_a_suggested_step_that_cannot_run_brings_its_fallback():
+    records = [drop_summary(entry(80, "tun_net_xmit+0x1f0", "FULL_RING", device="vnet3"))]
+    for implemented, expect in ((False, True), (True, False)):
+        w = walk_to_summary(availability=lambda p: None if implemented or p != "tun-ring-monitor" else NOT_IMPLEMENTED)
+        w.complete("ok", merged("drop-summary", records))
+        refs = [s.ref for s in w.suggestions()]
+        assert "vm-network/tun-ring-monitor" in refs
+        assert ("vm-network/tun-drop-details" in refs) is expect
+        if expect:
+            sug = next(s for s in w.suggestions() if s.ref == "vm-network/tun-drop-details")
+            assert sug.params["interface"] == "vnet3"

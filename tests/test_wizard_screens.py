@@ -498,3 +498,27 @@ async def test_fill_from_a_listening_socket_fills_the_destination_and_continues(
                                                                                    "l4_protocol": "udp"}
     finally:
         server.close()
+
+
+async def test_tun_drops_row_offers_drop_details_on_the_tap_instead(tmp_path):
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, SymptomScreen)
+        row = next(i for i, r in enumerate(app.lib.quick_reference) if r.problem == "TUN drops")
+        await pick(pilot, "#symptoms", f"quick:{row}")
+        await wait_screen(pilot, ContextScreen)
+        await pilot.press("ctrl+n")
+        step = await wait_screen(pilot, StepScreen)
+        assert step.view.ref == "vm-network/tun-ring-monitor" and step.view.unavailable
+        text = flat_text(app)
+        assert "Cannot run on this host: not implemented" in text
+        assert "Instead: Capture the packets dropped on the VM's tap device (drop-details" in text
+        await pilot.press("ctrl+r")
+        step = await wait_screen(pilot, StepScreen)
+        assert step.view.ref == "vm-network/tun-drop-details" and step.view.unavailable is None
+        assert step.query_one("#f-interface") is not None
+        await pilot.press("escape")  # back to the step that could not run
+        step = await wait_screen(pilot, StepScreen)
+        assert step.view.ref == "vm-network/tun-ring-monitor"

@@ -115,7 +115,8 @@ class Autopilot:
         return outcome.status
 
     def next_step(self, walk: Walk) -> StepView | None:
-        for s in walk.suggestions():
+        """The top runnable suggestion; else, when this step could not run, the step that stands in for it."""
+        for s in walk.suggestions() + [v for v in [walk.fallback()] if v is not None]:
             if s.unavailable is None and not any(r == s.ref and p == s.params for r, p in self.failed):
                 return s
         return None

@@ -30,6 +30,9 @@ class StepScreen(WizardScreen):
         super().__init__()
         self.view = view
         self.depth = depth
+        walk = self.app.walk
+        # This step cannot run here, but another one does the job (vm-network's TUN steps).
+        self.instead = walk.fallback() if view.unavailable and walk and walk.current_ref == view.ref else None
 
     def heading(self) -> str:
         return f"Next step: {self.view.title}"
@@ -51,6 +54,9 @@ class StepScreen(WizardScreen):
             yield Static(escape(" ".join(v.why.split())), classes="hint")
             if v.unavailable:
                 yield Static(f"[b]Cannot run on this host:[/b] {escape(v.unavailable)}", classes="unavailable")
+            if self.instead is not None:
+                yield Static(f"[b]Instead:[/b] {escape(self.instead.title)} ({escape(self.instead.probe)}, tier "
+                             f"{self.instead.tier}) — Ctrl+R opens it.", classes="hint", id="instead")
             if flags:
                 inv = self.app.inventory
                 options = {f.dest: choices_for(inv, f.kind) for f in flags}
@@ -58,12 +64,14 @@ class StepScreen(WizardScreen):
                                 validator=self.app.backend_validator, id="step-form")
         yield Static("", id="command-line")
         with Horizontal(classes="buttons"):
-            yield Button("Run (Ctrl+R)", id="run", variant="primary", disabled=bool(v.unavailable), compact=True)
+            label = "Run (Ctrl+R)" if self.instead is None else f"Instead: {self.instead.probe} (Ctrl+R)"
+            yield Button(label, id="run", variant="primary", disabled=bool(v.unavailable) and self.instead is None,
+                         compact=True)
 
     def on_mount(self) -> None:
         self._update_command()
         fields = self.query("#step-form Input, #step-form Select, #step-form Checkbox")
-        if not self.view.unavailable:
+        if not self.view.unavailable or self.instead is not None:
             self.query_one("#run", Button).focus()
         elif fields:
             fields.first().focus()
@@ -100,6 +108,9 @@ class StepScreen(WizardScreen):
             self.action_run()
 
     def action_run(self) -> None:
+        if self.instead is not None:
+            self.app.choose_step(self.instead)
+            return
         if self.view.unavailable:
             self.show_error(f"{self.view.probe} cannot run here: {self.view.unavailable}")
             return

@@ -111,6 +111,7 @@ def diagnose_cmd(env: VethNs, report: Path, sessions: Path, *extra: str) -> list
 
 
 def main(out: str) -> int:
+    Path(out).unlink(missing_ok=True)  # regenerating: --record never overwrites a file
     with drop_scenario() as sc, tempfile.TemporaryDirectory() as tmp:
         sc.start_traffic(30)
         proc = subprocess.run(diagnose_cmd(sc.env, Path(tmp) / "report", Path(tmp) / "sessions",

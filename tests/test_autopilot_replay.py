@@ -107,15 +107,23 @@ def test_replay_with_no_drops_finds_no_cause_and_says_what_is_next(shared):
     (["replay", "/nonexistent.jsonl", "--autopilot", "--report", "R"], 2, "cannot read"),
     (["replay", "CORRUPT", "--autopilot", "--report", "R"], 2, "corrupt.jsonl:3: 'record' line: 't' must be a number"),
     (["replay", "CORRUPT"], 2, "corrupt.jsonl:3: 'record' line: 't' must be a number"),
+    (["diagnose", "--symptom", "packet-loss", "--autopilot", "--report", "R", "--record", "CORRUPT"], 2,
+     "--record: CORRUPT exists; give a new file name (or remove it)"),
+    (["diagnose", "--symptom", "packet-loss", "--autopilot", "--report", "R", "--record", "CORRUPT/x.jsonl"], 2,
+     "--record: cannot write CORRUPT/x.jsonl: CORRUPT is not a writable directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, exit_code, message, tmp_path):
     corrupt = tmp_path / "corrupt.jsonl"
     corrupt.write_text('{"type": "recording", "version": 1}\n{"type": "run", "run": 1, "probe": "drop-summary"}\n'
                        '{"type": "record", "run": 1, "t": "abc", "record": {}}\n')
     names = {"R": str(tmp_path / "R"), "CORRUPT": str(corrupt)}
-    proc = run(*[names.get(a, a) for a in args])
+    proc = run(*[names.get(a, a).replace("CORRUPT/", f"{corrupt}/") for a in args]
+               + ["--sessions", str(tmp_path / "sessions")])
     assert proc.returncode == exit_code
-    assert message in one_line_error(proc)
+    assert message.replace("CORRUPT", str(corrupt)) in one_line_error(proc)
+    # nothing half-started is left behind: no session journal, the existing file untouched
+    assert not list((tmp_path / "sessions").glob("*.jsonl"))
+    assert corrupt.read_text().startswith('{"type": "recording"')
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="shows the unprivileged path by dropping root")
@@ -137,6 +145,20 @@ def test_diagnose_without_privileges_exits_3_and_still_reports(shared):
 
 
 # --- the recording format ----------------------------------------------------------------------
+
+def test_a_recording_is_a_new_private_file(tmp_path):
+    old = os.umask(0)
+    try:
+        r = Recorder(tmp_path / "new.jsonl", {}, "packet-loss", {})
+        r.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.jsonl").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "mine.jsonl").write_text("my notes\n")
+    with pytest.raises(RecordingError, match="mine.jsonl exists"):
+        Recorder(tmp_path / "mine.jsonl", {}, "packet-loss", {})
+    assert (tmp_path / "mine.jsonl").read_text() == "my notes\n"
+
 
 def test_recorded_probe_paces_or_serves_at_once(tmp_path):
     rec = tmp_path / "r.jsonl"

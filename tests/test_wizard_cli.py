@@ -91,3 +91,43 @@ async def test_record_from_the_app_replays(tmp_path):
     assert run_.probe == "drop-summary" and run_.status == "ok" and run_.step == "packet-loss/drop-summary"
     assert sum(r["total"] for _, r in run_.records if r["type"] == "drop_summary") == total
     assert "--dst-ip 10.253.2.1" in run_.command
+
+
+def test_record_to_an_existing_file_is_refused_before_the_app_starts(tmp_path):
+    mine = tmp_path / "notes.jsonl"
+    mine.write_text("keep me\n")
+    r = run("--sessions", str(tmp_path / "s"), "--record", str(mine))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"netsleuth: --record: {mine} exists; give a new file name (or remove it)"
+    assert mine.read_text() == "keep me\n"
+
+
+@pytest.mark.asyncio
+async def test_a_recording_that_cannot_be_opened_leaves_no_session(tmp_path):
+    """The recorder opens before the session: each failed try used to leave a header-only
+    journal that --resume then picked (and could not resume)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    app = NetsleuthApp(ReplayBackend(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions",
+                       record=blocker / "rec.jsonl")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, SymptomScreen)
+        await pick(pilot, "#symptoms", "symptom:packet-loss")
+        await wait_screen(pilot, ContextScreen)
+        for _ in range(2):
+            await pilot.press("ctrl+n")
+            await wait_for(pilot, lambda: "is not a writable directory" in str(
+                app.screen.query_one("#error-panel").render()), what="the error")
+            assert isinstance(app.screen, ContextScreen) and app.session is None
+    assert not list((tmp_path / "sessions").glob("*.jsonl"))
+
+
+def test_resume_skips_a_journal_with_nothing_to_resume(tmp_path):
+    a = Session.create("packet-loss", {}, {}, tmp_path)
+    a.write({"event": "start", "symptom": "packet-loss", "start": "packet-loss/know-where", "context": {}})
+    a.close()
+    orphan = Session.create("packet-loss", {}, {}, tmp_path)  # newer, header only
+    orphan.close()
+    assert find_session("", tmp_path) == a.path

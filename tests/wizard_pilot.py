@@ -118,6 +118,7 @@ def record_fixture(out: Path = PACKET_LOSS) -> None:
 
     from tests.netenv import ROOT, send_udp, veth_ns
 
+    out.unlink(missing_ok=True)  # regenerating: --record never overwrites a file
     with veth_ns() as env, tempfile.TemporaryDirectory() as tmp:
         stop = threading.Event()
 

@@ -27,7 +27,7 @@ from probes.base import Flag
 from probes.runtime.params import ParamError
 
 from .autopilot import command_for
-from .replay import Recorder
+from .replay import Recorder, RecordingError, record_path_problem
 from .report import build_report, write_reports
 from .screens.conclusion import ConclusionScreen
 from .screens.context import ContextScreen
@@ -132,9 +132,13 @@ class NetsleuthApp(App):
             context = {**context, "netns": netns}
         self.end_session("started over with a new context")
         host = self.backend.host_facts()
-        self.session = Session.create(symptom, context, host, self.sessions_dir, mode=self.mode)
         if self.record_path is not None and self.recorder is None:
-            self.recorder = Recorder(self.record_path, host, symptom, context)
+            try:  # before the session: a journal is only made for a walk that can start
+                self.recorder = Recorder(self.record_path, host, symptom, context)
+            except RecordingError as e:
+                self.report_error(str(e))
+                return
+        self.session = Session.create(symptom, context, host, self.sessions_dir, mode=self.mode)
         self.walk = Walk(self.lib, context, symptom=symptom, start=start,
                          availability=self.backend.availability, on_event=self.session.write)
         log.info("session %s: %s", self.session.id, self.session.path)
@@ -404,7 +408,7 @@ def find_session(spec: str, directory: Path) -> Path:
         return Path(spec)
     sessions = list_sessions(directory)
     if not spec:
-        open_ones = [s for s in sessions if not s.ended]
+        open_ones = [s for s in sessions if s.resumable]
         if not open_ones:
             raise SessionError(f"no interrupted session in {directory}")
         return open_ones[0].path
@@ -423,6 +427,9 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     try:
         resume_path = find_session(resume, directory) if resume is not None else None
         library = load_library()
+        problem = record_path_problem(record) if record else None
+        if problem:
+            raise ValueError(problem)
     except (SessionError, ValueError) as e:
         print(f"netsleuth: {e}", file=sys.stderr)
         return 2

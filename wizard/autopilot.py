@@ -170,8 +170,14 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
     netns = backend.netns() if hasattr(backend, "netns") else None
     if netns is not None and "netns" not in context:
         context = dict(context, netns=netns)
-    session = Session.create(symptom, context, host, sessions, mode="autopilot")
+    # The recording first: a bad --record path (RecordingError) leaves no session behind.
     recorder = Recorder(record, host, symptom, context) if record else None
+    try:
+        session = Session.create(symptom, context, host, sessions, mode="autopilot")
+    except BaseException:
+        if recorder:
+            recorder.close()
+        raise
     pilot = Autopilot(lib, backend, duration, recorder, log)
     try:
         walk = Walk(lib, context, symptom, availability=backend.availability, on_event=session.write)

@@ -105,10 +105,23 @@ def run_diagnose(args: argparse.Namespace) -> int:
     except ParamError as e:
         return _usage("diagnose", str(e))
     from .backends import LiveBackend
+    from .replay import RecordingError
 
-    result = run_autopilot(lib, LiveBackend(), args.symptom, context, args.report, duration=nums[0],
-                           record=getattr(args, "record", None), sessions=getattr(args, "sessions", None), max_steps=nums[1])
+    try:
+        result = run_autopilot(lib, LiveBackend(), args.symptom, context, args.report, duration=nums[0],
+                               record=getattr(args, "record", None), sessions=getattr(args, "sessions", None),
+                               max_steps=nums[1])
+    except RecordingError as e:
+        return _usage("diagnose", str(e))
+    except OSError as e:  # the sessions directory
+        return _cannot_journal("diagnose", e)
     return result.exit_code
+
+
+def _cannot_journal(cmd: str, e: OSError) -> int:
+    print(f"netsleuth {cmd}: cannot write the session journal: {e.filename or ''}: {e.strerror or e}",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -138,6 +151,9 @@ def run_replay(args: argparse.Namespace) -> int:
         return _usage("replay", f"{args.recording}: recorded context: {e}")
     backend = RecordedBackend(rec, speed=args.speed or 0.0)
     # A recorded run ends when its records do; --duration only cuts a paced (--speed) replay short.
-    result = run_autopilot(lib, backend, rec.symptom, context, args.report, duration=nums[0] or 86400,
-                           sessions=getattr(args, "sessions", None), max_steps=nums[1])
+    try:
+        result = run_autopilot(lib, backend, rec.symptom, context, args.report, duration=nums[0] or 86400,
+                               sessions=getattr(args, "sessions", None), max_steps=nums[1])
+    except OSError as e:  # the sessions directory
+        return _cannot_journal("replay", e)
     return result.exit_code

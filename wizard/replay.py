@@ -59,13 +59,39 @@ def _need(obj: dict, key: str, kind, where: str, default=None):
 
 # writing ----------------------------------------------------------------------------
 
+def open_new(path: Path) -> int:
+    """A new file, mode 0600, for writing: never an existing one (a recording is not
+    overwritten without asking, nor written with an old file's mode).  RecordingError naming
+    the file and why it cannot be written."""
+    problem = record_path_problem(path)
+    if problem:
+        raise RecordingError(problem)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise RecordingError(f"--record: {path} exists; give a new file name (or remove it)") from None
+    except OSError as e:
+        raise RecordingError(f"--record: cannot write {path}: {e.strerror or e}") from None
+
+
+def record_path_problem(path: str | Path) -> str | None:
+    """Why --record PATH cannot be used (checked before anything starts), or None."""
+    p = Path(path)
+    if p.exists():
+        return f"--record: {p} exists; give a new file name (or remove it)"
+    parent = next((d for d in [p.parent, *p.parent.parents] if d.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"--record: cannot write {p}: {parent or p.parent} is not a writable directory"
+    return None
+
+
 class Recorder:
     """Appends a run's records as they come; each line is flushed, each run end fsynced."""
 
     def __init__(self, path: str | Path, host: dict, symptom: str | None, context: dict):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_new(self.path)
         raw = os.fdopen(fd, "wb")
         # name.gz: compressed (stacks repeat a lot); each flush makes all lines so far readable
         self._f = gzip.open(raw, "wt", encoding="utf-8") if self.path.suffix == ".gz" else \

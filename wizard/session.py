@@ -56,6 +56,11 @@ class SessionInfo:
     ended: bool
     events: int
 
+    @property
+    def resumable(self) -> bool:
+        """Interrupted with a walk to rebuild (a journal with only its header has none)."""
+        return not self.ended and self.events > 0
+
 
 class Session:
     """An open journal; ``write`` is the walk's ``on_event``."""
@@ -137,7 +142,7 @@ def list_sessions(directory: str | Path | None = None) -> list[SessionInfo]:
 
 
 def interrupted_sessions(directory: str | Path | None = None) -> list[SessionInfo]:
-    return [s for s in list_sessions(directory) if not s.ended]
+    return [s for s in list_sessions(directory) if s.resumable]
 
 
 def _drop_cut_line(path: Path) -> None:

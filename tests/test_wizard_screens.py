@@ -15,7 +15,7 @@ from wizard.app import NetsleuthApp
 from wizard.backends import ReplayBackend
 from wizard.replay import Recording
 from wizard.screens.context import ContextScreen
-from wizard.screens.dialogs import ConfirmQuit, HelpScreen
+from wizard.screens.dialogs import ConfirmDiscard, ConfirmQuit, HelpScreen
 from wizard.screens.findings import FindingsScreen, NextStepScreen
 from wizard.screens.live import LiveDetailsScreen, LiveSummaryScreen
 from wizard.screens.preflight import PreflightScreen
@@ -142,7 +142,15 @@ async def test_escape_during_a_run_discards_it_and_closes_the_probe(tmp_path):
         await pilot.press("ctrl+r")
         live = await wait_screen(pilot, LiveSummaryScreen)
         await wait_for(pilot, lambda: live.state == "running", what="running")
+        await pilot.press("escape")  # asks first: the run is not thrown away by one key
+        await wait_screen(pilot, ConfirmDiscard)
+        assert "Discard this run?" in flat_text(app)
+        await pilot.press("n")
+        assert await wait_screen(pilot, LiveSummaryScreen) is live and live.state == "running"
+        assert backend.sources[0].closed == 0
         await pilot.press("escape")
+        await wait_screen(pilot, ConfirmDiscard)
+        await pilot.press("y")
         assert await wait_screen(pilot, StepScreen) is step
         await wait_for(pilot, lambda: backend.sources[0].closed == 1, what="probe closed")
         assert app.walk.current_result is None  # nothing recorded for a discarded run
@@ -157,7 +165,7 @@ async def test_quit_during_a_run_closes_the_probe_and_leaves_a_resumable_session
         await to_step(pilot)
         await pilot.press("ctrl+r")
         live = await wait_screen(pilot, LiveSummaryScreen)
-        await wait_for(pilot, lambda: live.state == "running", what="running")
+        await wait_for(pilot, lambda: live.result.get("total", 0) > 0, what="first counts")
         await pilot.press("q")
         dialog = await wait_screen(pilot, ConfirmQuit)
         assert "Resume it with: netsleuth --resume" in flat_text(app)
@@ -174,13 +182,19 @@ async def test_quit_during_a_run_closes_the_probe_and_leaves_a_resumable_session
     _, events = read_journal(journals[0])
     assert events[-1]["event"] == "note" and "resume with: netsleuth --resume" in events[-1]["text"]
     assert not any(e["event"] == "end" for e in events)
+    # what the run saw until the quit is in the session, as a stopped run
+    (stopped,) = [e for e in events if e["event"] == "result"]
+    assert stopped["status"] == "stopped" and 0 < stopped["result"]["total"] < recorded_facts()["summary_total"]
 
-    # resume: the walk comes back at the step it was on, and can go on from there
+    # resume: the walk comes back at the step it was on, with what it saw, and can go on from there
     app = NetsleuthApp(ReplayBackend(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions", resume=journals[0])
     async with app.run_test(size=SIZE) as pilot:
         await wait_screen(pilot, PreflightScreen)
         await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
         await pilot.press("enter")
+        findings = await wait_screen(pilot, FindingsScreen)
+        assert findings.result.status == "stopped"
+        await pilot.press("escape")
         step = await wait_screen(pilot, StepScreen)
         assert step.view.probe == "drop-summary" and step.view.params["dst-ip"] == "10.253.2.1"
         await pilot.press("ctrl+r")
@@ -193,7 +207,7 @@ async def test_quit_during_a_run_closes_the_probe_and_leaves_a_resumable_session
         assert len(app.walk.frames) == 1
     _, events = read_journal(journals[0])
     assert any(e.get("text") == "session resumed" for e in events)
-    assert [e["event"] for e in events].count("result") == 1
+    assert [e["event"] for e in events].count("result") == 2
 
 
 async def test_probe_failure_shows_in_the_panel_and_the_log_not_as_a_traceback(tmp_path):
@@ -241,6 +255,7 @@ async def test_help_shows_the_screen_keys_and_closes(tmp_path):
         await wait_screen(pilot, HelpScreen)
         text = flat_text(app)
         assert "On this screen" in text and "Run probe" in text and "filters already filled in" in text
+        assert "Esc Back" in text  # inherited from every screen, listed too
         await pilot.press("escape")
         await wait_screen(pilot, StepScreen)
 

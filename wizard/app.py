@@ -216,11 +216,27 @@ class NetsleuthApp(App):
         self.push_screen(live(view, values, spec, screen.depth))
 
     def step_finished(self, screen: LiveScreen, outcome) -> None:
+        findings = self._keep_run(screen, outcome)
+        self.switch_screen(FindingsScreen(self.walk.current, self.walk.current_result, findings, screen.depth))
+
+    def _keep_run(self, screen: LiveScreen, outcome) -> list:
+        """The run's outcome into the walk (the journal) and the recording; its findings."""
         findings = self.walk.complete(outcome.status, outcome.result, duration_s=outcome.duration_s,
                                       started=outcome.started, command=self._command(screen),
                                       params=self.walk.current.params)
         self._end_recorded_run(screen, outcome.status, outcome.duration_s, outcome.error)
-        self.switch_screen(FindingsScreen(self.walk.current, self.walk.current_result, findings, screen.depth))
+        return findings
+
+    def _keep_interrupted_runs(self) -> None:
+        """Quitting during a run: what it saw until stopped is journaled, as a stopped run."""
+        for screen in self.screen_stack:
+            run = getattr(screen, "run", None)
+            if isinstance(screen, LiveScreen) and not screen.discarded and run is not None and \
+                    run.outcome is not None and self.walk is not None and self.walk.current_result is None:
+                try:
+                    self._keep_run(screen, run.outcome)
+                except Exception:  # noqa: BLE001 - quitting anyway: the log has it
+                    log.exception("could not keep the interrupted run")
 
     def step_failed(self, screen: LiveScreen, finished) -> None:
         message = finished.error or finished.status
@@ -317,7 +333,7 @@ class NetsleuthApp(App):
     def action_quit(self) -> None:
         if self._quitting:
             return
-        detail = "Running probes are stopped and detached."
+        detail = "Running probes are stopped and detached; what they saw so far is kept."
         if self.session is not None:
             detail += f"\nThe session is saved: {self.session.path}"
             if self.report_paths and not self.report_is_current:
@@ -342,6 +358,7 @@ class NetsleuthApp(App):
         self._quitting = True
         log.info("shutting down: %s", why)
         await self.stop_probes()
+        self._keep_interrupted_runs()
         self.end_session(f"quit ({why})")
         if self.recorder is not None:
             self.recorder.close()
@@ -354,8 +371,7 @@ class NetsleuthApp(App):
 
     def action_help(self) -> None:
         screen = self.screen
-        keys = [(b.key_display or b.key, b.description) for b in getattr(screen, "BINDINGS", [])
-                if isinstance(b, Binding) and b.description]
+        keys = screen_keys(screen)
         self.push_screen(HelpScreen(getattr(screen, "HELP", ""), keys))
 
     # errors: a panel on screen, the details in the log ----------------------------------------
@@ -387,6 +403,7 @@ class NetsleuthApp(App):
         for run in runs:
             run.closed.wait(CLOSE_TIMEOUT)
         try:
+            self._keep_interrupted_runs()
             self.end_session("stopped on an internal error")
             if self.recorder is not None:
                 self.recorder.close()
@@ -394,6 +411,18 @@ class NetsleuthApp(App):
             log.exception("could not close the session")
         self.exit(return_code=1, message=f"netsleuth stopped on an internal error: {error}\n"
                                          f"details: {self.log_path}")
+
+
+def screen_keys(screen) -> list[tuple[str, str]]:
+    """The keys of a screen as its help lists them: its own bindings and those it inherits
+    (Esc = back comes from the base screen), a subclass's binding of a key winning."""
+    keys, seen = [], set()
+    for cls in type(screen).__mro__:
+        for b in cls.__dict__.get("BINDINGS", []):
+            if isinstance(b, Binding) and b.description and b.key not in seen:
+                seen.add(b.key)
+                keys.append((b.key_display or b.key.split(",")[0].replace("escape", "Esc"), b.description))
+    return keys
 
 
 def _context_form_values(context: dict) -> dict:

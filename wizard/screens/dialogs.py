@@ -29,8 +29,11 @@ shown on the step screen so you can rerun it by hand.
 """
 
 
-class ConfirmQuit(WizardModal):
-    BINDINGS = [Binding("y", "answer(True)", "Quit"), Binding("n,escape", "answer(False)", "Stay")]
+class Confirm(WizardModal):
+    """A yes/no question; dismissed with True (y) or False (n, Esc).  "No" has the focus."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    TITLE, YES, NO = "Are you sure?", "Yes (y)", "No (n)"
 
     def __init__(self, detail: str):
         super().__init__()
@@ -38,11 +41,11 @@ class ConfirmQuit(WizardModal):
 
     def compose(self):
         with Vertical(classes="dialog"):
-            yield Static("[b]Quit netsleuth?[/b]", classes="dialog-title")
+            yield Static(f"[b]{escape(self.TITLE)}[/b]", classes="dialog-title")
             yield Static(escape(self.detail), classes="dialog-body")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Quit (y)", id="yes", variant="error", compact=True)
-                yield Button("Stay (n)", id="no", variant="primary", compact=True)
+                yield Button(self.YES, id="yes", variant="error", compact=True)
+                yield Button(self.NO, id="no", variant="primary", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -52,6 +55,16 @@ class ConfirmQuit(WizardModal):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ConfirmQuit(Confirm):
+    BINDINGS = [Binding("y", "answer(True)", "Quit"), Binding("n,escape", "answer(False)", "Stay")]
+    TITLE, YES, NO = "Quit netsleuth?", "Quit (y)", "Stay (n)"
+
+
+class ConfirmDiscard(Confirm):
+    BINDINGS = [Binding("y", "answer(True)", "Discard"), Binding("n,escape", "answer(False)", "Keep running")]
+    TITLE, YES, NO = "Discard this run?", "Discard (y)", "Keep running (n)"
 
 
 class HelpScreen(WizardModal):

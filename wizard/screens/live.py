@@ -23,6 +23,7 @@ from ..steprun import run_source
 from ..widgets.charts import Log2Plot, RatePlot
 from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
 from .base import WizardScreen
+from .dialogs import ConfirmDiscard
 
 
 class ProbeRun:
@@ -127,7 +128,7 @@ def lost_count(result: dict) -> int:
 class LiveScreen(WizardScreen):
     """What both live views share: the run, the status line, the counters, stop and back."""
 
-    BINDINGS = [Binding("s", "stop", "Stop & see findings"), Binding("escape", "back", "Back (discard)")]
+    BINDINGS = [Binding("s", "stop", "Stop & see findings"), Binding("escape", "back", "Back (discard, asks)")]
 
     def __init__(self, view, values: dict, spec, depth: int):
         super().__init__()
@@ -227,7 +228,15 @@ class LiveScreen(WizardScreen):
             self._tick()
 
     def go_back(self) -> None:
-        """Esc: stop without keeping the result, back to the step's form."""
+        """Esc: back to the step's form; a run still going is discarded, after asking."""
+        if self.state not in ("starting", "running"):
+            self._discard()
+            return
+        detail = (f"{self.view.probe} has run {self.run.elapsed if self.run else 0:.0f} s. Discarding stops it and "
+                  "forgets what it saw; s (on the live view) stops it and keeps the findings.")
+        self.app.push_screen(ConfirmDiscard(detail), lambda yes: self._discard() if yes else None)
+
+    def _discard(self) -> None:
         self.discarded = True
         if self.run:
             self.run.stop()

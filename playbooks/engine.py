@@ -66,6 +66,13 @@ class StepView:
     level: str | None = None  # level of that finding
     fallback: str | None = None  # when this one cannot run: the step to offer instead (Walk.fallback)
 
+    def __post_init__(self) -> None:
+        # A "duration" param (a template over the finding's evidence, e.g. as long as the run
+        # that saw the trouble) is how long the step runs, not one of its filters.
+        run = self.params.pop("duration", None)
+        if isinstance(run, (int, float)) and not isinstance(run, bool) and run > 0:
+            self.duration = float(run)
+
 
 @dataclass
 class Conclusion:
@@ -99,7 +106,9 @@ def _with_seen(f: Finding, steps: list[str]) -> Finding:
 
 
 def _same(a: dict, b: dict) -> bool:
-    return {k: str(v) for k, v in a.items()} == {k: str(v) for k, v in b.items()}
+    """The same filters (how long a step runs is the run's, not part of what it looks at)."""
+    return ({k: str(v) for k, v in a.items() if k != "duration"} ==
+            {k: str(v) for k, v in b.items() if k != "duration"})
 
 
 class Walk:
@@ -248,7 +257,7 @@ class Walk:
         """Go to a step: a suggestion (with its prefilled params, optionally edited) or any step by ref."""
         suggested_by = None
         if isinstance(ref, StepView):
-            base = dict(ref.params)
+            base = self._prefilled(ref)
             match = self._suggestion_source(ref)
             suggested_by = match.rule if match else None
             ref = ref.ref
@@ -257,7 +266,7 @@ class Walk:
                 raise WalkError(f"no step {ref!r}")
             sug = next((s for s in self.suggestions() if s.ref == ref), None)
             if sug is not None:
-                base = dict(sug.params)
+                base = self._prefilled(sug)
                 match = self._suggestion_source(sug)
                 suggested_by = match.rule if match else None
             else:
@@ -267,6 +276,13 @@ class Walk:
         base = {k: v for k, v in base.items() if v not in (None, "")}
         self._emit({"event": "choose", "step": ref, "params": base, "suggested_by": suggested_by})
         return self.current
+
+    def _prefilled(self, view: StepView) -> dict:
+        """A suggestion's params, with its run length when a template set one (StepView)."""
+        base = dict(view.params)
+        if view.duration != self.lib.steps[view.ref].duration:
+            base["duration"] = view.duration
+        return base
 
     def edit(self, params: dict) -> StepView:
         """Change the current step's parameters (the prefilled form, edited); None/"" removes one."""

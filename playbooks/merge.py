@@ -7,7 +7,9 @@ catalogue entry says (``results.merge`` in probes.yaml):
 * ``sum-entries``    records with an ``entries`` list (drop_summary): entries with the
                      same key are summed, top-level counters too.
 * ``group-events``   one record per event (drop, upcall, wait): events with the same key
-                     are counted; the first event is kept as the sample.
+                     are counted; the first event is kept as the sample.  Records of a
+                     ``totalled`` type stand for many events already totalled (offcpu
+                     --aggregate): they add their counts and totals to the same groups.
 * ``sum-histograms`` records with a ``histograms`` list of log2 buckets: buckets with the
                      same key are summed; percentiles are computed on the sum.
 * ``last``           snapshots (counters already cumulative): the last record wins.
@@ -42,6 +44,9 @@ class MergeSpec:
     distinct: tuple[str, ...] = ()
     max: tuple[str, ...] = ()
     sort_by: str = "count"
+    # group-events: record type -> ((group field, record field), ...) for records that total
+    # many events already: ``max_*`` group fields keep the largest value, the others add up.
+    totalled: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 def _at(item: Any, path: str) -> Any:
@@ -112,7 +117,8 @@ class Accumulator:
 
     def add_one(self, r: dict) -> None:
         rtype = r.get("type")
-        if self.spec.record and rtype != self.spec.record:
+        totalled = dict(self.spec.totalled).get(rtype)
+        if self.spec.record and rtype != self.spec.record and totalled is None:
             # lost-event and error records: counted, never mixed into results
             count = r.get("count") if _is_num(r.get("count")) else 1
             self.other[str(rtype)] = self.other.get(str(rtype), 0) + count
@@ -128,7 +134,7 @@ class Accumulator:
             for e in self._items(r):
                 self._fold(e)
         elif kind == "group-events":
-            self._fold(r, event=True)
+            self._fold(r, event=True, totalled=totalled)
             if len(self.samples) < MAX_SAMPLES:
                 self.samples.append(r)
         elif kind == "sum-histograms":
@@ -146,7 +152,7 @@ class Accumulator:
         outer = {k: v for k, v in r.items() if k not in (self.spec.entries, "type")}
         return [{**outer, **item} for item in items or [] if isinstance(item, dict)]
 
-    def _fold(self, item: dict, event: bool = False) -> None:
+    def _fold(self, item: dict, event: bool = False, totalled: tuple[tuple[str, str], ...] | None = None) -> None:
         k = _key(item, self.spec.key)
         g = self.groups.get(k)
         if g is None:
@@ -158,6 +164,18 @@ class Accumulator:
                 g[target] = 0
             for d in self.spec.distinct:
                 g[_values_name(d)] = []
+        if totalled is not None:
+            g["last_time"] = item.get("time")
+            for target, source in totalled:
+                v = item.get(source)
+                if not _is_num(v):
+                    continue
+                if not target.startswith("max_"):
+                    g[target] = (g.get(target) or 0) + v
+                elif g.get(target) is None or v > g[target]:
+                    g[target] = v
+            self._collect(g, item)
+            return
         if event:
             g["count"] += 1
             g["last_time"] = item.get("time")

@@ -1,11 +1,12 @@
 /* futex: per thread, FUTEX_WAIT-family calls with the time spent in them and
  * FUTEX_WAKE-family calls with how many waiters they woke (the guide's futex.bt).
- * Counters are cumulative per thread; user space reports per-interval deltas.
- * Each thread only updates its own entry, and the adds are atomic anyway, so
- * counts are exact.
+ * Counters are cumulative per thread; user space reports per-interval deltas,
+ * and adds the elapsed part of the waits still going on (`pending`) so that a
+ * wait counts in the intervals it spans, not in the one it ends in.  Each
+ * thread only updates its own entry, and the adds are atomic anyway, so counts
+ * are exact.
  *
- * Constants: NS_F_TGID (0 = any process), NS_SELF_TGID (the tracer, never traced),
- * NS_F_TIDS (only threads in the `tids` map), NS_MAX_THREADS. */
+ * Constants: the thread filter's (netsleuth_threads.inc.c), NS_MAX_THREADS. */
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif
@@ -22,8 +23,9 @@ struct pending {
 };
 
 struct futex_stats {
-    u64 wait_count;
-    u64 wait_ns;
+    u64 waits_started;
+    u64 waits_ended;
+    u64 wait_ns;        /* whole length of the waits that ended */
     u64 wait_timeouts;  /* returned ETIMEDOUT */
     u64 wait_eagain;    /* the futex word had changed: returned without sleeping */
     u64 wake_count;
@@ -34,24 +36,9 @@ struct futex_stats {
 
 BPF_HASH(pending, u32, struct pending, NS_MAX_THREADS);
 BPF_HASH(stats, u32, struct futex_stats, NS_MAX_THREADS);
-BPF_HASH(tids, u32, u8, 1024);
 /* [0] calls not counted: a table was full */
 BPF_PERCPU_ARRAY(lost, u64, 1);
-
-/* The same filter as offcpu.bpf.c: BCC rewrites map calls only in the main file
- * (not in headers or macros), so it cannot live in netsleuth.h. */
-static __always_inline int thread_match(u32 tgid, u32 tid)
-{
-    if (tid == 0)
-        return 0;
-    if (NS_F_TGID && tgid != NS_F_TGID)
-        return 0;
-    if (tgid == NS_SELF_TGID)
-        return 0;  /* the tracer itself, when tracing everything */
-    if (NS_F_TIDS && !tids.lookup(&tid))
-        return 0;
-    return 1;
-}
+#include "netsleuth_threads.inc.c"
 
 static __always_inline u32 futex_kind(int op)
 {
@@ -89,24 +76,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_futex)
     struct pending p = {.ts = bpf_ktime_get_ns(), .kind = futex_kind((int)args->op)};
     if (p.kind == KIND_OTHER)
         return 0;
-    if (pending.update(&tid, &p) != 0)
-        count_lost();
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_futex)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tid = (u32)id;
-    struct pending *p = pending.lookup(&tid);
-    if (!p)
-        return 0;
-    u64 delta = bpf_ktime_get_ns() - p->ts;
-    u32 kind = p->kind;
-    pending.delete(&tid);
-
     struct futex_stats zero = {}, *s = stats.lookup_or_try_init(&tid, &zero);
-    if (!s) {
+    if (!s || pending.update(&tid, &p) != 0) {
         count_lost();
         return 0;
     }
@@ -114,9 +85,26 @@ TRACEPOINT_PROBE(syscalls, sys_exit_futex)
         s->tgid = id >> 32;
         bpf_get_current_comm(&s->comm, sizeof(s->comm));
     }
+    if (p.kind == KIND_WAIT)
+        __sync_fetch_and_add(&s->waits_started, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_futex)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending *p = pending.lookup(&tid);
+    if (!p)
+        return 0;
+    u64 delta = bpf_ktime_get_ns() - p->ts;
+    u32 kind = p->kind;
+    pending.delete(&tid);
+    struct futex_stats *s = stats.lookup(&tid);
+    if (!s)
+        return 0;  /* user space freed it: the thread was taken for gone */
     long ret = args->ret;
     if (kind == KIND_WAIT) {
-        __sync_fetch_and_add(&s->wait_count, 1);
+        __sync_fetch_and_add(&s->waits_ended, 1);
         __sync_fetch_and_add(&s->wait_ns, delta);
         if (ret == -ETIMEDOUT)
             __sync_fetch_and_add(&s->wait_timeouts, 1);

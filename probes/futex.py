@@ -12,7 +12,8 @@ from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines
 
-_COUNTERS = ("wait_count", "wait_ns", "wait_timeouts", "wait_eagain", "wake_count", "woken")
+_COUNTERS = ("waits_started", "waits_ended", "wait_ns", "wait_timeouts", "wait_eagain", "wake_count", "woken")
+KIND_WAIT = 1  # struct pending.kind in futex.bpf.c
 
 
 class Futex(Probe):
@@ -20,8 +21,8 @@ class Futex(Probe):
     title = "Futex wait/wake per thread (futex.bt)"
     tier = 3
     cost = "low-medium: two map updates per futex call of the traced threads"
-    description = ("Per thread and interval: FUTEX_WAIT calls, total and average time waiting, "
-                   "FUTEX_WAKE calls and how many waiters they woke.")
+    description = ("Per thread and interval: FUTEX_WAIT calls, time waiting (a wait counts in every interval "
+                   "it spans), average wait, FUTEX_WAKE calls and how many waiters they woke.")
     reads_kernel_structs = False
     flags = (
         PID, TID,
@@ -53,48 +54,62 @@ class Futex(Probe):
         d.set("NS_MAX_THREADS", self.MAX_THREADS)
         bpf = load("futex.bpf.c", d, [])
         target.fill_thread_filter(bpf, o.tid)
-        self._seen: dict[int, tuple[int, ...]] = {}
+        self._seen: dict[int, tuple[int, ...]] = {}  # tid -> its counters at the previous read
+        self._waited: dict[int, int] = {}  # tid -> ns waited up to the previous read, ongoing wait included
         self._last_read = time.monotonic()
         return bpf
 
     def describe_attach(self) -> str:
         o = self.options
-        who = f"process {o.pid}" if o.pid else "all processes"
-        if o.tid:
-            who += ", threads " + ",".join(map(str, o.tid))
-        return f"tracepoints syscalls:sys_enter_futex/sys_exit_futex; {who}"
+        return f"tracepoints syscalls:sys_enter_futex/sys_exit_futex; {target.describe_filter(o.pid, o.tid)}"
 
     def wait(self, timeout: float) -> None:
         target.stop_if_gone(self.options.pid)
         stop.sleep(timeout)
+
+    def _ongoing_waits(self) -> dict[int, int]:
+        """tid -> how long (ns) its FUTEX_WAIT has been going on, for threads inside one now.
+        Read after the counters: a wait ending in between is missed once (counted at the next
+        read), never counted twice."""
+        starts = {k.value: p.ts for k, p in self.bpf[b"pending"].items() if p.kind == KIND_WAIT}
+        now = time.monotonic_ns()  # the clock of bpf_ktime_get_ns()
+        return {tid: max(0, now - ts) for tid, ts in starts.items()}
 
     def read(self) -> list[dict]:
         """One record: what each thread did since the previous read."""
         now = time.monotonic()
         interval, self._last_read = now - self._last_read, now
         stats = self.bpf[b"stats"]
+        counters = {key.value: (key, s, tuple(getattr(s, name) for name in _COUNTERS)) for key, s in stats.items()}
+        ongoing = self._ongoing_waits()
         threads = []
-        for key, s in stats.items():
-            tid = key.value
-            current = tuple(getattr(s, name) for name in _COUNTERS)
+        for tid, (key, s, current) in counters.items():
             before = self._seen.get(tid, (0,) * len(_COUNTERS))
             self._seen[tid] = current
             d = dict(zip(_COUNTERS, (a - b for a, b in zip(current, before))))
+            # Waited so far: the waits that ended plus the part of the one going on.  Never
+            # lower than at the previous read (a wait that ended between the two map reads).
+            waited = max(self._waited.get(tid, 0), s.wait_ns + ongoing.get(tid, 0))
+            waited_ns, self._waited[tid] = waited - self._waited.get(tid, 0), waited
             if not os.path.exists(f"/proc/{s.tgid}/task/{tid}"):
-                # Exited: its counts are final; free the slot (a reused id starts afresh).
+                # Exited: its counts are final; free the slots (a reused id starts afresh).
                 del stats[key]
+                self.bpf[b"pending"].pop(self.bpf[b"pending"].Key(tid), None)
                 self._seen.pop(tid, None)
-            if not any(d.values()):
+                self._waited.pop(tid, None)
+            if not any(d.values()) and not waited_ns and tid not in ongoing:
                 continue
-            waits = d["wait_count"]
+            ended = d["waits_ended"]
             threads.append({
                 "tid": tid,
                 "pid": s.tgid,
                 "comm": target.thread_name(tid) or s.comm.decode("utf-8", "replace"),
-                "wait_count": waits,
-                "wait_total_us": d["wait_ns"] // 1000,
-                "wait_avg_us": d["wait_ns"] // 1000 // waits if waits else None,
-                "wait_ms_per_s": round(d["wait_ns"] / 1e6 / interval, 1) if interval > 0 else None,
+                "wait_count": d["waits_started"],
+                "waits_ended": ended,
+                "wait_total_us": waited_ns // 1000,
+                "wait_ms_per_s": round(waited_ns / 1e6 / interval, 1) if interval > 0 else None,
+                "wait_avg_us": d["wait_ns"] // 1000 // ended if ended else None,
+                "waiting_us": ongoing[tid] // 1000 if tid in ongoing else None,
                 "wait_timeouts": d["wait_timeouts"],
                 "wait_eagain": d["wait_eagain"],
                 "wake_count": d["wake_count"],
@@ -117,11 +132,12 @@ class Futex(Probe):
             lines.append("  no futex calls")
         else:
             lines.append(f"  {'TID':>7} {'COMM':<16} {'WAITS':>7} {'WAIT ms':>9} {'AVG us':>9} {'ms/s':>7} "
-                         f"{'WAKES':>7} {'WOKEN':>7}")
+                         f"{'WAKES':>7} {'WOKEN':>7}  NOW WAITING")
         for t in r["threads"]:
             avg = t["wait_avg_us"] if t["wait_avg_us"] is not None else "-"
+            now = f"  for {t['waiting_us'] / 1000:.1f} ms" if t["waiting_us"] is not None else ""
             lines.append(f"  {t['tid']:>7} {t['comm']:<16} {t['wait_count']:>7} {t['wait_total_us'] / 1000:>9.1f} "
-                         f"{avg:>9} {t['wait_ms_per_s'] or 0:>7} {t['wake_count']:>7} {t['woken']:>7}")
+                         f"{avg:>9} {t['wait_ms_per_s'] or 0:>7} {t['wake_count']:>7} {t['woken']:>7}{now}")
         if r["uncounted_table_full"]:
             lines.append(f"  {r['uncounted_table_full']} calls not counted so far: thread table full")
         return "\n".join(lines)

@@ -3,17 +3,25 @@
  * stamped with the time and its stacks; when it is switched in again the block
  * is either sent to user space (per-event mode) or added to a per-stack total.
  *
+ * A thread's last switch-out (it is dead) is never followed by a switch-in, so
+ * it is not stamped: otherwise every thread that exits would keep its `start`
+ * entry until the table fills and blocks go uncounted.  (An LRU table would
+ * evict the least recently stamped threads instead: those blocked the longest,
+ * the blocks this probe is for.  sched_process_exit fires before that last
+ * switch-out, so a cleanup there would not help.)
+ *
  * Constants: NS_RAW_TP (raw tracepoint, else the sched:sched_switch tracepoint),
- * NS_RAW_HAS_STATE (raw args[3] is prev_state: kernels >= 5.18), NS_F_TGID
- * (0 = any process), NS_SELF_TGID (the tracer, never traced), NS_F_TIDS (only
- * threads in the `tids` map), NS_MIN_BLOCK_NS,
- * NS_AGGREGATE, NS_MAX_THREADS, NS_MAX_KEYS, NS_STACK_ENTRIES. */
+ * NS_RAW_HAS_STATE (raw args[3] is prev_state: kernels >= 5.18), the thread
+ * filter's (netsleuth_threads.inc.c), NS_MIN_BLOCK_NS, NS_AGGREGATE,
+ * NS_MAX_THREADS, NS_MAX_KEYS, NS_STACK_ENTRIES. */
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
 #define NS_STATE_PREEMPTED 0x10000  /* switched out while runnable */
 #define NS_STATE_UNKNOWN 0x20000    /* raw tracepoint without prev_state */
+#define NS_RAW_TASK_DEAD 0x80       /* raw prev_state of a thread's last switch-out */
+#define NS_REPORT_EXITED 0x30       /* the tracepoint's form: EXIT_DEAD | EXIT_ZOMBIE */
 
 struct block_start {
     u64 ts;
@@ -25,7 +33,6 @@ struct block_start {
 };
 
 BPF_HASH(start, u32, struct block_start, NS_MAX_THREADS);
-BPF_HASH(tids, u32, u8, 1024);
 BPF_STACK_TRACE(stacks, NS_STACK_ENTRIES);
 /* [0] blocks not timed: start table full, [1] blocks not summed: totals table full */
 BPF_PERCPU_ARRAY(lost, u64, 2);
@@ -34,6 +41,7 @@ BPF_PERCPU_ARRAY(lost, u64, 2);
 struct block_key {
     u32 tgid;
     u32 tid;
+    u32 state;
     s32 kstack;
     s32 ustack;
     char comm[16];
@@ -58,6 +66,7 @@ struct block_event {
 };
 #include "netsleuth_events.inc.c"
 #endif
+#include "netsleuth_threads.inc.c"
 
 static __always_inline void count_lost(int idx)
 {
@@ -66,28 +75,14 @@ static __always_inline void count_lost(int idx)
         __sync_fetch_and_add(n, 1);
 }
 
-/* The same filter as futex.bpf.c: BCC rewrites map calls only in the main file
- * (not in headers or macros), so it cannot live in netsleuth.h. */
-static __always_inline int thread_match(u32 tgid, u32 tid)
-{
-    if (tid == 0)
-        return 0;  /* the idle task */
-    if (NS_F_TGID && tgid != NS_F_TGID)
-        return 0;
-    if (tgid == NS_SELF_TGID)
-        return 0;  /* the tracer itself, when tracing everything */
-    if (NS_F_TIDS && !tids.lookup(&tid))
-        return 0;
-    return 1;
-}
-
 static __always_inline void block_ended(void *ctx, u32 tid, struct block_start *s, u64 now)
 {
     u64 delta = now - s->ts;
     if (delta < NS_MIN_BLOCK_NS)
         return;
 #if NS_AGGREGATE
-    struct block_key key = {.tgid = s->tgid, .tid = tid, .kstack = s->kstack, .ustack = s->ustack};
+    struct block_key key = {.tgid = s->tgid, .tid = tid, .state = s->state, .kstack = s->kstack,
+                            .ustack = s->ustack};
     __builtin_memcpy(key.comm, s->comm, sizeof(key.comm));
     struct block_total zero = {}, *t = totals.lookup_or_try_init(&key, &zero);
     if (!t) {
@@ -108,14 +103,14 @@ static __always_inline void block_ended(void *ctx, u32 tid, struct block_start *
 #endif
 }
 
-static __always_inline int on_switch(void *ctx, u32 next_tid, u32 state)
+static __always_inline int on_switch(void *ctx, u32 next_tid, u32 state, int dying)
 {
     u64 now = bpf_ktime_get_ns();
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id, tgid = id >> 32;
 
     /* The outgoing thread is `current`: its stacks are the ones it blocks in. */
-    if (thread_match(tgid, tid)) {
+    if (!dying && thread_match(tgid, tid)) {
         struct block_start s = {.ts = now, .tgid = tgid, .state = state};
         s.kstack = stacks.get_stackid(ctx, 0);
         s.ustack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
@@ -144,7 +139,9 @@ int ns_offcpu_switch(struct bpf_raw_tracepoint_args *ctx)
         state = NS_STATE_PREEMPTED;
     else if (NS_RAW_HAS_STATE)
         state = (u32)ctx->args[3];
-    return on_switch(ctx, next_tid, state);
+    /* Without prev_state (< 5.18) a dying thread cannot be told: "auto" takes the tracepoint there. */
+    int dying = NS_RAW_HAS_STATE && state != NS_STATE_PREEMPTED && (state & NS_RAW_TASK_DEAD);
+    return on_switch(ctx, next_tid, state, dying);
 }
 #else
 TRACEPOINT_PROBE(sched, sched_switch)
@@ -153,6 +150,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     u32 state = (u32)args->prev_state;
     if (state == 0 || (state & 0x100))
         state = NS_STATE_PREEMPTED;
-    return on_switch(args, (u32)args->next_pid, state);
+    int dying = state != NS_STATE_PREEMPTED && (state & NS_REPORT_EXITED);
+    return on_switch(args, (u32)args->next_pid, state, dying);
 }
 #endif

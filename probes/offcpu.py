@@ -14,7 +14,7 @@ from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines, ParamError
-from .runtime.stacks import UserSymbols, kernel_stack
+from .runtime.stacks import UserSymbols, function_of, kernel_stack
 
 FIELDS = ["TASK_PID"]
 
@@ -57,16 +57,36 @@ class BlockEvent(ct.Structure):
 def _choose_hook(caps: KernelCaps, want: str) -> str:
     """"raw-tracepoint", "tracepoint", or why neither can be used."""
     tracepoint = bool(caps.tracefs) and caps.tracepoint("sched", "sched_switch")
-    # The raw tracepoint reads task_struct.pid (an offset from BTF or matching headers).
-    offsets = bool(caps.btf or caps.matching_headers)
-    if want in ("auto", "raw-tracepoint") and caps.raw_tracepoints and (offsets or want == "raw-tracepoint"):
-        return "raw-tracepoint"
-    if want in ("auto", "tracepoint") and tracepoint:
-        return "tracepoint"
+    raw = caps.raw_tracepoints
+    if want == "auto":
+        # The raw tracepoint reads task_struct.pid (an offset from BTF or matching headers), and
+        # before 5.18 it carries no prev_state: neither the state nor a thread's death (see
+        # offcpu.bpf.c) can be told then, so the tracepoint is better where there is one.
+        offsets = bool(caps.btf or caps.matching_headers)
+        best = raw and offsets and (_raw_tp_has_state(caps.release) or not tracepoint)
+        want = "raw-tracepoint" if best else "tracepoint"
     if want == "raw-tracepoint":
-        return "raw tracepoints need kernel 4.17 or newer; use --attach tracepoint"
+        return "raw-tracepoint" if raw else "raw tracepoints need kernel 4.17 or newer; use --attach tracepoint"
+    if tracepoint:
+        return "tracepoint"
     return ("the sched:sched_switch tracepoint is not available: mount tracefs "
             "(mount -t tracefs nodev /sys/kernel/tracing) on a kernel built with CONFIG_TRACEPOINTS")
+
+
+# Where a thread blocks: its kernel stack's first frame outside the scheduler itself.
+_SCHEDULER = re.compile(r"^(__)?(schedule|preempt_schedule|io_schedule|_?cond_resched)")
+_COMPILER_SUFFIX = re.compile(r"\.(constprop|isra|part|cold|llvm)\.\d+.*$|\.cold$")
+
+
+def blocked_in(kernel_frames: list[str]) -> str | None:
+    """The kernel function a block happened in (``futex_do_wait``, ``do_nanosleep``,
+    ``__mutex_lock``...): the first frame that is not scheduler machinery, without the
+    compiler's ``.constprop.0``-style suffix; None without a kernel stack."""
+    for frame in kernel_frames:
+        name = _COMPILER_SUFFIX.sub("", function_of(frame))
+        if not _SCHEDULER.match(name):
+            return name
+    return None
 
 
 class OffCpu(EventStream, Probe):
@@ -84,7 +104,8 @@ class OffCpu(EventStream, Probe):
         Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block"),
         Flag("interval", "seconds", "with --aggregate: seconds between reports (default: one report at the end)",
              short="i", lo=0.1, hi=86400),
-        Flag("top", "int", "with --aggregate: stacks per report, largest total first", default=20, lo=1, hi=100000),
+        Flag("top", "int", "with --aggregate: stacks per report, largest total first (0: all)", default=0, lo=0,
+             hi=100000),
         Flag("attach", "choice", "attach point: auto (raw tracepoint where available), raw-tracepoint or tracepoint",
              default="auto", choices=("auto", "raw-tracepoint", "tracepoint")),
     )
@@ -145,10 +166,7 @@ class OffCpu(EventStream, Probe):
     def describe_attach(self) -> str:
         hook = "raw tracepoint sched_switch" if getattr(self, "raw_tp", True) else "tracepoint sched:sched_switch"
         o = self.options
-        who = f"process {o.pid}" if o.pid else "all processes"
-        if o.tid:
-            who += ", threads " + ",".join(map(str, o.tid))
-        return f"{hook}; {who}; blocks >= {o.min_block_us} us"
+        return f"{hook}; {target.describe_filter(o.pid, o.tid)}; blocks >= {o.min_block_us} us"
 
     # per-event mode -----------------------------------------------------------
     def _on_event(self, data, _size) -> None:
@@ -159,6 +177,7 @@ class OffCpu(EventStream, Probe):
         kernel = kernel_stack(self.bpf[b"stacks"], kstack)
         user = self.symbols.stack(self.bpf[b"stacks"], ustack, tgid)
         return {
+            "blocked_in": blocked_in(kernel),
             "stack": kernel + user.frames,
             "kernel_stack": kernel,
             "user_stack": user.frames,
@@ -208,13 +227,14 @@ class OffCpu(EventStream, Probe):
                 "pid": key.tgid,
                 "tid": key.tid,
                 "comm": key.comm.decode("utf-8", "replace"),
+                "state": state_letter(key.state, self.raw_tp),
                 "total_us": (total - prev_total) // 1000,
                 "count": count - prev_count,
                 "max_us": val.max_ns // 1000,  # over the whole run
                 **self._stacks(key.tgid, key.kstack, key.ustack),
             })
         out.sort(key=lambda r: -r["total_us"])
-        return out[: self.options.top]
+        return out[: self.options.top] if self.options.top else out
 
     def read(self) -> list[dict]:
         if self.options.aggregate:
@@ -237,10 +257,11 @@ class OffCpu(EventStream, Probe):
             return f"WARNING: {r['count']} blocks not counted ({r['why']}; {r['total']} in all)"
         if r["type"] == "offcpu_block":
             head = (f"{r['time'][11:26]} {r['comm']:<16} tid {r['tid']:<7} off CPU {r['duration_us'] / 1000:9.3f} ms "
-                    f"[{STATE_WORDS.get(r['state'], r['state'])}] cpu {r['cpu']}")
+                    f"in {r['blocked_in'] or '?'} [{STATE_WORDS.get(r['state'], r['state'])}] cpu {r['cpu']}")
         else:
             head = (f"{r['comm']} tid {r['tid']}: {r['total_us'] / 1000:.3f} ms off CPU in {r['count']} blocks "
-                    f"(max {r['max_us'] / 1000:.3f} ms)")
+                    f"(max {r['max_us'] / 1000:.3f} ms) in {r['blocked_in'] or '?'} "
+                    f"[{STATE_WORDS.get(r['state'], r['state'])}]")
         lines = [head]
         lines += [f"    {f}" for f in r["kernel_stack"]]
         if r["kernel_stack"] and r["user_stack"]:

@@ -109,8 +109,9 @@ def library_defining(pid: int, symbol: str, name_hints=("libpthread", "libc")) -
 
 
 def filter_defines(d, pid: int, tids: tuple[int, ...]) -> None:
-    """Constants of the thread filter (thread_match in offcpu.bpf.c / futex.bpf.c)."""
+    """Constants of the thread filter (probes/netsleuth_threads.inc.c)."""
     d.set("NS_F_TGID", pid).set("NS_F_TIDS", bool(tids)).set("NS_SELF_TGID", os.getpid())
+    d.set("NS_MAX_TIDS", max(1, len(tids)))
 
 
 def fill_thread_filter(bpf, tids: tuple[int, ...]) -> None:
@@ -119,3 +120,11 @@ def fill_thread_filter(bpf, tids: tuple[int, ...]) -> None:
 
     for tid in tids:
         bpf[b"tids"][ct.c_uint32(tid)] = ct.c_uint8(1)
+
+
+def describe_filter(pid: int, tids: tuple[int, ...]) -> str:
+    """Whom the thread filter lets through, in words."""
+    who = f"process {pid}" if pid else "all processes"
+    if tids:
+        who += ", threads " + ",".join(map(str, tids))
+    return who

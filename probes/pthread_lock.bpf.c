@@ -7,16 +7,21 @@
  * and leaves a "released" record, with the releasing stack when someone was
  * waiting.  A waiter reports the holder it found on arrival, and the thread
  * whose release let it through.  For a rwlock taken by several readers, only
- * the last reader is remembered.
+ * the last reader is remembered.  Kinds name how a lock is taken, for the
+ * waiter and for the holder alike: mutex, rdlock (shared) or wrlock.
  *
  * Constants: NS_F_TGID, NS_MIN_WAIT_NS, NS_MAX_LOCKS, NS_MAX_THREADS, NS_STACK_ENTRIES. */
 #include <uapi/linux/ptrace.h>
 
-enum { KIND_MUTEX, KIND_RDLOCK, KIND_WRLOCK, KIND_TRY, KIND_COND };
+enum { KIND_MUTEX, KIND_RDLOCK, KIND_WRLOCK, KIND_UNKNOWN };
+/* How the call takes the lock: it may wait, it never waits (trylock), or it
+ * retakes a mutex on the way out of a condition wait. */
+enum { CALL_WAIT, CALL_TRY, CALL_COND };
 
 struct holder {
     u64 since;
     u32 tid;
+    u32 kind;
     char comm[16];
 };
 
@@ -24,6 +29,7 @@ struct pending {
     u64 ts;
     u64 lock;
     u32 kind;
+    u32 call;
     struct holder holder;  /* found on arrival; tid 0 = unknown */
 };
 
@@ -33,6 +39,7 @@ struct release {
     u64 caller;       /* return address of the unlock call */
     s32 stack;        /* user stack at the unlock, when someone was waiting */
     u32 tid;
+    u32 kind;         /* how the releasing thread held it (KIND_UNKNOWN: not seen taking it) */
     char comm[16];
 };
 
@@ -48,6 +55,8 @@ struct wait_event {
     u32 holder_tid;
     u32 releaser_tid;
     u32 kind;
+    u32 holder_kind;
+    u32 releaser_kind;
     s32 waiter_stack;
     s32 releaser_stack;
     char comm[16];
@@ -74,18 +83,18 @@ static inline __attribute__((always_inline)) void add_waiting(u64 lock, s64 n)
         __sync_fetch_and_add(w, n);
 }
 
-static inline __attribute__((always_inline)) int enter(struct pt_regs *ctx, u64 lock, u32 kind)
+static inline __attribute__((always_inline)) int enter(struct pt_regs *ctx, u64 lock, u32 kind, u32 call)
 {
     u64 id = bpf_get_current_pid_tgid();
     if (!ours(id))
         return 0;
     u32 tid = (u32)id;
-    struct pending p = {.ts = bpf_ktime_get_ns(), .lock = lock, .kind = kind};
+    struct pending p = {.ts = bpf_ktime_get_ns(), .lock = lock, .kind = kind, .call = call};
     struct holder *h = holders.lookup(&lock);
     if (h && h->tid != tid)
         p.holder = *h;
     pending.update(&tid, &p);
-    if (kind != KIND_COND)
+    if (call != CALL_COND)
         add_waiting(lock, 1);
     return 0;
 }
@@ -93,10 +102,11 @@ static inline __attribute__((always_inline)) int enter(struct pt_regs *ctx, u64 
 /* The calling thread gives ``lock`` up (unlock, or entering a condition wait). */
 static inline __attribute__((always_inline)) void release(struct pt_regs *ctx, u64 lock, u32 tid)
 {
-    struct release r = {.ts = bpf_ktime_get_ns(), .tid = tid, .stack = -1};
+    struct release r = {.ts = bpf_ktime_get_ns(), .tid = tid, .stack = -1, .kind = KIND_UNKNOWN};
     struct holder *h = holders.lookup(&lock);
     if (h && h->tid == tid) {
         r.since = h->since;
+        r.kind = h->kind;
         holders.delete(&lock);
     }
     bpf_get_current_comm(&r.comm, sizeof(r.comm));
@@ -110,10 +120,12 @@ static inline __attribute__((always_inline)) void release(struct pt_regs *ctx, u
     releases.update(&lock, &r);
 }
 
-int ns_mutex_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_MUTEX); }
-int ns_rdlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_RDLOCK); }
-int ns_wrlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_WRLOCK); }
-int ns_try_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_TRY); }
+int ns_mutex_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_MUTEX, CALL_WAIT); }
+int ns_rdlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_RDLOCK, CALL_WAIT); }
+int ns_wrlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_WRLOCK, CALL_WAIT); }
+int ns_trymutex_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_MUTEX, CALL_TRY); }
+int ns_tryrdlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_RDLOCK, CALL_TRY); }
+int ns_trywrlock_enter(struct pt_regs *ctx) { return enter(ctx, PT_REGS_PARM1(ctx), KIND_WRLOCK, CALL_TRY); }
 
 /* pthread_cond_*wait(cond, mutex, ...): releases the mutex, retakes it on return. */
 int ns_cond_enter(struct pt_regs *ctx)
@@ -123,7 +135,7 @@ int ns_cond_enter(struct pt_regs *ctx)
         return 0;
     u64 mutex = PT_REGS_PARM2(ctx);
     release(ctx, mutex, (u32)id);
-    return enter(ctx, mutex, KIND_COND);
+    return enter(ctx, mutex, KIND_MUTEX, CALL_COND);
 }
 
 int ns_unlock(struct pt_regs *ctx)
@@ -144,19 +156,20 @@ int ns_lock_return(struct pt_regs *ctx)
     struct pending p = *pp;
     pending.delete(&tid);
     u64 now = bpf_ktime_get_ns();
-    if (p.kind != KIND_COND)
+    if (p.call != CALL_COND)
         add_waiting(p.lock, -1);
     if (PT_REGS_RC(ctx) != 0)
         return 0;  /* not acquired: EBUSY, ETIMEDOUT, EDEADLK... */
-    struct holder h = {.since = now, .tid = tid};
+    struct holder h = {.since = now, .tid = tid, .kind = p.kind};
     bpf_get_current_comm(&h.comm, sizeof(h.comm));
     holders.update(&p.lock, &h);
-    if (p.kind == KIND_TRY || p.kind == KIND_COND || now - p.ts < NS_MIN_WAIT_NS)
+    if (p.call != CALL_WAIT || now - p.ts < NS_MIN_WAIT_NS)
         return 0;
 
     struct wait_event e = {.start_ns = p.ts, .end_ns = now, .lock = p.lock, .waiter_tid = tid,
                            .holder_tid = p.holder.tid, .holder_since = p.holder.since, .kind = p.kind,
-                           .releaser_stack = -1};
+                           .holder_kind = p.holder.tid ? p.holder.kind : KIND_UNKNOWN,
+                           .releaser_kind = KIND_UNKNOWN, .releaser_stack = -1};
     __builtin_memcpy(e.holder_comm, p.holder.comm, sizeof(e.holder_comm));
     /* At the return the walk starts in the caller: the waiter's own call site. */
     e.waiter_stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
@@ -167,6 +180,7 @@ int ns_lock_return(struct pt_regs *ctx)
         e.releaser_since = r->since;
         e.releaser_stack = r->stack;
         e.releaser_caller = r->caller;
+        e.releaser_kind = r->kind;
         __builtin_memcpy(e.releaser_comm, r->comm, sizeof(e.releaser_comm));
     }
     bpf_get_current_comm(&e.comm, sizeof(e.comm));

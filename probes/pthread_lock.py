@@ -15,6 +15,7 @@ from .runtime.loader import ProbeError, load
 from .runtime.params import CDefines
 from .runtime.stacks import UserSymbols
 
+# How a lock is taken (the waiter's call, or how its holder took it); KIND_UNKNOWN (3) -> None.
 KINDS = {0: "mutex", 1: "rdlock", 2: "wrlock"}
 
 # libc function -> BPF entry handler.  Every one also gets the common return
@@ -30,9 +31,9 @@ ACQUIRE = {
     "pthread_rwlock_timedwrlock": "ns_wrlock_enter",
     "pthread_rwlock_clockwrlock": "ns_wrlock_enter",
     # No wait to report, but they change who holds the lock:
-    "pthread_mutex_trylock": "ns_try_enter",
-    "pthread_rwlock_tryrdlock": "ns_try_enter",
-    "pthread_rwlock_trywrlock": "ns_try_enter",
+    "pthread_mutex_trylock": "ns_trymutex_enter",
+    "pthread_rwlock_tryrdlock": "ns_tryrdlock_enter",
+    "pthread_rwlock_trywrlock": "ns_trywrlock_enter",
     "pthread_cond_wait": "ns_cond_enter",
     "pthread_cond_timedwait": "ns_cond_enter",
     "pthread_cond_clockwait": "ns_cond_enter",
@@ -49,7 +50,8 @@ class WaitEvent(ct.Structure):
     _fields_ = [("start_ns", ct.c_uint64), ("end_ns", ct.c_uint64), ("lock", ct.c_uint64),
                 ("holder_since", ct.c_uint64), ("release_ns", ct.c_uint64), ("releaser_since", ct.c_uint64),
                 ("releaser_caller", ct.c_uint64), ("waiter_tid", ct.c_uint32), ("holder_tid", ct.c_uint32),
-                ("releaser_tid", ct.c_uint32), ("kind", ct.c_uint32), ("waiter_stack", ct.c_int32),
+                ("releaser_tid", ct.c_uint32), ("kind", ct.c_uint32), ("holder_kind", ct.c_uint32),
+                ("releaser_kind", ct.c_uint32), ("waiter_stack", ct.c_int32),
                 ("releaser_stack", ct.c_int32), ("comm", ct.c_char * 16), ("holder_comm", ct.c_char * 16),
                 ("releaser_comm", ct.c_char * 16)]
 
@@ -161,12 +163,14 @@ class PthreadLock(EventStream, Probe):
             "ktime_ns": e.start_ns,
             "pid": pid,
             "lock": hex(e.lock),
-            "kind": KINDS.get(e.kind, "?"),
+            "kind": KINDS.get(e.kind),
             "waiter_tid": e.waiter_tid,
             "waiter_comm": _text(e.comm),
             "wait_us": (e.end_ns - e.start_ns) // 1000,
             "holder_tid": holder,
             "holder_comm": _text((e.holder_comm if e.holder_tid else e.releaser_comm)) if holder else None,
+            # How the holder had taken the lock (None when it was not seen taking it).
+            "holder_kind": KINDS.get(e.holder_kind if e.holder_tid else e.releaser_kind) if holder else None,
             # How the holder is known: it acquired the lock while traced, or only released it.
             "holder_seen": "acquire" if e.holder_tid else ("release" if holder else None),
             # Acquire -> release of the holder, when both were seen.
@@ -190,7 +194,8 @@ class PthreadLock(EventStream, Probe):
     def format_text(self, r: dict) -> str:
         if r["type"] == "lost_events":
             return self.lost_text(r)
-        holder = (f"held by {r['holder_comm'] or '?'} tid {r['holder_tid']}" if r["holder_tid"]
+        held = f" ({r['holder_kind']})" if r["holder_kind"] else ""
+        holder = (f"held{held} by {r['holder_comm'] or '?'} tid {r['holder_tid']}" if r["holder_tid"]
                   else "holder unknown (taken before tracing started)")
         hold = f", held {r['holder_hold_us'] / 1000:.3f} ms" if r["holder_hold_us"] else ""
         lines = [f"{r['time'][11:26]} {r['waiter_comm']} tid {r['waiter_tid']} waited {r['wait_us'] / 1000:.3f} ms "

@@ -18,11 +18,14 @@ class _Burst:
     start: float  # wall-clock seconds: start of the first interval above the threshold
     end: float
     samples: list[float] = dataclasses.field(default_factory=list)  # process CPU % per interval
+    peak_ts: float = 0.0  # end of the interval with the highest CPU
     thread_cpu_s: dict[int, float] = dataclasses.field(default_factory=dict)
     # Samples below the threshold since the last one above: part of the burst if it resumes.
-    dips: list[tuple[float, list[dict]]] = dataclasses.field(default_factory=list)
+    dips: list[tuple[float, list[dict], float]] = dataclasses.field(default_factory=list)
 
-    def add(self, cpu: float, threads: list[dict]) -> None:
+    def add(self, cpu: float, threads: list[dict], at: float) -> None:
+        if not self.samples or cpu > max(self.samples):
+            self.peak_ts = at
         self.samples.append(cpu)
         for t in threads:
             self.thread_cpu_s[t["tid"]] = self.thread_cpu_s.get(t["tid"], 0.0) + t["cpu_s"]
@@ -136,11 +139,13 @@ class CpuBurst(Probe):
         self._records.append({
             "type": "cpu_sample",
             "time": clock.iso_wall(wall_end),
+            "ts": round(wall_end, 3),  # the interval's end, for a timeline's x axis
             "interval_s": round(elapsed, 3),
             "pid": self.options.pid,
             "user_pct": _pct(max(0.0, u1 - u0), elapsed),
             "system_pct": _pct(max(0.0, s1 - s0), elapsed),
             "cpu_pct": cpu,
+            "threshold_pct": self.options.threshold,
             "above_threshold": above,
             "threads": [{k: v for k, v in t.items() if k != "cpu_s"} for t in threads],
         })
@@ -151,10 +156,10 @@ class CpuBurst(Probe):
             for dip in b.dips:
                 b.add(*dip)
             b.dips.clear()
-            b.add(cpu, threads)
+            b.add(cpu, threads, wall_end)
             b.end = wall_end
         elif b is not None:
-            b.dips.append((cpu, threads))
+            b.dips.append((cpu, threads, wall_end))
             if wall_end - b.end > self.options.merge_gap:
                 self._close_burst(ongoing=False)
 
@@ -168,9 +173,11 @@ class CpuBurst(Probe):
             "start": clock.iso_wall(b.start),
             "end": clock.iso_wall(b.end),
             "start_ts": round(b.start, 3),
+            "end_ts": round(b.end, 3),
             "length_s": round(length, 3),
             "samples": len(b.samples),
             "peak_pct": max(b.samples),
+            "peak_ts": round(b.peak_ts, 3),
             "avg_pct": round(sum(b.samples) / len(b.samples), 1),
             "threshold_pct": self.options.threshold,
             # Still above the threshold when the run ended: the real burst may be longer.

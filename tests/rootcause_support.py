@@ -1,11 +1,13 @@
 """Shared pieces of the root-cause probe tests: the known-behaviour target program
-(tests/rootcause_target.c, compiled here at test time) and the check that no BPF
-program of ours stays loaded."""
+(tests/rootcause_target.c, compiled here at test time), the check that no BPF
+program of ours stays loaded, and the check of records against their documentation."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -138,3 +140,39 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")
+
+
+# --- records against docs/output-root-cause.md ------------------------------------------
+
+OUTPUT_DOC = ROOT / "docs" / "output-root-cause.md"
+
+
+@functools.lru_cache(maxsize=1)
+def documented_fields() -> dict[str, frozenset[str]]:
+    """Record type (or ``type.list[]`` for the rows of a list field) -> the fields its table lists."""
+    tables: dict[str, set[str]] = {}
+    current: set[str] | None = None
+    for line in OUTPUT_DOC.read_text().splitlines():
+        heading = re.match(r"^### `([\w.\[\]]+)`", line)
+        if heading:
+            current = tables.setdefault(heading.group(1), set())
+        elif line.startswith("#"):
+            current = None
+        elif current is not None and (row := re.match(r"^\| `(\w+)` \|", line)):
+            current.add(row.group(1))
+    return {name: frozenset(fields) for name, fields in tables.items()}
+
+
+def assert_documented(record: dict) -> None:
+    """The record has exactly the fields its type's table documents, and so have the rows of
+    its documented list fields."""
+    tables = documented_fields()
+    rtype = record["type"]
+    assert rtype in tables, f"record type {rtype!r} is not documented in {OUTPUT_DOC.name}"
+    assert set(record) == tables[rtype], (f"{rtype}: undocumented {sorted(set(record) - tables[rtype])}, "
+                                          f"documented but missing {sorted(tables[rtype] - set(record))}")
+    for name, fields in tables.items():
+        if name.startswith(rtype + ".") and name.endswith("[]"):
+            for row in record[name[len(rtype) + 1:-2]]:
+                assert set(row) == fields, (f"{name}: undocumented {sorted(set(row) - fields)}, "
+                                            f"documented but missing {sorted(fields - set(row))}")

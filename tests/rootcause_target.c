@@ -11,14 +11,21 @@
  *
  * Modes:
  *   sleep               thread "sleeper" sleeps 30, 60 and 120 ms
- *   futex N M           threads "waiter1" and "waiter2" each make N FUTEX_WAIT calls
- *                       (1 ms timeout, concurrently); thread "waker" makes M FUTEX_WAKE calls
- *   mutex | rwlock      thread "holder" takes the lock (rwlock: for writing) and keeps it
- *                       200 ms; thread "waiter" asks for it (rwlock: for reading) right after
- *   burst MS            thread "burner" idles 1 s, then spins MS ms */
+ *   futex N M [T]       threads "waiter1" and "waiter2" each make N FUTEX_WAIT calls
+ *                       (T ms timeout, default 1; concurrently); thread "waker" makes M FUTEX_WAKE calls
+ *   mutex               thread "holder" takes a mutex and keeps it 200 ms; thread "waiter"
+ *                       asks for it right after
+ *   rwlock [H W]        the same with a rwlock, which the holder takes as H and the waiter asks
+ *                       for as W: rd (shared) or wr; by default wr rd
+ *   burst MS            thread "burner" idles 1 s, then spins MS ms
+ *   blocks K:MS,...     thread "blocker" blocks in turn: K poll = in poll() for MS ms, K lock =
+ *                       MS ms waiting for a mutex that thread "holder" keeps that long
+ *   churn N             thread "spawner" starts N threads one after the other, each ending at once
+ *   threads NAME...     idle threads with these names (up to 4) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,12 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_WORKERS 3
+#define MAX_WORKERS 4
 
 static volatile int started, quit;
 static volatile int finished;
 static const char *mode;
-static long arg1, arg2;
+static long arg1, arg2, arg3;
 
 static double mono_us(void)
 {
@@ -92,10 +99,11 @@ static long timeouts[2];
 __attribute__((noinline)) static void *futex_waiter_main(void *arg)
 {
     long idx = (long)arg;
-    struct timespec one_ms = {0, 1000000};
+    long ms = arg3 > 0 ? arg3 : 1;
+    struct timespec timeout = {ms / 1000, (ms % 1000) * 1000000L};
     wait_for_start();
     for (long i = 0; i < arg1; i++)
-        if (syscall(SYS_futex, &futex_words[idx], FUTEX_WAIT_PRIVATE, 0, &one_ms, NULL, 0) < 0 &&
+        if (syscall(SYS_futex, &futex_words[idx], FUTEX_WAIT_PRIVATE, 0, &timeout, NULL, 0) < 0 &&
             errno == ETIMEDOUT)
             timeouts[idx]++;
     park_until_quit();
@@ -117,14 +125,23 @@ static pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_rwlock_t rwlock = PTHREAD_RWLOCK_INITIALIZER;
 static volatile int lock_taken;
 static double wait_us, hold_us;
+static int holder_writes = 1, waiter_writes = 0;  /* rwlock: how each takes it */
 
 static int use_rwlock(void) { return strcmp(mode, "rwlock") == 0; }
+
+static void take_rwlock(int write)
+{
+    if (write)
+        pthread_rwlock_wrlock(&rwlock);
+    else
+        pthread_rwlock_rdlock(&rwlock);
+}
 
 __attribute__((noinline)) static void hold_lock(void)
 {
     double t0;
     if (use_rwlock())
-        pthread_rwlock_wrlock(&rwlock);
+        take_rwlock(holder_writes);
     else
         pthread_mutex_lock(&mutex);
     t0 = mono_us();
@@ -141,7 +158,7 @@ __attribute__((noinline)) static void wait_for_lock(void)
 {
     double t0 = mono_us();
     if (use_rwlock())
-        pthread_rwlock_rdlock(&rwlock);
+        take_rwlock(waiter_writes);
     else
         pthread_mutex_lock(&mutex);
     wait_us = mono_us() - t0;
@@ -185,6 +202,94 @@ __attribute__((noinline)) static void *burner_main(void *unused)
     return NULL;
 }
 
+/* ---- blocks ------------------------------------------------------------------ */
+#define MAX_BLOCKS 8
+static char block_kind[MAX_BLOCKS][8];
+static long block_ms[MAX_BLOCKS];
+static double block_us[MAX_BLOCKS];
+static int nblocks;
+static pthread_mutex_t block_mutex = PTHREAD_MUTEX_INITIALIZER;
+static volatile int hold_wanted = -1, hold_taken = -1;  /* index of the lock block */
+
+static void parse_blocks(const char *spec)
+{
+    char copy[256], *save = NULL;
+    snprintf(copy, sizeof(copy), "%s", spec);
+    for (char *tok = strtok_r(copy, ",", &save); tok && nblocks < MAX_BLOCKS; tok = strtok_r(NULL, ",", &save))
+        if (sscanf(tok, "%7[a-z]:%ld", block_kind[nblocks], &block_ms[nblocks]) == 2)
+            nblocks++;
+}
+
+__attribute__((noinline)) static void *block_holder_main(void *unused)
+{
+    wait_for_start();
+    for (int i = 0; i < nblocks; i++) {
+        if (strcmp(block_kind[i], "lock"))
+            continue;
+        while (hold_wanted != i)
+            pause_ms(1);
+        pthread_mutex_lock(&block_mutex);
+        hold_taken = i;
+        pause_ms(block_ms[i]);
+        pthread_mutex_unlock(&block_mutex);
+    }
+    park_until_quit();
+    return NULL;
+}
+
+__attribute__((noinline)) static void wait_in_poll(long ms) { poll(NULL, 0, (int)ms); }
+
+__attribute__((noinline)) static void wait_for_block_mutex(void)
+{
+    pthread_mutex_lock(&block_mutex);
+    pthread_mutex_unlock(&block_mutex);
+}
+
+__attribute__((noinline)) static void *blocker_main(void *unused)
+{
+    wait_for_start();
+    for (int i = 0; i < nblocks; i++) {
+        double t0;
+        if (!strcmp(block_kind[i], "lock")) {
+            hold_wanted = i;
+            while (hold_taken != i)
+                ;  /* spin: ask the moment the holder has it */
+            t0 = mono_us();
+            wait_for_block_mutex();
+        } else {
+            t0 = mono_us();
+            wait_in_poll(block_ms[i]);
+        }
+        block_us[i] = mono_us() - t0;
+        pause_ms(5);
+    }
+    park_until_quit();
+    return NULL;
+}
+
+/* ---- churn ------------------------------------------------------------------- */
+static void *end_at_once(void *unused) { return NULL; }
+
+__attribute__((noinline)) static void *spawner_main(void *unused)
+{
+    wait_for_start();
+    for (long i = 0; i < arg1; i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, end_at_once, NULL);
+        pthread_join(t, NULL);
+    }
+    park_until_quit();
+    return NULL;
+}
+
+/* ---- threads ----------------------------------------------------------------- */
+__attribute__((noinline)) static void *idle_main(void *unused)
+{
+    wait_for_start();
+    park_until_quit();
+    return NULL;
+}
+
 /* ------------------------------------------------------------------------------ */
 struct worker {
     const char *name;
@@ -223,6 +328,17 @@ static void print_truth(void)
         printf("{\"waits\":%ld,\"wakes\":%ld,\"timeouts\":[%ld,%ld]}\n", arg1, arg2, timeouts[0], timeouts[1]);
     else if (!strcmp(mode, "burst"))
         printf("{\"start\":%.6f,\"end\":%.6f}\n", burst_start, burst_end);
+    else if (!strcmp(mode, "churn"))
+        printf("{\"spawned\":%ld}\n", arg1);
+    else if (!strcmp(mode, "threads"))
+        printf("{}\n");
+    else if (!strcmp(mode, "blocks")) {
+        printf("{\"blocks\":[");
+        for (int i = 0; i < nblocks; i++)
+            printf("%s{\"kind\":\"%s\",\"ms\":%ld,\"us\":%.0f}", i ? "," : "", block_kind[i], block_ms[i],
+                   block_us[i]);
+        printf("]}\n");
+    }
     else
         printf("{\"lock\":\"%p\",\"wait_us\":%.0f,\"hold_us\":%.0f}\n",
                use_rwlock() ? (void *)&rwlock : (void *)&mutex, wait_us, hold_us);
@@ -232,12 +348,14 @@ int main(int argc, char **argv)
 {
     char line[64];
     if (argc < 2) {
-        fprintf(stderr, "usage: %s sleep|futex N M|mutex|rwlock|burst MS\n", argv[0]);
+        fprintf(stderr, "usage: %s sleep | futex N M [T] | mutex | rwlock [rd|wr rd|wr] | burst MS | "
+                "blocks K:MS,... | churn N | threads NAME...\n", argv[0]);
         return 2;
     }
     mode = argv[1];
     arg1 = argc > 2 ? atol(argv[2]) : 0;
     arg2 = argc > 3 ? atol(argv[3]) : 0;
+    arg3 = argc > 4 ? atol(argv[4]) : 0;
     if (!strcmp(mode, "sleep")) {
         add_worker("sleeper", sleeper_main, NULL);
     } else if (!strcmp(mode, "futex")) {
@@ -245,10 +363,23 @@ int main(int argc, char **argv)
         add_worker("waiter2", futex_waiter_main, (void *)1L);
         add_worker("waker", futex_waker_main, NULL);
     } else if (!strcmp(mode, "mutex") || !strcmp(mode, "rwlock")) {
+        if (argc > 3) {
+            holder_writes = !strcmp(argv[2], "wr");
+            waiter_writes = !strcmp(argv[3], "wr");
+        }
         add_worker("holder", holder_main, NULL);
         add_worker("waiter", waiter_main, NULL);
     } else if (!strcmp(mode, "burst")) {
         add_worker("burner", burner_main, NULL);
+    } else if (!strcmp(mode, "blocks")) {
+        parse_blocks(argc > 2 ? argv[2] : "");
+        add_worker("holder", block_holder_main, NULL);
+        add_worker("blocker", blocker_main, NULL);
+    } else if (!strcmp(mode, "churn")) {
+        add_worker("spawner", spawner_main, NULL);
+    } else if (!strcmp(mode, "threads")) {
+        for (int i = 2; i < argc && nworkers < MAX_WORKERS; i++)
+            add_worker(argv[i], idle_main, NULL);
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;

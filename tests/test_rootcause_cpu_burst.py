@@ -23,7 +23,7 @@ import pytest
 from probes.cpu_burst import CpuBurst
 from probes.runtime.stop import ProbeStopped
 from tests.netenv import ProbeProcess
-from tests.rootcause_support import Target, target_binary  # noqa: F401
+from tests.rootcause_support import Target, assert_documented, target_binary  # noqa: F401
 
 INTERVAL, SLACK = 0.2, 0.21
 
@@ -52,8 +52,17 @@ def test_burst_window_found(target_binary):
     assert abs(b["start_ts"] - truth["start"]) <= SLACK, (b, truth)
     assert abs(b["length_s"] - true_length) <= 2 * SLACK, (b, truth)
     assert b["ongoing"] is False and b["peak_pct"] > 25
+    assert b["end_ts"] - b["start_ts"] == pytest.approx(b["length_s"], abs=0.002)
+    assert b["start_ts"] < b["peak_ts"] <= b["end_ts"]
     assert b["threads"][0]["tid"] == t.tids["burner"] and b["threads"][0]["comm"] == "burner"
     samples = [r for r in records if r["type"] == "cpu_sample"]
+    for r in records:
+        assert_documented(r)
+    # A timeline: samples in time order, INTERVAL apart; the peak is one of them.
+    stamps = [s["ts"] for s in samples]
+    assert stamps == sorted(stamps) and all(0.1 < b - a < 0.5 for a, b in zip(stamps, stamps[1:]))
+    assert any(s["ts"] == b["peak_ts"] and s["cpu_pct"] == b["peak_pct"] for s in samples)
+    assert all(s["threshold_pct"] == 25 for s in samples)
     # Before the burst the process idled: samples there are below the threshold.
     assert any(not s["above_threshold"] for s in samples)
     hot = [s for s in samples if s["above_threshold"]]

@@ -16,7 +16,8 @@ import pytest
 
 from probes.futex import Futex
 from tests.netenv import ProbeProcess
-from tests.rootcause_support import Target, bpf_watch, requires_root, run_for, target_binary  # noqa: F401
+from tests.rootcause_support import (Target, assert_documented, bpf_watch, requires_root, run_for,  # noqa: F401
+                                     target_binary)
 
 pytestmark = [pytest.mark.bpf, requires_root]
 
@@ -28,6 +29,7 @@ def _per_thread(records):
     out: dict[int, dict] = {}
     for r in records:
         assert r["type"] == "futex"
+        assert_documented(r)
         for t in r["threads"]:
             acc = out.setdefault(t["tid"], {"comm": t["comm"], "wait_count": 0, "wait_total_us": 0,
                                             "wait_timeouts": 0, "wake_count": 0, "woken": 0})
@@ -73,10 +75,46 @@ def test_per_interval_rows_and_average(target_binary, bpf_watch):
     rows = [row for r in records for row in r["threads"]]
     # --tid: only that thread.
     assert {row["tid"] for row in rows} == {t.tids["waiter1"]}
-    assert sum(row["wait_count"] for row in rows) == WAITS
+    assert sum(row["wait_count"] for row in rows) == sum(row["waits_ended"] for row in rows) == WAITS
     for row in rows:
-        assert row["wait_avg_us"] == row["wait_total_us"] // row["wait_count"] >= 1000
-        assert row["wait_ms_per_s"] > 0
+        assert row["wait_avg_us"] >= 1000  # each wait times out after 1 ms
+        assert 0 < row["wait_ms_per_s"] <= 1000
+
+
+def test_a_long_wait_counts_in_each_interval_it_spans(target_binary, bpf_watch):
+    """One 1.5 s FUTEX_WAIT per waiter, read every 0.3 s: each read while it lasts shows the
+    part of the wait in that interval (so at most 1000 ms/s) and how long it has lasted; the
+    parts add up to the whole wait, which lies between the 1.5 s timeout and what the program
+    spent in the call (measured around it, with the start handshake: +0.3 s)."""
+    with Target(target_binary, "futex", "1", "0", "1500") as t:
+        with Futex(tid=str(t.tids["waiter1"])) as probe:
+            bpf_watch.snapshot()
+            t.start()
+            started = time.monotonic()
+            records = []
+            while not t.has_output(0):
+                run_for(probe, 0.3)
+                records += probe.read()
+            elapsed_us = (time.monotonic() - started) * 1e6
+            t.truth()
+            run_for(probe, 0.1)
+            records += probe.read()
+    rows = [(r["interval_s"], row) for r in records for row in r["threads"]]
+    assert len(rows) >= 4, records  # 1.5 s in 0.3 s reads
+    for interval_s, row in rows:
+        assert row["wait_total_us"] <= interval_s * 1e6 + 1000, row  # never more than the interval (+1 ms)
+        assert row["wait_ms_per_s"] <= 1001
+    ongoing = [row for _, row in rows if row["waiting_us"] is not None]
+    assert len(ongoing) >= 3
+    assert [row["waiting_us"] for row in ongoing] == sorted(row["waiting_us"] for row in ongoing)
+    # A whole interval inside the wait shows about a full second per second.
+    assert any(row["wait_ms_per_s"] >= 900 for _, row in rows[1:-1])
+    assert sum(row["wait_count"] for _, row in rows) == sum(row["waits_ended"] for _, row in rows) == 1
+    (ended,) = [row for _, row in rows if row["waits_ended"]]
+    assert ended["wait_avg_us"] >= 1_500_000 and ended["wait_timeouts"] == 1
+    assert 1_500_000 <= sum(row["wait_total_us"] for _, row in rows) <= min(ended["wait_avg_us"] + 1000, elapsed_us)
+    for r in records:
+        assert_documented(r)
 
 
 def test_cli_json(target_binary, bpf_watch):
@@ -93,4 +131,5 @@ def test_cli_json(target_binary, bpf_watch):
     threads = _per_thread(records)
     assert threads[t.tids["waiter1"]]["wait_count"] == 50
     assert threads[t.tids["waker"]]["wake_count"] == 20
-    assert all({"time", "interval_s", "threads"} <= set(r) for r in records)
+    for r in records:
+        assert_documented(r)

@@ -16,8 +16,8 @@ import pytest
 
 from probes.offcpu import OffCpu
 from tests.netenv import ProbeProcess
-from tests.rootcause_support import (Target, bpf_watch, requires_root, run_for, target_binary,  # noqa: F401
-                                     target_binary_without_frame_pointers)
+from tests.rootcause_support import (Target, assert_documented, bpf_watch, requires_root, run_for,  # noqa: F401
+                                     target_binary, target_binary_without_frame_pointers)
 
 pytestmark = [pytest.mark.bpf, requires_root]
 
@@ -51,7 +51,9 @@ def test_blocks_match_known_sleeps(target_binary, bpf_watch, attach):
     assert len(blocks) == 3, records
     _check_blocks(blocks, truth)
     for b in blocks:
+        assert_documented(b)
         assert b["type"] == "offcpu_block" and b["comm"] == "sleeper" and b["pid"] == t.pid
+        assert b["blocked_in"] == "do_nanosleep", b["kernel_stack"]
         functions = " ".join(b["kernel_stack"])
         assert all(f in functions for f in SLEEP_FRAMES), b["kernel_stack"]
         assert "schedule" in b["kernel_stack"][0], "probe frames must be cut from the kernel stack"
@@ -102,9 +104,12 @@ def test_aggregate_totals_by_stack(target_binary, bpf_watch):
             run_for(probe, 0.3)
             records = probe.read()
     assert all(r["type"] == "offcpu_stack" for r in records)
+    for r in records:
+        assert_documented(r)
     # The three sleeps share one stack.
     (naps,) = _sleeper_blocks(records, tid)
     assert naps["count"] == 3, records
+    assert naps["state"] == "S" and naps["blocked_in"] == "do_nanosleep"
     assert sum(truth["requested_ms"]) * 1000 - 3000 <= naps["total_us"] <= sum(truth["slept_us"]) + 300
     assert 119_000 <= naps["max_us"] <= truth["slept_us"][2] + 100
     assert all(f in " ".join(naps["stack"]) for f in SLEEP_FRAMES) and naps["comm"] == "sleeper"
@@ -127,5 +132,45 @@ def test_cli_json_one_object_per_block(target_binary, bpf_watch):
     assert len(blocks) == 3, records
     _check_blocks(blocks, truth)
     for b in blocks:
+        assert_documented(b)
         assert {"tid", "comm", "duration_us", "stack", "time", "user_stack_truncated"} <= set(b)
         assert b["comm"] == "sleeper" and isinstance(b["stack"], list) and b["stack"]
+
+
+@pytest.mark.parametrize("attach", ["raw-tracepoint", "tracepoint"])
+def test_threads_that_exit_leave_no_entry_behind(target_binary, bpf_watch, attach):
+    """A thread's last switch-out (it is dead) is never followed by a switch-in: if the probe
+    stamped it, every exited thread would keep a slot until the table is full and blocks go
+    uncounted.  300 threads start and end one after the other."""
+    with Target(target_binary, "churn", "300") as t:
+        with OffCpu(pid=str(t.pid), attach=attach) as probe:
+            bpf_watch.snapshot()
+            t.start()
+            assert t.truth()["spawned"] == 300
+            run_for(probe, 0.2)
+            probe.read()
+            # What is left: at most the live threads blocked right now (main, spawner, none of the 300).
+            stamped = {k.value for k in probe.bpf[b"start"].keys()}
+            assert len(stamped) <= 2 and stamped <= {t.pid, t.tids["spawner"]}, stamped
+
+
+class OffCpuTinyTable(OffCpu):
+    """The probe with room for one blocked thread only: the second one cannot be timed."""
+
+    MAX_THREADS = 1
+
+
+def test_blocks_not_timed_are_counted_and_said(target_binary, bpf_watch):
+    # In "blocks" mode two threads wait at the same time (holder sleeps holding the mutex,
+    # blocker waits for it): one of the two has no slot.
+    with Target(target_binary, "blocks", "lock:100") as t:
+        with OffCpuTinyTable(pid=str(t.pid), min_block_us="50000") as probe:
+            bpf_watch.snapshot()
+            t.start()
+            t.truth()
+            run_for(probe, 0.2)
+            records = probe.read()
+    uncounted = [r for r in records if r["type"] == "uncounted"]
+    assert len(uncounted) == 1 and uncounted[0]["count"] >= 1, records
+    assert_documented(uncounted[0])
+    assert "table was full" in probe.format_text(uncounted[0])

@@ -1,5 +1,7 @@
 """pthread-lock on real threads: "holder" takes a lock and keeps it 200 ms,
-"waiter" asks for it right after (it spins until the holder has it).
+"waiter" asks for it right after (it spins until the holder has it): a mutex,
+or a rwlock with every mix of reader and writer where the waiter must wait
+(a reader behind a writer, a writer behind a reader, a writer behind a writer).
 
 Tolerances: the probe times the wait from the uprobe on the lock call to its
 return, which lies inside the interval the program measures around the call,
@@ -12,6 +14,7 @@ hit of the process (it maps the uprobe slot page) can delay that: we allow
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -20,22 +23,29 @@ import pytest
 
 from probes.pthread_lock import PthreadLock
 from tests.netenv import ProbeProcess
-from tests.rootcause_support import Target, bpf_watch, requires_root, run_cli, run_for, target_binary  # noqa: F401
+from tests.rootcause_support import (Target, assert_documented, bpf_watch, requires_root, run_cli,  # noqa: F401
+                                     run_for, target_binary)
 
 pytestmark = [pytest.mark.bpf, requires_root]
 
 
-def _check_wait(w, t, truth, kind):
+def _check_wait(w, t, truth, kind, holder_kind=None):
     assert w["lock"] == truth["lock"] and w["kind"] == kind
+    assert w["holder_kind"] == (holder_kind or kind)
     assert w["waiter_tid"] == t.tids["waiter"] and w["waiter_comm"] == "waiter"
     assert w["holder_tid"] == t.tids["holder"] and w["holder_comm"] == "holder"
     assert 190_000 <= w["wait_us"] <= truth["wait_us"] + 100, (w, truth)
     assert w["pid"] == t.pid
 
 
-@pytest.mark.parametrize("mode,kind", [("mutex", "mutex"), ("rwlock", "rdlock")])
-def test_waiter_holder_and_wait(target_binary, bpf_watch, mode, kind):
-    with Target(target_binary, mode) as t:
+@pytest.mark.parametrize("args,kind,holder_kind", [
+    (["mutex"], "mutex", "mutex"),
+    (["rwlock"], "rdlock", "wrlock"),  # a reader behind a writer
+    (["rwlock", "rd", "wr"], "wrlock", "rdlock"),  # a writer behind a reader
+    (["rwlock", "wr", "wr"], "wrlock", "wrlock"),
+], ids=["mutex", "reader-behind-writer", "writer-behind-reader", "writer-behind-writer"])
+def test_waiter_holder_and_wait(target_binary, bpf_watch, args, kind, holder_kind):
+    with Target(target_binary, *args) as t:
         with PthreadLock(pid=str(t.pid), min_wait_us="1000") as probe:
             bpf_watch.snapshot()
             t.start()
@@ -44,7 +54,8 @@ def test_waiter_holder_and_wait(target_binary, bpf_watch, mode, kind):
             waits = probe.read()
     assert len(waits) == 1, waits  # the holder's own lock call did not wait
     (w,) = waits
-    _check_wait(w, t, truth, kind)
+    _check_wait(w, t, truth, kind, holder_kind)
+    assert_documented(w)
     # The holder was seen taking the lock, and its release let the waiter through.
     assert w["holder_seen"] == "acquire" and w["released_by_tid"] == t.tids["holder"]
     # Hold time: the holder's own measurement lies inside acquire -> release.
@@ -68,6 +79,7 @@ def test_cli_json(target_binary, bpf_watch):
             records = cli.stop(signal.SIGINT)
     assert cli.returncode == 0, cli.stderr
     (w,) = records
+    assert_documented(w)
     assert {"lock", "waiter_tid", "holder_tid", "wait_us", "time"} <= set(w)
     assert isinstance(w["lock"], str) and w["lock"].startswith("0x")
     _check_wait(w, t, truth, "mutex")
@@ -83,6 +95,10 @@ def test_static_binary_says_why(tmp_path):
         pytest.skip("no static libc to link with: " + built.stderr[-200:])
     proc = subprocess.Popen([str(binary)])
     try:
+        # Until the child has exec'd, its memory map is still this Python's, libc included.
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{proc.pid}/exe") != str(binary) and time.monotonic() < deadline:
+            time.sleep(0.01)
         result = run_cli("pthread-lock", "-p", str(proc.pid))
     finally:
         proc.kill()

@@ -61,3 +61,14 @@ def test_bpf_probes_need_privileges(probe):
 
 def test_cpu_burst_needs_no_privileges():
     assert CpuBurst.unavailable_reason(_caps(privileged=False)) is None
+
+
+def test_offcpu_prefers_the_tracepoint_where_the_raw_one_has_no_state():
+    """Before 5.18 the raw sched_switch carries no prev_state: neither the state nor a thread's
+    death (its last switch-out must not be stamped) can be told, so "auto" takes the tracepoint."""
+    from probes.offcpu import _choose_hook
+
+    assert _choose_hook(_caps(release="6.18.0"), "auto") == "raw-tracepoint"
+    assert _choose_hook(_caps(release="5.10.0-30-amd64"), "auto") == "tracepoint"
+    assert _choose_hook(_caps(CapsWithoutTracepoints, release="5.10.0"), "auto") == "raw-tracepoint"
+    assert _choose_hook(_caps(release="5.10.0"), "raw-tracepoint") == "raw-tracepoint"  # asked for

@@ -360,9 +360,11 @@ def test_upcall_tail_over_timeout_suggests_root_cause_with_handler_threads():
 
 def test_lock_holder_is_the_cause_with_the_guides_fixes():
     waits = [{"type": "lock_wait", "time": f"2026-11-25T10:00:0{i}+00:00", "pid": 4200, "lock": "0x55d0c0ffee",
-              "kind": "rwlock-wr", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",
+              "kind": "rdlock", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",
               "wait_us": 150_000 + i * 10_000, "holder_tid": 4300, "holder_comm": "revalidator12",
-              "stack": ["pthread_rwlock_wrlock", "fat_rwlock_wrlock"]} for i in range(4)]
+              "holder_kind": "wrlock",  # the kinds pthread-lock emits: mutex, rdlock, wrlock
+              "stack": ["fat_rwlock_rdlock+0x2a [ovs-vswitchd]", "classifier_lookup+0x51 [ovs-vswitchd]"]}
+              for i in range(4)]
     w = Walk(LIB, {"ovs_pid": 4200}, start="ovs-slow/pthread-lock")
     findings = w.complete("ok", merged("pthread-lock", waits))
     assert [f.rule for f in findings] == ["revalidator-holds-lock"]
@@ -405,9 +407,11 @@ def upcall_record():
 
 def lock_waits():
     return [{"type": "lock_wait", "time": f"2026-11-25T10:00:0{i}+00:00", "pid": 4200, "lock": "0x55d0c0ffee",
-             "kind": "rwlock-wr", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",
+             "kind": "rdlock", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",
              "wait_us": 150_000 + i * 10_000, "holder_tid": 4300, "holder_comm": "revalidator12",
-             "stack": ["pthread_rwlock_wrlock", "fat_rwlock_wrlock"]} for i in range(4)]
+             "holder_kind": "wrlock",  # the kinds pthread-lock emits: mutex, rdlock, wrlock
+             "stack": ["fat_rwlock_rdlock+0x2a [ovs-vswitchd]", "classifier_lookup+0x51 [ovs-vswitchd]"]}
+             for i in range(4)]
 
 
 def run_suggested(w: Walk, ref: str, probe_result: dict) -> None:

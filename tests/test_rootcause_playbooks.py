@@ -189,3 +189,15 @@ def test_root_cause_steps_run_as_long_as_the_run_that_saw_the_trouble():
     for ran_s, expected in ((3.0, 10), (1800.0, 10)):
         _, view = offcpu_after_slow_packets(4200, threads, ran_s=ran_s)
         assert view.duration == expected
+
+
+def test_blocked_in_is_the_first_frame_past_the_scheduler():
+    from probes.offcpu import blocked_in
+
+    mutex = ["__schedule+0x2f1", "schedule+0x5e", "schedule_preempt_disabled+0x15", "__mutex_lock.constprop.0+0x3e4",
+             "ovs_flow_cmd_new+0x1d2 [openvswitch]"]  # a handler on the datapath's ovs_mutex (6.1)
+    poll = ["__schedule+0x628", "schedule+0x23", "schedule_hrtimeout_range_clock+0x114",
+            "poll_schedule_timeout.constprop.0+0x37", "do_sys_poll+0x437"]
+    preempted = ["__schedule+0x628", "preempt_schedule_irq+0x3a", "irqentry_exit+0x31"]
+    assert [blocked_in(s) for s in (mutex, poll, preempted, [])] == [
+        "__mutex_lock", "poll_schedule_timeout", "irqentry_exit", None]

@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from tests.wizard_pilot import (SIZE, choose, field_error, flat_text, pick, recorded_facts, replay_app, screen_text,
+from tests.wizard_pilot import (PACKET_LOSS, SIZE, choose, field_error, flat_text, pick, recorded_facts, replay_app, screen_text,
                                 type_into, wait_for, wait_screen)
 from wizard.screens.conclusion import ConclusionScreen
 from wizard.screens.context import ContextScreen
@@ -21,6 +21,7 @@ from wizard.screens.preflight import PreflightScreen
 from wizard.screens.question import QuestionScreen
 from wizard.screens.step import StepScreen
 from wizard.screens.symptom import SymptomScreen
+from wizard.replay import Recording
 from wizard.session import read_journal
 
 pytestmark = pytest.mark.asyncio
@@ -39,7 +40,11 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
     truth = recorded_facts()
     app = replay_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await to_context(pilot)
+        ctx = await to_context(pilot)
+        # a replay's context form starts with what the recording was made with
+        recorded = Recording.load(PACKET_LOSS).context
+        assert ctx.query_one("#f-dst_ip").value == recorded["dst_ip"]
+        assert ctx.query_one("#f-reported_loss").value == str(recorded["reported_loss"])
 
         # context: an invalid address is flagged under the field, and Continue refuses it
         await type_into(pilot, "f-dst_ip", "10.253.2.300")
@@ -124,9 +129,11 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
         await type_into(pilot, "f-dst_port", "6353")
         await type_into(pilot, "f-src_port", "40000")
         assert "--src-port 40000" in flat_text(app)
+        assert "A replay shows the run as recorded, not these filters: recorded with: src-ip=10.253.2.2" \
+            in flat_text(app)
         await pilot.press("ctrl+r")
         await wait_screen(pilot, FindingsScreen)
-        assert app.walk.current.params["src-port"] == "40000"
+        assert app.walk.current.params["src-port"] == 40000
         text = screen_text(app)
         assert "dropped packets captured" in text and "Nothing listens on the destination port" in text
 
@@ -144,8 +151,12 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
         assert rep["conclusion"]["cause_found"] is True
         steps = [t for t in rep["timeline"] if t["kind"] == "step"]
         assert [s["probe"] for s in steps] == ["drop-summary", "drop-details"]
-        assert steps[1]["params"]["src-port"] == "40000"
-        assert "--src-port 40000" in steps[1]["command"]
+        # a replay cannot measure again with the edited filter: the report says what was recorded
+        recorded = next(r for r in Recording.load(PACKET_LOSS).runs if r.probe == "drop-details")
+        assert steps[1]["params"] == recorded.params and "src-port" not in recorded.params
+        assert steps[1]["asked_params"]["src-port"] == 40000
+        assert steps[1]["command"] == recorded.command
+        assert "asked for: " in open(paths["markdown"]).read()
         assert "Report written" in screen_text(app)
         md = open(paths["markdown"]).read()
         assert "Nothing listens on the destination port" in md
@@ -154,7 +165,8 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
         _, events = read_journal(app.session.path)
         kinds = [e["event"] for e in events]
         assert kinds[:3] == ["start", "answer", "result"]
-        assert "params" in kinds and kinds.count("result") == 3 and "back" in kinds
+        # one params event: the edit (running the unchanged Summary again edited nothing)
+        assert kinds.count("params") == 1 and kinds.count("result") == 3 and "back" in kinds
         assert events[-1]["event"] == "note" and events[-1]["text"] == "report written"
 
         # quit: asks, then ends the session (a report was written: not resumable)

@@ -95,6 +95,7 @@ async def test_live_summary_updates_then_stop_keeps_what_was_seen(tmp_path):
         first = live.result["total"]
         text = screen_text(app)
         assert "running" in text and "NO_SOCKET" in text and truth["device"] in text
+        assert "recorded with: dst-ip=10.253.2.1" in text
         assert f"total {first:,}" in text
         await wait_for(pilot, lambda: live.result.get("total", 0) > first, what="counts to grow")
         assert live.query_one("#live-chart").samples, "the rate chart got points"
@@ -104,6 +105,10 @@ async def test_live_summary_updates_then_stop_keeps_what_was_seen(tmp_path):
         findings = await wait_screen(pilot, FindingsScreen)
         assert findings.result.status == "stopped"
         assert 0 < findings.result.result["total"] < truth["summary_total"]
+        # stopped early: as long as it was replayed, not the whole recorded run
+        recorded = next(r for r in Recording.load(PACKET_LOSS).runs if r.probe == "drop-summary")
+        assert 0 < findings.result.duration_s < recorded.duration_s
+        assert findings.result.result["duration_s"] == findings.result.duration_s
     assert [(s.started, s.closed) for s in backend.sources] == [(1, 1)]
 
 
@@ -505,12 +510,14 @@ async def test_fill_from_a_listening_socket_fills_the_destination_and_continues(
             (label,) = [f.label for f in ctx.flow_filters]
             assert label.startswith(f"UDP to the service on 0.0.0.0:{port}")
             await choose(pilot, "flow-picker", 0)
-            values = ctx.query_one("#context-form").values()
-            assert values == {"dst_port": str(port), "l4_protocol": "udp"}  # any address; never 0.0.0.0
+            flow_fields = ("src_ip", "dst_ip", "src_port", "dst_port", "l4_protocol")
+            values = {k: v for k, v in ctx.query_one("#context-form").values().items() if k in flow_fields}
+            # any address (never 0.0.0.0), the recording's prefilled dst_ip cleared, no source port
+            assert values == {"dst_port": str(port), "l4_protocol": "udp"}
             await pilot.press("ctrl+n")
             await wait_screen(pilot, QuestionScreen)
-            assert {k: v for k, v in app.walk.context.items() if k != "netns"} == {"dst_port": port,
-                                                                                   "l4_protocol": "udp"}
+            assert {k: v for k, v in app.walk.context.items() if k in flow_fields} == {"dst_port": port,
+                                                                                       "l4_protocol": "udp"}
     finally:
         server.close()
 

@@ -124,7 +124,9 @@ class NetsleuthApp(App):
 
     # the walk ------------------------------------------------------------------------------
     def choose_symptom(self, playbook_id: str, start: str) -> None:
-        self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start))
+        prefill = getattr(self.backend, "context_prefill", None)  # a replay: what was recorded
+        initial = _context_form_values(prefill()) if callable(prefill) else None
+        self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start, initial=initial))
 
     def start_walk(self, symptom: str, start: str, context: dict) -> None:
         netns = self.backend.netns()
@@ -221,9 +223,12 @@ class NetsleuthApp(App):
 
     def _keep_run(self, screen: LiveScreen, outcome) -> list:
         """The run's outcome into the walk (the journal) and the recording; its findings."""
+        source = screen.run.source if screen.run else None
+        # What ran: a replay serves a recorded run, whose filters may not be the form's.
+        params = getattr(source, "recorded_params", None) or self.walk.current.params
+        command = source.command_line() if callable(getattr(source, "command_line", None)) else self._command(screen)
         findings = self.walk.complete(outcome.status, outcome.result, duration_s=outcome.duration_s,
-                                      started=outcome.started, command=self._command(screen),
-                                      params=self.walk.current.params)
+                                      started=outcome.started, command=command, params=params)
         self._end_recorded_run(screen, outcome.status, outcome.duration_s, outcome.error)
         return findings
 

@@ -26,6 +26,7 @@ from playbooks.model import Library, Question
 from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
+from .flagnames import dests
 from .replay import Recorder, generic_command
 from .report import CONCLUSION_HEADS, build_report, host_facts, write_reports
 from .session import Session
@@ -46,17 +47,12 @@ class AutopilotResult:
     statuses: list[str] = field(default_factory=list)
 
 
-def _dests(params: dict) -> dict:
-    """Playbook params are keyed by flag name ("src-ip"); probes take dests ("src_ip")."""
-    return {k.replace("-", "_"): v for k, v in params.items() if v not in (None, "")}
-
-
 def command_for(backend: Any) -> Callable[[str, dict], str]:
     """The `netsleuth probe ...` command of a probe with flag-keyed params: the probe's own
     command_line() where this host can build it, else spelled out from the params."""
     def command(probe: str, params: dict) -> str:
         try:
-            return backend.command_line(probe, _dests(params))
+            return backend.command_line(probe, dests(params))
         except Exception:  # not implemented here, or a value only valid on another host
             return generic_command(probe, params)
     return command
@@ -86,7 +82,7 @@ class Autopilot:
                           command=self.command(view.probe, view.params))
             return "unavailable"
         duration = self.duration or view.duration
-        values = _dests(view.params)
+        values = dests(view.params)
         if self._probe_has(view.probe, "duration"):
             # so the command line reproduces the run's length
             values["duration"] = int(duration) if float(duration).is_integer() else duration
@@ -106,8 +102,9 @@ class Autopilot:
         outcome = run_source(source, view.probe, self.lib.probes[view.probe].merge, duration, self.stop, on_records)
         if self.recorder:
             self.recorder.end_run(run_id, outcome.status, outcome.duration_s, outcome.error)
+        ran_with = getattr(source, "recorded_params", None) or view.params  # a replay: what was recorded
         findings = walk.complete(outcome.status, outcome.result, outcome.duration_s, outcome.started, outcome.error,
-                                 command, view.params)
+                                 command, ran_with)
         if outcome.error:
             self.log(f"  {outcome.status}: {outcome.error}")
         for f in findings:

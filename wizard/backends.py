@@ -16,25 +16,14 @@ from probes.registry import PROBES
 from probes.runtime import params as P
 
 from . import discovery
+from .flagnames import dests
 from .replay import RecordedBackend
 
 
 def flag_values(flags: tuple[Flag, ...], params: dict[str, Any]) -> dict[str, Any]:
-    """Playbook params are keyed by flag name ("src-ip"); probes take dests ("src_ip")."""
-    by_name = {f.name: f.dest for f in flags}
-    by_dest = {f.dest for f in flags}
-    out = {}
-    for k, v in params.items():
-        dest = by_name.get(k) or (k if k in by_dest else None)
-        if dest is not None and v not in (None, ""):
-            out[dest] = v
-    return out
-
-
-def flag_params(flags: tuple[Flag, ...], values: dict[str, Any]) -> dict[str, Any]:
-    """The reverse: dests -> flag names, as the walk keeps them."""
-    names = {f.dest: f.name for f in flags}
-    return {names.get(k, k): v for k, v in values.items() if v not in (None, "", False)}
+    """Playbook params (flag names, or dests) as the probe's options (dests), its flags only."""
+    known = {f.dest for f in flags}
+    return {k: v for k, v in dests(params).items() if k in known}
 
 
 class LiveBackend:

@@ -7,14 +7,13 @@ ParamError naming the flag and the accepted form.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from playbooks.model import ContextField, Library
 from probes.base import Flag
 from probes.runtime.params import ParamError
 
-INT_KINDS = ("int", "port", "pid")
+INT_KINDS = ("int", "port", "pid", "vlan")
 
 
 def context_flag(cf: ContextField) -> Flag:
@@ -23,7 +22,8 @@ def context_flag(cf: ContextField) -> Flag:
 
 
 def typed(kind: str, raw: Any) -> Any:
-    """Numbers stay numbers in the context (rules compute with them); the rest stays text."""
+    """Numbers stay numbers in the context and a step's params (rules compute with them, and
+    an unchanged field compares equal); the rest stays text."""
     if kind in INT_KINDS and isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
         return int(raw)
     return raw.strip() if isinstance(raw, str) else raw
@@ -46,11 +46,3 @@ def validate_context(lib: Library, raw: dict[str, Any], check_host: bool = True)
             context_flag(cf).parse(value)
         out[name] = typed(cf.kind, value)
     return out
-
-
-def current_netns() -> int | None:
-    """The inode of this process's network namespace (interface names are relative to it)."""
-    try:
-        return os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return None

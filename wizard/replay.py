@@ -29,6 +29,7 @@ from probes.base import Unavailable
 from probes.runtime import stop
 from probes.runtime.loader import ProbeError
 
+from .flagnames import names
 from .jsonl import json_lines
 from .steprun import now_iso
 
@@ -39,10 +40,10 @@ class RecordingError(ValueError):
     """The file is not a netsleuth recording (the message says where and why)."""
 
 
-def _same_params(a: dict, b: dict) -> bool:
+def same_filters(a: dict, b: dict) -> bool:
     """Same filters; the run length is not a filter (a replay's runs end with their records)."""
     def norm(d: dict) -> dict:
-        return {k: str(v) for k, v in d.items() if k != "duration"}
+        return {k: str(v) for k, v in names(d).items() if k != "duration"}
     return norm(a) == norm(b)
 
 
@@ -219,6 +220,7 @@ class RecordedProbe:
         self._next = 0
         self._t0: float | None = None
         self.recorded_duration_s = run.duration_s
+        self.recorded_params = dict(run.params)  # what this run was recorded with (flag names)
 
     def start(self) -> None:
         if self.run.status in ("unavailable", "error") and not self.run.records:
@@ -249,11 +251,23 @@ class RecordedProbe:
     def exhausted(self) -> bool:
         return self._next >= len(self.run.records)
 
+    @property
+    def replayed_s(self) -> float | None:
+        """Recorded time served so far: the whole run once every record was read, else (stopped
+        early) the time replayed at this pace, never more than the recording holds."""
+        if self.exhausted or self.speed <= 0:
+            return self.recorded_duration_s
+        elapsed = self._elapsed() if self._t0 is not None else 0.0
+        return round(min(elapsed, self.recorded_duration_s or elapsed), 3)
+
     def command_line(self) -> str:
         return self.run.command or generic_command(self.name, self.run.params)
 
     def describe_attach(self) -> str:
         return f"recorded run {self.run.run} of {self.name}"
+
+    def describe_recorded(self) -> str:
+        return recorded_with(self.run)
 
     def close(self) -> None:
         pass
@@ -309,28 +323,38 @@ class RecordedBackend:
             return NOT_IMPLEMENTED
         return "not in this recording: the recorded session did not run this probe"
 
-    def _run_for(self, name: str, params: dict) -> RecordedRun:
+    def recorded_run(self, name: str, values: dict) -> RecordedRun | None:
+        """The recorded run a step with these options would replay: one recorded with the same
+        filters (unused first), else the next unused run of the probe — a replay cannot measure
+        again with other filters, so the screens say what it was recorded with."""
         candidates = [r for r in self.recording.runs if r.probe == name]
-        if not candidates:
-            raise KeyError(f"{name}: {self.availability(name)}")
-        flag_keyed = {k.replace("_", "-"): v for k, v in params.items()}
+        wanted = names(values)
         fresh = [r for r in candidates if r.run not in self._used]
-        exact = [r for r in fresh if _same_params(r.params, flag_keyed)] or \
-                [r for r in candidates if _same_params(r.params, flag_keyed)]
-        run = (exact or fresh or candidates)[0]
-        self._used.add(run.run)
-        return run
+        exact = [r for r in fresh if same_filters(r.params, wanted)] or \
+                [r for r in candidates if same_filters(r.params, wanted)]
+        return (exact or fresh or candidates or [None])[0]
 
     def build(self, name: str, values: dict) -> RecordedProbe:
-        """The recorded run of this probe with these parameters (else the next unused run of
-        the probe: a replay cannot re-measure with edited filters)."""
-        return RecordedProbe(self._run_for(name, values), self.speed)
+        run = self.recorded_run(name, values)
+        if run is None:
+            raise KeyError(f"{name}: {self.availability(name)}")
+        self._used.add(run.run)
+        return RecordedProbe(run, self.speed)
 
     source = build
 
+    def context_prefill(self) -> dict:
+        """The context the recording was made with: what the replayed runs measured."""
+        return dict(self.recording.context)
+
     def command_line(self, name: str, values: dict) -> str:
-        flag_keyed = {k.replace("_", "-"): v for k, v in values.items()}
+        wanted = names(values)
         for r in self.recording.runs:
-            if r.probe == name and r.command and _same_params(r.params, flag_keyed):
+            if r.probe == name and r.command and same_filters(r.params, wanted):
                 return r.command
-        return generic_command(name, flag_keyed)
+        return generic_command(name, wanted)
+
+
+def recorded_with(run: RecordedRun) -> str:
+    """'recorded with: dst-ip=10.0.0.2, l4-protocol=udp' (what a replayed run measured)."""
+    return "recorded with: " + (", ".join(f"{k}={v}" for k, v in run.params.items()) or "no filters")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from playbooks.engine import StepView, Walk
 from playbooks.model import Library, ProbeSpec, Question
 
-from .replay import generic_command
+from .replay import generic_command, same_filters
 from .steprun import now_iso
 
 REPORT_VERSION = 1
@@ -121,6 +121,8 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
         timeline.append({
             "kind": "step", "step": frame.ref, "title": node.title, "probe": node.probe, "tier": spec.tier,
             "cost": spec.cost, "params": params, "suggested_by": frame.suggested_by,
+            # a replay serves a recorded run: when its filters are not the form's, both are said
+            "asked_params": frame.params if r and not same_filters(frame.params, r.params) else None,
             "status": r.status if r else "not run", "error": r.error if r else None,
             "started": r.started if r else None, "duration_s": r.duration_s if r else None,
             "command": (r.command if r and r.command else command_for(node.probe, params)),
@@ -215,7 +217,10 @@ def render_markdown(rep: dict) -> str:
         out += [f"- status: **{t['status']}**{dur}" + (f" — {t['error']}" if t["error"] else "")]
         if t["started"]:
             out += [f"- started: {t['started']}"]
-        out += [f"- parameters: {_params_text(t['params'])}", f"- reproduce: `{t['command']}`"]
+        out += [f"- parameters: {_params_text(t['params'])}"]
+        if t.get("asked_params") is not None:
+            out += [f"- asked for: {_params_text(t['asked_params'])} (a replay shows the run as recorded)"]
+        out += [f"- reproduce: `{t['command']}`"]
         kr = t["key_results"]
         if kr:
             out += [f"- counters: {_params_text(kr['counters'])}"]
@@ -327,7 +332,9 @@ def render_html(rep: dict) -> str:
                    f"<li>status: <strong>{e(t['status'])}</strong>{dur}" + (f" — {e(t['error'])}" if t["error"] else "")
                    + "</li>" + (f"<li>started: {e(t['started'])}</li>" if t["started"] else "")
                    + f"<li>parameters: {e(_params_text(t['params']))}</li>"
-                   f"<li>reproduce: <code>{e(t['command'])}</code></li></ul>")
+                   + (f"<li>asked for: {e(_params_text(t['asked_params']))} (a replay shows the run as "
+                      "recorded)</li>" if t.get("asked_params") is not None else "")
+                   + f"<li>reproduce: <code>{e(t['command'])}</code></li></ul>")
         kr = t["key_results"]
         if kr:
             out.append(f"<p>counters: {e(_params_text(kr['counters']))}</p>")

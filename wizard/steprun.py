@@ -89,8 +89,8 @@ def run_source(source: Any, probe: str, merge: MergeSpec, duration: float,
         except Exception as e:  # closing must not hide the outcome
             error = error or f"closing the probe failed: {e}"
     elapsed = round(time.monotonic() - t0, 3)
-    recorded = getattr(source, "recorded_duration_s", None)  # replay: the duration of the real run
-    if recorded is not None:
-        elapsed = recorded
+    replayed = getattr(source, "replayed_s", None)  # replay: the recorded time served (all, or until stopped)
+    if replayed is not None:
+        elapsed = replayed
     result = acc.result(elapsed) if status in ("ok", "stopped") else None
     return StepOutcome(status, result, elapsed, started, error)

@@ -19,6 +19,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from ..replay import same_filters
 from ..steprun import run_source
 from ..widgets.charts import Log2Plot, RatePlot
 from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
@@ -152,6 +153,13 @@ class LiveScreen(WizardScreen):
         recorded, speed = getattr(source, "recorded_duration_s", None), getattr(source, "speed", None)
         if recorded and speed:  # a replay lasts as long as the recorded run, at its pace
             self.duration = min(self.duration, recorded / speed)
+        describe = getattr(source, "describe_recorded", None)
+        note = self.query_one("#live-note", Static)
+        note.display = callable(describe)
+        if callable(describe):  # a replay: say which filters the shown run was recorded with
+            differs = not same_filters(source.recorded_params, self.values)
+            note.update(("[yellow]A replay shows the run as recorded, not the filters asked for[/yellow]: "
+                         if differs else "") + escape(describe()))
         self.run = ProbeRun(source, self.view.probe, self.spec.merge, self.duration, self.post_message,
                             self.app.recorder_for(self.view, self.values))
         self.app.track_run(self.run)
@@ -255,6 +263,7 @@ class LiveSummaryScreen(LiveScreen):
 
     def body(self):
         yield Static("", id="live-status")
+        yield Static("", id="live-note")
         yield Static("", id="live-counters")
         if self.spec.merge.kind == "sum-histograms":
             yield Log2Plot("latency", id="live-chart")
@@ -352,6 +361,7 @@ class LiveDetailsScreen(LiveScreen):
 
     def body(self):
         yield Static("", id="live-status")
+        yield Static("", id="live-note")
         yield Static("", id="live-counters")
         with Vertical(id="details-split"):
             m = self.spec.merge

@@ -9,7 +9,10 @@ from textual.widgets import Button, Input, Static
 
 from probes.runtime.params import ParamError
 
-from ..backends import flag_params, flag_values
+from ..backends import flag_values
+from ..contextvals import typed
+from ..flagnames import names
+from ..replay import recorded_with, same_filters
 from ..discovery import choices_for
 from ..widgets.panels import kv_lines
 from ..widgets.param_form import ParamForm
@@ -18,6 +21,17 @@ from .base import WizardScreen
 TIER_NAMES = {1: "Summary", 2: "Details", 3: "Root cause"}
 # Flags the wizard sets itself: it reads the probe every second and stops it at the duration.
 HIDDEN_FLAGS = ("interval",)
+
+
+def replay_note(backend, probe: str, values: dict) -> str:
+    """In a replay: the filters of the recorded run this step would show (markup), else ""."""
+    find = getattr(backend, "recorded_run", None)
+    run = find(probe, values) if callable(find) else None
+    if run is None:
+        return ""
+    if same_filters(run.params, values):
+        return f"[b]replay[/b]: {escape(recorded_with(run))}"
+    return f"[yellow]A replay shows the run as recorded, not these filters[/yellow]: {escape(recorded_with(run))}"
 
 
 class StepScreen(WizardScreen):
@@ -62,6 +76,7 @@ class StepScreen(WizardScreen):
                 options = {f.dest: choices_for(inv, f.kind) for f in flags}
                 yield ParamForm(flags, values, options=options, hide=HIDDEN_FLAGS,
                                 validator=self.app.backend_validator, id="step-form")
+        yield Static("", id="replay-note")
         yield Static("", id="command-line")
         with Horizontal(classes="buttons"):
             label = "Run (Ctrl+R)" if self.instead is None else f"Instead: {self.instead.probe} (Ctrl+R)"
@@ -96,6 +111,9 @@ class StepScreen(WizardScreen):
             line.update(f"[b]command:[/b] [dim]{escape(str(e))}[/dim]")
             return
         line.update(f"[b]command:[/b] sudo {escape(cmd)}")
+        note = replay_note(self.app.backend, self.view.probe, form.values())
+        self.query_one("#replay-note", Static).update(note)
+        self.query_one("#replay-note", Static).display = bool(note)
 
     def on_param_form_changed(self, _event: ParamForm.Changed) -> None:
         self._update_command()
@@ -126,10 +144,11 @@ class StepScreen(WizardScreen):
             self.show_error(str(e))
             return
         self.clear_error()
-        flags = self.app.backend.flags(self.view.probe)
-        # The walk keeps filters; how long the probe runs is the run's, not the step's identity
-        # (as in the autopilot), so an unchanged step is recognised as already run.
-        params = {k: v for k, v in flag_params(flags, values).items() if k != "duration"}
+        kinds = {f.name: f.kind for f in self.app.backend.flags(self.view.probe)}
+        # The walk keeps filters, typed as the prefilled ones are (a port stays a number, so an
+        # unchanged form is no edit); how long the probe runs is the run's, not the step's
+        # identity (as in the autopilot), so an unchanged step is recognised as already run.
+        params = {k: typed(kinds.get(k, ""), v) for k, v in names(values).items() if k != "duration"}
         self.app.run_step(self, params, values)
 
     def go_back(self) -> None:

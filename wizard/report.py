@@ -88,13 +88,21 @@ def _key_results(spec: ProbeSpec, result: dict | None) -> dict | None:
                            "entries_total": len(entries)}
     if spec.merge.kind == "sum-histograms":
         out["histograms"] = [{
-            "title": " ".join(str(e.get(k)) for k in spec.merge.key if e.get(k) is not None) or spec.title,
+            "title": hist_title(e, spec.merge.key) or spec.title,
             "unit": e.get("unit", "us"), "buckets": e.get("buckets", []), "count": e.get("count"),
             "p50": e.get("p50"), "p99": e.get("p99"), "p99_9": e.get("p99_9"), "max": e.get("max"),
         } for e in entries[:TOP_ROWS]]
     if entries and entries[0].get("stack"):
         out["top_stack"] = entries[0]["stack"]
     return out
+
+
+def hist_title(entry: dict, key: tuple[str, ...]) -> str:
+    """What a histogram is of: "rx OVS_RX → OVS_PROCESS" from its key's text fields."""
+    words = [str(entry[k]) for k in key if isinstance(entry.get(k), str) and k not in ("from", "to")]
+    if isinstance(entry.get("from"), str) and isinstance(entry.get("to"), str):
+        words.append(f"{entry['from']} → {entry['to']}")
+    return " ".join(words)
 
 
 def _step_view_dict(v: StepView, command_for: CommandFor) -> dict:

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from ..replay import same_filters
+from ..report import hist_title
 from ..steprun import run_source
 from ..widgets.charts import Log2Plot, RatePlot
 from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
@@ -311,14 +312,6 @@ class LiveSummaryScreen(LiveScreen):
         shown = min(len(r["entries"]), self.query_one("#live-table", EntryTable).limit)
         return (f"total [b]{total:,}[/b]  ·  {len(r['entries'])} distinct (top {shown} shown)  ·  "
                 f"lost {lost_count(r):,}  ·  {r.get('records', 0)} reads")
-
-
-def hist_title(entry: dict, key: tuple[str, ...]) -> str:
-    """What a histogram is of: "rx netif_receive → ovs_process" from its key fields."""
-    words = [str(entry[k]) for k in key if isinstance(entry.get(k), str) and k not in ("from", "to")]
-    if isinstance(entry.get("from"), str) and isinstance(entry.get("to"), str):
-        words.append(f"{entry['from']} → {entry['to']}")
-    return " ".join(words)
 
 
 def _record_count(r: dict) -> float:

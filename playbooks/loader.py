@@ -18,7 +18,7 @@ from .errors import PlaybookError
 from .expr import Where, compile_condition, compile_let, Template
 from .merge import MERGE_KINDS, MergeSpec
 from .model import (LEVELS, Answer, Chain, ChainLink, ContextField, Library, NextStep, Param, Playbook,
-                    ProbeSpec, Question, QuickRow, Rule, RuleGroup, Step)
+                    ProbeChart, ProbeSpec, Question, QuickRow, Rule, RuleGroup, Step)
 
 SPLIT_PARTS = ("part", "rest")
 
@@ -68,6 +68,13 @@ def _number(raw: Any, where: Where) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise where.error(f"expected a number, got {raw!r}")
     return raw
+
+
+def _chart(raw: Any, where: Where) -> ProbeChart:
+    raw = _fields(raw, where, ("record", "value", "title"), ("mark",))
+    return ProbeChart(_text(raw["record"], where.child("record")), _text(raw["value"], where.child("value")),
+                      _text(raw["title"], where.child("title")),
+                      _text(raw["mark"], where.child("mark")) if "mark" in raw else None)
 
 
 class _Builder:
@@ -151,7 +158,7 @@ class _Builder:
         for name, spec in _fields(raw["probes"], where.child("probes"), (), tuple(raw["probes"] or {})).items():
             w = where.child(f"probes.{name}")
             spec = _fields(spec, w, ("title", "tier", "cost", "duration", "flags", "results"),
-                           ("description", "guide", "columns", "evidence"))
+                           ("description", "guide", "columns", "evidence", "chart"))
             if spec["tier"] not in (1, 2, 3):
                 raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
             res = _fields(spec["results"], w.child("results"), ("merge",),
@@ -172,6 +179,7 @@ class _Builder:
                 columns=tuple((t, self.template(v, w.child(f"columns.{t}"))) for t, v in cols.items()),
                 evidence=tuple(self.template(t, w.child(f"evidence[{i}]"))
                                for i, t in enumerate(_list(spec.get("evidence", []), w, allow_empty=True))),
+                chart=_chart(spec["chart"], w.child("chart")) if "chart" in spec else None,
             )
 
     # kind: playbook -----------------------------------------------------------------

@@ -34,6 +34,17 @@ class ContextField:
 
 
 @dataclass(frozen=True)
+class ProbeChart:
+    """A time series the live view draws from records beside the result's (cpu-burst: the
+    process's CPU each second, the samples of a burst marked)."""
+
+    record: str  # record type carrying one point
+    value: str  # its field plotted
+    title: str
+    mark: str | None = None  # a true field marks the point (drawn apart)
+
+
+@dataclass(frozen=True)
 class ProbeSpec:
     name: str
     title: str
@@ -46,6 +57,7 @@ class ProbeSpec:
     guide: str = ""
     columns: tuple[tuple[str, Template], ...] = ()  # table of entries: (title, template over evidence)
     evidence: tuple[Template, ...] = ()  # default evidence lines of a finding on this probe
+    chart: ProbeChart | None = None
 
 
 @dataclass(frozen=True)

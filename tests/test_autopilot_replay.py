@@ -175,7 +175,9 @@ def test_recorded_probe_paces_or_serves_at_once(tmp_path):
     t0 = time.monotonic()
     paced.wait(2.0)
     assert 0.2 < time.monotonic() - t0 < 1.0  # waited for the next record's offset, not the timeout
-    assert [x["n"] for x in paced.read()] == [2, 3] and paced.exhausted
+    assert [x["n"] for x in paced.read()] == [2, 3] and not paced.exhausted  # 0.4 s of a 0.5 s run
+    paced.wait(2.0)  # all served: waits for the end of the recorded run, not the timeout
+    assert paced.exhausted and time.monotonic() - t0 < 1.5
     at_once = RecordedBackend(recording).build("drop-details", {"dst_ip": "10.0.0.2"})
     at_once.start()
     assert [x["n"] for x in at_once.read()] == [1, 2, 3]

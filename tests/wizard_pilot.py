@@ -137,5 +137,73 @@ def record_fixture(out: Path = PACKET_LOSS) -> None:
             sender.join()
 
 
+# Real tier-3 runs on this host, made by record_root_cause_fixture(): the root-cause probes on
+# tests/rootcause_target.c — pthread-lock and offcpu while thread "holder" keeps a mutex 200 ms
+# and thread "waiter" waits for it, cpu-burst while thread "burner" spins 2.5 s.
+ROOT_CAUSE = RECORDINGS / "wizard-root-cause.jsonl.gz"
+
+
+def record_root_cause_fixture(out: Path = ROOT_CAUSE) -> None:
+    """Regenerate ROOT_CAUSE from real runs (as root): `python -m tests.wizard_pilot root-cause`.
+    pthread-lock and offcpu watch the same "mutex" target at once; cpu-burst a "burst" one."""
+    import subprocess
+    import tempfile
+    import threading
+
+    from playbooks import load_library
+    from tests.rootcause_support import SOURCE, Target
+    from wizard.backends import LiveBackend
+    from wizard.flagnames import names
+    from wizard.replay import Recorder
+    from wizard.steprun import run_source
+
+    lib, backend = load_library(), LiveBackend()
+    targets = [("mutex", [("ovs-slow/pthread-lock", "pthread-lock", {"min_wait_us": 1000}),
+                          ("ovs-slow/offcpu", "offcpu", {"min_block_us": 10000})], 4),
+               ("burst 2500", [("ovs-slow/cpu-burst", "cpu-burst", {"threshold": 50})], 6)]
+    out.unlink(missing_ok=True)  # regenerating: --record never overwrites a file
+    lock = threading.Lock()  # one recording, written from each probe's thread
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "target"
+        subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o", str(binary), str(SOURCE)],
+                       check=True)
+        recorder = None
+        for mode, probes, seconds in targets:
+            with Target(binary, *mode.split()) as target:
+                if recorder is None:
+                    recorder = Recorder(out, backend.host_facts(), "ovs-slow", {"ovs_pid": target.pid})
+                workers = []
+                for step, probe, options in probes:
+                    values = {"pid": target.pid, **options}
+                    source = backend.build(probe, values)
+                    run = recorder.start_run(probe, names(values), step, source.command_line())
+                    attached = threading.Event()
+
+                    def work(source=source, probe=probe, run=run, attached=attached):
+                        start = source.start
+                        source.start = lambda: (start(), attached.set())
+
+                        def keep(t, records):
+                            with lock:
+                                recorder.records(run, t, records)
+
+                        o = run_source(source, probe, lib.probes[probe].merge, seconds, on_records=keep)
+                        attached.set()
+                        with lock:
+                            recorder.end_run(run, o.status, o.duration_s, o.error)
+
+                    workers.append((threading.Thread(target=work), attached))
+                for thread, attached in workers:
+                    thread.start()
+                    attached.wait(120)
+                target.start()
+                target.truth()
+                for thread, _ in workers:
+                    thread.join()
+        recorder.close()
+
+
 if __name__ == "__main__":
-    record_fixture()
+    import sys
+
+    record_root_cause_fixture() if sys.argv[1:] == ["root-cause"] else record_fixture()

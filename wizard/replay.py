@@ -236,8 +236,9 @@ class RecordedProbe:
     def wait(self, timeout: float) -> None:
         if self.speed <= 0 or self.exhausted:
             return
-        nxt = self.run.records[self._next][0] / self.speed
-        stop.sleep(max(0.0, min(timeout, nxt - (time.monotonic() - self._t0))))
+        # until the next record is due, or (all served) the end of the recorded run
+        due = self.run.records[self._next][0] if self._next < len(self.run.records) else self.recorded_duration_s
+        stop.sleep(max(0.0, min(timeout, due / self.speed - (time.monotonic() - self._t0))))
 
     def read(self) -> list[dict]:
         limit = self._elapsed()
@@ -249,13 +250,16 @@ class RecordedProbe:
 
     @property
     def exhausted(self) -> bool:
-        return self._next >= len(self.run.records)
+        """Every record served and, at a pace, the recorded run's time over (it lasts as long)."""
+        if self._next < len(self.run.records):
+            return False
+        return self.speed <= 0 or not self.recorded_duration_s or self._elapsed() >= self.recorded_duration_s
 
     @property
     def replayed_s(self) -> float | None:
         """Recorded time served so far: the whole run once every record was read, else (stopped
         early) the time replayed at this pace, never more than the recording holds."""
-        if self.exhausted or self.speed <= 0:
+        if self.speed <= 0 or self.exhausted:
             return self.recorded_duration_s
         elapsed = self._elapsed() if self._t0 is not None else 0.0
         return round(min(elapsed, self.recorded_duration_s or elapsed), 3)

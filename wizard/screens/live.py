@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Static
 from ..replay import same_filters
 from ..report import hist_title
 from ..steprun import run_source
-from ..widgets.charts import Log2Plot, RatePlot
+from ..widgets.charts import Log2Plot, RatePlot, TimelinePlot
 from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
 from .base import WizardScreen
 from .dialogs import ConfirmDiscard
@@ -320,31 +320,54 @@ def _record_count(r: dict) -> float:
     return sum(e.get("count", 0) or 0 for e in r.get("entries") or []) or 1
 
 
-# What tells one event from the next comes first; the stack comes last.
-EVENT_FIRST = ("flow", "reason", "location", "device", "comm", "pid", "tid", "cpu", "time")
+# What tells one event from the next comes first, then its stacks, then everything else.
+EVENT_FIRST = ("flow", "reason", "location", "device", "comm", "tid", "waiter_comm", "waiter_tid", "holder_comm",
+               "holder_tid", "lock", "duration_us", "wait_us", "blocked_in", "state", "pid", "cpu", "time")
+
+
+def _stacks(e: dict) -> list[tuple[str, list]]:
+    """(title, frames) of each stack an event carries.  offcpu's ``stack`` is its kernel and
+    user stacks joined: shown as those two, not three times."""
+    stacks = [(k, v) for k, v in e.items() if k.endswith("stack") and isinstance(v, list) and v]
+    if any(k in ("kernel_stack", "user_stack") for k, _ in stacks):
+        stacks = [(k, v) for k, v in stacks if k != "stack"]
+    return stacks
 
 
 def event_text(e: dict) -> str:
-    """One event's fields: the telling ones first, nested dicts flattened, the stack last."""
-    lines = []
+    """One event's fields: the telling ones first, then its stacks frame by frame (right
+    after where and what), then the rest; nested dicts flattened, lists joined."""
+    stacks = _stacks(e)
+    skip = {"type"} | {k for k, v in e.items() if k.endswith("stack") and isinstance(v, list)}
     keys = [k for k in EVENT_FIRST if k in e] + [k for k in e if k not in EVENT_FIRST]
+    head, rest = [], []
     for k in keys:
         v = e[k]
-        if k in ("type", "stack", "user_stack"):
+        if k in skip or v is None or v == []:
             continue
+        into = head if k in EVENT_FIRST else rest
         if k == "flow" and isinstance(v, dict):
-            lines.append(f"[b]flow[/b]: {escape(entry_flow(e))}")
+            into.append(f"[b]flow[/b]: {escape(entry_flow(e))}")
         elif isinstance(v, dict):
             inner = ", ".join(f"{ik}={iv}" for ik, iv in v.items() if iv is not None)
             if inner:
-                lines.append(f"[b]{escape(k)}[/b]: {escape(inner)}")
-        elif v is not None:
-            lines.append(f"[b]{escape(k)}[/b]: {escape(str(v))}")
-    for key in ("stack", "user_stack"):
-        if e.get(key):
-            lines.append(f"[b]{key}[/b]:")
-            lines += [f"  {escape(str(frame))}" for frame in e[key]]
-    return "\n".join(lines)
+                into.append(f"[b]{escape(k)}[/b]: {escape(inner)}")
+        elif isinstance(v, list):
+            into.append(f"[b]{escape(k)}[/b]: {escape(', '.join(_short(x) for x in v))}")
+        else:
+            into.append(f"[b]{escape(k)}[/b]: {escape(str(v))}")
+    lines = head
+    for key, frames in stacks:
+        lines.append(f"[b]{escape(key.replace('_', ' '))}[/b]:")
+        lines += [f"  {escape(str(frame))}" for frame in frames]
+    return "\n".join(lines + rest)
+
+
+def _short(v) -> str:
+    """A list item on one line: a dict as its k=v pairs (cpu-burst's threads)."""
+    if isinstance(v, dict):
+        return " ".join(f"{k}={x}" for k, x in v.items() if x is not None)
+    return str(v)
 
 
 class LiveDetailsScreen(LiveScreen):
@@ -356,6 +379,8 @@ class LiveDetailsScreen(LiveScreen):
         yield Static("", id="live-status")
         yield Static("", id="live-note")
         yield Static("", id="live-counters")
+        if self.spec.chart is not None:  # e.g. cpu-burst: the CPU each second, bursts marked
+            yield TimelinePlot(self.spec.chart.title, id="live-chart")
         with Vertical(id="details-split"):
             m = self.spec.merge
             yield EntryTable(event_columns(m.record, m.key, m.distinct), limit=500, id="live-events")
@@ -363,7 +388,12 @@ class LiveDetailsScreen(LiveScreen):
                 yield Static("[dim]no event yet[/dim]", id="event-detail")
 
     def show_records(self, records: list[dict]) -> None:
-        m = self.spec.merge
+        m, chart = self.spec.merge, self.spec.chart
+        if chart is not None:
+            plot = self.query_one("#live-chart", TimelinePlot)
+            for r in records:
+                if r.get("type") == chart.record and isinstance(r.get(chart.value), (int, float)):
+                    plot.push(r[chart.value], bool(chart.mark and r.get(chart.mark)))
         events = [r for r in records if r.get("type") == m.record]
         if events:
             table = self.query_one("#live-events", EntryTable)

@@ -2,6 +2,8 @@
 
 * RatePlot: events per interval over time (drops/s while the Summary runs).
 * Log2Plot: a log2 histogram (latency probes' ``histograms`` buckets).
+* TimelinePlot: a value per sample over time, marked samples apart (cpu-burst: the
+  process's CPU each second, bursts in red).
 """
 
 from __future__ import annotations
@@ -101,4 +103,32 @@ class Log2Plot(_Chart):
         else:
             labels = [bucket_label(int(b.get("low", 0)), self.unit) for b in self.buckets]
             plt.bar(labels, [int(b.get("count", 0)) for b in self.buckets], marker="sd", width=0.6)
+        self.refresh()
+
+
+class TimelinePlot(_Chart):
+    """One bar per sample, newest at the right; marked samples (a burst) in red."""
+
+    def __init__(self, title: str, keep: int = 120, **kw):
+        super().__init__(**kw)
+        self.title = title
+        self.points: deque[tuple[float, bool]] = deque(maxlen=keep)
+        self.seen = 0  # samples pushed in all (the x axis counts them)
+
+    def push(self, value: float, marked: bool = False) -> None:
+        self.points.append((float(value), bool(marked)))
+        self.seen += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        plt = self._fresh(self.title + ("" if not any(m for _, m in self.points) else "  (red: burst)"))
+        first = self.seen - len(self.points) + 1
+        for marked, color in ((False, "blue"), (True, "red")):
+            xs = [first + i for i, (_, m) in enumerate(self.points) if m == marked]
+            ys = [v for v, m in self.points if m == marked]
+            if xs:
+                plt.bar(xs, ys, marker="sd", width=0.8, color=color)
+        peak = max((v for v, _ in self.points), default=0.0)
+        plt.xlim(first - 0.5, first + max(len(self.points), 10) - 0.5)
+        plt.ylim(0, max(peak, 1) * 1.15)
         self.refresh()

@@ -136,6 +136,9 @@ async def test_live_details_shows_packet_fields_and_stack(tmp_path):
         detail = str(live.query_one("#event-detail").render())
         assert "flow: 10.253.2.2:40000 -> 10.253.2.1:6353 (UDP)" in detail and "reason: NO_SOCKET" in detail
         assert "stack" in detail and "__udp4_lib_rcv" in detail
+        # where and what first, the stack right after (not under a screenful of header fields)
+        assert [line.split(":")[0] for line in detail.splitlines()[:5]] == ["flow", "reason", "location", "device",
+                                                                          "stack"]
         # moving up the list shows that packet's fields (and the stream no longer drags the cursor)
         await pilot.press("up")
         await pilot.pause(0.05)

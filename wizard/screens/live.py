@@ -320,9 +320,12 @@ def _record_count(r: dict) -> float:
     return sum(e.get("count", 0) or 0 for e in r.get("entries") or []) or 1
 
 
-# What tells one event from the next comes first, then its stacks, then everything else.
-EVENT_FIRST = ("flow", "reason", "location", "device", "comm", "tid", "waiter_comm", "waiter_tid", "holder_comm",
-               "holder_tid", "lock", "duration_us", "wait_us", "blocked_in", "state", "pid", "cpu", "time")
+# What tells one event from the next comes first, then its stacks, then everything else:
+# for a packet where and what it was; for a thread's block or lock wait, who and how long.
+EVENT_WHERE = ("flow", "reason", "location", "device")
+EVENT_WHO = ("comm", "tid", "waiter_comm", "waiter_tid", "holder_comm", "holder_tid", "lock", "duration_us",
+             "wait_us", "blocked_in", "state")
+EVENT_LATER = ("comm", "pid", "tid", "cpu", "time")  # the rest starts with these
 
 
 def _stacks(e: dict) -> list[tuple[str, list]]:
@@ -339,13 +342,15 @@ def event_text(e: dict) -> str:
     after where and what), then the rest; nested dicts flattened, lists joined."""
     stacks = _stacks(e)
     skip = {"type"} | {k for k, v in e.items() if k.endswith("stack") and isinstance(v, list)}
-    keys = [k for k in EVENT_FIRST if k in e] + [k for k in e if k not in EVENT_FIRST]
+    first = [k for k in EVENT_WHERE if k in e] or [k for k in EVENT_WHO if k in e]
+    keys = first + [k for k in EVENT_LATER if k in e and k not in first] + \
+        [k for k in e if k not in first and k not in EVENT_LATER]
     head, rest = [], []
     for k in keys:
         v = e[k]
         if k in skip or v is None or v == []:
             continue
-        into = head if k in EVENT_FIRST else rest
+        into = head if k in first else rest
         if k == "flow" and isinstance(v, dict):
             into.append(f"[b]flow[/b]: {escape(entry_flow(e))}")
         elif isinstance(v, dict):

@@ -105,7 +105,7 @@ def _with_seen(f: Finding, steps: list[str]) -> Finding:
     return g
 
 
-def _same(a: dict, b: dict) -> bool:
+def same_params(a: dict, b: dict) -> bool:
     """The same filters (how long a step runs is the run's, not part of what it looks at)."""
     return ({k: str(v) for k, v in a.items() if k != "duration"} ==
             {k: str(v) for k, v in b.items() if k != "duration"})
@@ -318,7 +318,7 @@ class Walk:
 
     def _ran(self, ref: str, params: dict) -> bool:
         return any(fr.ref == ref and fr.result is not None and fr.result.status in ("ok", "stopped")
-                   and _same(fr.result.params, params) for fr in self.frames)
+                   and same_params(fr.result.params, params) for fr in self.frames)
 
     def suggestions(self) -> list[StepView]:
         """Next steps unlocked by the findings, most important first, available before unavailable
@@ -327,7 +327,7 @@ class Walk:
         seen: list[tuple[str, dict]] = []
         for i, f in enumerate(self.ranked_findings()):
             for j, n in enumerate(f.next):
-                if self._ran(n.ref, n.params) or any(r == n.ref and _same(p, n.params) for r, p in seen):
+                if self._ran(n.ref, n.params) or any(r == n.ref and same_params(p, n.params) for r, p in seen):
                     continue
                 if n.instead_of is not None and self.availability(self.lib.steps[n.instead_of].probe) is None:
                     continue  # the step it stands in for can run
@@ -340,7 +340,7 @@ class Walk:
 
     def _suggestion_source(self, view: StepView) -> Finding | None:
         for f in self.ranked_findings():
-            if any(n.ref == view.ref and _same(n.params, view.params) for n in f.next):
+            if any(n.ref == view.ref and same_params(n.params, view.params) for n in f.next):
                 return f
         return None
 

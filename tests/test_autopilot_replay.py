@@ -256,3 +256,31 @@ def test_autopilot_takes_the_fallback_of_a_step_that_cannot_run():
     assert statuses == ["unavailable", "ok"]
     assert [fr.ref for fr in walk.frames][:2] == ["vm-network/tun-ring-monitor", "vm-network/tun-drop-details"]
     assert any("cannot run tun-ring-monitor here" in line for line in said)
+
+
+def test_an_interrupted_autopilot_exits_5_with_a_report(shared):
+    """SIGTERM while a (paced) recorded run plays: a distinct exit code, not 'no cause found'."""
+    import signal
+
+    rec = shared / "rec.jsonl.gz"
+    shutil.copy(RECORDING, rec)
+    os.chmod(rec, 0o644)
+    proc = subprocess.Popen([*AS_NOBODY, *NETSLEUTH, "replay", str(rec), "--autopilot", "--speed", "0.5",
+                             "--report", str(shared / "out"), "--sessions", str(shared / "s")],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any(line.lstrip().startswith("running:") for line in lines):
+            lines.append(proc.stderr.readline())
+            assert lines[-1], "".join(lines)
+        time.sleep(1.0)  # into the first run (6 s at this pace)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        assert proc.wait(30) == 5, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err
+    data = json.loads((shared / "out" / "report.json").read_text())
+    (step,) = [t for t in data["timeline"] if t["kind"] == "step"]
+    assert step["status"] == "stopped" and 0 < step["duration_s"] < Recording.load(rec).runs[0].duration_s

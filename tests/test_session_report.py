@@ -159,6 +159,29 @@ def test_html_draws_histograms_as_svg_and_escapes(tmp_path):
     assert "131.072ms–262.144ms" in svg
 
 
+def dir_fsyncs(monkeypatch) -> list[str]:
+    """Record the directories fsynced (the real fsync still runs)."""
+    real, seen = os.fsync, []
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+def test_new_journals_and_renamed_reports_are_durable_names(tmp_path, monkeypatch, recording):
+    seen = dir_fsyncs(monkeypatch)
+    s = Session.create("packet-loss", {}, {}, tmp_path / "sessions")
+    s.close()
+    assert seen == [str(tmp_path / "sessions")]
+    w = Walk(LIB, recording.context, "packet-loss")
+    write_reports(build_report(w, {}), tmp_path / "out")
+    assert seen[1:] == [str(tmp_path / "out")] * 3  # after each rename
+
+
 def test_write_atomic_replaces_whole_files_only(tmp_path, monkeypatch):
     target = tmp_path / "r.md"
     write_atomic(target, "old")

@@ -12,6 +12,7 @@ Exit codes (also `netsleuth diagnose --help`):
   2  bad command line (a flag's value; the message names it)
   3  the first probe cannot run on this host (not root, kernel lacks a feature)
   4  the walk finished without finding a cause
+  5  interrupted (Ctrl-C, SIGTERM, SIGHUP) before a cause was found; the report has what was seen
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from .report import CONCLUSION_HEADS, build_report, host_facts, write_reports
 from .session import Session
 from .steprun import run_source
 
-EXIT_CAUSE, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NO_CAUSE = 0, 1, 2, 3, 4
+EXIT_CAUSE, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NO_CAUSE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5
 EXIT_CODES_HELP = ("exit codes: 0 cause found, 1 error (a probe failed or the report could not be written), "
-                   "2 bad command line, 3 the first probe cannot run on this host, 4 no cause found")
+                   "2 bad command line, 3 the first probe cannot run on this host, 4 no cause found, "
+                   "5 interrupted before a cause was found")
 MAX_STEPS = 8
 
 
@@ -149,6 +151,8 @@ class Autopilot:
 def exit_code(cause_found: bool, statuses: list[str]) -> int:
     if cause_found:
         return EXIT_CAUSE
+    if "stopped" in statuses:  # a run or the walk was interrupted: the rest was not tried
+        return EXIT_INTERRUPTED
     if "error" in statuses:
         return EXIT_ERROR
     if statuses and statuses[0] == "unavailable" and "ok" not in statuses:
@@ -201,5 +205,6 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
             recorder.close()
 
 
-__all__ = ["Autopilot", "AutopilotResult", "EXIT_CAUSE", "EXIT_ERROR", "EXIT_NO_CAUSE", "EXIT_UNAVAILABLE",
+__all__ = ["Autopilot", "AutopilotResult", "EXIT_CAUSE", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_NO_CAUSE",
+           "EXIT_UNAVAILABLE",
            "EXIT_USAGE", "EXIT_CODES_HELP", "command_for", "exit_code", "run_autopilot"]

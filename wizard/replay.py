@@ -24,11 +24,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playbooks.engine import NOT_IMPLEMENTED
+from playbooks.engine import NOT_IMPLEMENTED, same_params
 from probes.base import Unavailable
 from probes.runtime import stop
 from probes.runtime.loader import ProbeError
 
+from .durable import fsync_dir
 from .flagnames import names
 from .jsonl import json_lines
 from .steprun import now_iso
@@ -41,10 +42,8 @@ class RecordingError(ValueError):
 
 
 def same_filters(a: dict, b: dict) -> bool:
-    """Same filters; the run length is not a filter (a replay's runs end with their records)."""
-    def norm(d: dict) -> dict:
-        return {k: str(v) for k, v in names(d).items() if k != "duration"}
-    return norm(a) == norm(b)
+    """The walk's same_params over options keyed either way (flag names or dests)."""
+    return same_params(names(a), names(b))
 
 
 def _need(obj: dict, key: str, kind, where: str, default=None):
@@ -69,7 +68,9 @@ def open_new(path: Path) -> int:
         raise RecordingError(problem)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fsync_dir(path.parent)
+        return fd
     except FileExistsError:
         raise RecordingError(f"--record: {path} exists; give a new file name (or remove it)") from None
     except OSError as e:

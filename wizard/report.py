@@ -20,6 +20,8 @@ from typing import Any, Callable
 from playbooks.engine import StepView, Walk
 from playbooks.model import Library, ProbeSpec, Question
 
+from .durable import fsync_dir
+from .units import short_us
 from .replay import generic_command, same_filters
 from .steprun import now_iso
 
@@ -171,6 +173,7 @@ def write_atomic(path: str | Path, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a crash
     except BaseException:
         try:
             os.unlink(tmp)
@@ -269,9 +272,7 @@ def render_markdown(rep: dict) -> str:
 
 def _bucket_label(low: int, high: int | None, unit: str) -> str:
     def short(v: int) -> str:
-        if unit == "us" and v >= 1000:
-            return f"{v / 1000:g}ms" if v < 1_000_000 else f"{v / 1_000_000:g}s"
-        return f"{v}{'µs' if unit == 'us' else ''}"
+        return short_us(v) if unit == "us" else f"{v:g}"
     return f"{short(low)}–{short(high)}" if high else short(low)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from playbooks.engine import Availability, Walk
 from playbooks.model import Library
 
+from .durable import fsync_dir
 from .jsonl import json_lines
 from .steprun import now_iso
 
@@ -82,6 +83,7 @@ class Session:
                   "symptom": symptom, "context": context, "host": host, "mode": mode}
         s = cls(path, header, fd)
         s._line(header)
+        fsync_dir(base)  # the new journal's name, not only its first line
         return s
 
     def _line(self, obj: dict) -> None:

@@ -12,13 +12,7 @@ from collections import deque
 
 from textual_plotext import PlotextPlot
 
-
-def short_us(v: float) -> str:
-    if v >= 1_000_000:
-        return f"{v / 1_000_000:g}s"
-    if v >= 1000:
-        return f"{v / 1000:g}ms"
-    return f"{v:g}µs" if v else "0"
+from ..units import short_us
 
 
 def bucket_label(low: int, unit: str) -> str:

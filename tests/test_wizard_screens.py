@@ -554,3 +554,23 @@ async def test_tun_drops_row_offers_drop_details_on_the_tap_instead(tmp_path):
         await pilot.press("escape")  # back to the step that could not run
         step = await wait_screen(pilot, StepScreen)
         assert step.view.ref == "vm-network/tun-ring-monitor"
+
+
+async def test_a_fields_help_shows_only_while_it_has_the_focus(tmp_path):
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
+        await pilot.press("enter")
+        await wait_screen(pilot, SymptomScreen)
+        await pick(pilot, "#symptoms", "symptom:packet-loss")
+        ctx = await wait_screen(pilot, ContextScreen)
+        for _ in range(3):
+            shown = [f.flag.dest for f in ctx.query(".param-field") if f.query_one(".param-help").display]
+            assert shown == [app.screen.focused.id[2:]]
+            await pilot.press("tab")
+            await pilot.pause(0.05)
+        help_of = {f.flag.dest: str(f.query_one(".param-help").render()) for f in ctx.query(".param-field")}
+        focused = app.screen.focused.id[2:]
+        assert focused != "src_ip" and help_of[focused] in flat_text(app)
+        assert help_of["src_ip"] not in flat_text(app)  # the first field's help went with its focus

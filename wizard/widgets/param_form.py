@@ -88,6 +88,14 @@ class ParamField(Vertical):
                           prompt="any" if f.kind == "protocol" else "(not set)")
         return Input("" if v is None else str(v), placeholder=PLACEHOLDERS.get(f.kind, ""), id=fid, compact=True)
 
+    # The help line shows while the field has the focus (and says nothing the error line says).
+    # Set here, not with :focus-within in CSS: Textual restyles the field, not its children.
+    def on_descendant_focus(self, _event) -> None:
+        self.query_one(".param-help", Static).display = self.error is None
+
+    def on_descendant_blur(self, _event) -> None:
+        self.query_one(".param-help", Static).display = False
+
     def raw(self) -> Any:
         w = self.query_one("#" + field_id(self.flag))
         if isinstance(w, Checkbox):
@@ -106,6 +114,8 @@ class ParamField(Vertical):
         err.update(self.error or "")
         err.display = self.error is not None
         self.set_class(self.error is not None, "-invalid")
+        if self.error is not None:
+            self.query_one(".param-help", Static).display = False
         return self.error
 
 

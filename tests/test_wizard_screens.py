@@ -574,3 +574,32 @@ async def test_a_fields_help_shows_only_while_it_has_the_focus(tmp_path):
         focused = app.screen.focused.id[2:]
         assert focused != "src_ip" and help_of[focused] in flat_text(app)
         assert help_of["src_ip"] not in flat_text(app)  # the first field's help went with its focus
+
+
+async def test_findings_are_ranked_the_latency_lesson_first(tmp_path):
+    """Evaluated after the drop sites, the lesson ranks first (critical, priority 10), in words
+    that do not contradict them: X of N reported are real drops."""
+    truth = recorded_facts()
+    app = replay_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_screen(pilot, PreflightScreen)
+        await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
+        await pilot.press("enter")
+        await wait_screen(pilot, SymptomScreen)
+        await pick(pilot, "#symptoms", "symptom:packet-loss")
+        await wait_screen(pilot, ContextScreen)
+        await type_into(pilot, "f-reported_loss", "1000")
+        await pilot.press("ctrl+n")
+        await wait_screen(pilot, QuestionScreen)
+        await pilot.press("enter")
+        await wait_screen(pilot, StepScreen)
+        await pilot.press("ctrl+r")
+        findings = await wait_screen(pilot, FindingsScreen)
+        evaluated = [f.rule for f in app.walk.frames[-1].findings]
+        assert evaluated.index("reason-no-socket") < evaluated.index("latency-not-loss")
+        shown = [f.rule for f in findings.findings]
+        assert shown[0] == "latency-not-loss"
+        first = str(findings.query(".finding").first().render())
+        late = 1000 - truth["summary_total"]
+        assert first.startswith(f"CRITICAL Only {truth['summary_total']} of 1,000 packets reported lost were "
+                                f"dropped: the other {late} are latency")

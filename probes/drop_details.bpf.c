@@ -57,3 +57,4 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
 }
 
 NS_DEFINE_DROP_HOOK()
+#include "netsleuth_ovs_drop.inc.c"

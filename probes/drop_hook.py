@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from .base import Flag, Probe, Unavailable
 from .runtime.attach import attach_kprobe, attach_or_unload
+from .runtime.btf import VMLINUX_BTF
 from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
 from .runtime.netns import current_netns
@@ -46,12 +49,18 @@ _FREE_FRAME = re.compile(
 # Synthetic reason code (netsleuth.h) for packets an OVS drop action consumed.
 OVS_DROP_ACTION = 0x7FFF0001
 OVS_ACTION_FN = "do_execute_actions"
+OVS_UPCALL_FN = "ovs_dp_upcall"
+OVS_USERSPACE_FN = "output_userspace"  # a static function: inlined into do_execute_actions or not
+# Since 6.6 OVS frees dropped packets with kfree_skb_reason and reasons of its own subsystem,
+# which the kernel's enum skb_drop_reason_subsys names (include/net/dropreason.h).
+OVS_DROP_SUBSYS = "SKB_DROP_REASON_SUBSYS_OPENVSWITCH"
+OVS_DROP_REASONS_SINCE = (6, 6)
 
 # The consume_skb kprobe runs for every packet the kernel frees normally, not only
 # for OVS drops (a kprobe hit each, filtered in BPF by the caller's address); a busy
 # host may prefer to give up seeing OVS drop actions.
 NO_OVS_ACTIONS = Flag("no-ovs-actions", "bool",
-                      "do not hook consume_skb for OVS drop actions (kernels before 6.4): "
+                      "do not hook consume_skb for OVS drop actions (kernels before 6.6): "
                       "spares a kprobe hit on every freed packet")
 
 
@@ -60,8 +69,10 @@ class DropHook:
     kind: str  # "raw-tracepoint", "tracepoint" or "kprobe"
     function: str | None  # kprobe target
     has_reason: bool
-    # [start, end) of do_execute_actions where OVS drops go through consume_skb (see netsleuth.h)
+    # [start, end) of do_execute_actions, where OVS drops go through consume_skb, and of the
+    # code that hands packets of userspace actions to ovs_dp_upcall (netsleuth_ovs_drop.inc.c)
     ovs_action_range: tuple[int, int] | None = None
+    ovs_userspace_range: tuple[int, int] | None = None
 
     def reason_name(self, code: int, names: dict[int, str]) -> str | None:
         if code == OVS_DROP_ACTION and self.ovs_action_range:
@@ -78,6 +89,8 @@ class DropHook:
             d.set("NS_KPROBE_REASON_ARG", target[2])
         if self.ovs_action_range:
             d.set("NS_OVS_ACTION_LO", self.ovs_action_range[0]).set("NS_OVS_ACTION_HI", self.ovs_action_range[1])
+            lo, hi = self.ovs_userspace_range or self.ovs_action_range
+            d.set("NS_OVS_USERSPACE_LO", lo).set("NS_OVS_USERSPACE_HI", hi)
 
     def attach(self, bpf) -> None:
         # The tracepoint attaches itself (TRACEPOINT_PROBE); the others are explicit.
@@ -88,6 +101,7 @@ class DropHook:
             attach_kprobe(bpf, self.function, "ns_kprobe_drop")
         if self.ovs_action_range:
             attach_kprobe(bpf, "consume_skb", "ns_kprobe_ovs_consume")
+            attach_kprobe(bpf, OVS_UPCALL_FN, "ns_kprobe_ovs_upcall")
 
     def describe(self) -> str:
         reasons = " (with drop reasons)" if self.has_reason else ""
@@ -98,16 +112,49 @@ class DropHook:
         return f"kprobe {self.function}" + reasons + self._ovs_note()
 
     def _ovs_note(self) -> str:
-        return " + kprobe consume_skb from do_execute_actions (OVS drop actions)" if self.ovs_action_range else ""
+        return (" + kprobe consume_skb from do_execute_actions (OVS drop actions)"
+                " + kprobe ovs_dp_upcall (userspace actions are not drops)") if self.ovs_action_range else ""
 
 
-def ovs_action_range(caps: KernelCaps) -> tuple[int, int] | None:
-    """Where OVS drop actions are consumed unseen, when this kernel is one of those."""
-    if not (caps.kprobes and caps.function(OVS_ACTION_FN) and caps.function("consume_skb")):
+def ovs_reports_drops(caps: KernelCaps, btf_path: Path = VMLINUX_BTF) -> bool:
+    """Does this kernel's OVS free dropped packets through kfree_skb with drop reasons of its
+    own?  Read from what the kernel says about itself: its BTF names every enumerator, so
+    the subsystem's name is in the BTF string table exactly when the kernel has it; else
+    the matching headers' dropreason.h; else the release (6.6 added them)."""
+    if caps.btf:
+        try:
+            return _btf_names(btf_path, OVS_DROP_SUBSYS)
+        except OSError:
+            pass
+    if caps.matching_headers:
+        for tree in (Path(caps.matching_headers), Path(caps.matching_headers).parent / "source"):
+            try:
+                return OVS_DROP_SUBSYS in (tree / "include/net/dropreason.h").read_text()
+            except OSError:
+                continue
+    m = re.match(r"(\d+)\.(\d+)", caps.release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= OVS_DROP_REASONS_SINCE
+
+
+@lru_cache(maxsize=4)
+def _btf_names(path: Path, name: str) -> bool:
+    return b"\0" + name.encode() + b"\0" in path.read_bytes()
+
+
+def ovs_action_ranges(caps: KernelCaps, symbols=None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Where OVS drop actions are consumed unseen, when this kernel is one of those: the
+    range of do_execute_actions, and the range that calls ovs_dp_upcall for a userspace
+    action (output_userspace where it is a function of its own, else do_execute_actions)."""
+    if not (caps.kprobes and all(caps.function(f) for f in (OVS_ACTION_FN, OVS_UPCALL_FN, "consume_skb"))):
         return None
-    if caps.function("ovs_kfree_skb_reason"):  # 6.4+: OVS drops go through kfree_skb with reasons
+    if ovs_reports_drops(caps):
         return None
-    return symbol_range(OVS_ACTION_FN)
+    symbols = symbols or symbol_range  # [start, end) from /proc/kallsyms
+    actions = symbols(OVS_ACTION_FN)
+    if actions is None:
+        return None
+    userspace = symbols(OVS_USERSPACE_FN) if caps.function(OVS_USERSPACE_FN) else None
+    return actions, userspace or actions
 
 
 def choose(caps: KernelCaps, want: str = "auto", ovs_actions: bool = True) -> DropHook | str:
@@ -115,12 +162,12 @@ def choose(caps: KernelCaps, want: str = "auto", ovs_actions: bool = True) -> Dr
     is none; with ``ovs_actions``, also the OVS drop-action hook where the kernel needs one.
     The tracepoint's format file says whether it carries a drop reason (and so whether the
     raw tracepoint's third argument is one)."""
-    ovs = ovs_action_range(caps) if ovs_actions else None
+    ovs = (ovs_action_ranges(caps) if ovs_actions else None) or (None, None)
     tracepoint = caps.tracefs and caps.tracepoint("skb", "kfree_skb")
     if want in ("auto", "raw-tracepoint") and tracepoint and caps.raw_tracepoints:
-        return DropHook("raw-tracepoint", None, bool(caps.drop_reasons), ovs)
+        return DropHook("raw-tracepoint", None, bool(caps.drop_reasons), *ovs)
     if want in ("auto", "tracepoint") and tracepoint:
-        return DropHook("tracepoint", None, bool(caps.drop_reasons), ovs)
+        return DropHook("tracepoint", None, bool(caps.drop_reasons), *ovs)
     if want in ("raw-tracepoint", "tracepoint"):
         if not tracepoint:
             return "the skb:kfree_skb tracepoint is missing (is tracefs mounted? CONFIG_TRACEPOINTS?)"
@@ -129,7 +176,7 @@ def choose(caps: KernelCaps, want: str = "auto", ovs_actions: bool = True) -> Dr
         return "kprobes are not available on this kernel (CONFIG_KPROBES / CONFIG_KPROBE_EVENTS unset)"
     for name, _skb_arg, reason_arg in KPROBE_TARGETS:
         if caps.function(name):
-            return DropHook("kprobe", name, reason_arg != 0 and bool(caps.drop_reasons), ovs)
+            return DropHook("kprobe", name, reason_arg != 0 and bool(caps.drop_reasons), *ovs)
     return "none of the kernel drop functions (" + ", ".join(t[0] for t in KPROBE_TARGETS) + ") is in /proc/kallsyms"
 
 

@@ -401,24 +401,10 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
  * (NS_DROP_TP=1), NS_DROP_HAS_REASON where the kernel has drop reasons, or a kprobe on the kernel's drop function, whose skb /
  * reason argument positions are NS_KPROBE_SKB_ARG / NS_KPROBE_REASON_ARG
  * (0 = no reason argument). */
-/* OVS "drop" actions on kernels without OVS drop reasons (before 6.4) free the
- * packet with consume_skb from do_execute_actions, unseen by kfree_skb (measured
- * in the lab on 6.1).  A kprobe on consume_skb whose caller lies in
- * [NS_OVS_ACTION_LO, NS_OVS_ACTION_HI) reports them with a synthetic reason. */
+/* OVS "drop" actions on kernels whose OVS has no drop reasons of its own: the
+ * consume_skb hook in netsleuth_ovs_drop.inc.c, which the drop programs paste in
+ * after NS_DEFINE_DROP_HOOK(); this is its synthetic reason code. */
 #define NS_REASON_OVS_DROP_ACTION 0x7fff0001
-#if defined(NS_OVS_ACTION_LO) && NS_OVS_ACTION_LO
-#define NS_OVS_CONSUME_HOOK                                                         \
-    int ns_kprobe_ovs_consume(struct pt_regs *ctx)                                  \
-    {                                                                               \
-        u64 ret = 0;                                                                \
-        bpf_probe_read_kernel(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));          \
-        if (ret < NS_OVS_ACTION_LO || ret >= NS_OVS_ACTION_HI)                      \
-            return 0;                                                               \
-        return ns_on_drop(ctx, (void *)PT_REGS_PARM1(ctx), NS_REASON_OVS_DROP_ACTION, ret); \
-    }
-#else
-#define NS_OVS_CONSUME_HOOK
-#endif
 
 #if defined(NS_DROP_RAW_TP) && NS_DROP_RAW_TP
 /* kfree_skb(skb, location[, reason[, rx_sk]]): these argument positions hold on
@@ -428,8 +414,7 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
     {                                                                               \
         u32 reason = NS_DROP_HAS_REASON ? (u32)ctx->args[2] : 0;                    \
         return ns_on_drop(ctx, (void *)ctx->args[0], reason, ctx->args[1]);         \
-    }                                                                               \
-    NS_OVS_CONSUME_HOOK
+    }
 #elif defined(NS_DROP_TP) && NS_DROP_TP
 #if NS_DROP_HAS_REASON
 #define NS_TP_REASON(args) ((u32)(args)->reason)
@@ -444,8 +429,7 @@ enum skb_drop_reason { SKB_DROP_REASON_NOT_DROPPED_YET = 0 };
     TRACEPOINT_PROBE(skb, kfree_skb)                                                \
     {                                                                               \
         return ns_on_drop(args, args->skbaddr, NS_TP_REASON(args), (u64)args->location); \
-    }                                                                               \
-    NS_OVS_CONSUME_HOOK
+    }
 #elif defined(NS_DROP_TP)
 /* The location is the caller's return address, found at the stack pointer on entry. */
 #define NS_DEFINE_DROP_HOOK()                                                       \
@@ -456,8 +440,7 @@ enum skb_drop_reason { SKB_DROP_REASON_NOT_DROPPED_YET = 0 };
         u64 location = 0;                                                           \
         bpf_probe_read_kernel(&location, sizeof(location), (void *)PT_REGS_SP(ctx)); \
         return ns_on_drop(ctx, skb, reason, location);                              \
-    }                                                                               \
-    NS_OVS_CONSUME_HOOK
+    }
 #endif
 
 #endif /* NETSLEUTH_H */

@@ -222,8 +222,8 @@ static __always_inline int ns_read_ip(unsigned char *ip, struct ns_iphdr *iph)
 
 /* Fill p from the skb: Ethernet when the MAC header is known, then IPv4 and L4.
  * Where the stack left no usable header offsets (e.g. early in tun_get_user),
- * fall back to parsing from skb->data. */
-static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
+ * fall back to parsing from skb->data.  Returns the IPv4 header's address (0: none). */
+static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
 {
     unsigned char *head = 0, *data = 0, *ip = 0;
     u16 nh = 0, mh = NS_MAC_UNSET, proto = 0, tci = 0;
@@ -250,7 +250,7 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
     NS_READ(tci, skb, SKB_VLAN_TCI);
 #endif
     if (!head)
-        return;
+        return 0;
 
     struct ns_iphdr iph = {};
     struct ns_l4 l4 = {};
@@ -290,7 +290,7 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
         }
     }
     if (!ip)
-        return;
+        return 0;
 
     if (!p->eth_type)
         p->eth_type = NS_ETH_P_IP;
@@ -304,7 +304,7 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
 
     u32 ihl = (iph.ver_ihl & 0x0f) * 4;
     if (ns_ntohs(iph.frag_off) & 0x1fff)
-        return;  /* a later fragment carries no L4 header */
+        return ip;  /* a later fragment carries no L4 header */
     if (!have_l4)
         bpf_probe_read_kernel(&l4, sizeof(l4), ip + ihl);
     u32 l4hdr = 0;
@@ -328,6 +328,7 @@ static __always_inline void ns_skb_parse(void *skb, struct ns_pkt *p)
     }
     if (p->ip_len > ihl + l4hdr)
         p->payload_len = p->ip_len - ihl - l4hdr;
+    return ip;
 }
 
 /* The 5-tuple filters, compared against constants in the kernel. */
@@ -348,11 +349,30 @@ static __always_inline int ns_flow_match(struct ns_flow *f)
 }
 
 
-/* A packet's identity across skb copies (the OVS upcall re-injects a new skb,
- * outputs clone it): addresses, protocol, IP id and ports / ICMP id+seq. */
+/* A packet's identity across skb copies, for the latency and upcall probes.
+ *
+ * Why not the skb address: the OVS upcall path copies the packet to
+ * ovs-vswitchd, which re-injects it as a new skb (OVS_PACKET_CMD_EXECUTE), and
+ * outputs to several ports clone it; the address changes at both.  What
+ * survives every copy is the packet's content, so the identity is read from
+ * it: IPv4 addresses, protocol, IP id, ports (ICMP: id and sequence) and a
+ * discriminator `disc`.  The IP id alone is not enough: Linux sends every DF
+ * datagram of an unconnected socket with id 0 (ip_select_ident_segs), so a
+ * UDP sendto() stream would have one identity for all its packets in flight.
+ * disc is the TCP sequence number for TCP; for other protocols a hash of the
+ * first NS_DISC_BYTES payload bytes (RTP/DNS/QUIC sequence numbers and ids sit
+ * there; payloads are never rewritten on the path, unlike the L4 checksum,
+ * which OVS completes when a CHECKSUM_PARTIAL packet goes up to user space).
+ * The hash is taken only when those bytes are in the skb's linear data, else
+ * disc is 0; a copy made by the upcall path is always linear, so a lookup that
+ * misses with a non-zero disc retries with disc = 0 (ns_pkt_id_unhashed). */
+#if defined(NS_OFF_SKB_LEN) && defined(NS_OFF_SKB_DATA_LEN)  /* only programs that read the lengths */
+#define NS_DISC_BYTES 32
+
 struct ns_pkt_id {
     u32 saddr;
     u32 daddr;
+    u32 disc;       /* TCP: sequence number; others: payload hash (0: none) */
     u16 ip_id;
     u16 sport;      /* ICMP: id */
     u16 dport;      /* ICMP: seq */
@@ -360,11 +380,27 @@ struct ns_pkt_id {
     u8 pad;
 };
 
-static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 *len)
+/* FNV-1a over the first n (<= NS_DISC_BYTES) bytes of b; never 0. */
+static __always_inline u32 ns_payload_hash(u8 *b, u32 n)
+{
+    u32 h = 2166136261u;
+#pragma unroll
+    for (int i = 0; i < NS_DISC_BYTES; i++) {
+        if (i < n) {
+            h ^= b[i];
+            h *= 16777619u;
+        }
+    }
+    return h ? h : 1;
+}
+
+/* The identity of the packet in skb (0 when it is not IPv4 or the filters reject it);
+ * also its IP length and skb->len. */
+static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 *ip_len, u32 *skb_len)
 {
     struct ns_pkt p = {};
-    ns_skb_parse(skb, &p);
-    if (!p.has_ip || !ns_flow_match(&p.flow))
+    unsigned char *ip = ns_skb_parse(skb, &p);
+    if (!ip || !p.has_ip || !ns_flow_match(&p.flow))
         return 0;
     id->saddr = p.flow.saddr;
     id->daddr = p.flow.daddr;
@@ -377,9 +413,36 @@ static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 
         id->sport = p.flow.sport;
         id->dport = p.flow.dport;
     }
-    *len = p.ip_len;
+    unsigned char *data = 0;
+    u32 len = 0, data_len = 0;
+    NS_READ(data, skb, SKB_DATA);
+    NS_READ(len, skb, SKB_LEN);
+    NS_READ(data_len, skb, SKB_DATA_LEN);
+    *ip_len = p.ip_len;
+    *skb_len = len;
+    if (p.flow.proto == 6) {
+        id->disc = p.tcp_seq;
+        return 1;
+    }
+    u32 n = p.payload_len < NS_DISC_BYTES ? p.payload_len : NS_DISC_BYTES;
+    unsigned char *payload = ip + (p.ip_len - p.payload_len);
+    if (n && data && len >= data_len && payload + n <= data + (len - data_len)) {
+        u8 b[NS_DISC_BYTES] = {};
+        if (bpf_probe_read_kernel(b, sizeof(b), payload) == 0)
+            id->disc = ns_payload_hash(b, n);
+    }
     return 1;
 }
+
+/* The same identity without the payload hash (see above); 0 when it has none. */
+static __always_inline int ns_pkt_id_unhashed(struct ns_pkt_id *id)
+{
+    if (!id->disc || id->proto == 6)
+        return 0;
+    id->disc = 0;
+    return 1;
+}
+#endif
 
 /* Argument n (1-based) of a kprobed function. */
 static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)

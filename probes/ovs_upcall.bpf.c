@@ -1,12 +1,15 @@
 /* ovs-upcall-summary: how long ovs-vswitchd takes to answer a datapath miss.
  *
  * Start: ovs_dp_upcall (the kernel hands the packet to user space).
- * End: ovs_flow_key_extract_userspace on a packet with the same identity.  It runs
- * only in OVS_PACKET_CMD_EXECUTE, i.e. when ovs-vswitchd sends a missed packet back
- * to be executed, in the answering handler thread's context (recorded too), so
- * packets on the fast path never reach this probe.  At that point the packet was
- * just copied out of the netlink message: no header offsets yet, parsed from data.
- * Unanswered upcalls age out of the LRU table.
+ * End: ovs_flow_key_extract_userspace on a packet with the same identity
+ * (netsleuth.h, ns_pkt_identity).  It runs only in OVS_PACKET_CMD_EXECUTE, i.e.
+ * when ovs-vswitchd sends a missed packet back to be executed, in the answering
+ * handler thread's context (recorded too), so packets on the fast path never
+ * reach this probe.  At that point the packet was just copied out of the
+ * netlink message: no header offsets yet, parsed from data.  An upcall that
+ * ovs-vswitchd answers without sending the packet back (a drop decision: it
+ * only installs the flow) has no end: it stays unanswered and ages out of the
+ * LRU table.
  */
 #include "netsleuth.h"
 
@@ -19,7 +22,11 @@ struct handler_val {
 
 BPF_TABLE("lru_hash", struct ns_pkt_id, u64, pending, 16384);
 BPF_PERCPU_ARRAY(slots, u64, 64);          /* log2 histogram of latency in us */
-BPF_PERCPU_ARRAY(totals, u64, 4);          /* [0] upcalls [1] answered [2] sum ns [3] max ns (per CPU) */
+BPF_PERCPU_ARRAY(totals, u64, 3);          /* [0] upcalls [1] answered [2] sum ns */
+/* The interval's maximum, per CPU, in slot [epoch & 1]: user space bumps epoch[0] at
+ * each read, then reads and clears the slot of the interval that just ended. */
+BPF_ARRAY(epoch, u64, 1);
+BPF_PERCPU_ARRAY(max_ns, u64, 2);
 BPF_HASH(handlers, u32, struct handler_val, 1024);
 
 static __always_inline void add(int idx, u64 v)
@@ -32,9 +39,9 @@ static __always_inline void add(int idx, u64 v)
 int on_upcall(struct pt_regs *ctx)
 {
     struct ns_pkt_id id = {};
-    u32 len = 0;
+    u32 ip_len = 0, skb_len = 0;
     void *skb = (void *)ns_kprobe_arg(ctx, 2);
-    if (!skb || !ns_pkt_identity(skb, &id, &len))
+    if (!skb || !ns_pkt_identity(skb, &id, &ip_len, &skb_len))
         return 0;
     u64 now = bpf_ktime_get_ns();
     pending.update(&id, &now);
@@ -45,13 +52,15 @@ int on_upcall(struct pt_regs *ctx)
 int on_answer(struct pt_regs *ctx)
 {
     struct ns_pkt_id id = {};
-    u32 len = 0;
+    u32 ip_len = 0, skb_len = 0;
     void *skb = (void *)ns_kprobe_arg(ctx, 3);
-    if (!skb || !ns_pkt_identity(skb, &id, &len))
+    if (!skb || !ns_pkt_identity(skb, &id, &ip_len, &skb_len))
         return 0;
     u64 *start = pending.lookup(&id);
+    if (!start && ns_pkt_id_unhashed(&id))
+        start = pending.lookup(&id);  /* its payload was not in the linear data at the upcall */
     if (!start)
-        return 0;  /* a flow hit, not the answer to an upcall */
+        return 0;  /* not the answer to an upcall this probe saw */
     u64 delta = bpf_ktime_get_ns() - *start;
     pending.delete(&id);
 
@@ -61,14 +70,16 @@ int on_answer(struct pt_regs *ctx)
         __sync_fetch_and_add(c, 1);
     add(1, 1);
     add(2, delta);
-    int max_idx = 3;
-    u64 *mx = totals.lookup(&max_idx);
+    int zero = 0;
+    u64 *e = epoch.lookup(&zero);
+    int half = e ? (*e & 1) : 0;
+    u64 *mx = max_ns.lookup(&half);
     if (mx && delta > *mx)
         *mx = delta;  /* per-CPU slot: no other writer */
 
     u32 tid = bpf_get_current_pid_tgid();
-    struct handler_val zero = {};
-    struct handler_val *h = handlers.lookup_or_try_init(&tid, &zero);
+    struct handler_val init = {};
+    struct handler_val *h = handlers.lookup_or_try_init(&tid, &init);
     if (h) {
         __sync_fetch_and_add(&h->count, 1);
         __sync_fetch_and_add(&h->total_ns, delta);

@@ -42,10 +42,16 @@ class OvsUpcallSummary(Probe):
         bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
         attach_kprobe(bpf, UPCALL_FN, "on_upcall")
         attach_kprobe(bpf, ANSWER_FN, "on_answer")
+        self.start_reading()
+        return bpf
+
+    def start_reading(self) -> None:
+        """Nothing read yet: every count is a delta against what was read last."""
         self._seen_slots = [0] * 64
         self._seen_totals = [0, 0, 0]
+        self._epoch = 0
+        self._run_max_ns = 0
         self._seen_handlers: dict[int, tuple[int, int]] = {}
-        return bpf
 
     def describe_attach(self) -> str:
         return f"kprobes {UPCALL_FN} + {ANSWER_FN}"
@@ -57,7 +63,8 @@ class OvsUpcallSummary(Probe):
         totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(3)]
         upcalls, answered, sum_ns = (t - s for t, s in zip(totals, self._seen_totals))
         self._seen_totals = totals
-        max_ns = max(self.bpf[b"totals"][ct.c_int(3)])  # since start (per-CPU maxima)
+        max_ns = self._interval_max_ns()
+        self._run_max_ns = max(self._run_max_ns, max_ns)
         hist = Log2Hist(counts)
         handlers = []
         for tid, h in self.bpf[b"handlers"].items():
@@ -74,20 +81,34 @@ class OvsUpcallSummary(Probe):
             "type": "ovs_upcall_summary",
             "upcalls": upcalls,
             "answered": answered,
+            # Upcalls whose packet ovs-vswitchd did not send back (yet): drop decisions (it
+            # installs a drop flow and executes nothing), lost upcalls, answers still to come.
             "unanswered": max(0, upcalls - answered),
             "avg_us": round(sum_ns / answered / 1000, 1) if answered else None,
-            "max_us_since_start": round(max_ns / 1000, 1) if max_ns else None,
+            "max_us": round(max_ns / 1000, 1) if max_ns else None,  # this interval's slowest answer
+            "max_us_since_start": round(self._run_max_ns / 1000, 1) if self._run_max_ns else None,
             "histogram": summary,
             "handlers": handlers,
         }]
+
+    def _interval_max_ns(self) -> int:
+        """The slowest answer since the last read: the answers now go to the other per-CPU
+        slot, and this interval's slot is read and cleared before it is used again."""
+        half = ct.c_int(self._epoch & 1)
+        self._epoch += 1
+        self.bpf[b"epoch"][ct.c_int(0)] = ct.c_uint64(self._epoch)
+        table = self.bpf[b"max_ns"]
+        value = max(table[half])
+        table[half] = table.Leaf()  # zeros on every CPU
+        return value
 
     def format_text(self, r: dict) -> str:
         h = r["histogram"]
         lines = [f"=== OVS upcall latency: {r['upcalls']} upcalls, {r['answered']} answered ===",
                  f"avg {r['avg_us']} us  P50 {h['p50']}  P95 {h['p95']}  P99 {h['p99']}  P99.9 {h['p99_9']}  "
-                 f"max(bucket) {h['max']} us  max since start {r['max_us_since_start']} us",
+                 f"max(bucket) {h['max']} us  max {r['max_us']} us (since start {r['max_us_since_start']} us)",
                  render_text(Log2Hist({max(b['low'], 1).bit_length() - 1: b["count"] for b in h["buckets"]}))]
         for t in r["handlers"][:8]:
             lines.append(f"  {t['comm']}({t['tid']}): {t['upcalls']} upcalls, avg {t['avg_us']} us, "
-                         f"max {t['max_us_since_start']} us")
+                         f"max since start {t['max_us_since_start']} us")
         return "\n".join(lines)

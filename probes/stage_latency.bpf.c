@@ -5,12 +5,12 @@
  * NS_STAGE<N>_DEREF (the argument is a struct sk_buff **, as for
  * netdev_frame_hook).  Stage 0 starts a packet, NS_LAST_STAGE ends it.
  *
- * A packet is followed by its identity, not its skb address: the upcall path
- * copies the packet to ovs-vswitchd, which re-injects it as a new skb, and
- * clones happen on output.  Identity = IPv4 addresses + protocol + IP id +
- * ports (or ICMP id/seq), which is unique per packet for the traffic a user
- * filters on.  Packets that never reach the last stage age out of the LRU
- * table; evictions of unfinished packets are counted.
+ * A packet is followed by its identity (netsleuth.h, ns_pkt_identity: why its
+ * content and not the skb address), kept in an LRU table of NS_MAX_INFLIGHT
+ * packets.  Packets that never reach the last stage stay until the table
+ * pushes them out; user space counts those (started - completed - replaced -
+ * still in the table).  A packet starting while an unfinished one with the
+ * same identity is in the table replaces it: counted in counters[3].
  */
 #include "netsleuth.h"
 
@@ -21,12 +21,17 @@ struct pkt_state {
     u64 last_ns;
     u32 last_stage;
     u32 stages_seen;    /* bit mask */
+#if NS_DETAILS          /* what the events tell per stage; the summary needs none of it */
     u64 stage_ns[NS_MAX_STAGES];
     u32 stage_cpu[NS_MAX_STAGES];
     u32 stage_ifindex[NS_MAX_STAGES];
     u32 stage_pid[NS_MAX_STAGES];
+    u32 stage_len[NS_MAX_STAGES];         /* skb->len */
     char stage_comm[NS_MAX_STAGES * 16];  /* flat: BCC cannot describe 2-D arrays */
-    u32 len;
+    char stage_dev[NS_MAX_STAGES * 16];
+    u32 ip_len;
+    u32 pad;
+#endif
 };
 
 /* log2 histogram of the time (us) between stage `prev` and stage `cur` (cur == 0xff: total). */
@@ -39,7 +44,8 @@ struct hist_key {
 
 BPF_TABLE("lru_hash", struct ns_pkt_id, struct pkt_state, inflight, NS_MAX_INFLIGHT);
 BPF_PERCPU_HASH(hists, struct hist_key, u64, 1024);
-/* [0] packets started, [1] packets completed, [2] stage seen out of order/without start */
+/* [0] packets started, [1] packets completed, [2] stage seen out of order/without start,
+ * [3] unfinished packets replaced by a new one with the same identity */
 BPF_PERCPU_ARRAY(counters, u64, 4);
 BPF_PERCPU_ARRAY(scratch, struct pkt_state, 1);
 #if NS_DETAILS
@@ -72,13 +78,28 @@ static __always_inline void hist_add(u8 prev, u8 cur, u64 delta_ns)
     }
 }
 
+#if NS_DETAILS
+static __always_inline void note_stage(struct pkt_state *st, u32 stage, void *skb, u32 skb_len)
+{
+    u32 i = stage & (NS_MAX_STAGES - 1);
+    void *dev = ns_skb_dev(skb);
+    st->stage_ns[i] = st->last_ns;
+    st->stage_cpu[i] = bpf_get_smp_processor_id();
+    st->stage_ifindex[i] = ns_dev_ifindex(dev);
+    st->stage_pid[i] = bpf_get_current_pid_tgid();
+    st->stage_len[i] = skb_len;
+    bpf_get_current_comm(st->stage_comm + 16 * i, 16);
+    ns_dev_name(dev, st->stage_dev + 16 * i);
+}
+#endif
+
 static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
 {
     struct ns_pkt_id id = {};
-    u32 len = 0;
+    u32 ip_len = 0, skb_len = 0;
     u64 now = bpf_ktime_get_ns();
 
-    if (!skb || !ns_pkt_identity(skb, &id, &len))
+    if (!skb || !ns_pkt_identity(skb, &id, &ip_len, &skb_len))
         return 0;
     /* Stages where the packet meets the user's interfaces only count on those devices:
      * dev_queue_xmit and netif_receive_skb also run for the other ports of the path. */
@@ -93,20 +114,22 @@ static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
         struct pkt_state *init = scratch.lookup(&zero);
         if (!init)
             return 0;
+        if (st)
+            count(3);
         __builtin_memset(init, 0, sizeof(*init));
         init->first_ns = now;
         init->last_ns = now;
         init->stages_seen = 1;
-        init->stage_ns[0] = now;
-        init->stage_cpu[0] = bpf_get_smp_processor_id();
-        init->stage_ifindex[0] = ns_dev_ifindex(ns_skb_dev(skb));
-        init->stage_pid[0] = bpf_get_current_pid_tgid();
-        bpf_get_current_comm(init->stage_comm, 16);
-        init->len = len;
+#if NS_DETAILS
+        init->ip_len = ip_len;
+        note_stage(init, 0, skb, skb_len);
+#endif
         inflight.update(&id, init);
         count(0);
         return 0;
     }
+    if (!st && ns_pkt_id_unhashed(&id))
+        st = inflight.lookup(&id);  /* started where its payload was not in the linear data */
     if (!st || stage >= NS_MAX_STAGES) {
         count(2);
         return 0;
@@ -115,13 +138,11 @@ static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
         return 0;  /* a clone passing the same stage again: keep the first time */
     hist_add(st->last_stage, stage, now - st->last_ns);
     st->stages_seen |= 1u << stage;
-    st->stage_ns[stage & (NS_MAX_STAGES - 1)] = now;
-    st->stage_cpu[stage & (NS_MAX_STAGES - 1)] = bpf_get_smp_processor_id();
-    st->stage_ifindex[stage & (NS_MAX_STAGES - 1)] = ns_dev_ifindex(ns_skb_dev(skb));
-    st->stage_pid[stage & (NS_MAX_STAGES - 1)] = bpf_get_current_pid_tgid();
-    bpf_get_current_comm(st->stage_comm + 16 * (stage & (NS_MAX_STAGES - 1)), 16);
     st->last_stage = stage;
     st->last_ns = now;
+#if NS_DETAILS
+    note_stage(st, stage, skb, skb_len);
+#endif
     if (stage == NS_LAST_STAGE) {
         u64 total = now - st->first_ns;
         hist_add(0, 0xff, total);

@@ -9,6 +9,7 @@ total; details mode also emits the packets whose total exceeds a threshold.
 from __future__ import annotations
 
 import ctypes as ct
+import time
 from dataclasses import dataclass
 
 from .base import Probe, Unavailable, kprobe_reason
@@ -21,8 +22,8 @@ from .runtime.loader import load
 from .runtime.netns import current_netns
 from .runtime.params import CDefines
 
-FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",
-          "SKB_VLAN_TCI", "NETDEV_NAME", "NETDEV_IFINDEX", "NETDEV_ND_NET", "NET_NS_INUM"]
+FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_LEN", "SKB_DATA_LEN", "SKB_PROTOCOL", "SKB_NETWORK_HEADER",
+          "SKB_MAC_HEADER", "SKB_VLAN_TCI", "NETDEV_NAME", "NETDEV_IFINDEX", "NETDEV_ND_NET", "NET_NS_INUM"]
 
 MAX_STAGES = 8
 TOTAL = 0xFF
@@ -68,19 +69,28 @@ QDISC_XMIT = kp("DEV_XMIT", ("__dev_queue_xmit", 1), ("dev_queue_xmit", 1))
 
 
 class PktState(ct.Structure):
-    """Mirror of struct pkt_state in stage_latency.bpf.c."""
+    """Mirror of struct pkt_state in stage_latency.bpf.c (with NS_DETAILS: what events carry)."""
 
     _fields_ = [
         ("first_ns", ct.c_uint64), ("last_ns", ct.c_uint64), ("last_stage", ct.c_uint32),
         ("stages_seen", ct.c_uint32), ("stage_ns", ct.c_uint64 * MAX_STAGES),
         ("stage_cpu", ct.c_uint32 * MAX_STAGES), ("stage_ifindex", ct.c_uint32 * MAX_STAGES),
-        ("stage_pid", ct.c_uint32 * MAX_STAGES), ("stage_comm", ct.c_uint8 * (16 * MAX_STAGES)),
-        ("len", ct.c_uint32),
+        ("stage_pid", ct.c_uint32 * MAX_STAGES), ("stage_len", ct.c_uint32 * MAX_STAGES),
+        ("stage_comm", ct.c_uint8 * (16 * MAX_STAGES)), ("stage_dev", ct.c_uint8 * (16 * MAX_STAGES)),
+        ("ip_len", ct.c_uint32), ("pad", ct.c_uint32),
     ]
 
 
+def _text(raw, i: int) -> str:
+    """The i-th 16-byte name of a flat char array."""
+    return bytes(raw[16 * i:16 * (i + 1)]).split(b"\0")[0].decode("utf-8", "replace")
+
+
 class StageLatency(EventStream, Probe):
-    """Subclasses give the stages per direction and which stages are tied to which device."""
+    """Subclasses give the stages per direction and which stages are tied to which device.
+
+    Summary: one ``<family>_latency_summary`` record per read.  Details: the events of the
+    packets over the threshold as they come, and the same summary record every --interval."""
 
     details = False  # set by the *-details probes
     MAX_INFLIGHT = 16384
@@ -144,12 +154,18 @@ class StageLatency(EventStream, Probe):
                     continue  # attached by its TRACEPOINT_PROBE
                 attach_kprobe(bpf, h.function, f"stage_{i}")
                 self.attached.append(f"{stages[i].label}: kprobe {h.function}")
-        self._seen_hist: dict[tuple[int, int, int], int] = {}
-        self._seen_counters = [0, 0, 0, 0]
+        self.start_reading()
         if self.details:
             self.open_events(bpf, lambda data, _size: self._pending.append(
                 self._event(ct.cast(data, ct.POINTER(PktState)).contents)))
         return bpf
+
+    def start_reading(self) -> None:
+        """Nothing read yet: every count is a delta against what was read last."""
+        self._seen_hist: dict[tuple[int, int, int], int] = {}
+        self._seen_counters = [0, 0, 0, 0]
+        self._seen_evicted = 0
+        self._last_summary = time.monotonic()
 
     def describe_attach(self) -> str:
         return "; ".join(self.attached)
@@ -169,31 +185,38 @@ class StageLatency(EventStream, Probe):
                 out.setdefault(key[:2], {})[key[2]] = delta
         return {pair: Log2Hist(c) for pair, c in out.items()}
 
-    def _counter_deltas(self) -> list[int]:
-        totals = [sum(self.bpf[b"counters"][ct.c_int(i)]) for i in range(3)]
-        deltas = [t - s for t, s in zip(totals, self._seen_counters)]
-        self._seen_counters = totals + [0]
-        return deltas
+    def _counter_totals(self) -> list[int]:
+        """started, completed, stage hits without a start, unfinished packets replaced (since load)."""
+        return [sum(self.bpf[b"counters"][ct.c_int(i)]) for i in range(4)]
 
     def summary_record(self) -> dict:
         hists = self._hist_deltas()
-        started, completed, orphan = self._counter_deltas()
+        totals = self._counter_totals()
+        started, completed, orphan, replaced = (t - s for t, s in zip(totals, self._seen_counters))
+        self._seen_counters = totals
         inflight = len(self.bpf[b"inflight"].items())
+        # The table holds every packet started and not completed or replaced, until the LRU
+        # pushes it out to make room: what is missing from it was pushed out.
+        evicted = max(0, totals[0] - totals[1] - totals[3] - inflight)
         pairs = []
         for (a, b), h in sorted(hists.items(), key=lambda kv: (kv[0][1] == TOTAL, kv[0])):
             pairs.append({"from": self._label(a) if b != TOTAL else self._label(0),
                           "to": self._label(b) if b != TOTAL else self._label(len(self.stages) - 1),
                           "total": b == TOTAL, "unit": "us", **h.summary()})
-        return {
+        record = {
             "type": f"{self.family}_latency_summary",
             "direction": self.options.direction,
             "stages": [s.label for s in self.stages],
             "packets_started": started,
             "packets_completed": completed,
             "stage_without_start": orphan,
+            "replaced_unfinished": replaced,
+            "evicted_unfinished": max(0, evicted - self._seen_evicted),
             "in_flight": inflight,
             "pairs": pairs,
         }
+        self._seen_evicted = max(self._seen_evicted, evicted)
+        return record
 
     # details ------------------------------------------------------------------
     def _event(self, st: PktState) -> dict:
@@ -206,9 +229,9 @@ class StageLatency(EventStream, Probe):
             stages.append({
                 "stage": self.stages[i].label, "ktime_ns": t, "time": iso(t),
                 "delta_us": round((t - prev) / 1000, 1) if prev is not None else 0.0,
-                "cpu": st.stage_cpu[i], "ifindex": st.stage_ifindex[i] or None,
-                "tid": st.stage_pid[i],
-                "comm": bytes(st.stage_comm[16 * i:16 * (i + 1)]).split(b"\0")[0].decode("utf-8", "replace"),
+                "cpu": st.stage_cpu[i], "device": _text(st.stage_dev, i) or None,
+                "ifindex": st.stage_ifindex[i] or None, "skb_len": st.stage_len[i],
+                "tid": st.stage_pid[i], "comm": _text(st.stage_comm, i),
             })
             prev = t
         stages.sort(key=lambda s: s["ktime_ns"])
@@ -216,8 +239,9 @@ class StageLatency(EventStream, Probe):
         return {
             "type": f"{self.family}_latency_event",
             "direction": self.options.direction,
+            "ktime_ns": st.first_ns,
             "total_us": round((st.last_ns - st.first_ns) / 1000, 1),
-            "ip_len": st.len,
+            "ip_len": st.ip_len,
             "stages": stages,
             "slowest_stage": slowest["stage"] if slowest else None,
             "slowest_comm": slowest["comm"] if slowest else None,
@@ -233,7 +257,12 @@ class StageLatency(EventStream, Probe):
     def read(self) -> list[dict]:
         if not self.details:
             return [self.summary_record()]
-        return self.take_events()
+        out = self.take_events()
+        now = time.monotonic()
+        if now - self._last_summary >= self.options.interval:
+            out.append(self.summary_record())
+            self._last_summary = now
+        return out
 
     def format_text(self, r: dict) -> str:
         from .runtime.hist import render_text
@@ -241,7 +270,9 @@ class StageLatency(EventStream, Probe):
         if r["type"].endswith("_summary"):
             lines = [f"=== {self.title}: {r['direction'].upper()} ({' -> '.join(r['stages'])}) ===",
                      f"packets: {r['packets_completed']} completed, {r['in_flight']} in flight, "
-                     f"{r['stage_without_start']} stage hits without a start"]
+                     f"{r['stage_without_start']} stage hits without a start, unfinished: "
+                     f"{r['replaced_unfinished']} replaced by a packet with the same identity, "
+                     f"{r['evicted_unfinished']} pushed out of the full table"]
             for p in r["pairs"]:
                 name = "TOTAL" if p["total"] else f"{p['from']} -> {p['to']}"
                 lines.append(f"\n{name}: count {p['count']}, p50 {p['p50']} us, p99 {p['p99']} us, max {p['max']} us")
@@ -254,7 +285,7 @@ class StageLatency(EventStream, Probe):
         lines = [f"packet {r['direction'].upper()} total {r['total_us']} us, slowest stage {r['slowest_stage']} ({r['slowest_comm']})"]
         for s in r["stages"]:
             lines.append(f"  {s['time'][11:26]} {s['stage']:<16} +{s['delta_us']:>10} us  cpu {s['cpu']:<3} "
-                         f"if {s['ifindex'] or '-':<4} {s['comm']}({s['tid']})")
+                         f"{s['device'] or '-'}({s['ifindex'] or '-'}) len {s['skb_len']:<5} {s['comm']}({s['tid']})")
         return "\n".join(lines)
 
 

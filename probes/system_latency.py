@@ -56,7 +56,8 @@ class SystemLatencyDetails(SystemLatencySummary):
     title = "System network latency Details"
     tier = 2
     cost = "medium: one event per packet over the threshold"
-    description = "Every packet slower than --latency-threshold, with each stage's time, CPU, device and thread."
+    description = ("Every packet slower than --latency-threshold, with each stage's time, CPU, device, skb length "
+                   "and thread; the Summary's record every --interval.")
     details = True
     streaming = True
-    flags = (PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, THRESHOLD, DURATION)
+    flags = (PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, THRESHOLD, DURATION)

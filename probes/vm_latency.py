@@ -43,7 +43,8 @@ class VmLatencyDetails(VmLatencySummary):
     title = "VM network latency Details"
     tier = 2
     cost = "medium: one event per packet over the threshold"
-    description = "Every VM packet slower than --latency-threshold, with each stage's time, CPU, device and thread."
+    description = ("Every VM packet slower than --latency-threshold, with each stage's time, CPU, device, "
+                   "skb length and thread; the Summary's record every --interval.")
     details = True
     streaming = True
-    flags = (VM_IF, PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, THRESHOLD, DURATION)
+    flags = (VM_IF, PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, THRESHOLD, DURATION)

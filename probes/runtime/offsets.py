@@ -20,6 +20,7 @@ from .paths import cache_dir
 FIELDS: dict[str, tuple[str, str]] = {
     "SKB_DEV": ("sk_buff", "dev"),
     "SKB_LEN": ("sk_buff", "len"),
+    "SKB_DATA_LEN": ("sk_buff", "data_len"),
     "SKB_HEAD": ("sk_buff", "head"),
     "SKB_DATA": ("sk_buff", "data"),
     "SKB_PROTOCOL": ("sk_buff", "protocol"),

@@ -56,7 +56,11 @@ def decode_key(buf: bytes) -> dict:
     key: dict = {}
     for typ, p in attrs(buf):
         name = KEY_ATTRS.get(typ, f"attr{typ}")
-        if name == "in_port" and len(p) >= 4:
+        if name == "encap":  # a VLAN frame: what follows the tag (its EtherType and L3/L4 keys)
+            key.update(decode_key(p))
+        elif name == "vlan" and len(p) >= 2:
+            key["vlan_tci"] = struct.unpack_from("!H", p)[0]
+        elif name == "in_port" and len(p) >= 4:
             key["in_port"] = struct.unpack_from("<I", p)[0]
         elif name == "ethernet" and len(p) >= 12:
             key["eth_src"], key["eth_dst"] = _mac(p[:6]), _mac(p[6:12])

@@ -5,6 +5,7 @@ attaching.  Their behaviour is tested in the lab VM (tests/lab)."""
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
@@ -15,13 +16,46 @@ from probes.runtime.kernel import KernelCaps
 from probes.runtime.loader import load, unload
 from probes.stage_latency import FIELDS
 from probes.system_latency import SystemLatencyDetails, SystemLatencySummary
-from probes.vm_latency import VmLatencySummary
+from probes.vm_latency import VmLatencyDetails, VmLatencySummary
 from tests.netenv import our_bpf_programs
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
 CAPS = KernelCaps(release="t", btf=True, matching_headers=None, tracefs="/sys/kernel/tracing", kprobes=True,
                   raw_tracepoints=True, uprobes=True, drop_reasons={}, privileged=True)
+
+
+def has_loop(code: bytes) -> bool:
+    """Does this BPF bytecode have a cycle?  Kernels before 5.3 (4.19 among the supported
+    ones) reject every loop, so the programs unroll theirs."""
+    insns = [struct.unpack_from("<BBhi", code, i) for i in range(0, len(code), 8)]
+    succ: dict[int, list[int]] = {}
+    i = 0
+    while i < len(insns):
+        op, off = insns[i][0], insns[i][2]
+        if op == 0x18:  # a 64-bit immediate takes two slots
+            succ[i], i = [i + 2], i + 2
+            continue
+        if op & 7 in (5, 6):  # jumps: ja, conditional, call, exit
+            kind = op >> 4
+            succ[i] = [] if kind == 9 else [i + 1] if kind == 8 else [i + 1 + off] if kind == 0 else [i + 1, i + 1 + off]
+        else:
+            succ[i] = [i + 1]
+        i += 1
+    state = {0: 1}  # 1: on the DFS path, 2: done
+    path = [(0, iter(succ[0]))]
+    while path:
+        node, nexts = path[-1]
+        nxt = next(nexts, None)
+        if nxt is None:
+            state[node] = 2
+            path.pop()
+        elif state.get(nxt) == 1:
+            return True
+        elif nxt not in state and nxt in succ:
+            state[nxt] = 1
+            path.append((nxt, iter(succ[nxt])))
+    return False
 
 
 def _verify(source, defines, functions, fields=FIELDS):
@@ -31,6 +65,7 @@ def _verify(source, defines, functions, fields=FIELDS):
     try:
         for fn in functions:
             bpf.load_func(fn.encode(), BPF.KPROBE)  # raises if the verifier rejects it
+            assert not has_loop(bpf.dump_func(fn.encode())), f"{source}: {fn} has a loop"
     finally:
         unload(bpf)
     assert our_bpf_programs() == []
@@ -41,6 +76,7 @@ def _verify(source, defines, functions, fields=FIELDS):
     (SystemLatencySummary, dict(direction="rx", src_ip="10.0.0.1")),
     (SystemLatencyDetails, dict(direction="tx", latency_threshold="100000")),
     (VmLatencySummary, dict(direction="rx", vm_interface="lo")),
+    (VmLatencyDetails, dict(direction="tx", vm_interface="lo", latency_threshold="0", interval="1")),
 ])
 def test_stage_latency_programs_pass_the_verifier(cls, kw):
     probe = cls(caps=CAPS, phy_interface="lo", protocol="icmp", **kw)
@@ -53,8 +89,15 @@ def test_upcall_programs_pass_the_verifier():
     _verify("ovs_upcall.bpf.c", probe.c_defines(), ["on_upcall", "on_answer"])
 
 
-def test_megaflow_programs_pass_the_verifier():
-    probe = OvsMegaflow(caps=CAPS, ip_proto="udp", l4_dst_port="53")
+@pytest.mark.parametrize("filters", [
+    {},
+    dict(ip_proto="udp", l4_dst_port="53"),
+    # every filter: the flow key walk with all its field checks
+    dict(eth_src="52:54:00:00:00:01", eth_dst="52:54:00:00:00:02", ip_src="10.0.0.1", ip_dst="10.0.0.2",
+         ip_proto="tcp", l4_src_port="4000", l4_dst_port="80"),
+], ids=["none", "udp-port", "all"])
+def test_megaflow_programs_pass_the_verifier(filters):
+    probe = OvsMegaflow(caps=CAPS, **filters)
     _verify("ovs_megaflow.bpf.c", probe.c_defines(), ["on_upcall", "on_flow_new", "on_flow_del"], MEGAFLOW_FIELDS)
 
 
@@ -79,7 +122,7 @@ def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind):
     # A made-up do_execute_actions range: only the code paths are checked here.
     hook = DropHook(kind, "sk_skb_reason_drop" if kind == "kprobe" else None, True,
                     (0xFFFFFFFFC0000000, 0xFFFFFFFFC0001000))
-    fns = (["ns_kprobe_drop"] if kind == "kprobe" else []) + ["ns_kprobe_ovs_consume"]
+    fns = (["ns_kprobe_drop"] if kind == "kprobe" else []) + ["ns_kprobe_ovs_consume", "ns_kprobe_ovs_upcall"]
     for cls, source, fields in ((DropSummary, "drop_summary.bpf.c", SUMMARY_FIELDS),
                                 (DropDetails, "drop_details.bpf.c", DETAILS_FIELDS)):
         probe = cls(caps=CAPS, l4_protocol="udp")

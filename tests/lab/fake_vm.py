@@ -8,8 +8,10 @@ its address and ICMP echo, and counts UDP datagrams per destination port.
 
 Signals: SIGUSR1 detaches the tap's queue (the device stays up but has no
 reader, as when a VM has not enabled a virtio queue), SIGUSR2 re-attaches it.
-SIGSTOP/SIGCONT pause reading, so the ring fills.  SIGTERM ends it; it then
-prints its counters as JSON on stdout.
+SIGSTOP/SIGCONT pause reading, so the ring fills.  SIGHUP makes it send
+SEND_BURST UDP datagrams of its own (to SEND_TO:SEND_PORT from SEND_SPORT,
+payload SEND_PAYLOAD), counting the writes the tap refused.  SIGTERM ends it;
+it then prints its counters as JSON on stdout.
 
     python3 -m tests.lab.fake_vm --tap vnet0 --ip 10.251.0.20 --mac 52:54:00:00:00:20
 """
@@ -33,6 +35,8 @@ TUNSETPERSIST = 0x400454CB
 IFF_TAP, IFF_NO_PI, IFF_MULTI_QUEUE = 0x0002, 0x1000, 0x0100
 IFF_ATTACH_QUEUE, IFF_DETACH_QUEUE = 0x0200, 0x0400
 ETH_P_ARP, ETH_P_IP = 0x0806, 0x0800
+# What SIGHUP sends: the VM -> host direction (tun_get_user).
+SEND_BURST, SEND_TO, SEND_SPORT, SEND_PORT, SEND_PAYLOAD = 15, "10.251.0.1", 40006, 7782, b"netsleuth-lab"
 
 
 def open_tap(name: str, multi_queue: bool = True) -> int:
@@ -114,6 +118,23 @@ class FakeVM:
         ip_hdr[10:12] = struct.pack("!H", checksum(bytes(ip_hdr)))
         return src + self.mac + struct.pack("!H", ETH_P_IP) + bytes(ip_hdr) + icmp
 
+    def udp_frame(self, dst_ip: str, sport: int, dport: int, payload: bytes) -> bytes:
+        """A UDP datagram from the VM, broadcast at L2 (whoever it is for, the bridge floods it)."""
+        udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload  # checksum 0: none
+        ip_hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, self.ip,
+                                       socket.inet_aton(dst_ip)))
+        ip_hdr[10:12] = struct.pack("!H", checksum(bytes(ip_hdr)))
+        return b"\xff" * 6 + self.mac + struct.pack("!H", ETH_P_IP) + bytes(ip_hdr) + udp
+
+    def send_burst(self) -> None:
+        frame = self.udp_frame(SEND_TO, SEND_SPORT, SEND_PORT, SEND_PAYLOAD)
+        for _ in range(SEND_BURST):
+            try:
+                os.write(self.fd, frame)
+                self.counts["sent_frames"] += 1
+            except OSError:  # the tap is down: tun_get_user refused (and freed) it
+                self.counts["refused_frames"] += 1
+
     def serve(self) -> None:
         while True:
             try:
@@ -148,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, lambda *_: set_queue(fd, False))
     signal.signal(signal.SIGUSR2, lambda *_: set_queue(fd, True))
+    signal.signal(signal.SIGHUP, lambda *_: vm.send_burst())
     print("ready", flush=True)
     vm.serve()
     return 0

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +23,9 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tests.lab import fake_vm
 from tests.lab import topology as T
-from tests.lab.probe_worker import ProbeWorker
+from tests.lab.latency_checks import check_latency, start_latency_probes
 from tests.netenv import NETSLEUTH, ProbeProcess, send_udp
 
 # Flows of the scenarios: (source port, destination port) tell them apart in the probes' output.
@@ -36,28 +36,6 @@ VM_GONE = dict(sport=40004, dport=7780, count=25)
 QDISC_FULL = dict(sport=40005, dport=7781, count=200)
 UPCALL_FLUSHES = 5
 PAYLOAD = b"netsleuth-lab"
-# Latency probes: pings with the flows cached, pings and UDP datagrams after flushes.
-LAT_PINGS = 10
-LAT_FLUSHES = 5
-LAT_UDP_PORT = 7790
-LAT_THRESHOLD_US = 20_000  # between an upcall at full speed and one under the 2 % CPU cap
-
-# Receives one datagram at a time in the uplink namespace, with the kernel's
-# receive timestamp (SO_TIMESTAMPNS, CLOCK_REALTIME): the one-way ground truth.
-UDP_SINK = """
-import json, socket, struct
-SO_TIMESTAMPNS = 35
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-s.bind(("", {port}))
-print("ready", flush=True)
-while True:
-    data, anc, _, _ = s.recvmsg(256, 256)
-    ts = [struct.unpack("qq", d[:16]) for lvl, typ, d in anc if lvl == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS]
-    print(json.dumps({{"payload": data.decode(), "rx_real_ns": ts[0][0] * 10**9 + ts[0][1] if ts else None}}),
-          flush=True)
-"""
-
 UPCALL_COUNTER = """
 BPF_ARRAY(calls, u64, 1);
 int kprobe__ovs_dp_upcall(struct pt_regs *ctx)
@@ -152,108 +130,12 @@ def check_slow_vswitchd(br: T.Bridge, sysnet: T.SystemPath) -> dict:
     return {"normal_rtt_ms": normal, "slow_rtt_ms": slow, "nr_throttled": int(stat["nr_throttled"])}
 
 
-def start_latency_probes(sysnet: T.SystemPath, vm: T.VmPath) -> dict[str, ProbeWorker]:
-    """The latency and OVS probes, each compiling in its own process (attached by the time they are used)."""
-    host, peer, phy = sysnet.ip, sysnet.peer_ip, sysnet.uplink
-    sys_icmp = dict(phy_interface=phy, protocol="icmp")
-    return {
-        "sys_tx": ProbeWorker("system-latency-summary", direction="tx", src_ip=host, dst_ip=peer, **sys_icmp),
-        "sys_rx": ProbeWorker("system-latency-summary", direction="rx", src_ip=peer, dst_ip=host, **sys_icmp),
-        "sys_details": ProbeWorker("system-latency-details", phy_interface=phy, direction="tx", protocol="udp",
-                                   src_ip=host, dst_ip=peer, latency_threshold=str(LAT_THRESHOLD_US)),
-        "vm_rx": ProbeWorker("vm-latency-summary", vm_interface=vm.tap, phy_interface=phy, direction="rx",
-                             protocol="icmp", dst_ip=vm.ip),
-        "upcall": ProbeWorker("ovs-upcall-summary"),
-        "megaflow": ProbeWorker("ovs-megaflow", ip_proto="icmp", interval="1"),
-    }
-
-
-class UdpSink:
-    """A UDP socket in the uplink namespace reporting each datagram's kernel receive time."""
-
-    def __init__(self, ns: str, port: int):
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", UDP_SINK.format(port=port)],
-                                     stdout=subprocess.PIPE, text=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("UDP sink did not start")
-
-    def next(self) -> dict:
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def flushed_udp(br: T.Bridge, sysnet: T.SystemPath, sink: UdpSink, first: int, n: int) -> list[dict]:
-    """One datagram per datapath flush (each upcalls), sent one at a time: per packet the
-    send time (realtime and monotonic = bpf_ktime_get_ns) and the one-way latency it took."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    out = []
-    try:
-        for seq in range(first, first + n):
-            br.purge_flows()
-            sent = {"seq": seq, "send_mono_ns": time.monotonic_ns(), "send_real_ns": time.time_ns()}
-            sock.sendto(f"seq={seq}".encode(), (sysnet.peer_ip, LAT_UDP_PORT))
-            got = sink.next()
-            assert got["payload"] == f"seq={seq}", got
-            sent["one_way_us"] = round((got["rx_real_ns"] - sent["send_real_ns"]) / 1000, 1)
-            out.append(sent)
-    finally:
-        sock.close()
-    return out
-
-
-def check_latency(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath, probes: dict[str, ProbeWorker]) -> dict:
-    """Phases with known packets, each read from every probe: cached pings (host <-> uplink and
-    uplink -> VM), pings after flushes (upcalls), UDP after flushes at full speed and slowed."""
-    out: dict = {"attach_s": {k: w.ready().attach_s for k, w in probes.items()},
-                 "attached": {k: w.attached for k, w in probes.items()}, "threshold_us": LAT_THRESHOLD_US}
-
-    def phase(name: str, run) -> None:
-        m0, t0 = br.upcall_stats()["missed"], time.monotonic_ns()
-        out[name] = run() or {}
-        time.sleep(0.5)  # softirq work and the last answers from ovs-vswitchd
-        out[name].update(missed=br.upcall_stats()["missed"] - m0, window_ns=[t0, time.monotonic_ns()],
-                         records={k: w.read() for k, w in probes.items()})
-
-    br.purge_flows()  # earlier flushes left ovs-vswitchd believing in flows that are gone
-    T.ping(sysnet.peer_ip, 2)  # datapath flows for every path in place
-    T.ping(vm.ip, 2, ns=sysnet.ns)
-    time.sleep(0.5)
-    for w in probes.values():
-        w.read()  # everything before this step
-
-    phase("cached", lambda: {"pings": LAT_PINGS, "replies": T.ping(sysnet.peer_ip, LAT_PINGS, interval=0.05),
-                             "vm_replies": T.ping(vm.ip, LAT_PINGS, ns=sysnet.ns, interval=0.05)})
-
-    def flushed_pings() -> dict:
-        replies = 0
-        for _ in range(LAT_FLUSHES):
-            br.purge_flows()
-            replies += T.ping(sysnet.peer_ip, 1)
-        return {"pings": LAT_FLUSHES, "replies": replies}
-    phase("flushed", flushed_pings)
-
-    sink = UdpSink(sysnet.ns, LAT_UDP_PORT)
-    try:
-        phase("udp_normal", lambda: {"sent": flushed_udp(br, sysnet, sink, 0, LAT_FLUSHES)})
-
-        def slowed() -> dict:
-            with T.slow_vswitchd(percent=2) as group:
-                sent = flushed_udp(br, sysnet, sink, 100, LAT_FLUSHES)
-                stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
-            return {"sent": sent, "nr_throttled": int(stat["nr_throttled"])}
-        phase("udp_slow", slowed)
-    finally:
-        sink.close()
-    out["final"] = {k: w.stop() for k, w in probes.items()}
-    return out
-
-
 def drop_scenarios(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath) -> dict:
     """The faults, each with its ground truth."""
     out = {"payload_len": len(PAYLOAD)}
+    # The bridge forgets MACs after 300 s: without this, traffic to the VM could be flooded
+    # (and dropped in the namespace and at br-int) if the steps before took long.
+    out["vm_reachable"] = T.ping(vm.ip, 1, ns=sysnet.ns)
     # 1. An OpenFlow rule drops a flow from the "physical" uplink to the VM.
     o = OPENFLOW_DROP
     out["openflow_drop"] = {
@@ -288,9 +170,19 @@ def drop_scenarios(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath) -> dict:
                         "src_ip": sysnet.ip, "dst_ip": vm.ip, **o}
     vm.attach_queue()
     time.sleep(0.2)
+
+    # 4. VM -> host: the VM sends while its tap is down; tun_get_user frees what it wrote.
+    T.sh("ip", "link", "set", vm.tap, "down")
+    before = T.link_stats(vm.tap)["rx"]["dropped"]
+    vm.send_burst()
+    T.wait_for(lambda: T.link_stats(vm.tap)["rx"]["dropped"] - before, fake_vm.SEND_BURST, timeout=20)
+    out["vm_tap_down"] = {"sent": fake_vm.SEND_BURST, "rx_dropped": T.link_stats(vm.tap)["rx"]["dropped"] - before,
+                          "device": vm.tap, "src_ip": vm.ip, "dst_ip": fake_vm.SEND_TO, "sport": fake_vm.SEND_SPORT,
+                          "dport": fake_vm.SEND_PORT}
+    T.sh("ip", "link", "set", vm.tap, "up")
     out["vm_counters"] = vm.stop()
 
-    # 4. The VM process is gone, its (persistent) tap stays: no carrier, OVS drops on output.
+    # 5. The VM process is gone, its (persistent) tap stays: no carrier, OVS drops on output.
     o = VM_GONE
     gone = T.persistent_tap_without_reader(br, "vnet1")
     ip = f"{T.SUBNET}.30"
@@ -300,7 +192,7 @@ def drop_scenarios(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath) -> dict:
     out["vm_gone"] = {"sent": o["count"], "device": gone, "src_ip": sysnet.ip, "dst_ip": ip,
                       "ingress": sysnet.port, **o}
 
-    # 5. The uplink's qdisc overflows (OVS output into a slow "NIC"): drops in
+    # 6. The uplink's qdisc overflows (OVS output into a slow "NIC"): drops in
     # __dev_queue_xmit, freed through kfree_skb_list_reason.
     o = QDISC_FULL
     # 8 kbit/s with room for ~20 small packets: even a sender slowed by TCG overflows it.
@@ -354,7 +246,8 @@ def main(argv: list[str]) -> int:
         return 1
 
     with rec.step("doctor"):
-        cp = subprocess.run(NETSLEUTH + ["doctor", "--json"], capture_output=True, text=True, timeout=120)
+        # Thirteen BCC compiles share the 2 vCPUs meanwhile: doctor takes minutes.
+        cp = subprocess.run(NETSLEUTH + ["doctor", "--json"], capture_output=True, text=True, timeout=600)
         rec.data["doctor"] = {"returncode": cp.returncode, "report": json.loads(cp.stdout or "null"),
                               "stderr": cp.stderr[-2000:]}
         from probes import drop_hook
@@ -367,20 +260,25 @@ def main(argv: list[str]) -> int:
         rec.data["upcalls"] = check_upcalls(br, sysnet)
 
     # Every compile finished before vswitchd is slowed: under a 2 % cap it would otherwise
-    # lose the CPU to them too, and answer too few pings to measure anything.
+    # lose the CPU to them too, and answer too few pings to measure anything.  The drop
+    # probes also watch the latency phases (a controller flow, a drop decision).
     with rec.step("latency_attach"):
         for w in latency_probes.values():
             w.ready()
+    probes = {}
+    with rec.step("probes_attach"):
+        probes = {"drop-summary": summary_f.result(), "drop-details": details_f.result()}
 
     with rec.step("slow_vswitchd"):
         rec.data["slow_vswitchd"] = check_slow_vswitchd(br, sysnet)
 
     with rec.step("latency"):
-        rec.data["latency"] = check_latency(br, sysnet, vm, latency_probes)
+        try:
+            rec.data["latency"] = check_latency(br, sysnet, vm, latency_probes)
+        finally:
+            for w in latency_probes.values():
+                w.close()  # after a failure too: no probe may stay attached
 
-    probes = {}
-    with rec.step("probes_attach"):
-        probes = {"drop-summary": summary_f.result(), "drop-details": details_f.result()}
     if probes:
         with rec.step("drops"):
             rec.data["scenarios"] = drop_scenarios(br, sysnet, vm)

@@ -55,6 +55,15 @@ class ProbeWorker:
                 if self.proc.poll() is None:
                     self.proc.kill()
 
+    def close(self) -> None:
+        """Detach and end the worker if it still runs (after a failed step)."""
+        if self.proc.poll() is None:
+            try:
+                self.stop(timeout=60)
+            except (RuntimeError, OSError, ValueError):
+                self.proc.kill()
+                self.proc.wait()
+
     def _command(self, cmd: str, timeout: float) -> list[dict]:
         self.proc.stdin.write(cmd + "\n")
         self.proc.stdin.flush()

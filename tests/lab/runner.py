@@ -54,7 +54,7 @@ class GuestRun:
                 f"--- output ---\n{self.output[-6000:]}\n--- console (tail) ---\n{self.console[-3000:]}")
 
 
-def qemu_command(image: Image, results: Path, memory: str = "3G") -> list[str]:
+def qemu_command(image: Image, results: Path, memory: str = "5G") -> list[str]:
     return [
         "qemu-system-x86_64", "-name", "netsleuth-lab",
         "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",

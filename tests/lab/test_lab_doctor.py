@@ -24,10 +24,13 @@ def test_doctor_reports_kprobes_matching_headers_and_ovs(lab):
 
 
 def test_drop_probes_hook_ovs_drop_actions_unless_told_not_to(lab):
-    """6.1 has no OVS drop reasons: by default the drop probes add the consume_skb hook;
-    --no-ovs-actions leaves it out (it costs a kprobe hit per freed packet)."""
+    """6.1 has no OVS drop reasons (its BTF has no SKB_DROP_REASON_SUBSYS_OPENVSWITCH): by
+    default the drop probes add the consume_skb hook and the ovs_dp_upcall hook that tells
+    userspace actions from drops; --no-ovs-actions leaves both out (the first costs a
+    kprobe hit per freed packet)."""
     step_ok(lab, "doctor")
     hooks = lab["drop_hooks"]
     assert hooks["default"].startswith("raw tracepoint kfree_skb (with drop reasons)")
-    assert hooks["default"].endswith("+ kprobe consume_skb from do_execute_actions (OVS drop actions)")
+    assert hooks["default"].endswith("+ kprobe consume_skb from do_execute_actions (OVS drop actions)"
+                                     " + kprobe ovs_dp_upcall (userspace actions are not drops)")
     assert hooks["no_ovs_actions"] == "raw tracepoint kfree_skb (with drop reasons)"

@@ -46,7 +46,8 @@ def test_probes_ran_on_the_kprobe_path_and_detached(lab, scenarios):
         assert probe["returncode"] == 0 and "Traceback" not in probe["stderr"], probe["stderr"]
     attach = {r["attach"] for r in lab["probes"]["drop-summary"]["records"]}
     assert attach == {"kprobe kfree_skb_reason (with drop reasons)"
-                      " + kprobe consume_skb from do_execute_actions (OVS drop actions)"}
+                      " + kprobe consume_skb from do_execute_actions (OVS drop actions)"
+                      " + kprobe ovs_dp_upcall (userspace actions are not drops)"}
     assert not [r for r in lab["probes"]["drop-details"]["records"] if r["type"] == "lost_events"]
     assert lab["kprobes_left"] == []  # /sys/kernel/debug/kprobes/list after the probes exited
 
@@ -122,3 +123,56 @@ def test_openflow_drop_rule(lab, scenarios):
     events = detail_events(lab, s)
     assert len(events) == total
     _assert_details(events, total, s["device"], "OVS_DROP_ACTION", "do_execute_actions", scenarios["payload_len"])
+
+
+def _flow_of(f: dict) -> dict:
+    return {"protocol": "udp", "src_ip": f["src_ip"], "dst_ip": f["dst_ip"], "src_port": f["sport"],
+            "dst_port": f["dport"]}
+
+
+def _drops_of(lab: dict, flow: dict) -> tuple[list[dict], list[dict]]:
+    entries = [e for r in lab["probes"]["drop-summary"]["records"] for e in r["entries"] if e["flow"] == flow]
+    events = [r for r in lab["probes"]["drop-details"]["records"] if r.get("type") == "drop" and r["flow"] == flow]
+    return entries, events
+
+
+def test_a_controller_flow_is_not_a_drop(lab, scenarios):
+    """A flow whose datapath action is `userspace` (an OpenFlow controller rule: every packet
+    goes to ovs-vswitchd) ends do_execute_actions with consume_skb too on 6.1, exactly like a
+    drop action.  The probes tell them apart by the skb just handed to ovs_dp_upcall: none
+    of the flow's packets is a drop."""
+    step_ok(lab, "latency")
+    prime, ph = lab["latency"]["ovs_prime"], lab["latency"]["interleaved"]
+    (dp_flow,) = prime["datapath_flows"]  # ground truth: the flow sends its packets up
+    assert "userspace(" in dp_flow, dp_flow
+    (after,) = ph["datapath_flows"]
+    assert int(after.split("packets:")[1].split(",")[0]) >= len(ph["sent_a"]), after  # they hit it
+    entries, events = _drops_of(lab, _flow_of(ph["flow_a"]))
+    assert entries == [] and events == [], (entries, events)
+
+
+def test_a_drop_decision_counts_every_packet_it_dropped(lab, scenarios):
+    """An OpenFlow drop rule decided in the same run: every packet that hit the datapath's
+    drop flow, plus the first one if ovs-vswitchd sent it back to execute its (empty)
+    actions (the upcall probe's answered count says), exactly."""
+    step_ok(lab, "latency")
+    ph = lab["latency"]["drop_decision"]
+    (dp_flow,) = ph["datapath_flows"]
+    hits = int(dp_flow.split("packets:")[1].split(",")[0])
+    assert hits == len(ph["sent"]) - 1, dp_flow  # the first one upcalled and installed it
+    (upcall,) = ph["records"]["upcall"]
+    assert upcall["upcalls"] == ph["missed"] == 1, upcall
+    executed = upcall["answered"]
+    entries, events = _drops_of(lab, _flow_of(ph["flow"]))
+    assert sum(e["count"] for e in entries) == len(events) == hits + executed, (entries, hits, executed)
+    _assert_summary(entries, hits + executed, "sys0", "OVS_DROP_ACTION", "do_execute_actions")
+
+
+def test_vm_sending_through_a_downed_tap(lab, scenarios):
+    """VM -> host: the VM writes while its tap is down; tun_get_user frees each frame
+    (the tap's rx_dropped counts them, the VM's writes fail)."""
+    s = scenarios["vm_tap_down"]
+    assert s["rx_dropped"] == s["sent"] == scenarios["vm_counters"]["refused_frames"], s
+    _assert_summary(summary_entries(lab, s), s["sent"], s["device"], "DEV_READY", "tun_get_user")
+    _assert_details(detail_events(lab, s), s["sent"], s["device"], "DEV_READY", "tun_get_user",
+                    scenarios["payload_len"])

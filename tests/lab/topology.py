@@ -5,8 +5,10 @@
     sysnet = system_path(br)                  # internal port (host IP) + veth "uplink" into a namespace
     vm = vm_path(br)                          # tap vnet0 + a userspace process playing the VM
     br.add_drop_flow("udp,nw_dst=...,tp_dst=7777")
+    br.add_flow("priority=300,dl_dst=...,actions=controller")
     br.flush_datapath()                       # next packets miss the datapath: upcalls
     with slow_vswitchd(ovs, percent=5): ...   # cgroup CPU limit on ovs-vswitchd
+    with PausedVswitchd() as p: ...; p.resume()   # ovs-vswitchd stopped for a known time
 
 Addresses are 10.251.0.0/24 inside the guest; the guest has no network device
 of its own, so nothing can leave it.  There is no IPv6 in the uplink namespace
@@ -147,6 +149,32 @@ def slow_vswitchd(percent: int = 5, period_us: int = 100_000):
         group.rmdir()
 
 
+class PausedVswitchd:
+    """ovs-vswitchd stopped (SIGSTOP) until resume(): upcalls wait in the kernel, so an upcall
+    made while it is stopped cannot be answered before the resume, a known time.
+
+        with PausedVswitchd() as pause:
+            ...                       # packets upcall and wait
+            resumed_ns = pause.resume()
+    """
+
+    def __enter__(self) -> "PausedVswitchd":
+        self.pid = ovs_pid()
+        self.resumed_ns: int | None = None
+        os.kill(self.pid, signal.SIGSTOP)
+        return self
+
+    def resume(self) -> int:
+        """Let it run again; the monotonic time (ns) just before it could."""
+        if self.resumed_ns is None:
+            self.resumed_ns = time.monotonic_ns()
+            os.kill(self.pid, signal.SIGCONT)
+        return self.resumed_ns
+
+    def __exit__(self, *exc) -> None:
+        self.resume()
+
+
 @dataclass
 class Bridge:
     name: str
@@ -275,6 +303,10 @@ class VmPath:
 
     def attach_queue(self) -> None:
         os.kill(self.pid, signal.SIGUSR2)
+
+    def send_burst(self) -> None:
+        """The VM sends fake_vm.SEND_BURST UDP datagrams of its own (VM -> host: tun_get_user)."""
+        os.kill(self.pid, signal.SIGHUP)
 
     def stop(self) -> dict:
         """End the process; its counters (frames read, replies, UDP per port)."""

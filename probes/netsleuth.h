@@ -356,9 +356,10 @@ static __always_inline int ns_flow_match(struct ns_flow *f)
  * outputs to several ports clone it; the address changes at both.  What
  * survives every copy is the packet's content, so the identity is read from
  * it: IPv4 addresses, protocol, IP id, ports (ICMP: id and sequence) and a
- * discriminator `disc`.  The IP id alone is not enough: Linux sends every DF
- * datagram of an unconnected socket with id 0 (ip_select_ident_segs), so a
- * UDP sendto() stream would have one identity for all its packets in flight.
+ * discriminator `disc`.  The IP id alone is not enough: Linux sends the
+ * datagrams of an unconnected socket that always sets Don't Fragment
+ * (IP_PMTUDISC_DO, as QUIC stacks do) with id 0 (ip_select_ident_segs), so such
+ * a sendto() stream has one identity for all its packets in flight.
  * disc is the TCP sequence number for TCP; for other protocols a hash of the
  * first NS_DISC_BYTES payload bytes (RTP/DNS/QUIC sequence numbers and ids sit
  * there; payloads are never rewritten on the path, unlike the L4 checksum,

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from probes.runtime.hist import Log2Hist
+from probes.runtime.hist import Log2Hist, slot_of
 from probes.runtime.stacks import function_of
 
 MERGE_KINDS = ("sum-entries", "group-events", "sum-histograms", "last")
@@ -81,20 +81,12 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _slot(low: int) -> int:
-    return 0 if low <= 1 else int(low).bit_length() - 1
-
-
 def histogram_summary(buckets: list[dict]) -> dict:
     """count, buckets, p50/p95/p99/p99_9, max and the tail threshold (low bound of the
     P99.9 bucket: a Details threshold that catches the slowest 0.1 %)."""
-    counts: dict[int, int] = {}
-    for b in buckets:
-        s = _slot(int(b.get("low", 0)))
-        counts[s] = counts.get(s, 0) + int(b.get("count", 0))
-    summary = Log2Hist(counts).summary()
+    summary = Log2Hist.from_buckets(buckets).summary()
     p = summary.get("p99_9")
-    summary["tail_threshold_us"] = (1 << (max(int(p), 1).bit_length() - 1)) if p else None
+    summary["tail_threshold_us"] = (1 << slot_of(p)) if p else None
     return summary
 
 

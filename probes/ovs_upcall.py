@@ -107,7 +107,7 @@ class OvsUpcallSummary(Probe):
         lines = [f"=== OVS upcall latency: {r['upcalls']} upcalls, {r['answered']} answered ===",
                  f"avg {r['avg_us']} us  P50 {h['p50']}  P95 {h['p95']}  P99 {h['p99']}  P99.9 {h['p99_9']}  "
                  f"max(bucket) {h['max']} us  max {r['max_us']} us (since start {r['max_us_since_start']} us)",
-                 render_text(Log2Hist({max(b['low'], 1).bit_length() - 1: b["count"] for b in h["buckets"]}))]
+                 render_text(Log2Hist.from_buckets(h["buckets"]))]
         for t in r["handlers"][:8]:
             lines.append(f"  {t['comm']}({t['tid']}): {t['upcalls']} upcalls, avg {t['avg_us']} us, "
                          f"max since start {t['max_us_since_start']} us")

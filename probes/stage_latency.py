@@ -276,7 +276,7 @@ class StageLatency(EventStream, Probe):
             for p in r["pairs"]:
                 name = "TOTAL" if p["total"] else f"{p['from']} -> {p['to']}"
                 lines.append(f"\n{name}: count {p['count']}, p50 {p['p50']} us, p99 {p['p99']} us, max {p['max']} us")
-                lines.append(render_text(Log2Hist({_slot(b['low']): b["count"] for b in p["buckets"]})))
+                lines.append(render_text(Log2Hist.from_buckets(p["buckets"])))
             return "\n".join(lines)
         if r["type"] == "lost_events":
             return self.lost_text(r)
@@ -289,8 +289,6 @@ class StageLatency(EventStream, Probe):
         return "\n".join(lines)
 
 
-def _slot(low: int) -> int:
-    return max(low, 1).bit_length() - 1
 
 
 def device(flag_value: int) -> tuple[int, int]:

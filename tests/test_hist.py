@@ -44,3 +44,10 @@ def test_tracefs_format_parsing():
     assert fmt.fields["reason"] == ("enum skb_drop_reason", 36, 4)
     assert parse_print_symbolic(fmt.print_fmt, "reason") == {2: "NOT_SPECIFIED", 3: "NO_SOCKET", 64: "QDISC_DROP"}
     assert parse_print_symbolic(fmt.print_fmt, "other") == {}
+
+
+def test_buckets_back_to_a_histogram():
+    h = Log2Hist.from_values([0, 1, 3, 3, 900, 70_000])
+    again = Log2Hist.from_buckets(h.summary()["buckets"] * 2)  # repeated buckets add up
+    assert again.counts == {slot: 2 * n for slot, n in h.counts.items()}
+    assert again.summary()["p50"] == h.summary()["p50"] and again.max_bound() == h.max_bound()

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
 
+def slot_of(value: float) -> int:
+    """The log2 slot a value falls in (0 and 1 share slot 0)."""
+    return max(int(value), 1).bit_length() - 1
+
+
 def bucket_bounds(slot: int) -> tuple[int, int]:
     """Inclusive low, exclusive high of a log2 slot (slot 0 holds 0 and 1)."""
     if slot == 0:
@@ -22,8 +27,17 @@ class Log2Hist:
     def from_values(cls, values) -> "Log2Hist":
         counts: dict[int, int] = {}
         for v in values:
-            slot = max(int(v), 1).bit_length() - 1
+            slot = slot_of(v)
             counts[slot] = counts.get(slot, 0) + 1
+        return cls(counts)
+
+    @classmethod
+    def from_buckets(cls, buckets) -> "Log2Hist":
+        """Back from the ``summary()`` form ({low, high, count} per bucket), summing repeats."""
+        counts: dict[int, int] = {}
+        for b in buckets:
+            slot = slot_of(b.get("low", 0))
+            counts[slot] = counts.get(slot, 0) + int(b.get("count", 0))
         return cls(counts)
 
     @property

@@ -1,0 +1,31 @@
+"""Shared by every test: no BPF program of a test outlives it.
+
+Tests marked ``bpf`` compare the kernel's list of loaded programs (bpftool)
+before and after: a program that appeared during the test and is still loaded
+once it is over was left behind by a probe, in this process or in a child.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from tests.netenv import loaded_bpf_programs
+
+
+@pytest.fixture(autouse=True)
+def no_bpf_program_left_behind(request):
+    if request.node.get_closest_marker("bpf") is None or os.geteuid() != 0 or not shutil.which("bpftool"):
+        yield
+        return
+    before = loaded_bpf_programs()
+    yield
+    left = loaded_bpf_programs() - before
+    deadline = time.monotonic() + 2.0
+    while left and time.monotonic() < deadline:  # a program is freed once its last fd closes
+        time.sleep(0.1)
+        left = loaded_bpf_programs() - before
+    assert not left, f"BPF programs still loaded after the test: {sorted(left)} (bpftool prog show id ...)"

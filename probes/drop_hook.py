@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .base import Flag, Probe, Unavailable
 from .runtime.attach import attach_kprobe, attach_or_unload
-from .runtime.btf import VMLINUX_BTF
+from .runtime.btf import BTF, VMLINUX_BTF, BTFError
 from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
 from .runtime.netns import current_netns
@@ -77,7 +77,11 @@ class DropHook:
     def reason_name(self, code: int, names: dict[int, str]) -> str | None:
         if code == OVS_DROP_ACTION and self.ovs_action_range:
             return "OVS_DROP_ACTION"
-        return names.get(code) if self.has_reason else None
+        if not self.has_reason:
+            return None
+        if code >> SUBSYS_SHIFT and code not in names:
+            return ovs_reason_names().get(code)
+        return names.get(code)
 
     def defines(self, d: CDefines) -> None:
         d.set("NS_DROP_RAW_TP", self.kind == "raw-tracepoint")
@@ -134,6 +138,23 @@ def ovs_reports_drops(caps: KernelCaps, btf_path: Path = VMLINUX_BTF) -> bool:
                 continue
     m = re.match(r"(\d+)\.(\d+)", caps.release)
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= OVS_DROP_REASONS_SINCE
+
+
+# Subsystem drop reasons (6.6+) are (subsystem << 16) | n; the tracepoint's format file
+# names only the core ones.  OVS's are enum ovs_drop_reason in the module's own BTF.
+SUBSYS_SHIFT = 16
+OVS_REASON_ENUM = "ovs_drop_reason"
+
+
+@lru_cache(maxsize=1)
+def ovs_reason_names() -> dict[int, str]:
+    """OVS's drop reasons by code (OVS_DROP_LAST_ACTION, OVS_DROP_EXPLICIT, ...), from the
+    openvswitch module's BTF; empty when the module, its BTF or the enum is missing."""
+    try:
+        values = BTF.load_module("openvswitch").enum(OVS_REASON_ENUM)
+    except BTFError:
+        return {}
+    return {v: n for n, v in values.items() if not n.startswith("__") and not n.endswith("_MAX")}
 
 
 @lru_cache(maxsize=4)

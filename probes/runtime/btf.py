@@ -62,11 +62,35 @@ class Field:
     bitfield_size: int
 
 
+def string_section(blob: bytes) -> bytes:
+    """The string section of a BTF blob, from its header alone."""
+    if len(blob) < 24:
+        raise BTFError("BTF blob too short")
+    hdr_len = struct.unpack_from("<I", blob, 4)[0]
+    _type_off, _type_len, str_off, str_len = struct.unpack_from("<IIII", blob, 8)
+    return blob[hdr_len + str_off : hdr_len + str_off + str_len]
+
+
 class BTF:
-    def __init__(self, blob: bytes):
+    def __init__(self, blob: bytes, base_strings: bytes = b""):
+        """``base_strings``: for a module's split BTF (/sys/kernel/btf/<module>), the
+        string section of vmlinux's, which its name offsets continue.  Type ids of a split
+        BTF are then local (enough for finding enums and structs by name)."""
         self.types: list[BtfType | None] = [None]  # type id 0 is "void"
         self._by_name: dict[tuple[int, str], list[int]] = {}
-        self._parse(blob)
+        self.strings = b""
+        self._parse(blob, base_strings)
+
+    @classmethod
+    def load_module(cls, module: str, vmlinux: Path | None = None) -> "BTF":
+        """A module's split BTF (/sys/kernel/btf/<module>), its names resolved against vmlinux's."""
+        vmlinux = vmlinux or VMLINUX_BTF
+        try:
+            base = vmlinux.read_bytes()
+            blob = (vmlinux.parent / module).read_bytes()
+        except OSError as e:
+            raise BTFError(f"cannot read the BTF of {module}: {e.strerror}") from e
+        return cls(blob, string_section(base))
 
     @classmethod
     def load(cls, path: Path = VMLINUX_BTF) -> "BTF":
@@ -76,7 +100,7 @@ class BTF:
             raise BTFError(f"cannot read {path}: {e.strerror}") from e
 
     # -- parsing -----------------------------------------------------------
-    def _parse(self, blob: bytes) -> None:
+    def _parse(self, blob: bytes, base_strings: bytes) -> None:
         if len(blob) < 24:
             raise BTFError("BTF blob too short")
         magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", blob, 0)
@@ -88,9 +112,14 @@ class BTF:
         if types_start + type_len > len(blob) or len(strings) != str_len:
             raise BTFError("BTF sections run past the end of the blob")
 
+        self.strings = strings
+        base_len = len(base_strings)
+
         def name(off: int) -> str:
-            end = strings.find(b"\0", off)
-            return strings[off:end].decode("utf-8", "replace")
+            table = base_strings if off < base_len else strings
+            off = off if off < base_len else off - base_len
+            end = table.find(b"\0", off)
+            return table[off:end].decode("utf-8", "replace")
 
         pos, end = types_start, types_start + type_len
         while pos < end:

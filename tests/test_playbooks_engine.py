@@ -126,6 +126,13 @@ def test_recorded_details_confirm_and_end_the_walk(recording):
     ("ip_rcv_core+0x2a1", "OTHERHOST", "reason-otherhost"),
     ("ip_rcv_finish_core+0x30", "IP_RPFILTER", "reason-source-check"),
     ("tun_net_xmit+0x1f0", "FULL_RING", "reason-tun-ring"),
+    ("tun_net_xmit+0x1f0", "DEV_READY", "reason-tap-no-reader"),
+    ("eth_xmit+0x10", "DEV_READY", "reason-device-down"),
+    ("do_execute_actions+0xde", "OVS_DROP_ACTION", "reason-ovs-flow"),     # netsleuth's, before 6.6
+    ("ovs_dp_process_packet+0x1af", "OVS_DROP_LAST_ACTION", "reason-ovs-flow"),  # the kernel's, 6.6+
+    ("do_execute_actions+0x3a0", "OVS_DROP_METER", "reason-ovs-other"),
+    ("do_execute_actions+0x52", "NOT_SPECIFIED", "site-ovs-output"),     # output port without carrier
+    ("do_execute_actions+0x52", None, "site-ovs-output"),
     ("tcp_validate_incoming+0x80", "TCP_OLD_DATA", "reason-tcp-state"),
     ("some_new_function+0x10", "NOT_SPECIFIED", "drop-elsewhere"),
 ])

@@ -176,3 +176,27 @@ def test_vm_sending_through_a_downed_tap(lab, scenarios):
     _assert_summary(summary_entries(lab, s), s["sent"], s["device"], "DEV_READY", "tun_get_user")
     _assert_details(detail_events(lab, s), s["sent"], s["device"], "DEV_READY", "tun_get_user",
                     scenarios["payload_len"])
+
+
+@pytest.mark.parametrize("name, rule", [
+    ("openflow_drop", "reason-ovs-flow"),   # an OpenFlow actions=drop rule
+    ("vm_gone", "site-ovs-output"),         # the output tap has no carrier any more
+    ("ring_full", "reason-tun-ring"),
+    ("no_reader", "reason-tap-no-reader"),  # the tap's queue detached: nobody reads it
+    ("qdisc_full", "reason-qdisc"),
+])
+def test_each_real_drop_gets_the_finding_that_names_its_cause(lab, scenarios, name, rule):
+    """The packet-loss playbook over what drop-summary really reported for each fault."""
+    from playbooks import Accumulator, Walk, load_library
+
+    lib = load_library()
+    s = scenarios[name]
+    entries = summary_entries(lab, s)
+    record = {"type": "drop_summary", "time": None, "interval_s": 10.0, "total": sum(e["count"] for e in entries),
+              "uncounted_table_full": 0, "attach": "kprobe", "group_by": "all", "entries": entries}
+    acc = Accumulator("drop-summary", lib.probes["drop-summary"].merge)
+    acc.add([record])
+    w = Walk(lib, {}, "packet-loss")
+    w.answer(w.current.default_index)
+    findings = w.complete("ok", acc.result(10.0))
+    assert rule in [f.rule for f in findings], [(f.rule, f.title) for f in findings]

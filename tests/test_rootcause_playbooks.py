@@ -83,13 +83,15 @@ def test_a_lock_wait_after_a_shorter_poll_is_found(target_binary, bpf_watch, agg
 @requires_root
 @pytest.mark.bpf
 def test_a_long_poll_after_a_short_lock_wait_is_no_lock_finding(target_binary, bpf_watch):
-    """12 ms waiting for a mutex, then 200 ms in poll: no 200 ms lock wait is claimed (the
-    poll is a thread waiting for work), and the short lock wait stays below the threshold."""
-    t, truth, records = offcpu_blocks(target_binary, bpf_watch, "lock:12,poll:200")
+    """40 ms waiting for a mutex, then 200 ms in poll: no 200 ms lock wait is claimed (the
+    poll is a thread waiting for work), and the short lock wait stays below the rule's
+    100 ms.  (40 ms, not the audit's 12: the step keeps blocks >= 10 ms, and on a loaded
+    2-core host the waiter can reach the lock a few ms after the holder took it.)"""
+    t, truth, records = offcpu_blocks(target_binary, bpf_watch, "lock:40,poll:200")
     result = merged("offcpu", records, 2.0)
     blocker = entries_of(result, t.tids["blocker"])
     (lock_fn,) = set(blocker) & LOCK_WAITS
-    assert 9_000 <= blocker[lock_fn]["max_duration_us"] <= truth["blocks"][0]["us"] + 100
+    assert 25_000 <= blocker[lock_fn]["max_duration_us"] <= truth["blocks"][0]["us"] + 100
     assert 195_000 <= blocker["poll_schedule_timeout"]["max_duration_us"] <= truth["blocks"][1]["us"] + 100
     _, findings = walk_step("ovs-slow/offcpu", result, 2.0, {"ovs_pid": t.pid})
     assert [f for f in findings if f.evidence["tid"] == t.tids["blocker"]] == []

@@ -149,6 +149,17 @@ def slow_vswitchd(percent: int = 5, period_us: int = 100_000):
         group.rmdir()
 
 
+def thread_states(pid: int) -> list[str]:
+    """The scheduler state letter of each thread of ``pid`` (T: stopped)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue  # a thread that just exited
+    return states
+
+
 class PausedVswitchd:
     """ovs-vswitchd stopped (SIGSTOP) until resume(): upcalls wait in the kernel, so an upcall
     made while it is stopped cannot be answered before the resume, a known time.
@@ -162,6 +173,13 @@ class PausedVswitchd:
         self.pid = ovs_pid()
         self.resumed_ns: int | None = None
         os.kill(self.pid, signal.SIGSTOP)
+        # kill() returns before every thread has stopped: a handler running on the other
+        # CPU can still answer an upcall (seen: a datagram of a 40 ms pause took 2.9 ms).
+        deadline = time.monotonic() + 5
+        while not all(state == "T" for state in thread_states(self.pid)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ovs-vswitchd ({self.pid}) did not stop")
+            time.sleep(0.001)
         return self
 
     def resume(self) -> int:

@@ -7,11 +7,13 @@
  * lost between a read and a clear. */
 #include "netsleuth.h"
 
+/* The device is its ifindex + struct net address (ns_dev_id): its namespace's inode
+ * costs another read, taken once per key into the value. */
 struct drop_key {
     u64 location;     /* 0 when grouping by flow only */
+    u64 net;          /* the device's struct net */
     s32 stack_id;     /* only with NS_EXACT_STACKS, else -1 */
     u32 ifindex;
-    u32 netns;
     u32 reason;
     struct ns_flow flow;
 };
@@ -19,6 +21,7 @@ struct drop_key {
 struct drop_val {
     u64 count;
     s64 stack_id1;    /* a representative stack id + 1 (0: none, as in other CPUs' zeroed slots) */
+    u64 netns;        /* inode of the device's namespace (set with stack_id1, once per CPU) */
     char dev[16];
 };
 
@@ -39,8 +42,7 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     if (!ns_flow_match(&pkt.flow))
         return 0;
 
-    key.ifindex = ns_dev_ifindex(dev);
-    key.netns = ns_dev_netns(dev);
+    ns_dev_id(dev, &key.ifindex, &key.net);
     key.reason = reason;
     key.stack_id = -1;
 #if NS_GROUP_STACK
@@ -63,6 +65,7 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     init.stack_id1 = (NS_EXACT_STACKS ? key.stack_id : stacks.get_stackid(ctx, 0)) + 1;
 #endif
     ns_dev_name(dev, init.dev);
+    init.netns = ns_net_inum(key.net);
     /* NOEXIST: if another CPU inserted the key meanwhile, count into our slot of it. */
     if (drops.insert(&key, &init) != 0) {
         val = drops.lookup(&key);

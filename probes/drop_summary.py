@@ -59,14 +59,16 @@ class DropSummary(drop_hook.DropHookProbe):
         return d
 
     @staticmethod
-    def _fold(key, per_cpu) -> tuple[object, int, int, bytes] | None:
-        """(key, count summed over CPUs, a stack id, device name), None for an empty key."""
+    def _fold(key, per_cpu) -> tuple[object, int, int, bytes, int] | None:
+        """(key, count summed over CPUs, a stack id, device name, netns inode), None for an
+        empty key."""
         seen = [v for v in per_cpu if v.count]
         if not seen:
             return None
         stack_id = next((v.stack_id1 - 1 for v in seen if v.stack_id1 > 0), -1)
         dev = next((v.dev for v in seen if v.dev), b"")
-        return key, sum(v.count for v in seen), stack_id, dev
+        netns = next((v.netns for v in seen if v.netns), 0)
+        return key, sum(v.count for v in seen), stack_id, dev, netns
 
     def _pop(self, key):
         """Remove a key and return its per-CPU values as they were at that instant (so no
@@ -79,7 +81,7 @@ class DropSummary(drop_hook.DropHookProbe):
             return None
         return leaf
 
-    def _totals(self) -> dict[bytes, tuple[object, int, int, bytes]]:
+    def _totals(self) -> dict[bytes, tuple[object, int, int, bytes, int]]:
         """key bytes -> folded values.  Counts are cumulative (deltas are taken here), so keys
         would stay forever: once the table is EVICT_AT full, keys idle for IDLE_READS reads
         are popped, leaving room for new flows (a port scan fills it with one-packet flows)."""
@@ -112,7 +114,7 @@ class DropSummary(drop_hook.DropHookProbe):
         reasons = self.caps.drop_reasons
         entries = []
         totals = self._totals()
-        for raw, (key, total, stack_id, dev) in totals.items():
+        for raw, (key, total, stack_id, dev, netns) in totals.items():
             delta = total - self._seen.get(raw, 0)
             self._seen[raw] = total
             self._idle[raw] = 0 if delta > 0 else self._idle.get(raw, 0) + 1
@@ -124,7 +126,7 @@ class DropSummary(drop_hook.DropHookProbe):
                 "count": delta,
                 "device": dev.decode("utf-8", "replace") or None,
                 "ifindex": key.ifindex or None,
-                "netns": key.netns or None,
+                "netns": netns or None,
                 "reason": self.hook.reason_name(key.reason, reasons),
                 "reason_code": key.reason if self.hook.has_reason or self.hook.ovs_action_range else None,
                 "location": drop_hook.drop_location(location, stack),

@@ -147,17 +147,42 @@ static __always_inline void ns_dev_name(void *dev, char *name /* [16] */)
         bpf_probe_read_kernel(name, 16, (char *)dev + NS_OFF_NETDEV_NAME);
 }
 
+/* The device's ifindex and the address of its struct net: together they name a
+ * device in any namespace (ifindex alone is per namespace), at the cost of one read
+ * where the two fields sit close (NS_DEV_WIN, from offsets.py). */
+static __always_inline void ns_dev_id(void *dev, u32 *ifindex, u64 *net)
+{
+    *ifindex = 0;
+    *net = 0;
+    if (!dev)
+        return;
+#ifdef NS_DEV_WIN_START
+    u64 win[NS_DEV_WIN_LEN / 8] = {};
+    bpf_probe_read_kernel(win, sizeof(win), (char *)dev + NS_DEV_WIN_START);
+    *ifindex = *(u32 *)((char *)win + NS_OFF_NETDEV_IFINDEX - NS_DEV_WIN_START);
+    *net = *(u64 *)((char *)win + NS_OFF_NETDEV_ND_NET - NS_DEV_WIN_START);
+#else
+    NS_READ(*ifindex, dev, NETDEV_IFINDEX);
+    NS_READ(*net, dev, NETDEV_ND_NET);
+#endif
+}
+
+/* Inode number of a network namespace, from its struct net (0 when unknown). */
+static __always_inline u32 ns_net_inum(u64 net)
+{
+    u32 inum = 0;
+    if (net)
+        NS_READ(inum, (void *)net, NET_NS_INUM);
+    return inum;
+}
+
 /* Inode number of the device's network namespace (0 when unknown). */
 static __always_inline u32 ns_dev_netns(void *dev)
 {
-    void *net = 0;
-    u32 inum = 0;
-    if (!dev)
-        return 0;
-    NS_READ(net, dev, NETDEV_ND_NET);
-    if (net)
-        NS_READ(inum, net, NET_NS_INUM);
-    return inum;
+    u32 ifindex;
+    u64 net;
+    ns_dev_id(dev, &ifindex, &net);
+    return ns_net_inum(net);
 }
 
 /* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device;

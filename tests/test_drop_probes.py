@@ -121,6 +121,36 @@ def test_summary_device_filter(env):
     assert _entries([rec_lo], dst_port=9998) == []
 
 
+def test_summary_tells_devices_apart_by_namespace_when_their_ifindex_is_the_same():
+    """ifindex is per namespace: two devices with ifindex 7 in two namespaces, each dropping
+    the other side's datagrams, are two entries with their own namespace."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:6]
+    ns_a, ns_b = f"nsa-{tag}", f"nsb-{tag}"
+    try:
+        sh("ip", "netns", "add", ns_a)
+        sh("ip", "netns", "add", ns_b)
+        sh("ip", "-n", ns_a, "link", "add", "a0", "index", "7", "type", "veth", "peer", "name", "b0",
+           "netns", ns_b, "index", "7")
+        for ns, dev, ip in ((ns_a, "a0", "10.252.7.1"), (ns_b, "b0", "10.252.7.2")):
+            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        inodes = {ns: os.stat(f"/run/netns/{ns}").st_ino for ns in (ns_a, ns_b)}
+        with DropSummary(l4_protocol="udp", dst_port="9989") as probe:
+            send_udp("10.252.7.2", 9989, 3, ns=ns_a)  # dropped at b0
+            send_udp("10.252.7.1", 9989, 4, ns=ns_b)  # dropped at a0
+            settle()
+            (rec,) = probe.read()
+    finally:
+        sh("ip", "netns", "del", ns_a, check=False)
+        sh("ip", "netns", "del", ns_b, check=False)
+    got = {(e["device"], e["ifindex"], e["netns"]): 0 for e in rec["entries"]}
+    for e in rec["entries"]:
+        got[(e["device"], e["ifindex"], e["netns"])] += e["count"]
+    assert got == {("b0", 7, inodes[ns_b]): 3, ("a0", 7, inodes[ns_a]): 4}, got
+
+
 def test_summary_group_by_fivetuple_has_no_stack(env):
     with DropSummary(dst_ip=env.peer_ip, dst_port="9997", group_by="fivetuple") as probe:
         send_udp(env.peer_ip, 9997, 4, sport=40006)

@@ -12,7 +12,7 @@ import weakref
 from pathlib import Path
 
 from .includes import choose_include_tree
-from .offsets import OffsetsUnavailable, resolve, skb_window_cflags
+from .offsets import OffsetsUnavailable, resolve, window_cflags
 from .params import CDefines
 
 BPF_DIR = Path(__file__).resolve().parent.parent  # C sources live beside their drivers
@@ -63,7 +63,7 @@ def load(source: str, defines: CDefines, fields: list[str]):
         # the others run without BTF or matching headers too.
         if fields:
             offsets = resolve(tree.has_kernel_structs)
-            cflags = offsets.cflags(fields) + skb_window_cflags(offsets, fields)
+            cflags = offsets.cflags(fields) + window_cflags(offsets, fields)
             if offsets.source == "headers":
                 cflags.append("-DNS_KERNEL_HEADERS=1")
     except OffsetsUnavailable as e:

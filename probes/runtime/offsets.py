@@ -55,24 +55,32 @@ class StructOffsets:
         return out
 
 
-# sk_buff fields the packet parser reads; read as one window when they are close.
-SKB_WINDOW = ("SKB_VLAN_TCI", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER", "SKB_HEAD", "SKB_DATA")
+# Fields read together, as one window when they sit close: the packet parser's sk_buff
+# fields, and a device's ifindex and namespace.  Each bpf_probe_read_kernel costs tens
+# of ns on the drop path (bench/drop_program_cost.py).
+WINDOWS = {
+    "NS_SKB_WIN": ("SKB_VLAN_TCI", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER", "SKB_HEAD", "SKB_DATA"),
+    "NS_DEV_WIN": ("NETDEV_IFINDEX", "NETDEV_ND_NET"),
+}
 _MAX_WINDOW = 96
 
 
-def skb_window_cflags(offsets: "StructOffsets", names: list[str]) -> list[str]:
-    """-DNS_SKB_WIN_START/LEN when the parser's sk_buff fields fit one small read."""
-    if not all(n in names for n in SKB_WINDOW):
-        return []
-    try:
-        offs = [int(offsets.values[n]) for n in SKB_WINDOW]
-    except (KeyError, ValueError):  # offsetof() expressions (headers) or missing fields
-        return []
-    start = min(offs) // 8 * 8
-    length = (max(offs) + 8 - start + 7) // 8 * 8  # the last field may be a pointer
-    if length > _MAX_WINDOW:
-        return []
-    return [f"-DNS_SKB_WIN_START={start}", f"-DNS_SKB_WIN_LEN={length}"]
+def window_cflags(offsets: "StructOffsets", names: list[str]) -> list[str]:
+    """-D<WIN>_START/_LEN for each window whose fields the program reads and that fits one
+    small read (the C falls back to one read per field without them)."""
+    out = []
+    for macro, window in WINDOWS.items():
+        if not all(n in names for n in window):
+            continue
+        try:
+            offs = [int(offsets.values[n]) for n in window]
+        except (KeyError, ValueError):  # offsetof() expressions (headers) or missing fields
+            continue
+        start = min(offs) // 8 * 8
+        length = (max(offs) + 8 - start + 7) // 8 * 8  # the last field may be a pointer
+        if length <= _MAX_WINDOW:
+            out += [f"-D{macro}_START={start}", f"-D{macro}_LEN={length}"]
+    return out
 
 
 def _cache_key(blob: bytes) -> str:

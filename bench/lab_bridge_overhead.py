@@ -40,9 +40,9 @@ PROBES = [
      "nothing (hooks upcalls and their answers only)"),
     ("ovs-megaflow", "ovs-megaflow", {}, "system", "nothing (hooks upcalls and flow commands only)"),
     ("drop-summary", "drop-summary", {}, "system",
-     "kprobe consume_skb (OVS drop actions before 6.4, filtered by caller in BPF)"),
+     "kprobe consume_skb (OVS drop actions before 6.6, filtered by caller in BPF)"),
     ("drop-summary --no-ovs-actions", "drop-summary", dict(no_ovs_actions=True), "system",
-     "nothing (the kfree_skb tracepoint fires on drops only)"),
+     "nothing (the kfree_skb raw tracepoint fires on drops only)"),
 ]
 
 
@@ -141,7 +141,7 @@ def host(args) -> int:
             "vnet0 (the fake VM cannot sink the rate). Under TCG absolute rates mean nothing and rounds "
             "spread widely (the ranges; notes below): these ratios are not predictions for a real hypervisor. "
             "Use the latency probes with filters and for seconds, as the guide does. drop-summary on kernels "
-            "before 6.4 with OVS puts a kprobe on consume_skb (to see OVS drop actions), hit by every freed "
+            "before 6.6 with OVS puts a kprobe on consume_skb (to see OVS drop actions), hit by every freed "
             "packet; `--no-ovs-actions` gives that up.",
             table(data), "bench/lab_bridge_overhead.py", args.write)
     return 0

@@ -9,16 +9,14 @@ import sys
 import pytest
 
 from tests.netenv import ROOT
-from tests.wizard_pilot import PACKET_LOSS, SIZE, pick, type_into, wait_for, wait_screen
+from tests.wizard_pilot import PACKET_LOSS, SIZE, to_context, type_into, wait_for, wait_screen
 from wizard.app import NetsleuthApp, find_session
 from wizard.backends import ReplayBackend
 from wizard.replay import Recording
 from wizard.screens.context import ContextScreen
 from wizard.screens.findings import FindingsScreen
-from wizard.screens.preflight import PreflightScreen
 from wizard.screens.question import QuestionScreen
 from wizard.screens.step import StepScreen
-from wizard.screens.symptom import SymptomScreen
 from wizard.session import SessionError, Session
 
 NETSLEUTH = [sys.executable, "-m", "wizard.main"]
@@ -69,11 +67,7 @@ async def test_record_from_the_app_replays(tmp_path):
     out = tmp_path / "again.jsonl.gz"
     app = NetsleuthApp(ReplayBackend(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions", record=out)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_screen(pilot, PreflightScreen)
-        await pilot.press("enter")
-        await wait_screen(pilot, SymptomScreen)
-        await pick(pilot, "#symptoms", "symptom:packet-loss")
-        await wait_screen(pilot, ContextScreen)
+        await to_context(pilot)
         await type_into(pilot, "f-dst_ip", "10.253.2.1")
         await pilot.press("ctrl+n")
         await wait_screen(pilot, QuestionScreen)
@@ -111,11 +105,7 @@ async def test_a_recording_that_cannot_be_opened_leaves_no_session(tmp_path):
     app = NetsleuthApp(ReplayBackend(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions",
                        record=blocker / "rec.jsonl")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_screen(pilot, PreflightScreen)
-        await pilot.press("enter")
-        await wait_screen(pilot, SymptomScreen)
-        await pick(pilot, "#symptoms", "symptom:packet-loss")
-        await wait_screen(pilot, ContextScreen)
+        await to_context(pilot)
         for _ in range(2):
             await pilot.press("ctrl+n")
             await wait_for(pilot, lambda: "is not a writable directory" in str(

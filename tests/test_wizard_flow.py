@@ -11,29 +11,17 @@ import stat
 
 import pytest
 
-from tests.wizard_pilot import (PACKET_LOSS, SIZE, choose, field_error, flat_text, pick, recorded_facts, replay_app, screen_text,
+from tests.wizard_pilot import (PACKET_LOSS, SIZE, choose, field_error, flat_text, recorded_facts, replay_app, screen_text, to_context,
                                 type_into, wait_for, wait_screen)
 from wizard.screens.conclusion import ConclusionScreen
 from wizard.screens.context import ContextScreen
 from wizard.screens.findings import FindingsScreen, NextStepScreen
-from wizard.screens.live import LiveDetailsScreen
-from wizard.screens.preflight import PreflightScreen
 from wizard.screens.question import QuestionScreen
 from wizard.screens.step import StepScreen
-from wizard.screens.symptom import SymptomScreen
 from wizard.replay import Recording
 from wizard.session import read_journal
 
 pytestmark = pytest.mark.asyncio
-
-
-async def to_context(pilot):
-    await wait_screen(pilot, PreflightScreen)
-    await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight done")
-    await pilot.press("enter")
-    await wait_screen(pilot, SymptomScreen)
-    await pick(pilot, "#symptoms", "symptom:packet-loss")
-    return await wait_screen(pilot, ContextScreen)
 
 
 async def test_packet_loss_flow_back_edit_and_report(tmp_path):

@@ -11,17 +11,14 @@ from __future__ import annotations
 import pytest
 
 from probes.runtime.hist import Log2Hist
-from tests.wizard_pilot import SIZE, choose, pick, screen_text, wait_for, wait_screen
+from tests.wizard_pilot import SIZE, choose, screen_text, to_context, wait_for, wait_screen
 from wizard.app import NetsleuthApp
 from wizard.backends import ReplayBackend
 from wizard.replay import Recorder, Recording
-from wizard.screens.context import ContextScreen
 from wizard.screens.findings import FindingsScreen
 from wizard.screens.live import LiveSummaryScreen
-from wizard.screens.preflight import PreflightScreen
 from wizard.screens.question import QuestionScreen
 from wizard.screens.step import StepScreen
-from wizard.screens.symptom import SymptomScreen
 from wizard.widgets.charts import Log2Plot
 
 pytestmark = pytest.mark.asyncio
@@ -60,11 +57,7 @@ async def test_latency_summary_draws_the_histogram(tmp_path):
     path = synthetic_recording(tmp_path / "latency.jsonl")
     app = NetsleuthApp(ReplayBackend(Recording.load(path), 1.0), tmp_path / "sessions")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_screen(pilot, PreflightScreen)
-        await pilot.press("enter")
-        await wait_screen(pilot, SymptomScreen)
-        await pick(pilot, "#symptoms", "symptom:high-latency")
-        await wait_screen(pilot, ContextScreen)
+        await to_context(pilot, "symptom:high-latency")
         await choose(pilot, "f-phy_interface", "ens11")
         await pilot.press("ctrl+n")
         await wait_screen(pilot, QuestionScreen)

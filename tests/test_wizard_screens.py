@@ -3,13 +3,11 @@ resuming, errors (panel + log, never a traceback), and probes closed on every wa
 
 from __future__ import annotations
 
-import html
-import re
 
 import pytest
 
 from probes.runtime.loader import ProbeError
-from tests.wizard_pilot import (PACKET_LOSS, SIZE, choose, flat_text, pick, recorded_facts, replay_app, screen_text,
+from tests.wizard_pilot import (PACKET_LOSS, SIZE, choose, flat_text, pick, recorded_facts, replay_app, screen_text, to_context,
                                 type_into, wait_for, wait_screen)
 from wizard.app import NetsleuthApp
 from wizard.backends import ReplayBackend
@@ -64,12 +62,7 @@ class CountingSource:
 
 
 async def to_step(pilot, dst_ip: str = "10.253.2.1"):
-    await wait_screen(pilot, PreflightScreen)
-    await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
-    await pilot.press("enter")
-    await wait_screen(pilot, SymptomScreen)
-    await pick(pilot, "#symptoms", "symptom:packet-loss")
-    await wait_screen(pilot, ContextScreen)
+    await to_context(pilot)
     await type_into(pilot, "f-dst_ip", dst_ip)
     await choose(pilot, "f-l4_protocol", "udp")
     await pilot.press("ctrl+n")
@@ -342,11 +335,7 @@ async def test_a_step_that_cannot_run_says_why_and_does_not_run(tmp_path):
     backend = CountingBackend(speed=0.0)
     app = NetsleuthApp(backend, tmp_path / "sessions")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_screen(pilot, PreflightScreen)
-        await pilot.press("enter")
-        await wait_screen(pilot, SymptomScreen)
-        await pick(pilot, "#symptoms", "symptom:high-latency")
-        await wait_screen(pilot, ContextScreen)
+        await to_context(pilot, "symptom:high-latency")
         await pilot.press("ctrl+n")
         await wait_screen(pilot, QuestionScreen)
         await pilot.press("enter")
@@ -510,12 +499,7 @@ async def test_fill_from_a_listening_socket_fills_the_destination_and_continues(
     app = NetsleuthApp(WithSockets(Recording.load(PACKET_LOSS), 0.0), tmp_path / "sessions")
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_screen(pilot, PreflightScreen)
-            await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
-            await pilot.press("enter")
-            await wait_screen(pilot, SymptomScreen)
-            await pick(pilot, "#symptoms", "symptom:packet-loss")
-            ctx = await wait_screen(pilot, ContextScreen)
+            ctx = await to_context(pilot)
             await type_into(pilot, "f-src_port", "1234")  # left over from an earlier choice: cleared
             (label,) = [f.label for f in ctx.flow_filters]
             assert label.startswith(f"UDP to the service on 0.0.0.0:{port}")
@@ -559,12 +543,7 @@ async def test_tun_drops_row_offers_drop_details_on_the_tap_instead(tmp_path):
 async def test_a_fields_help_shows_only_while_it_has_the_focus(tmp_path):
     app = replay_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_screen(pilot, PreflightScreen)
-        await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
-        await pilot.press("enter")
-        await wait_screen(pilot, SymptomScreen)
-        await pick(pilot, "#symptoms", "symptom:packet-loss")
-        ctx = await wait_screen(pilot, ContextScreen)
+        ctx = await to_context(pilot)
         for _ in range(3):
             shown = [f.flag.dest for f in ctx.query(".param-field") if f.query_one(".param-help").display]
             assert shown == [app.screen.focused.id[2:]]
@@ -582,12 +561,7 @@ async def test_findings_are_ranked_the_latency_lesson_first(tmp_path):
     truth = recorded_facts()
     app = replay_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_screen(pilot, PreflightScreen)
-        await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
-        await pilot.press("enter")
-        await wait_screen(pilot, SymptomScreen)
-        await pick(pilot, "#symptoms", "symptom:packet-loss")
-        await wait_screen(pilot, ContextScreen)
+        await to_context(pilot)
         await type_into(pilot, "f-reported_loss", "1000")
         await pilot.press("ctrl+n")
         await wait_screen(pilot, QuestionScreen)

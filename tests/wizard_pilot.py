@@ -11,6 +11,9 @@ from textual.widgets import Input, OptionList, Select
 from wizard.app import NetsleuthApp
 from wizard.backends import ReplayBackend
 from wizard.replay import Recording
+from wizard.screens.context import ContextScreen
+from wizard.screens.preflight import PreflightScreen
+from wizard.screens.symptom import SymptomScreen
 
 RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 # A real run on this host, made by record_fixture() below: `netsleuth diagnose --symptom
@@ -72,6 +75,16 @@ async def pick(pilot, selector: str, option_id: str) -> None:
     else:
         raise AssertionError(f"no option {option_id} in {selector}")
     await pilot.press("enter")
+
+
+async def to_context(pilot, option: str = "symptom:packet-loss"):
+    """Preflight (once its checks are done) -> symptom list -> `option` -> the context form."""
+    await wait_screen(pilot, PreflightScreen)
+    await wait_for(pilot, lambda: not pilot.app.screen.query_one("#continue").disabled, what="preflight")
+    await pilot.press("enter")
+    await wait_screen(pilot, SymptomScreen)
+    await pick(pilot, "#symptoms", option)
+    return await wait_screen(pilot, ContextScreen)
 
 
 async def type_into(pilot, field_id: str, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -158,9 +159,16 @@ class ProbeProcess:
     stdout is drained by a thread as the probe prints: a long run would otherwise
     fill the pipe, block the probe in print() and lose its events."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, ignoring: tuple[int, ...] = ()):
+        """``ignoring``: signals the probe starts with ignored (as under nohup, or as a shell's
+        background job); every other stop signal starts at its default, as from a terminal,
+        whatever this test run inherited."""
+        def signals_at_start():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN if sig in ignoring else signal.SIG_DFL)
+
         self.proc = subprocess.Popen(NETSLEUTH + ["probe", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=signals_at_start)
         line = self.proc.stderr.readline()
         if "Tracing" not in line:
             rest = self.proc.stderr.read() if self.proc.poll() is not None else ""

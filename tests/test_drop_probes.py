@@ -215,6 +215,35 @@ def test_cli_detaches_on_signal_and_reports(env, sig):
     assert not set(held) & loaded_bpf_programs(), "the probe's programs are still loaded after it exited"
 
 
+def test_a_background_job_still_stops_on_sigint(env):
+    """A shell starts `netsleuth probe ... &` with SIGINT ignored; `kill -INT` must stop it."""
+    p = ProbeProcess("drop-summary", "--dst-ip", env.peer_ip, "--dst-port", "9996", "-i", "60", "--json",
+                     ignoring=(signal.SIGINT,))
+    held = our_bpf_programs(p.proc.pid)
+    send_udp(env.peer_ip, 9996, 3, sport=40011)
+    settle()
+    records = p.stop(signal.SIGINT, timeout=10)
+    assert p.returncode == 0, p.stderr
+    assert sum(e["count"] for e in records[-1]["entries"]) == 3
+    assert not set(held) & loaded_bpf_programs()
+
+
+def test_under_nohup_sighup_is_ignored_and_sigterm_stops(env):
+    p = ProbeProcess("drop-summary", "--dst-ip", env.peer_ip, "--dst-port", "9996", "-i", "60", "--json",
+                     ignoring=(signal.SIGHUP,))
+    held = our_bpf_programs(p.proc.pid)
+    p.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert p.proc.poll() is None, f"the probe exited on SIGHUP under nohup: {p.proc.stderr.read()}"
+    assert set(held) <= loaded_bpf_programs()
+    send_udp(env.peer_ip, 9996, 4, sport=40012)
+    settle()
+    records = p.stop(signal.SIGTERM, timeout=10)
+    assert p.returncode == 0, p.stderr
+    assert sum(e["count"] for e in records[-1]["entries"]) == 4
+    assert not set(held) & loaded_bpf_programs()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_details_cli_stops_at_once_on_a_signal_during_a_flood(env, sig):
     """Under load the signal arrives while BCC runs the event callback: it must still stop

@@ -31,11 +31,19 @@ def _note(signum, _frame) -> None:
 
 def install_signal_handlers() -> None:
     """For the command-line entry points: SIGINT, SIGTERM and SIGHUP stop the probes (main
-    thread only; handlers someone else installed are left alone)."""
+    thread only; Python handlers someone else installed are left alone).
+
+    SIGINT and SIGTERM stop a probe even when it started with them ignored, as a shell's
+    background job starts (``netsleuth probe ... &`` then ``kill -INT``), like perf and
+    bpftrace.  An ignored SIGHUP stays ignored: that is ``nohup``, a run meant to outlive
+    the terminal."""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler, None):
+        current = signal.getsignal(sig)
+        if current is signal.SIG_IGN and sig == signal.SIGHUP:
+            continue
+        if current in (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None):
             signal.signal(sig, _note)
 
 

@@ -21,7 +21,7 @@ from tests.lab.probe_worker import ProbeWorker
 LAT_PINGS = 10
 LAT_FLUSHES = 5
 LAT_UDP_PORT = 7790
-LAT_THRESHOLD_US = 20_000  # between an upcall at full speed and one under the 2 % CPU cap
+LAT_THRESHOLD_US = 20_000  # between an upcall at full speed and one of the pauses below
 # udp_slow: ovs-vswitchd is stopped while each datagram upcalls, for these times: the wait
 # the test imposes, known to the nanosecond (a CPU cap slows it by an unknown amount).
 PAUSES_MS = (40, 80, 160, 320, 640)

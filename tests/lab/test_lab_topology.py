@@ -3,6 +3,7 @@ and the handler-slowing helper really throttles ovs-vswitchd."""
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -32,6 +33,8 @@ def test_slow_vswitchd_throttles_upcall_handling(lab):
     step_ok(lab, "slow_vswitchd")
     slow = lab["slow_vswitchd"]
     assert slow["nr_throttled"] > 0
-    assert len(slow["normal_rtt_ms"]) == 5
-    assert len(slow["slow_rtt_ms"]) >= 3  # a throttled handler may answer after ping gave up
-    assert statistics.median(slow["slow_rtt_ms"]) > statistics.median(slow["normal_rtt_ms"])
+    assert None not in slow["normal_rtt_ms"]
+    # a throttled handler may answer after ping gave up (once all five, in CI): such a round
+    # trip is longer than the 5 s ping waited
+    slow_rtts = [math.inf if r is None else r for r in slow["slow_rtt_ms"]]
+    assert statistics.median(slow_rtts) > statistics.median(slow["normal_rtt_ms"])

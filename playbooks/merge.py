@@ -31,6 +31,7 @@ from probes.runtime.stacks import function_of
 MERGE_KINDS = ("sum-entries", "group-events", "sum-histograms", "last")
 MAX_SAMPLES = 20
 MAX_DISTINCT = 32
+MAX_CHART_POINTS = 3600  # an hour of cpu-burst's 1 s samples; older points give way
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,23 @@ class MergeSpec:
     # group-events: record type -> ((group field, record field), ...) for records that total
     # many events already: ``max_*`` group fields keep the largest value, the others add up.
     totalled: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeChart:
+    """A time series drawn from records beside the result's (cpu-burst: the process's CPU
+    each second, the samples of a burst marked): live in the TUI, and in the report."""
+
+    record: str  # record type carrying one point
+    value: str  # its field plotted
+    title: str
+    mark: str | None = None  # a true field marks the point (drawn apart)
+
+    def point(self, r: dict) -> tuple[float, bool] | None:
+        """(value, marked) of a record that is one of this chart's points, else None."""
+        if r.get("type") != self.record or not _is_num(r.get(self.value)):
+            return None
+        return r[self.value], bool(self.mark and r.get(self.mark))
 
 
 def _at(item: Any, path: str) -> Any:
@@ -94,6 +112,7 @@ def histogram_summary(buckets: list[dict]) -> dict:
 class Accumulator:
     probe: str
     spec: MergeSpec
+    chart: ProbeChart | None = None
     records: int = 0
     other: dict[str, int] = field(default_factory=dict)
     totals: dict[str, float] = field(default_factory=dict)
@@ -102,6 +121,8 @@ class Accumulator:
     last: dict | None = None
     first_time: str | None = None
     last_time: str | None = None
+    points: list[list] = field(default_factory=list)  # the chart's [ts, value, marked]
+    points_dropped: int = 0
 
     def add(self, records: list[dict]) -> None:
         for r in records:
@@ -109,6 +130,9 @@ class Accumulator:
 
     def add_one(self, r: dict) -> None:
         rtype = r.get("type")
+        point = self.chart.point(r) if self.chart is not None else None
+        if point is not None:
+            self._add_point(r.get("ts"), *point)
         totalled = dict(self.spec.totalled).get(rtype)
         if self.spec.record and rtype != self.spec.record and totalled is None:
             # lost-event and error records: counted, never mixed into results
@@ -176,6 +200,12 @@ class Accumulator:
                 g[target] += item[source]
         self._collect(g, item)
 
+    def _add_point(self, ts: Any, value: float, marked: bool) -> None:
+        self.points.append([ts, value, marked])
+        if len(self.points) > MAX_CHART_POINTS:
+            del self.points[0]
+            self.points_dropped += 1
+
     def _collect(self, g: dict, item: dict) -> None:
         """Distinct values and maxima of one item into its group."""
         for d in self.spec.distinct:
@@ -217,6 +247,9 @@ class Accumulator:
             out[name] = self.totals.get(name, 0)
         if self.other:
             out["other_records"] = dict(self.other)
+        if self.chart is not None:
+            out["chart"] = {"title": self.chart.title, "value": self.chart.value, "mark": self.chart.mark,
+                            "points": [list(p) for p in self.points], "points_dropped": self.points_dropped}
         if self.spec.kind == "last":
             entries = list((self.last or {}).get("entries") or [])
             for k, v in (self.last or {}).items():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .expr import Condition, Template
-from .merge import MergeSpec
+from .merge import MergeSpec, ProbeChart  # noqa: F401 - ProbeChart: part of the model
 
 LEVELS = ("info", "notice", "warning", "critical")
 
@@ -31,17 +31,6 @@ class ContextField:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
-
-
-@dataclass(frozen=True)
-class ProbeChart:
-    """A time series the live view draws from records beside the result's (cpu-burst: the
-    process's CPU each second, the samples of a burst marked)."""
-
-    record: str  # record type carrying one point
-    value: str  # its field plotted
-    title: str
-    mark: str | None = None  # a true field marks the point (drawn apart)
 
 
 @dataclass(frozen=True)

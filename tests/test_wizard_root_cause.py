@@ -5,10 +5,13 @@ timeline with the burst marked."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.wizard_pilot import ROOT_CAUSE, SIZE, replay_app, wait_for, wait_screen
 from wizard.replay import Recording
+from wizard.report import build_report, render_html, render_markdown
 from wizard.screens.context import ContextScreen
 from wizard.screens.findings import FindingsScreen
 from wizard.screens.live import LiveDetailsScreen
@@ -24,7 +27,7 @@ def recorded(probe: str, rtype: str) -> list[dict]:
     return [r for _, r in RUNS[probe].records if r["type"] == rtype]
 
 
-async def live_view(pilot, step: str) -> LiveDetailsScreen:
+async def run_step(pilot, step: str) -> None:
     """From the preflight straight to a root-cause step (the recording's context), then run it."""
     app = pilot.app
     await wait_screen(pilot, PreflightScreen)
@@ -35,6 +38,10 @@ async def live_view(pilot, step: str) -> LiveDetailsScreen:
     await pilot.press("ctrl+n")
     await wait_screen(pilot, StepScreen)
     await pilot.press("ctrl+r")
+
+
+async def live_view(pilot, step: str) -> LiveDetailsScreen:
+    await run_step(pilot, step)
     return await wait_screen(pilot, LiveDetailsScreen)
 
 
@@ -92,3 +99,21 @@ async def test_cpu_burst_draws_the_cpu_each_second_with_the_burst_marked(tmp_pat
             strip.text for strip in app.screen._compositor.render_strips())
         assert live.query_one("#live-events").items[0]["peak_pct"] == burst["peak_pct"]
         await wait_screen(pilot, FindingsScreen, timeout=20)
+
+
+async def test_the_report_draws_the_cpu_timeline_with_the_burst_marked(tmp_path):
+    samples = recorded("cpu-burst", "cpu_sample")
+    above = sum(s["above_threshold"] for s in samples)
+    app = replay_app(tmp_path, speed=0.0, recording=ROOT_CAUSE)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_step(pilot, "ovs-slow/cpu-burst")
+        await wait_screen(pilot, FindingsScreen, timeout=20)
+        rep = build_report(app.walk, {})
+    (step,) = [t for t in rep["timeline"] if t.get("probe") == "cpu-burst"]
+    chart = step["key_results"]["chart"]
+    assert [p[1:] for p in chart["points"]] == [[s["cpu_pct"], s["above_threshold"]] for s in samples]
+    md = render_markdown(rep)
+    assert (f"CPU of the process, % per second: {len(samples)} points, "
+            f"peak {max(s['cpu_pct'] for s in samples):g}, {above} marked (above_threshold): ") in md
+    svg = re.search(r'<svg [^>]*class="chart".*?</svg>', render_html(rep)).group(0)
+    assert svg.count('class="mark"') == above and svg.count('class="bar"') == len(samples) - above

@@ -200,7 +200,7 @@ def record_root_cause_fixture(out: Path = ROOT_CAUSE) -> None:
                             with lock:
                                 recorder.records(run, t, records)
 
-                        o = run_source(source, probe, lib.probes[probe].merge, seconds, on_records=keep)
+                        o = run_source(source, probe, lib.probes[probe], seconds, on_records=keep)
                         attached.set()
                         with lock:
                             recorder.end_run(run, o.status, o.duration_s, o.error)

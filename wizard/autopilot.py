@@ -101,7 +101,7 @@ class Autopilot:
                                               else f"({duration:g} s)"))
         run_id = self.recorder.start_run(view.probe, view.params, view.ref, command) if self.recorder else None
         on_records = (lambda t, recs: self.recorder.records(run_id, t, recs)) if self.recorder else None
-        outcome = run_source(source, view.probe, self.lib.probes[view.probe].merge, duration, self.stop, on_records)
+        outcome = run_source(source, view.probe, self.lib.probes[view.probe], duration, self.stop, on_records)
         if self.recorder:
             self.recorder.end_run(run_id, outcome.status, outcome.duration_s, outcome.error)
         ran_with = getattr(source, "recorded_params", None) or view.params  # a replay: what was recorded

@@ -96,7 +96,23 @@ def _key_results(spec: ProbeSpec, result: dict | None) -> dict | None:
         } for e in entries[:TOP_ROWS]]
     if entries and entries[0].get("stack"):
         out["top_stack"] = entries[0]["stack"]
+    if (result.get("chart") or {}).get("points"):
+        out["chart"] = result["chart"]
     return out
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def chart_text(c: dict) -> str:
+    """One line for a chart: its points as a sparkline (the last 120), peak and marked count."""
+    values = [p[1] for p in c["points"]]
+    top = max(values) or 1
+    spark = "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1) + 0.5))] for v in values[-120:])
+    marked = sum(1 for p in c["points"] if p[2])
+    older = f" (and {c['points_dropped']} older points)" if c.get("points_dropped") else ""
+    return (f"{c['title']}: {len(values)} points{older}, peak {max(values):g}"
+            + (f", {marked} marked ({c['mark']})" if c.get("mark") else "") + f": {spark}")
 
 
 def hist_title(entry: dict, key: tuple[str, ...]) -> str:
@@ -241,6 +257,8 @@ def render_markdown(rep: dict) -> str:
             for h in kr.get("histograms", []):
                 out += ["", f"{h['title']}: {h['count']} samples, P50 ≤ {h['p50']}, P99 ≤ {h['p99']}, "
                             f"P99.9 ≤ {h['p99_9']}, max ≤ {h['max']} {h['unit']}"]
+            if kr.get("chart"):
+                out += ["", chart_text(kr["chart"])]
             if kr.get("top_stack"):
                 out += ["", "Top entry's stack:", "", "```"] + kr["top_stack"] + ["```"]
         if t["findings"]:
@@ -299,6 +317,32 @@ def histogram_svg(h: dict, width: int = 640, bar_h: int = 16) -> str:
     return "".join(parts)
 
 
+def chart_svg(c: dict, width: int = 640, height: int = 120) -> str:
+    """A column per point (marked ones apart, e.g. cpu-burst's seconds above the threshold),
+    the time since the first point under the axis."""
+    points = c["points"]
+    top = max(p[1] for p in points) or 1
+    left, bottom, plot_h = 40, 16, height - 36
+    col_w = (width - left) / len(points)
+    marked = sum(1 for p in points if p[2])
+    title = f"{c['title']} ({len(points)} points" + (f", {marked} marked: {c['mark']}" if c.get("mark") else "") + ")"
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+             f'role="img" aria-label="{html.escape(title)}">',
+             f'<text x="0" y="12" class="ht">{html.escape(title)}</text>',
+             f'<text x="{left - 4}" y="24" text-anchor="end">{top:g}</text>',
+             f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>']
+    for i, (_, v, mark) in enumerate(points):
+        h = max(1.0, plot_h * v / top) if v > 0 else 0.0
+        parts.append(f'<rect x="{left + i * col_w:.1f}" y="{height - bottom - h:.1f}" width="{max(1.0, col_w - 1):.1f}" '
+                     f'height="{h:.1f}" class="{"mark" if mark else "bar"}"/>')
+    t0, t1 = points[0][0], points[-1][0]
+    if isinstance(t0, (int, float)) and isinstance(t1, (int, float)):
+        parts.append(f'<text x="{left}" y="{height - 2}">0 s</text>'
+                     f'<text x="{width}" y="{height - 2}" text-anchor="end">{t1 - t0:.0f} s</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.5rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem}
@@ -306,7 +350,8 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;paddin
 code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.5rem;overflow-x:auto}
 .critical{color:#b00020}.warning{color:#a15c00}.notice{color:#005a9c}.info{color:#444}
 .conclusion{background:#f0f6ff;border-left:4px solid #3b7ddd;padding:.5rem 1rem}
-svg.hist text{font-size:11px;font-family:monospace}svg.hist .ht{font-weight:bold}svg.hist .bar{fill:#3b7ddd}
+svg.hist text,svg.chart text{font-size:11px;font-family:monospace}svg .ht{font-weight:bold}svg .bar{fill:#3b7ddd}
+svg .mark{fill:#b00020}
 """
 
 
@@ -352,6 +397,8 @@ def render_html(rep: dict) -> str:
                     "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in kr["rows"]) + "</table>")
             for h in kr.get("histograms", []):
                 out.append(histogram_svg(h))
+            if kr.get("chart"):
+                out.append(chart_svg(kr["chart"]))
             if kr.get("top_stack"):
                 out.append("<p>Top entry's stack:</p><pre>" + e("\n".join(kr["top_stack"])) + "</pre>")
         if t["findings"]:

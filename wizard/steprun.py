@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from playbooks.merge import Accumulator, MergeSpec
+from playbooks.merge import Accumulator
+from playbooks.model import ProbeSpec
 from probes.base import Unavailable
 from probes.runtime.loader import ProbeError
 from probes.runtime.stop import ProbeStopped
@@ -36,14 +37,14 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def run_source(source: Any, probe: str, merge: MergeSpec, duration: float,
+def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
                stop: threading.Event | None = None,
                on_records: Callable[[float, list[dict]], None] | None = None,
                on_update: Callable[[dict], None] | None = None,
                read_every: float = READ_EVERY_S) -> StepOutcome:
     """Start the source, read it every ``read_every`` seconds for ``duration`` seconds (or until
     ``stop`` is set, or a recorded source runs out), close it; never raises for probe errors."""
-    acc = Accumulator(probe, merge)
+    acc = Accumulator(probe, spec.merge, spec.chart)
     started = now_iso()
     t0 = time.monotonic()
     status, error = "ok", None

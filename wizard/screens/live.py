@@ -33,10 +33,10 @@ class ProbeRun:
     (wizard.steprun.run_source: start, read every second, stop at the duration or on request,
     close on every way out).  Progress goes to the screen as messages (thread-safe)."""
 
-    def __init__(self, source, probe: str, merge, duration: float, post, on_records=None):
+    def __init__(self, source, probe: str, spec, duration: float, post, on_records=None):
         self.source = source
         self.probe = probe
-        self.merge = merge
+        self.spec = spec  # playbooks.model.ProbeSpec
         self.duration = duration
         self.post = post
         self.on_records = on_records  # e.g. a Recorder (--record)
@@ -57,7 +57,7 @@ class ProbeRun:
 
     def __call__(self) -> None:
         try:
-            self.outcome = run_source(_Announced(self.source, self._started), self.probe, self.merge,
+            self.outcome = run_source(_Announced(self.source, self._started), self.probe, self.spec,
                                       self.duration, stop=self.stop_requested, on_records=self._records,
                                       on_update=lambda result: self.post(ProbeUpdate(result)))
             self.post(ProbeFinished(self.outcome.status, self.outcome.error))
@@ -161,7 +161,7 @@ class LiveScreen(WizardScreen):
             differs = not same_filters(source.recorded_params, self.values)
             note.update(("[yellow]A replay shows the run as recorded, not the filters asked for[/yellow]: "
                          if differs else "") + escape(describe()))
-        self.run = ProbeRun(source, self.view.probe, self.spec.merge, self.duration, self.post_message,
+        self.run = ProbeRun(source, self.view.probe, self.spec, self.duration, self.post_message,
                             self.app.recorder_for(self.view, self.values))
         self.app.track_run(self.run)
         self.run_worker(self.run, thread=True, group="probe", name=f"probe {self.view.probe}", exit_on_error=False)
@@ -396,9 +396,8 @@ class LiveDetailsScreen(LiveScreen):
         m, chart = self.spec.merge, self.spec.chart
         if chart is not None:
             plot = self.query_one("#live-chart", TimelinePlot)
-            for r in records:
-                if r.get("type") == chart.record and isinstance(r.get(chart.value), (int, float)):
-                    plot.push(r[chart.value], bool(chart.mark and r.get(chart.mark)))
+            for point in filter(None, map(chart.point, records)):
+                plot.push(*point)
         events = [r for r in records if r.get("type") == m.record]
         if events:
             table = self.query_one("#live-events", EntryTable)

@@ -272,7 +272,8 @@ def test_details_keep_up_with_a_flood_by_holding_events_back(env, monkeypatch):
     what was held back is reported as lost, not silently dropped."""
     from probes import events
 
-    monkeypatch.setattr(events, "MAX_BACKLOG", 300)
+    backlog = 50  # far under a flood's events in one wait, even on a loaded host
+    monkeypatch.setattr(events, "MAX_BACKLOG", backlog)
     flood = flood_udp(env.peer_ip, 9993, 30)
     try:
         with DropDetails(dst_ip=env.peer_ip, dst_port="9993", no_stack_trace=True) as probe:
@@ -288,9 +289,9 @@ def test_details_keep_up_with_a_flood_by_holding_events_back(env, monkeypatch):
     drops = [len([r for r in records if r["type"] == "drop"]) for _, records in rounds]
     # At most the backlog plus what was already in the kernel's buffers when it was held,
     # and the stream is released again after a read (later rounds still get events).
-    assert all(n < 300 + 5000 for n in drops) and drops[0] > 0 and sum(drops[1:]) > 0, drops
+    assert all(n < backlog + 5000 for n in drops) and drops[0] > 0 and sum(drops[1:]) > 0, drops
     lost = [r for _, records in rounds for r in records if r["type"] == "lost_events"]
-    assert lost and sum(r["count"] for r in lost) > 0
+    assert lost and sum(r["count"] for r in lost) > 0, drops
 
 
 def test_details_icmp_fields_and_checksum_drops_the_normal_filter_must_not_hide(env):

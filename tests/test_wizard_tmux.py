@@ -46,11 +46,15 @@ class Tmux:
     def keys(self, *keys: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
 
-    def exit_status(self) -> int | None:
-        """The app's exit status once it has exited, else None."""
-        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_dead} #{pane_dead_status}"],
-                             capture_output=True, text=True, check=True).stdout.split()
-        return int(out[1]) if out[0] == "1" else None
+    def exit_status(self) -> int | str | None:
+        """The app's exit status once it has exited ("signal N" when a signal ended it), else None."""
+        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F",
+                              "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dead, status, sig = out.split(":")
+        if dead != "1":
+            return None
+        return int(status) if status else f"signal {sig}"
 
     def pid(self) -> int:
         out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"], capture_output=True,
@@ -159,7 +163,7 @@ def test_real_app_in_tmux_shows_live_drops_and_detaches(tmp_path):
         deadline = time.monotonic() + 20
         while term.exit_status() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert term.exit_status() == 0, "the app exited cleanly"
+        assert term.exit_status() == 0, f"the app did not exit cleanly: {term.exit_status()}\n{term.screen()}"
         assert "Traceback" not in term.screen() and "Error" not in term.screen()
         assert not os.path.exists(f"/proc/{pid}")
     finally:

@@ -67,21 +67,23 @@ class Futex(Probe):
         target.stop_if_gone(self.options.pid)
         stop.sleep(timeout)
 
-    def _ongoing_waits(self) -> dict[int, int]:
-        """tid -> how long (ns) its FUTEX_WAIT has been going on, for threads inside one now.
-        Read after the counters: a wait ending in between is missed once (counted at the next
-        read), never counted twice."""
+    def _ongoing_waits(self, now_ns: int) -> dict[int, int]:
+        """tid -> how long (ns) its FUTEX_WAIT had been going on at ``now_ns`` (the read's
+        instant, where its interval ends), for threads inside one.  Read after the counters:
+        a wait ending in between is missed once (counted at the next read), never twice."""
         starts = {k.value: p.ts for k, p in self.bpf[b"pending"].items() if p.kind == KIND_WAIT}
-        now = time.monotonic_ns()  # the clock of bpf_ktime_get_ns()
-        return {tid: max(0, now - ts) for tid, ts in starts.items()}
+        return {tid: max(0, now_ns - ts) for tid, ts in starts.items()}
 
     def read(self) -> list[dict]:
         """One record: what each thread did since the previous read."""
-        now = time.monotonic()
+        # One instant ends the interval and the ongoing waits: measured at the map reads
+        # instead, a loaded host counted more than 1000 ms of waiting per second.
+        now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns()
+        now = now_ns / 1e9
         interval, self._last_read = now - self._last_read, now
         stats = self.bpf[b"stats"]
         counters = {key.value: (key, s, tuple(getattr(s, name) for name in _COUNTERS)) for key, s in stats.items()}
-        ongoing = self._ongoing_waits()
+        ongoing = self._ongoing_waits(now_ns)
         threads = []
         for tid, (key, s, current) in counters.items():
             before = self._seen.get(tid, (0,) * len(_COUNTERS))

@@ -133,7 +133,8 @@ def test_a_thread_blocked_on_a_futex_through_the_run_is_heavy_waiting(target_bin
     _, findings = walk_step("ovs-slow/futex", merged("futex", records, 1.5), 1.5, {"ovs_pid": t.pid})
     heavy = {f.evidence["comm"]: f for f in findings if f.rule == "futex-heavy-wait"}
     assert set(heavy) == {"waiter1", "waiter2"}
-    assert all(900 <= f.evidence["max_wait_ms_per_s"] <= 1001 for f in heavy.values())
+    assert all(900 <= f.evidence["max_wait_ms_per_s"] <= 1001 for f in heavy.values()), \
+        {c: f.evidence["max_wait_ms_per_s"] for c, f in heavy.items()}
 
 
 # --- the ovs-slow steps prefilled from latency findings ----------------------------------------

@@ -200,48 +200,43 @@ def test_details_filters_exclude_other_flow_and_no_stack(env):
     assert all(e["stack"] == [] for e in events)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_cli_detaches_on_signal_and_reports(env, sig):
-    p = ProbeProcess("drop-summary", "--dst-ip", env.peer_ip, "--dst-port", "9996", "-i", "60", "--json")
-    assert our_bpf_programs(p.proc.pid), "the probe process holds no BPF program while attached"
-    send_udp(env.peer_ip, 9996, 6, sport=40010)
+def _count_then_stop(env, stop_sig: int, count: int, sport: int, ignoring: tuple[int, ...] = (),
+                     meanwhile=None) -> None:
+    """drop-summary as a CLI counts `count` drops, then `stop_sig` ends it: exit 0, no
+    traceback, the count in its last record, its programs unloaded."""
+    p = ProbeProcess("drop-summary", "--dst-ip", env.peer_ip, "--dst-port", "9996", "-i", "60", "--json",
+                     ignoring=ignoring)
+    held = our_bpf_programs(p.proc.pid)
+    assert held, "the probe process holds no BPF program while attached"
+    if meanwhile:
+        meanwhile(p, held)
+    send_udp(env.peer_ip, 9996, count, sport=sport)
     settle()
-    pid = p.proc.pid
-    held = our_bpf_programs(pid)
-    records = p.stop(sig)
+    records = p.stop(stop_sig, timeout=10)
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
-    assert sum(e["count"] for e in records[-1]["entries"]) == 6
+    assert sum(e["count"] for e in records[-1]["entries"]) == count
     assert not set(held) & loaded_bpf_programs(), "the probe's programs are still loaded after it exited"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_detaches_on_signal_and_reports(env, sig):
+    _count_then_stop(env, sig, 6, 40010)
 
 
 def test_a_background_job_still_stops_on_sigint(env):
     """A shell starts `netsleuth probe ... &` with SIGINT ignored; `kill -INT` must stop it."""
-    p = ProbeProcess("drop-summary", "--dst-ip", env.peer_ip, "--dst-port", "9996", "-i", "60", "--json",
-                     ignoring=(signal.SIGINT,))
-    held = our_bpf_programs(p.proc.pid)
-    send_udp(env.peer_ip, 9996, 3, sport=40011)
-    settle()
-    records = p.stop(signal.SIGINT, timeout=10)
-    assert p.returncode == 0, p.stderr
-    assert sum(e["count"] for e in records[-1]["entries"]) == 3
-    assert not set(held) & loaded_bpf_programs()
+    _count_then_stop(env, signal.SIGINT, 3, 40011, ignoring=(signal.SIGINT,))
 
 
 def test_under_nohup_sighup_is_ignored_and_sigterm_stops(env):
-    p = ProbeProcess("drop-summary", "--dst-ip", env.peer_ip, "--dst-port", "9996", "-i", "60", "--json",
-                     ignoring=(signal.SIGHUP,))
-    held = our_bpf_programs(p.proc.pid)
-    p.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
-    assert p.proc.poll() is None, f"the probe exited on SIGHUP under nohup: {p.proc.stderr.read()}"
-    assert set(held) <= loaded_bpf_programs()
-    send_udp(env.peer_ip, 9996, 4, sport=40012)
-    settle()
-    records = p.stop(signal.SIGTERM, timeout=10)
-    assert p.returncode == 0, p.stderr
-    assert sum(e["count"] for e in records[-1]["entries"]) == 4
-    assert not set(held) & loaded_bpf_programs()
+    def hang_up(p, held):
+        p.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert p.proc.poll() is None, f"the probe exited on SIGHUP under nohup: {p.proc.stderr.read()}"
+        assert set(held) <= loaded_bpf_programs()
+
+    _count_then_stop(env, signal.SIGTERM, 4, 40012, ignoring=(signal.SIGHUP,), meanwhile=hang_up)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])

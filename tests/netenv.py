@@ -72,6 +72,51 @@ def veth_ns():
         sh("ip", "netns", "del", env.ns, check=False)
 
 
+def ipv4_udp(src_ip: str, dst_ip: str, sport: int, dport: int, payload: bytes, ident: int = 1) -> bytes:
+    """An IPv4/UDP packet with a correct header checksum (UDP checksum 0: none)."""
+    import socket
+    import struct
+
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident, 0, 64, 17, 0,
+                               socket.inet_aton(src_ip), socket.inet_aton(dst_ip)))
+    csum = sum(struct.unpack("!10H", bytes(ip)))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    ip[10:12] = struct.pack("!H", ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF)
+    return bytes(ip) + udp
+
+
+def write_refused_by_tun(packets: list[bytes], tap: bool) -> int:
+    """Write each packet (an Ethernet frame with ``tap``, else an IP packet) to a new tap/tun
+    device behind a virtio-net header whose GSO type no kernel knows (5): tun_get_user
+    copies the packet in, refuses the header and frees the skb before it sets any header
+    offset, so a probe sees the bare buffer.  The device goes away with its descriptor.
+    Returns how many writes the kernel refused (EINVAL)."""
+    import errno
+    import fcntl
+    import struct
+
+    tunsetiff, iff_tun, iff_tap, iff_no_pi, iff_vnet_hdr = 0x400454CA, 0x1, 0x2, 0x1000, 0x4000
+    name = f"nsv{uuid.uuid4().hex[:6]}"
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    refused = 0
+    try:
+        flags = (iff_tap if tap else iff_tun) | iff_no_pi | iff_vnet_hdr
+        fcntl.ioctl(fd, tunsetiff, struct.pack("16sH", name.encode(), flags))
+        sh("ip", "link", "set", name, "up")
+        vnet_hdr = struct.pack("<BBHHHH", 0, 5, 0, 0, 0, 0)  # flags, gso_type, hdr_len, gso_size, csum_*
+        for packet in packets:
+            try:
+                os.write(fd, vnet_hdr + packet)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                refused += 1
+    finally:
+        os.close(fd)
+    return refused
+
+
 def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns: str | None = None,
              sport: int = 0, gap: float = 0.0) -> None:
     """Send ``count`` UDP datagrams (from inside ``ns`` when given)."""

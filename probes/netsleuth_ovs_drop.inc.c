@@ -12,12 +12,16 @@
  * inlined) notes per CPU the skb it hands up; consuming that same skb right
  * after is not a drop.  Actions run with bottom halves off, so nothing else
  * runs on the CPU in between; the time bound only keeps a note from outliving
- * its packet when the skb went on to an output instead.
+ * its packet when the skb went on to an output instead.  It is generous: the
+ * two are microseconds apart on hardware, but a software-emulated VM's vCPU
+ * can sit descheduled on its host for over 10 ms between them (measured in the
+ * lab: an 18.6 ms clock gap in 15 s of a guest busy loop; once, with a 10 ms
+ * bound, the lab reported a controller packet as a drop).
  *
  * Pasted into the drop programs after NS_DEFINE_DROP_HOOK() (it calls their
  * ns_on_drop and a map: BCC rewrites map calls only in the main file). */
 #if defined(NS_OVS_ACTION_LO) && NS_OVS_ACTION_LO
-#define NS_OVS_UPCALL_WINDOW_NS 10000000ULL  /* upcall -> consume takes microseconds */
+#define NS_OVS_UPCALL_WINDOW_NS 1000000000ULL  /* see above */
 
 struct ns_ovs_upcalled {
     u64 skb;

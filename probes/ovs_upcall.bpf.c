@@ -22,7 +22,7 @@ struct handler_val {
 
 BPF_TABLE("lru_hash", struct ns_pkt_id, u64, pending, 16384);
 BPF_PERCPU_ARRAY(slots, u64, 64);          /* log2 histogram of latency in us */
-BPF_PERCPU_ARRAY(totals, u64, 3);          /* [0] upcalls [1] answered [2] sum ns */
+BPF_PERCPU_ARRAY(totals, u64, 4);          /* [0] upcalls [1] answered [2] sum ns [3] executes without upcall */
 /* The interval's maximum, per CPU, in slot [epoch & 1]: user space bumps epoch[0] at
  * each read, then reads and clears the slot of the interval that just ended. */
 BPF_ARRAY(epoch, u64, 1);
@@ -59,8 +59,10 @@ int on_answer(struct pt_regs *ctx)
     u64 *start = pending.lookup(&id);
     if (!start && ns_pkt_id_unhashed(&id))
         start = pending.lookup(&id);  /* its payload was not in the linear data at the upcall */
-    if (!start)
-        return 0;  /* not the answer to an upcall this probe saw */
+    if (!start) {
+        add(3, 1);  /* not the answer to an upcall this probe saw: counted, so a mismatch shows */
+        return 0;
+    }
     u64 delta = bpf_ktime_get_ns() - *start;
     pending.delete(&id);
 

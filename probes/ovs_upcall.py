@@ -48,7 +48,7 @@ class OvsUpcallSummary(Probe):
     def start_reading(self) -> None:
         """Nothing read yet: every count is a delta against what was read last."""
         self._seen_slots = [0] * 64
-        self._seen_totals = [0, 0, 0]
+        self._seen_totals = [0] * 4
         self._epoch = 0
         self._run_max_ns = 0
         self._seen_handlers: dict[int, tuple[int, int]] = {}
@@ -60,8 +60,8 @@ class OvsUpcallSummary(Probe):
         slots = [sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)]
         counts = {i: s - seen for i, (s, seen) in enumerate(zip(slots, self._seen_slots)) if s - seen > 0}
         self._seen_slots = slots
-        totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(3)]
-        upcalls, answered, sum_ns = (t - s for t, s in zip(totals, self._seen_totals))
+        totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(4)]
+        upcalls, answered, sum_ns, unmatched = (t - s for t, s in zip(totals, self._seen_totals))
         self._seen_totals = totals
         max_ns = self._interval_max_ns()
         self._run_max_ns = max(self._run_max_ns, max_ns)
@@ -84,6 +84,10 @@ class OvsUpcallSummary(Probe):
             # Upcalls whose packet ovs-vswitchd did not send back (yet): drop decisions (it
             # installs a drop flow and executes nothing), lost upcalls, answers still to come.
             "unanswered": max(0, upcalls - answered),
+            # Packets executed for ovs-vswitchd that match no upcall this probe saw: an
+            # OpenFlow packet-out, an upcall from before the probe started, or a packet the
+            # probe could not identify (then the latencies above miss it: worth knowing).
+            "executes_without_upcall": unmatched,
             "avg_us": round(sum_ns / answered / 1000, 1) if answered else None,
             "max_us": round(max_ns / 1000, 1) if max_ns else None,  # this interval's slowest answer
             "max_us_since_start": round(self._run_max_ns / 1000, 1) if self._run_max_ns else None,
@@ -104,7 +108,9 @@ class OvsUpcallSummary(Probe):
 
     def format_text(self, r: dict) -> str:
         h = r["histogram"]
-        lines = [f"=== OVS upcall latency: {r['upcalls']} upcalls, {r['answered']} answered ===",
+        unmatched = r["executes_without_upcall"]
+        lines = [f"=== OVS upcall latency: {r['upcalls']} upcalls, {r['answered']} answered"
+                 + (f", {unmatched} executes without an upcall seen" if unmatched else "") + " ===",
                  f"avg {r['avg_us']} us  P50 {h['p50']}  P95 {h['p95']}  P99 {h['p99']}  P99.9 {h['p99_9']}  "
                  f"max(bucket) {h['max']} us  max {r['max_us']} us (since start {r['max_us_since_start']} us)",
                  render_text(Log2Hist.from_buckets(h["buckets"]))]

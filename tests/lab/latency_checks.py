@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from tests import netenv
 from tests.lab import topology as T
 from tests.lab.probe_worker import ProbeWorker
 
@@ -31,6 +32,7 @@ BURST = 8  # datagrams of one unconnected socket in flight at once across an upc
 CONTROLLER_IP, CONTROLLER_MAC = f"{T.SUBNET}.99", "52:54:00:00:00:99"
 FLOW_A = dict(sport=40010, dport=7795)
 A_REPEATS = 4
+PACKET_OUT_SPORT = 40012  # the packet-out phase's datagram
 # The drop-decision phase: an OpenFlow drop rule; the first packet upcalls, the rest hit its flow.
 DROP_DECISION = dict(sport=40011, dport=7796, count=6)
 
@@ -283,6 +285,15 @@ def check_latency(br: T.Bridge, sysnet: T.SystemPath, vm: T.VmPath, probes: dict
         phase("udp_burst", bursts)
 
         ovs_action_phases(br, sysnet, udp, phase)
+
+        def packet_out() -> dict:
+            """A datagram host -> namespace that ovs-vswitchd has executed with no upcall (an
+            OpenFlow packet-out), received by the namespace's sink."""
+            ip = netenv.ipv4_udp(sysnet.ip, sysnet.peer_ip, PACKET_OUT_SPORT, LAT_UDP_PORT, b"seq=packet-out")
+            macs = (T.mac_of(sysnet.peer_if, ns=sysnet.ns) + T.mac_of(sysnet.port)).replace(":", "")
+            br.packet_out(bytes.fromhex(macs) + b"\x08\x00" + ip, sysnet.uplink)
+            return {"received": udp.ends["tx"][1].line(timeout=10)["payload"]}
+        phase("packet_out", packet_out)
     finally:
         udp.close()
     out["final"] = {k: w.stop() for k, w in probes.items()}

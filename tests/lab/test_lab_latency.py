@@ -180,6 +180,7 @@ def test_ovs_upcall_summary_counts_what_the_datapath_missed(lab):
     rec = summary(ph, "upcall")
     assert rec["type"] == "ovs_upcall_summary"
     assert rec["upcalls"] == rec["answered"] == ph["missed"] == 2 * ph["pings"], rec
+    assert rec["executes_without_upcall"] == 0, rec  # every packet sent back matched its upcall
     h = rec["histogram"]
     assert h["count"] == ph["missed"] and 0 < h["p50"] <= h["p99"] <= h["max"]
     assert rec["handlers"] and all(t["comm"].startswith("handler") for t in rec["handlers"]), rec["handlers"]
@@ -196,6 +197,18 @@ def test_ovs_upcall_summary_filters_in_the_kernel(lab):
         everything, tx = summary(ph, "upcall"), summary(ph, "upcall_udp_tx")
         assert everything["upcalls"] == everything["answered"] == ph["missed"] == len(ph["sent"]) + len(ph["sent_rx"])
         assert tx["upcalls"] == tx["answered"] == len(ph["sent"]), tx
+        assert everything["executes_without_upcall"] == tx["executes_without_upcall"] == 0, (everything, tx)
+
+
+def test_an_execute_no_upcall_asked_for_is_counted_apart(lab):
+    """An OpenFlow packet-out: ovs-vswitchd has the kernel execute a datagram (the namespace
+    received it) that never upcalled: no upcall, no answer, one execute without an upcall,
+    in both instances (the filtered one: it is the host's UDP to the namespace)."""
+    ph = phase(lab, "packet_out")
+    assert ph["received"] == "seq=packet-out" and ph["missed"] == 0, ph
+    for name in ("upcall", "upcall_udp_tx"):
+        rec = summary(ph, name)
+        assert (rec["upcalls"], rec["answered"], rec["executes_without_upcall"]) == (0, 0, 1), rec
 
 
 @pytest.mark.parametrize("name", ["udp_normal", "udp_slow"])
@@ -249,6 +262,7 @@ def test_the_upcall_probe_answers_each_datagram_of_a_burst(lab):
     rec = summary(ph, "upcall")
     missed = ph["tx"]["missed"] + ph["rx"]["missed"]
     assert rec["upcalls"] == rec["answered"] == missed, rec
+    assert rec["executes_without_upcall"] == 0, rec
 
 
 # the latency threshold ---------------------------------------------------------------

@@ -232,6 +232,11 @@ class Bridge:
         self.add_flow(flow)
         return flow
 
+    def packet_out(self, frame: bytes, port: str) -> None:
+        """An OpenFlow packet-out: ovs-vswitchd has the datapath execute ``frame`` (output to
+        ``port``) with no upcall before it."""
+        sh("ovs-ofctl", "packet-out", self.name, f"in_port=controller packet={frame.hex()} actions=output:{port}")
+
     def del_flows(self, match: str) -> None:
         sh("ovs-ofctl", "--strict", "del-flows", self.name, match)
 

@@ -365,6 +365,17 @@ def test_upcall_tail_over_timeout_suggests_root_cause_with_handler_threads():
     assert offcpu.params == {"pid": 4200, "tid": "4242, 4243", "min-block-us": 10000}
 
 
+def test_executes_without_an_upcall_are_named_only_when_there_are_some():
+    rec = upcall_record()
+    w = Walk(LIB, {"timeout_ms": 200, "ovs_pid": 4200}, start="ovs-slow/ovs-upcall-summary")
+    assert "executes-without-upcall" not in [f.rule for f in w.complete("ok", merged("ovs-upcall-summary", [rec]))]
+    w = Walk(LIB, {"timeout_ms": 200, "ovs_pid": 4200}, start="ovs-slow/ovs-upcall-summary")
+    findings = w.complete("ok", merged("ovs-upcall-summary", [dict(rec, executes_without_upcall=3)] * 2))
+    (f,) = [f for f in findings if f.rule == "executes-without-upcall"]
+    assert f.level == "info" and f.say.startswith("6 packets came back") and "(2,000 upcalls)" in f.say, f.say
+    assert findings[0].rule == "upcall-over-timeout"  # the tail still leads
+
+
 def test_lock_holder_is_the_cause_with_the_guides_fixes():
     waits = [{"type": "lock_wait", "time": f"2026-11-25T10:00:0{i}+00:00", "pid": 4200, "lock": "0x55d0c0ffee",
               "kind": "rdlock", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",

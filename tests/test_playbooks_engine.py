@@ -376,6 +376,17 @@ def test_executes_without_an_upcall_are_named_only_when_there_are_some():
     assert findings[0].rule == "upcall-over-timeout"  # the tail still leads
 
 
+def test_no_upcalls_says_so_and_points_along_the_path_not_at_the_handlers():
+    from probes.runtime.hist import Log2Hist
+
+    rec = {"type": "ovs_upcall_summary", "upcalls": 0, "answered": 0, "unanswered": 0, "executes_without_upcall": 0,
+           "avg_us": None, "max_us": None, "max_us_since_start": None, "histogram": Log2Hist({}).summary(),
+           "handlers": []}
+    w = Walk(LIB, {"ovs_pid": 4200}, start="ovs-slow/ovs-upcall-summary")
+    assert [f.rule for f in w.complete("ok", merged("ovs-upcall-summary", [rec]))] == ["no-upcalls"]
+    assert [s.ref for s in w.suggestions()] == ["high-latency/system-latency-summary"]
+
+
 def test_lock_holder_is_the_cause_with_the_guides_fixes():
     waits = [{"type": "lock_wait", "time": f"2026-11-25T10:00:0{i}+00:00", "pid": 4200, "lock": "0x55d0c0ffee",
               "kind": "rdlock", "waiter_tid": 4242 + i % 2, "waiter_comm": f"handler{23 + i % 2}",

@@ -43,6 +43,14 @@ def test_slowed_handlers_give_an_upcall_tail_finding_with_their_threads_prefille
     assert "ovs-slow/cpu-burst" in [s.ref for s in w.suggestions()]
 
 
+def test_a_packet_out_is_named_as_an_execute_without_upcall_and_an_upcall_phase_is_not(lab):
+    _, findings = walk(lab, "packet_out", "upcall", "ovs-upcall-summary", "ovs-slow/ovs-upcall-summary")
+    assert [f.rule for f in findings] == ["no-upcalls", "executes-without-upcall"], findings
+    assert findings[1].say.split()[0] == "1" and "(0 upcalls)" in findings[1].say, findings[1].say
+    _, findings = walk(lab, "udp_normal", "upcall", "ovs-upcall-summary", "ovs-slow/ovs-upcall-summary")
+    assert "executes-without-upcall" not in [f.rule for f in findings]
+
+
 def test_slow_packets_are_pinned_on_the_handler_threads_that_answered(lab):
     events = [r for r in lab["latency"]["udp_slow"]["records"]["sys_details"] if r["type"] == "system_latency_event"]
     w, findings = walk(lab, "udp_slow", "sys_details", "system-latency-details",

@@ -136,7 +136,10 @@ def start_ovs(wait_for_uptime: bool = True) -> Ovs:
 
 @contextlib.contextmanager
 def slow_vswitchd(percent: int = 5, period_us: int = 100_000):
-    """Run ovs-vswitchd (its handler threads included) under a cgroup CPU limit."""
+    """Run ovs-vswitchd (its handler threads included) under a cgroup CPU limit, with a
+    CPU hog in the same cgroup: the hog spends the quota at the start of every period,
+    so an upcall waits for a later one.  (Without it an upcall that came while quota was
+    left got answered at full speed: 3 of 5 pings once.)"""
     root = Path("/sys/fs/cgroup")
     group = root / "ovs-slow"
     subtree = root / "cgroup.subtree_control"
@@ -146,9 +149,13 @@ def slow_vswitchd(percent: int = 5, period_us: int = 100_000):
     (group / "cpu.max").write_text(f"{period_us * percent // 100} {period_us}")
     pid = ovs_pid()
     (group / "cgroup.procs").write_text(str(pid))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
+        (group / "cgroup.procs").write_text(str(hog.pid))
         yield group
     finally:
+        hog.kill()
+        hog.wait()
         (root / "cgroup.procs").write_text(str(pid))
         group.rmdir()
 

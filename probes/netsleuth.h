@@ -332,8 +332,8 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
         /* No offsets to trust (an skb just built from a buffer: a tap's write before
          * eth_type_trans, OVS_PACKET_CMD_EXECUTE): data holds an IP packet or an Ethernet
          * frame, and version/IHL cannot tell which: a destination MAC 46:.. reads as
-         * IPv4 with IHL 6 (one lab boot in ~8 drew such a random MAC and its packets got
-         * a garbage identity).  These packets come whole, from a guest or from
+         * IPv4 with IHL 6 (2 of ~7 lab boots drew such a random MAC, and that direction's
+         * packets got a garbage identity).  These packets come whole, from a guest or from
          * ovs-vswitchd, so a real IPv4 header has a correct checksum: only that counts. */
         if (ns_read_ip_verified(data, &iph)) {
             ip = data;

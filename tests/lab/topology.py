@@ -34,7 +34,7 @@ from tests.lab import fake_vm
 SUBNET = "10.251.0"
 # The system path's MACs begin like an IPv4 header (46: version 4, IHL 6; 4e: IHL 14), so
 # each direction's frames test the probes that parse a bare buffer (the datagrams
-# ovs-vswitchd sends back to execute) on every boot; random MACs did so on ~1 boot in 8.
+# ovs-vswitchd sends back to execute) on every boot; random MACs did so on 2 of ~7 boots.
 SYS_PORT_MAC, PEER_MAC = "4e:00:5e:fb:00:01", "46:00:5e:fb:00:02"
 # OVS 3.1.0 (Debian's) starts ovs-vswitchd with no handler threads when it comes
 # up within ~10 s of boot, and every upcall then fails (fixed in 3.1.1).

@@ -129,9 +129,9 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
             "reason": reason,
             "location": location,
             "skb_len": e.skb_len,
-            "eth": {
-                "src": _mac(p.eth_src) if p.eth_type else None,
-                "dst": _mac(p.eth_dst) if p.eth_type else None,
+            "eth": {  # the type may come from skb->protocol alone: no MACs were read then
+                "src": _mac(p.eth_src) if any(p.eth_src) else None,
+                "dst": _mac(p.eth_dst) if any(p.eth_dst) else None,
                 "type": p.eth_type or None,
                 "type_name": ETH_TYPE_NAMES.get(p.eth_type),
             },

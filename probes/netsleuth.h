@@ -303,7 +303,9 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     struct ns_iphdr iph = {};
     struct ns_l4 l4 = {};
     int have_l4 = 0;
-    if (mh != NS_MAC_UNSET) {
+    /* A MAC header at the network header is no MAC header (an L3 device: tun, tunnels):
+     * parsed as Ethernet, a packet from 8.0.69.0-8.0.79.255 would pass for IPv4. */
+    if (mh != NS_MAC_UNSET && mh != nh) {
         u8 b[NS_BURST_LEN] = {};
         if (bpf_probe_read_kernel(b, sizeof(b), head + mh) == 0) {
             u32 l3off = ns_eth_from(b, p);

@@ -86,24 +86,38 @@ def ipv4_udp(src_ip: str, dst_ip: str, sport: int, dport: int, payload: bytes, i
     return bytes(ip) + udp
 
 
-def write_refused_by_tun(packets: list[bytes], tap: bool) -> int:
-    """Write each packet (an Ethernet frame with ``tap``, else an IP packet) to a new tap/tun
-    device behind a virtio-net header whose GSO type no kernel knows (5): tun_get_user
-    copies the packet in, refuses the header and frees the skb before it sets any header
-    offset, so a probe sees the bare buffer.  The device goes away with its descriptor.
-    Returns how many writes the kernel refused (EINVAL)."""
-    import errno
+TUN, TAP = 0x1, 0x2  # device kinds for open_tun
+
+
+@contextlib.contextmanager
+def open_tun(kind: int, vnet_hdr: bool = False):
+    """A new tun (L3) or tap (Ethernet) device, up; yields (name, fd).  It goes away with
+    its descriptor."""
     import fcntl
     import struct
 
-    tunsetiff, iff_tun, iff_tap, iff_no_pi, iff_vnet_hdr = 0x400454CA, 0x1, 0x2, 0x1000, 0x4000
+    tunsetiff, iff_no_pi, iff_vnet_hdr = 0x400454CA, 0x1000, 0x4000
     name = f"nsv{uuid.uuid4().hex[:6]}"
     fd = os.open("/dev/net/tun", os.O_RDWR)
-    refused = 0
     try:
-        flags = (iff_tap if tap else iff_tun) | iff_no_pi | iff_vnet_hdr
+        flags = kind | iff_no_pi | (iff_vnet_hdr if vnet_hdr else 0)
         fcntl.ioctl(fd, tunsetiff, struct.pack("16sH", name.encode(), flags))
         sh("ip", "link", "set", name, "up")
+        yield name, fd
+    finally:
+        os.close(fd)
+
+
+def write_refused_by_tun(packets: list[bytes], kind: int) -> int:
+    """Write each packet (an Ethernet frame to a TAP, an IP packet to a TUN) behind a
+    virtio-net header whose GSO type no kernel knows (5): tun_get_user copies the packet
+    in, refuses the header and frees the skb before it sets any header offset, so a probe
+    sees the bare buffer.  Returns how many writes the kernel refused (EINVAL)."""
+    import errno
+    import struct
+
+    refused = 0
+    with open_tun(kind, vnet_hdr=True) as (_, fd):
         vnet_hdr = struct.pack("<BBHHHH", 0, 5, 0, 0, 0, 0)  # flags, gso_type, hdr_len, gso_size, csum_*
         for packet in packets:
             try:
@@ -112,9 +126,24 @@ def write_refused_by_tun(packets: list[bytes], tap: bool) -> int:
                 if e.errno != errno.EINVAL:
                     raise
                 refused += 1
-    finally:
-        os.close(fd)
     return refused
+
+
+@contextlib.contextmanager
+def l3_tun_in_namespace(address: str):
+    """A tun (L3) device inside a new namespace, with ``address``/24 and no other route:
+    yields the fd to write IP packets in as if they came from the wire.  Nothing can leave
+    (an ICMP error for them has no route)."""
+    ns = f"nst-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        with open_tun(TUN) as (name, fd):
+            sh("ip", "link", "set", name, "netns", ns)
+            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
+            sh("ip", "link", "set", name, "up", ns=ns)
+            yield fd
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
 
 
 def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns: str | None = None,

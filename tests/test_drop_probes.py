@@ -17,8 +17,9 @@ import pytest
 
 from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
-from tests.netenv import (ROOT, ProbeProcess, flood_udp, ipv4_udp, loaded_bpf_programs, our_bpf_programs,
-                          send_icmp_echo, send_tcp_syn, send_udp, settle, sh, veth_ns, write_refused_by_tun)
+from tests.netenv import (ROOT, TAP, TUN, ProbeProcess, flood_udp, ipv4_udp, l3_tun_in_namespace, loaded_bpf_programs,
+                          our_bpf_programs, send_icmp_echo, send_tcp_syn, send_udp, settle, sh, veth_ns,
+                          write_refused_by_tun)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
 
@@ -408,13 +409,28 @@ def test_details_parse_a_bare_buffer_whatever_its_first_bytes(dst_mac):
     frame = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("020000fa0001") + b"\x08\x00" + packet
     flow = {"protocol": "udp", "src_ip": "10.253.250.1", "dst_ip": "10.253.250.2", "src_port": 40013, "dst_port": 9013}
     with DropDetails(no_stack_trace=True) as probe:
-        refused = write_refused_by_tun([frame] * 3, tap=True) + write_refused_by_tun([packet] * 2, tap=False)
+        refused = write_refused_by_tun([frame] * 3, TAP) + write_refused_by_tun([packet] * 2, TUN)
         settle()
         probe.wait(0.2)
         events = [e for e in probe.read() if e["type"] == "drop" and e["location"].startswith("tun_get_user+")]
     assert refused == 5 and len(events) == 5, events
     assert all(e["flow"] == flow and e["ip"]["id"] == 77 for e in events), events
-    assert [e["eth"]["dst"] for e in events if e["eth"]["src"] != "00:00:00:00:00:00"] == [dst_mac] * 3, events
+    assert [e["eth"]["dst"] for e in events] == [dst_mac] * 3 + [None] * 2, events  # the tun's have no MACs
+
+
+def test_details_read_no_ethernet_header_on_an_l3_device():
+    """On a tun (L3) device the MAC header offset points at the IP header (no link-layer
+    header: it equals the network header).  It must not be parsed as Ethernet: a packet
+    from 8.0.70.1 would read as EtherType 0x0800 and a bogus IPv4 header after it."""
+    with DropDetails(dst_port="9014", no_stack_trace=True) as probe, l3_tun_in_namespace("10.253.251.1") as fd:
+        for src in ("8.0.70.1", "10.253.251.7"):
+            os.write(fd, ipv4_udp(src, "10.253.251.1", 40014, 9014, b"l3-tun", ident=88))
+        settle()
+        probe.wait(0.2)
+        events = [e for e in probe.read() if e["type"] == "drop"]
+    assert [e["flow"]["src_ip"] for e in events] == ["8.0.70.1", "10.253.251.7"], events
+    assert all(e["flow"]["dst_ip"] == "10.253.251.1" and e["ip"]["id"] == 88 for e in events), events
+    assert all(e["eth"]["src"] is None and e["eth"]["dst"] is None for e in events), events
 
 
 def test_summary_makes_room_by_popping_idle_keys_without_losing_counts(env, monkeypatch):

@@ -15,6 +15,8 @@ from .system_latency import DURATION
 
 # The answer: OVS_PACKET_CMD_EXECUTE builds the packet and extracts its key here (see the .bpf.c).
 UPCALL_FN, ANSWER_FN = "ovs_dp_upcall", "ovs_flow_key_extract_userspace"
+# The program's `totals` array, slot by slot (ovs_upcall.bpf.c).
+TOTALS = ("upcalls", "answered", "sum_ns", "unmatched")
 
 
 class OvsUpcallSummary(Probe):
@@ -48,7 +50,7 @@ class OvsUpcallSummary(Probe):
     def start_reading(self) -> None:
         """Nothing read yet: every count is a delta against what was read last."""
         self._seen_slots = [0] * 64
-        self._seen_totals = [0] * 4
+        self._seen_totals = [0] * len(TOTALS)
         self._epoch = 0
         self._run_max_ns = 0
         self._seen_handlers: dict[int, tuple[int, int]] = {}
@@ -60,7 +62,7 @@ class OvsUpcallSummary(Probe):
         slots = [sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)]
         counts = {i: s - seen for i, (s, seen) in enumerate(zip(slots, self._seen_slots)) if s - seen > 0}
         self._seen_slots = slots
-        totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(4)]
+        totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(len(TOTALS))]
         upcalls, answered, sum_ns, unmatched = (t - s for t, s in zip(totals, self._seen_totals))
         self._seen_totals = totals
         max_ns = self._interval_max_ns()

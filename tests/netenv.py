@@ -207,10 +207,19 @@ def our_bpf_programs(pid: int | None = None) -> list[int]:
     return ids
 
 
-def loaded_bpf_programs() -> set[int]:
-    """Ids of every BPF program loaded in the kernel (bpftool prog show)."""
+def loaded_bpf_programs(mine_only: bool = False) -> set[int]:
+    """Ids of the BPF programs loaded in the kernel (bpftool prog show); with ``mine_only``,
+    only those held by this process or its descendants (another test run on the machine
+    loads and unloads its own meanwhile)."""
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
-    return {p["id"] for p in json.loads(out)}
+    progs = json.loads(out)
+    if not mine_only:
+        return {p["id"] for p in progs}
+    import psutil
+
+    me = psutil.Process()
+    ours = {me.pid} | {c.pid for c in me.children(recursive=True)}
+    return {p["id"] for p in progs if any(h.get("pid") in ours for h in p.get("pids", ()))}
 
 
 # A UDP flood for SECONDS to DST:PORT, as fast as Python sends.

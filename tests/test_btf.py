@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from probes.runtime.btf import BTF, VMLINUX_BTF, BTFError
-from probes.runtime.offsets import FIELDS, from_btf
+from probes.runtime import offsets
+from probes.runtime.offsets import FIELDS, MODULE_FIELDS, SIZES, from_btf
 
 pytestmark = pytest.mark.skipif(not VMLINUX_BTF.exists() or not shutil.which("bpftool") or not shutil.which("gcc"),
                                 reason="needs /sys/kernel/btf/vmlinux, bpftool and gcc")
@@ -29,11 +30,13 @@ def compiler_offsets(tmp_path_factory):
     vmlinux_h = d / "vmlinux.h"
     with vmlinux_h.open("w") as f:
         subprocess.run(["bpftool", "btf", "dump", "file", str(VMLINUX_BTF), "format", "c"], stdout=f, check=True)
-    fields = list(FIELDS.values()) + EXTRA
+    fields = list(FIELDS.values()) + EXTRA + built_in_module_fields()
     src = d / "off.c"
     lines = ['#include "vmlinux.h"', "int printf(const char *, ...);", "int main(void) {"]
     for struct_name, field in fields:
         lines.append(f'  printf("{struct_name}.{field} %lu\\n", (unsigned long)__builtin_offsetof(struct {struct_name}, {field}));')
+    for struct_name in SIZES.values():
+        lines.append(f'  printf("sizeof.{struct_name} %lu\\n", (unsigned long)sizeof(struct {struct_name}));')
     lines += ["  return 0;", "}"]
     src.write_text("\n".join(lines))
     exe = d / "off"
@@ -42,9 +45,37 @@ def compiler_offsets(tmp_path_factory):
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
 
 
+def built_in_module_fields() -> list[tuple[str, str]]:
+    """The module-private fields whose module is built into this kernel (tun is, here)."""
+    btf = BTF.load()
+    return [(s, f) for _m, s, f in MODULE_FIELDS.values() if f and btf.find(4, s) is not None]
+
+
 def test_offsets_match_compiler(btf, compiler_offsets):
-    for struct_name, field in list(FIELDS.values()) + EXTRA:
+    for struct_name, field in list(FIELDS.values()) + EXTRA + built_in_module_fields():
         assert btf.field(struct_name, field).offset == compiler_offsets[f"{struct_name}.{field}"], (struct_name, field)
+    for name, struct_name in SIZES.items():
+        assert from_btf().values[name] == str(compiler_offsets[f"sizeof.{struct_name}"])
+
+
+def test_module_fields_of_a_built_in_module_come_from_vmlinux(btf, compiler_offsets):
+    found = [(name, s, f) for name, (_m, s, f) in MODULE_FIELDS.items() if f and btf.find(4, s) is not None]
+    if not found:
+        pytest.skip("no module of MODULE_FIELDS is built into this kernel")
+    for name, struct_name, field in found:
+        assert offsets.module_offset(name) == compiler_offsets[f"{struct_name}.{field}"]
+
+
+def test_a_module_that_is_not_there_says_how_to_get_it(monkeypatch):
+    monkeypatch.setitem(MODULE_FIELDS, "NO_SUCH", ("nosuchmod", "nosuch_struct", "x"))
+    with pytest.raises(offsets.OffsetsUnavailable, match=r"modprobe nosuchmod"):
+        offsets.module_offset("NO_SUCH")
+
+
+def test_function_parameters_by_name(btf):
+    assert btf.params("tcp_v4_rcv") == ("skb",)
+    with pytest.raises(BTFError, match="function no_such_fn not found"):
+        btf.params("no_such_fn")
 
 
 def test_resolved_offsets_cache_matches(btf):

@@ -72,3 +72,22 @@ def test_no_module_btf_means_no_names(tmp_path, monkeypatch):
         assert drop_hook.ovs_reason_names() == {}
     finally:
         drop_hook.ovs_reason_names.cache_clear()
+
+
+def test_split_btf_type_ids_continue_the_base(tmp_path):
+    """A module struct whose members are module types (an anonymous union) and a base type:
+    ids after the base's count are the module's own."""
+    base_strings, base_offs = strings("int")
+    int_type = struct.pack("<III", base_offs["int"], 1 << 24, 4) + struct.pack("<I", 32)  # id 1
+    base = blob(int_type, base_strings)
+    mod_strings, offs = strings("tun_file", "queue_index", "tx_ring", start=len(base_strings))
+    union = struct.pack("<III", 0, (5 << 24) | 1, 8) + struct.pack("<III", offs["tx_ring"], 1, 0)  # id 2
+    file_struct = struct.pack("<III", offs["tun_file"], (4 << 24) | 2, 24)  # id 3
+    file_struct += struct.pack("<III", offs["queue_index"], 1, 0) + struct.pack("<III", 0, 2, 64)
+    (tmp_path / "vmlinux").write_bytes(base)
+    (tmp_path / "tun").write_bytes(blob(union + file_struct, mod_strings))
+    module = btf.BTF.load_module("tun", tmp_path / "vmlinux")
+    assert btf.type_count(base) == 1
+    assert module.field("tun_file", "queue_index").offset == 0
+    assert module.field("tun_file", "tx_ring").offset == 8  # through the module's anonymous union
+    assert module.struct_size("tun_file") == 24

@@ -50,6 +50,7 @@ class BtfType:
     members: tuple[Member, ...] = ()
     enum_values: tuple[tuple[str, int], ...] = ()
     array: tuple[int, int] | None = None  # (element type, nelems)
+    params: tuple[str, ...] = ()  # FUNC_PROTO: parameter names, in order
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,41 @@ class Field:
     bitfield_size: int
 
 
-def string_section(blob: bytes) -> bytes:
-    """The string section of a BTF blob, from its header alone."""
+def _sections(blob: bytes) -> tuple[int, int, int, int, int]:
+    """(header length, type offset, type length, string offset, string length)."""
     if len(blob) < 24:
         raise BTFError("BTF blob too short")
-    hdr_len = struct.unpack_from("<I", blob, 4)[0]
-    _type_off, _type_len, str_off, str_len = struct.unpack_from("<IIII", blob, 8)
+    return (struct.unpack_from("<I", blob, 4)[0], *struct.unpack_from("<IIII", blob, 8))
+
+
+def type_count(blob: bytes) -> int:
+    """How many types a BTF blob declares: a module's split BTF numbers its own after them."""
+    hdr_len, type_off, type_len, _str_off, _str_len = _sections(blob)
+    pos = hdr_len + type_off
+    end = pos + type_len
+    count = 0
+    while pos < end:
+        info = struct.unpack_from("<I", blob, pos + 4)[0]
+        fixed, per_item = _EXTRA.get((info >> 24) & 0x1F, (0, 0))
+        pos += 12 + fixed + per_item * (info & 0xFFFF)
+        count += 1
+    return count
+
+
+def string_section(blob: bytes) -> bytes:
+    """The string section of a BTF blob, from its header alone."""
+    hdr_len, _type_off, _type_len, str_off, str_len = _sections(blob)
     return blob[hdr_len + str_off : hdr_len + str_off + str_len]
 
 
 class BTF:
-    def __init__(self, blob: bytes, base_strings: bytes = b""):
-        """``base_strings``: for a module's split BTF (/sys/kernel/btf/<module>), the
-        string section of vmlinux's, which its name offsets continue.  Type ids of a split
-        BTF are then local (enough for finding enums and structs by name)."""
-        self.types: list[BtfType | None] = [None]  # type id 0 is "void"
+    def __init__(self, blob: bytes, base_strings: bytes = b"", base_types: int = 0):
+        """``base_strings``, ``base_types``: for a module's split BTF (/sys/kernel/btf/<module>),
+        the string section of vmlinux's, which its name offsets continue, and vmlinux's type
+        count, after which its type ids continue.  vmlinux's own types are not loaded: a
+        member of such a type has an offset here but no inner members."""
+        self.id_base = base_types
+        self.types: list[BtfType | None] = [None]  # index 0: "void" (or the base types)
         self._by_name: dict[tuple[int, str], list[int]] = {}
         self.strings = b""
         self._parse(blob, base_strings)
@@ -90,7 +111,7 @@ class BTF:
             blob = (vmlinux.parent / module).read_bytes()
         except OSError as e:
             raise BTFError(f"cannot read the BTF of {module}: {e.strerror}") from e
-        return cls(blob, string_section(base))
+        return cls(blob, string_section(base), type_count(base))
 
     @classmethod
     def load(cls, path: Path = VMLINUX_BTF) -> "BTF":
@@ -132,6 +153,7 @@ class BTF:
             members: tuple[Member, ...] = ()
             enum_values: tuple[tuple[str, int], ...] = ()
             array = None
+            params: tuple[str, ...] = ()
             if kind in (STRUCT, UNION):
                 items = []
                 for i in range(vlen):
@@ -157,15 +179,23 @@ class BTF:
             elif kind == ARRAY:
                 elem, _index, nelems = struct.unpack_from("<III", blob, pos)
                 array = (elem, nelems)
+            elif kind == FUNC_PROTO:
+                params = tuple(name(struct.unpack_from("<I", blob, pos + 8 * i)[0]) for i in range(vlen))
             elif kind not in _EXTRA and kind not in (PTR, FWD, FUNC, FLOAT) and kind not in _MODIFIERS:
                 raise BTFError(f"unknown BTF kind {kind} at type {len(self.types)}")
             pos += fixed + per_item * vlen
-            t = BtfType(kind, name(name_off), size_or_type, vlen, kind_flag, members, enum_values, array)
+            t = BtfType(kind, name(name_off), size_or_type, vlen, kind_flag, members, enum_values, array, params)
             if t.name:
-                self._by_name.setdefault((kind, t.name), []).append(len(self.types))
+                self._by_name.setdefault((kind, t.name), []).append(self.id_base + len(self.types))
             self.types.append(t)
 
     # -- queries -------------------------------------------------------------
+    def _type(self, type_id: int) -> BtfType | None:
+        """A type by id; None for void and for a base type a split BTF does not hold."""
+        if type_id <= self.id_base:
+            return None
+        return self.types[type_id - self.id_base]
+
     def find(self, kind: int, name: str) -> int | None:
         ids = self._by_name.get((kind, name))
         return ids[0] if ids else None
@@ -173,7 +203,7 @@ class BTF:
     def resolve(self, type_id: int) -> int:
         """Skip typedefs and qualifiers."""
         for _ in range(64):
-            t = self.types[type_id]
+            t = self._type(type_id)
             if t is None or t.kind not in _MODIFIERS:
                 return type_id
             type_id = t.size_or_type
@@ -181,7 +211,7 @@ class BTF:
 
     def size_of(self, type_id: int) -> int:
         type_id = self.resolve(type_id)
-        t = self.types[type_id]
+        t = self._type(type_id)
         if t is None:
             return 0
         if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT, DATASEC):
@@ -214,7 +244,7 @@ class BTF:
 
     def _find_member(self, type_id: int, name: str) -> tuple[Member, int] | None:
         """Find a member by name, descending into anonymous structs/unions."""
-        t = self.types[self.resolve(type_id)]
+        t = self._type(self.resolve(type_id))
         if t is None or t.kind not in (STRUCT, UNION):
             return None
         for m in t.members:
@@ -231,6 +261,21 @@ class BTF:
         type_id = self.find(ENUM, name) or self.find(ENUM64, name)
         if type_id is None:
             raise BTFError(f"enum {name} not found in BTF")
-        t = self.types[type_id]
+        t = self._type(type_id)
         assert t is not None
         return dict(t.enum_values)
+
+    def struct_size(self, name: str) -> int:
+        type_id = self.find(STRUCT, name)
+        if type_id is None:
+            raise BTFError(f"struct {name} not found in BTF")
+        return self.size_of(type_id)
+
+    def params(self, function: str) -> tuple[str, ...]:
+        """A function's parameter names, in order (pick arguments by name across kernels)."""
+        type_id = self.find(FUNC, function)
+        func = self._type(type_id) if type_id is not None else None
+        proto = self._type(func.size_or_type) if func is not None else None
+        if proto is None or proto.kind != FUNC_PROTO:
+            raise BTFError(f"function {function} not found in BTF")
+        return proto.params

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .btf import BTF, VMLINUX_BTF, BTFError
 from .paths import cache_dir
@@ -32,6 +33,30 @@ FIELDS: dict[str, tuple[str, str]] = {
     "NETDEV_ND_NET": ("net_device", "nd_net"),
     "NET_NS_INUM": ("net", "ns.inum"),
     "TASK_PID": ("task_struct", "pid"),
+    "SKB_QUEUE_MAPPING": ("sk_buff", "queue_mapping"),
+    "SOCKET_OPS": ("socket", "ops"),
+    "PTR_RING_PRODUCER": ("ptr_ring", "producer"),
+    "PTR_RING_CONSUMER_HEAD": ("ptr_ring", "consumer_head"),
+    "PTR_RING_SIZE": ("ptr_ring", "size"),
+    "PTR_RING_QUEUE": ("ptr_ring", "queue"),
+}
+
+# macro name -> struct whose size the program needs (e.g. netdev_priv() follows net_device).
+SIZES: dict[str, str] = {
+    "NETDEV_SIZE": "net_device",
+}
+
+# macro name -> (module, struct, field path, or None for the struct's size): structs private
+# to a module, whose layout only the module's own BTF (/sys/kernel/btf/<module>) knows;
+# kernel headers packages do not ship them.  docs/output-virt.md lists what each probe reads.
+MODULE_FIELDS: dict[str, tuple[str, str, str | None]] = {
+    "TUN_TFILES": ("tun", "tun_struct", "tfiles"),
+    "TUN_NUMQUEUES": ("tun", "tun_struct", "numqueues"),
+    "TUN_DEV": ("tun", "tun_struct", "dev"),
+    "TFILE_TX_RING": ("tun", "tun_file", "tx_ring"),
+    "TFILE_SOCKET": ("tun", "tun_file", "socket"),
+    "TFILE_TUN": ("tun", "tun_file", "tun"),
+    "TFILE_QUEUE_INDEX": ("tun", "tun_file", "queue_index"),
 }
 
 _CACHE_FORMAT = 1
@@ -49,6 +74,14 @@ class StructOffsets:
     def cflags(self, names: list[str]) -> list[str]:
         out = []
         for name in names:
+            if name in MODULE_FIELDS:
+                out.append(f"-DNS_OFF_{name}={module_offset(name)}")
+                continue
+            if name in SIZES:
+                if name not in self.values:
+                    raise OffsetsUnavailable(f"the size of struct {SIZES[name]} is not known on this kernel")
+                out.append(f"-DNS_OFF_{name}={self.values[name]}")
+                continue
             if name not in self.values:
                 raise OffsetsUnavailable(f"field {FIELDS[name][0]}.{FIELDS[name][1]} is not known on this kernel")
             out.append(f"-DNS_OFF_{name}={self.values[name]}")
@@ -85,7 +118,8 @@ def window_cflags(offsets: "StructOffsets", names: list[str]) -> list[str]:
 
 def _cache_key(blob: bytes) -> str:
     """Changes with the kernel's BTF and with the set of fields asked for."""
-    return hashlib.sha256(blob + repr(sorted(FIELDS.items())).encode()).hexdigest()[:20]
+    wanted = repr(sorted(FIELDS.items())) + repr(sorted(SIZES.items()))
+    return hashlib.sha256(blob + wanted.encode()).hexdigest()[:20]
 
 
 def from_btf(path=VMLINUX_BTF) -> StructOffsets:
@@ -105,6 +139,11 @@ def from_btf(path=VMLINUX_BTF) -> StructOffsets:
         if f.bitfield_size:
             continue  # not addressable by byte offset
         values[name] = str(f.offset)
+    for name, struct_name in SIZES.items():
+        try:
+            values[name] = str(btf.struct_size(struct_name))
+        except BTFError:
+            continue
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(values))
     os.replace(tmp, cache)
@@ -116,7 +155,48 @@ def from_headers() -> StructOffsets:
     values = {}
     for name, (struct_name, field) in FIELDS.items():
         values[name] = f"__builtin_offsetof(struct {struct_name},{field})"
+    for name, struct_name in SIZES.items():
+        values[name] = f"sizeof(struct {struct_name})"
     return StructOffsets("headers", values)
+
+
+@lru_cache(maxsize=None)
+def _btf_of(module: str) -> BTF:
+    """A loaded module's split BTF, or vmlinux's (where a built-in module's types are)."""
+    if module != "vmlinux" and (VMLINUX_BTF.parent / module).exists():
+        return BTF.load_module(module)
+    return BTF.load(VMLINUX_BTF)
+
+
+def _module_btf(module: str, struct_name: str) -> BTF:
+    try:
+        btf = _btf_of(module)
+        if btf.find(4, struct_name) is not None:  # BTF_KIND_STRUCT
+            return btf
+    except BTFError:
+        pass
+    raise OffsetsUnavailable(
+        f"needs the {module} module's BTF (/sys/kernel/btf/{module}) for struct {struct_name}: load the module "
+        f"(`modprobe {module}`); a kernel without BTF for modules (CONFIG_DEBUG_INFO_BTF_MODULES) cannot tell "
+        "where its private structs' fields are")
+
+
+def module_offset(name: str) -> int:
+    """Offset (or size) of a module-private struct field, from the module's BTF."""
+    module, struct_name, field = MODULE_FIELDS[name]
+    btf = _module_btf(module, struct_name)
+    try:
+        return btf.struct_size(struct_name) if field is None else btf.field(struct_name, field).offset
+    except BTFError as e:
+        raise OffsetsUnavailable(f"{module}: {e}") from None
+
+
+def module_params(module: str, function: str) -> tuple[str, ...]:
+    """Parameter names of a module function, from its BTF (choose arguments by name)."""
+    try:
+        return _btf_of(module).params(function)
+    except BTFError as e:
+        raise OffsetsUnavailable(f"{module}: {e}") from None
 
 
 def resolve(have_matching_headers: bool) -> StructOffsets:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import os
 import re
 import signal
 import subprocess
@@ -68,10 +69,15 @@ class GuestRun:
                 f"--- output ---\n{self.output[-6000:]}\n--- console (tail) ---\n{self.console[-3000:]}")
 
 
+# TCG runs each vCPU in a host thread of its own ("multi") or all in one ("single");
+# NETSLEUTH_LAB_TCG chooses (the soak runs both: docs/lab.md).
+TCG_THREAD = os.environ.get("NETSLEUTH_LAB_TCG", "multi")
+
+
 def qemu_command(image: Image, results: Path, memory: str = "5G") -> list[str]:
     return [
         "qemu-system-x86_64", "-name", "netsleuth-lab",
-        "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",
+        "-accel", f"tcg,thread={TCG_THREAD}", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",
         "-nic", "none", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-bios", str(QBOOT),
         "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_ARGS,

@@ -1,0 +1,138 @@
+"""qdisc-drops on the real kernel: qdiscs we create in our own namespaces, overflowed by
+bursts we send.  Ground truth: the kernel's own counters as `tc -s` prints them, read
+before and after."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from probes.qdisc_drops import QDISC_REASONS, QdiscDrops
+from tests.netenv import NETSLEUTH, ROOT, send_udp, sh, veth_ns
+
+pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
+
+
+def tc_stats(env) -> dict[str, dict]:
+    """handle -> the qdisc as `tc -s -j` prints it, for the device inside the namespace."""
+    return {q["handle"]: q for q in json.loads(sh("tc", "-s", "-j", "qdisc", "show", "dev", env.peer_if,
+                                                  ns=env.ns).stdout)}
+
+
+def delta(before: dict, after: dict, handle: str, counter: str) -> int:
+    return after[handle].get(counter, 0) - before[handle].get(counter, 0)
+
+
+def burst(env, probe: QdiscDrops, packets: int = 300, port: int = 7100, sport: int = 40100) -> list[dict]:
+    """``packets`` UDP datagrams of 1000 bytes from inside the namespace, as fast as Python
+    sends, out of the watched device; the probe's records of the time."""
+    send_udp(env.host_ip, port, packets, payload=b"x" * 1000, ns=env.ns, sport=sport)
+    probe.wait(0.5)  # as the CLI waits between reports: sampling the queue as it drains
+    return probe.read()
+
+
+def by_handle(records: list[dict]) -> dict[str, dict]:
+    assert all(r["type"] == "qdisc_drop" for r in records)
+    return {r["handle"]: r for r in records}
+
+
+def add_qdisc(env, *spec: str) -> None:
+    """``tc qdisc add dev <peer> *spec`` in the namespace; skip where the kernel lacks the kind."""
+    done = sh("tc", "qdisc", "add", "dev", env.peer_if, *spec, ns=env.ns, check=False)
+    if done.returncode and "unknown" in done.stderr.lower():
+        pytest.skip(f"this kernel has no {spec[-3]} qdisc: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+
+
+def test_tbf_overflow_drops_and_overlimits_match_tc_exactly():
+    with veth_ns() as env:
+        add_qdisc(env, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
+        before = tc_stats(env)
+        with QdiscDrops(device=env.peer_if, netns=env.ns) as probe:
+            records = burst(env, probe)
+        after = tc_stats(env)
+        inode = os.stat(f"/run/netns/{env.ns}").st_ino
+    drops = delta(before, after, "5:", "drops")
+    assert drops > 50, "the burst did not overflow the tbf"
+    (tbf,) = records
+    assert (tbf["kind"], tbf["handle"], tbf["parent"], tbf["tc_target"]) == ("tbf", "5:", "root", "root handle 5:")
+    assert (tbf["device"], tbf["netns"], tbf["netns_name"]) == (env.peer_if, inode, env.ns)
+    assert tbf["drops"] == drops
+    assert tbf["overlimits"] == delta(before, after, "5:", "overlimits") > 0
+    assert tbf["requeues"] == 0
+    # Every drop the kernel counted was traced, refused at enqueue, with a qdisc reason.
+    assert tbf["traced"] == tbf["traced_at_enqueue"] == drops and tbf["traced_after_enqueue"] == 0
+    assert set(tbf["reasons"]) <= set(QDISC_REASONS) and sum(tbf["reasons"].values()) == drops
+    assert sum(tbf["locations"].values()) == drops
+    assert tbf["flows"] == [{"flow": {"protocol": "udp", "src_ip": env.peer_ip, "dst_ip": env.host_ip,
+                                      "src_port": 40100, "dst_port": 7100}, "count": drops}]
+    assert tbf["options"] == {"limit": 3000, "limit_unit": "bytes", "rate_bit": 1_000_000, "burst": 1600}
+    assert tbf["tc"] == f"ip netns exec {env.ns} tc"
+
+
+@pytest.mark.parametrize("leaf", ["pfifo", "fq_codel"])
+def test_small_leaf_under_a_shaper_overflows_and_each_qdisc_counts(leaf):
+    """htb shapes to 1 Mbit/s; its class's leaf qdisc holds 20 packets: the burst overflows
+    the leaf (fq_codel: and its AQM drops at dequeue).  Both count the drops (htb adds its
+    children's); the traced packets are tied to the qdisc the device hands them to: htb."""
+    with veth_ns() as env:
+        add_qdisc(env, "root", "handle", "1:", "htb", "default", "10")
+        sh("tc", "class", "add", "dev", env.peer_if, "parent", "1:", "classid", "1:10", "htb", "rate", "1mbit",
+           ns=env.ns)
+        add_qdisc(env, "parent", "1:10", "handle", "10:", leaf, "limit", "20")
+        before = tc_stats(env)
+        with QdiscDrops(device=env.peer_if, netns=env.ns, src_port="40200") as probe:
+            records = burst(env, probe, sport=40200)
+        after = tc_stats(env)
+    got = by_handle(records)
+    assert set(got) == {"1:", "10:"}
+    root, child = got["1:"], got["10:"]
+    assert (root["kind"], root["parent"], child["kind"], child["parent"]) == ("htb", "root", leaf, "1:10")
+    assert child["tc_target"] == "parent 1:10 handle 10:"
+    assert child["drops"] == delta(before, after, "10:", "drops") > 50
+    assert root["drops"] == delta(before, after, "1:", "drops")
+    assert root["overlimits"] == delta(before, after, "1:", "overlimits")
+    assert root["traced"] == root["drops"]
+    assert sum(f["count"] for f in root["flows"]) == root["drops"]
+    assert child["options"]["limit"] == 20 and child["options"]["limit_unit"] == "packets"
+    if leaf == "pfifo":
+        assert root["traced_at_enqueue"] == root["drops"]
+    assert child["backlog_max"] > 0 and child["qlen_max"] <= 20
+
+
+def test_a_device_without_drops_reports_none():
+    with veth_ns() as env:
+        add_qdisc(env, "root", "handle", "7:", "tbf", "rate", "100mbit", "burst", "100kb", "limit", "1mb")
+        before = tc_stats(env)
+        with QdiscDrops(device=env.peer_if, netns=env.ns) as probe:
+            records = burst(env, probe, packets=20)
+        after = tc_stats(env)
+    assert delta(before, after, "7:", "drops") == 0
+    (tbf,) = records
+    assert tbf["kind"] == "tbf" and tbf["drops"] == 0 and tbf["traced"] == 0
+    assert tbf["reasons"] == {} and tbf["flows"] == []
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(NETSLEUTH + ["probe", "qdisc-drops", *args, "--duration", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_bad_device_or_namespace_is_one_line_and_exit_2():
+    with veth_ns() as env:
+        cases = {
+            ("--device", "nsqnosuch0"): "--device",
+            ("--device", env.peer_if): "--netns",  # it lives in the namespace, not here
+            ("--device", env.host_if, "--netns", env.ns): f"namespace {env.ns}",  # it lives here, not there
+            ("--device", "lo", "--netns", "nst-nosuch"): "ip netns",
+            ("--device", "lo", "--netns", "12345"): "ip netns",
+            ("--netns", env.ns): "--device is required",
+        }
+        for args, words in cases.items():
+            done = run_cli(*args)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
+            assert words in lines[0] and "Traceback" not in done.stderr, (args, lines[0])

@@ -174,6 +174,7 @@ class QdiscDrops(drop_hook.DropHookProbe):
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
         records = []
         by_handle = {q.handle: q for q in samples}
+        exec_in = f"ip netns exec {self.options.netns} " if self.options.netns else ""
         for handle in list(by_handle) + [h for h in traced if h not in by_handle]:
             q = by_handle.get(handle)
             t = traced.get(handle) or {"traced": 0, "at_enqueue": 0, "after_enqueue": 0, "reasons": {},
@@ -208,7 +209,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
                 "untraced_table_full": 0 if records else lost_reasons,
                 "flows_untraced_table_full": 0 if records else lost_flows,
                 "tie": "qdisc_enqueue" if self.tie else "root",
-                "tc": f"ip netns exec {self.options.netns} tc" if self.options.netns else "tc",
+                # what runs a command where the device is ("" here), for advice to paste as it stands
+                "exec_prefix": exec_in,
                 "tc_target": q.tc_target if q else None,
             })
         self._start_interval(samples)

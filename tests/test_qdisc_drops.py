@@ -10,8 +10,13 @@ import subprocess
 
 import pytest
 
+from playbooks import Accumulator, Walk, load_library
+from probes.drop_summary import DropSummary
 from probes.qdisc_drops import QDISC_REASONS, QdiscDrops
 from tests.netenv import NETSLEUTH, ROOT, send_udp, sh, veth_ns
+
+LIB = load_library()
+OUR_NETNS = os.stat("/proc/self/ns/net").st_ino
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
 
@@ -39,6 +44,19 @@ def by_handle(records: list[dict]) -> dict[str, dict]:
     return {r["handle"]: r for r in records}
 
 
+def merged(probe: str, records: list[dict]) -> dict:
+    acc = Accumulator(probe, LIB.probes[probe].merge)
+    acc.add(records)
+    return acc.result(5.0)
+
+
+def judged(records: list[dict], env) -> dict[str, object]:
+    """The packet-loss walk's findings on these qdisc-drops records: rule id -> finding."""
+    w = Walk(LIB, {"netns": OUR_NETNS}, "packet-loss")
+    w.choose("packet-loss/qdisc-drops", params={"device": env.peer_if, "netns": env.ns})
+    return {f.rule: f for f in w.complete("ok", merged("qdisc-drops", records), 5.0)}
+
+
 def add_qdisc(env, *spec: str) -> None:
     """``tc qdisc add dev <peer> *spec`` in the namespace; skip where the kernel lacks the kind."""
     done = sh("tc", "qdisc", "add", "dev", env.peer_if, *spec, ns=env.ns, check=False)
@@ -51,10 +69,22 @@ def test_tbf_overflow_drops_and_overlimits_match_tc_exactly():
     with veth_ns() as env:
         add_qdisc(env, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
         before = tc_stats(env)
-        with QdiscDrops(device=env.peer_if, netns=env.ns) as probe:
+        with QdiscDrops(device=env.peer_if, netns=env.ns) as probe, \
+                DropSummary(dst_ip=env.host_ip, l4_protocol="udp", dst_port="7100") as summary:
             records = burst(env, probe)
+            summary_records = summary.read()
         after = tc_stats(env)
         inode = os.stat(f"/run/netns/{env.ns}").st_ino
+        # The packet-loss walk: drop-summary's qdisc finding leads here, device and namespace filled in.
+        w = Walk(LIB, {"netns": OUR_NETNS}, "packet-loss")
+        w.answer(w.current.default_index)
+        findings = w.complete("ok", merged("drop-summary", summary_records), 5.0)
+        assert any(f.rule == "reason-qdisc" and f.evidence["device"] == env.peer_if for f in findings)
+        step = next(s for s in w.suggestions() if s.ref == "packet-loss/qdisc-drops")
+        assert step.params == {"device": env.peer_if, "netns": inode} and step.unavailable is None
+        QdiscDrops(**{k.replace("-", "_"): v for k, v in step.params.items()}).close()  # valid as given
+        w.choose(step)
+        found = {f.rule: f for f in w.complete("ok", merged("qdisc-drops", records), 5.0)}
     drops = delta(before, after, "5:", "drops")
     assert drops > 50, "the burst did not overflow the tbf"
     (tbf,) = records
@@ -70,7 +100,14 @@ def test_tbf_overflow_drops_and_overlimits_match_tc_exactly():
     assert tbf["flows"] == [{"flow": {"protocol": "udp", "src_ip": env.peer_ip, "dst_ip": env.host_ip,
                                       "src_port": 40100, "dst_port": 7100}, "count": drops}]
     assert tbf["options"] == {"limit": 3000, "limit_unit": "bytes", "rate_bit": 1_000_000, "burst": 1600}
-    assert tbf["tc"] == f"ip netns exec {env.ns} tc"
+    assert tbf["exec_prefix"] == f"ip netns exec {env.ns} "
+    # Shaping: the exact commands for this tbf, in its namespace.
+    assert [r for r in found if r.startswith("qdisc-")] == ["qdisc-shaping-tbf"]
+    prefix = f"`ip netns exec {env.ns} tc qdisc change dev {env.peer_if} root handle 5: tbf "
+    assert found["qdisc-shaping-tbf"].advice[:2] == [
+        "If the rate is a mistake, raise it (here: doubled): " + prefix + "rate 2000000bit burst 1600 limit 3000`.",
+        "If the rate is right and the traffic bursty, give the queue room (here: doubled): " + prefix
+        + "rate 1000000bit burst 1600 limit 6000`."]
 
 
 @pytest.mark.parametrize("leaf", ["pfifo", "fq_codel"])
@@ -101,6 +138,12 @@ def test_small_leaf_under_a_shaper_overflows_and_each_qdisc_counts(leaf):
     if leaf == "pfifo":
         assert root["traced_at_enqueue"] == root["drops"]
     assert child["backlog_max"] > 0 and child["qlen_max"] <= 20
+    found = judged(records, env)
+    assert "qdisc-shaping-class" in found and found["qdisc-shaping-class"].evidence["handle"] == "1:"
+    if leaf == "pfifo":
+        assert found["qdisc-limit"].evidence["handle"] == "10:"
+        assert found["qdisc-limit"].advice[0].endswith(
+            f"`ip netns exec {env.ns} tc qdisc change dev {env.peer_if} parent 1:10 handle 10: pfifo limit 40`.")
 
 
 def test_a_device_without_drops_reports_none():
@@ -114,6 +157,7 @@ def test_a_device_without_drops_reports_none():
     (tbf,) = records
     assert tbf["kind"] == "tbf" and tbf["drops"] == 0 and tbf["traced"] == 0
     assert tbf["reasons"] == {} and tbf["flows"] == []
+    assert [r for r in judged(records, env) if r.startswith("qdisc-")] == ["qdisc-no-drops"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -145,7 +145,9 @@ class Placeholder:
 
     def value(self, scope: Scope) -> Any:
         for alt in self.alternatives:
-            v = alt.get(scope) if isinstance(alt, Path) else alt
+            if not isinstance(alt, Path):
+                return alt  # a literal, '' included: the default the author chose
+            v = alt.get(scope)
             if v not in (None, ""):
                 return v
         return None

@@ -55,6 +55,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
         super().__init__(caps, **raw)
         # The device is looked up where it lives: a missing one is bad input (exit 2).
         self.stats = QdiscReader(self.options.device, self.options.netns)
+        if self.options.netns:  # an inode given (as drop-summary reports it) reads back as its name
+            self.options.raw["netns"] = self.options.netns
 
     def load(self):
         self.tie = enqueue_tie(self.caps)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -180,3 +181,57 @@ def test_bad_device_or_namespace_is_one_line_and_exit_2():
             lines = done.stderr.strip().splitlines()
             assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
             assert words in lines[0] and "Traceback" not in done.stderr, (args, lines[0])
+
+
+# A sender inside the namespace overflowing the tbf for a while; a listener on the host end
+# takes what gets through, so the qdisc's are the only drops.
+_SENDER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("", 40400))
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for _ in range(40):
+        s.sendto(b"x" * 1000, (sys.argv[1], 7400))
+    time.sleep(0.2)
+"""
+_LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 7400)); s.settimeout(60)
+print("ready", flush=True)
+while True:
+    s.recv(2000)
+"""
+
+
+def test_autopilot_goes_from_the_qdisc_drop_to_the_qdisc_and_its_fix(tmp_path):
+    """`netsleuth diagnose --autopilot` in our own namespace: drop-summary finds QDISC_DROP on a
+    device of another namespace; the next step, qdisc-drops, finds it there by itself."""
+    with veth_ns() as env:
+        add_qdisc(env, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
+        listener = subprocess.Popen([sys.executable, "-c", _LISTENER, env.host_ip], stdout=subprocess.PIPE, text=True)
+        sender = None
+        try:
+            assert listener.stdout.readline().strip() == "ready"
+            sender = subprocess.Popen(["ip", "netns", "exec", env.ns, sys.executable, "-c", _SENDER, env.host_ip, "90"])
+            proc = subprocess.run(NETSLEUTH + ["diagnose", "--symptom", "packet-loss", "--dst-ip", env.host_ip,
+                                               "--l4-protocol", "udp", "--autopilot", "--duration", "3",
+                                               "--max-steps", "2", "--report", str(tmp_path / "report"),
+                                               "--sessions", str(tmp_path / "sessions")],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=240)
+        finally:
+            for p in (sender, listener):
+                if p is not None:
+                    p.kill()
+                    p.wait()
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    steps = [t for t in report["timeline"] if t["kind"] == "step"]  # then the steps left open
+    assert [s["probe"] for s in steps[:2]] == ["drop-summary", "qdisc-drops"], proc.stderr
+    assert steps[1]["status"] == "ok" and steps[1]["suggested_by"] == "reason-qdisc"
+    assert steps[1]["params"]["device"] == env.peer_if
+    rules = {f["rule"]: f for f in report["findings"]}
+    assert "qdisc-shaping-tbf" in rules, sorted(rules)
+    assert rules["qdisc-shaping-tbf"]["advice"][0].endswith(
+        f"`ip netns exec {env.ns} tc qdisc change dev {env.peer_if} root handle 5: tbf "
+        "rate 2000000bit burst 1600 limit 3000`.")

@@ -9,10 +9,11 @@ from datetime import datetime
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Unavailable
 from .flows import flow_dict, flow_text
-from .qdisc_stats import COUNTERS, QdiscReader, QdiscSample, handle_text, parent_text
+from .qdisc_stats import COUNTERS, QdiscReader, QdiscSample, find_device, handle_text, parent_text
 from .runtime import stop
 from .runtime.kernel import KernelCaps
-from .runtime.loader import load
+from .runtime.attach import attach_or_unload
+from .runtime.loader import load, unload
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
 
@@ -54,7 +55,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
     def __init__(self, caps=None, **raw):
         super().__init__(caps, **raw)
         # The device is looked up where it lives: a missing one is bad input (exit 2).
-        self.stats = QdiscReader(self.options.device, self.options.netns)
+        self.ifindex, self.netns_inode = find_device(self.options.device, self.options.netns)
+        self.stats: QdiscReader | None = None
         if self.options.netns:  # an inode given (as drop-summary reports it) reads back as its name
             self.options.raw["netns"] = self.options.netns
 
@@ -65,18 +67,21 @@ class QdiscDrops(drop_hook.DropHookProbe):
             raise Unavailable(f"{self.name}: {hook}")
         self.hook = hook
         bpf = load("qdisc_drops.bpf.c", self.c_defines(hook), self.FIELDS)
+        hook.attach(bpf)  # frees the program when it fails, as the next attach does
+        if self.tie:
+            attach_or_unload(bpf, "raw tracepoint net_dev_start_xmit",
+                             lambda: bpf.attach_raw_tracepoint(tp=b"net_dev_start_xmit", fn_name=b"ns_raw_start_xmit"))
         try:
-            hook.attach(bpf)
-            if self.tie:
-                bpf.attach_raw_tracepoint(tp=b"net_dev_start_xmit", fn_name=b"ns_raw_start_xmit")
-        except Exception:
-            bpf.cleanup()
+            self.stats = QdiscReader(self.ifindex, self.options.netns)
+            self._start_interval(self.stats.sample())
+        except BaseException:
+            unload(bpf)
+            self.close()
             raise
         self._seen_drops: dict[bytes, int] = {}
         self._seen_flows: dict[bytes, int] = {}
         self._lost_seen = [0, 0]
         self._last_read = time.monotonic()
-        self._start_interval(self.stats.sample())
         return bpf
 
     def c_defines(self, hook: drop_hook.DropHook) -> CDefines:
@@ -85,7 +90,7 @@ class QdiscDrops(drop_hook.DropHookProbe):
         hook.defines(d)
         d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip)
         d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port).set("NS_F_PROTO", o.l4_protocol)
-        d.set("NS_F_IFINDEX", self.stats.ifindex).set("NS_F_NETNS", self.stats.netns_inode)
+        d.set("NS_F_IFINDEX", self.ifindex).set("NS_F_NETNS", self.netns_inode)
         d.set("NS_QDISC_ENQUEUE_TP", self.tie)
         codes = [c for c, n in self.caps.drop_reasons.items() if n in QDISC_REASONS] if hook.has_reason else []
         for i, code in enumerate(codes[:8]):
@@ -191,8 +196,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
                 "time": stamp,
                 "interval_s": round(interval, 3),
                 "device": self.options.device,
-                "ifindex": self.stats.ifindex,
-                "netns": self.stats.netns_inode,
+                "ifindex": self.ifindex,
+                "netns": self.netns_inode,
                 "netns_name": self.options.netns,
                 "kind": q.kind if q else None,
                 "handle": handle_text(handle),
@@ -222,7 +227,9 @@ class QdiscDrops(drop_hook.DropHookProbe):
         try:
             super().close()
         finally:
-            self.stats.close()
+            stats, self.stats = self.stats, None
+            if stats is not None:
+                stats.close()
 
     def format_text(self, r: dict) -> str:
         where = f" (netns {r['netns_name']})" if r.get("netns_name") else ""

@@ -82,29 +82,40 @@ def _options(kind: str, opts) -> dict:
     return {}
 
 
-class QdiscReader:
-    """The qdiscs of one device, in the namespace named ``netns`` (None: ours)."""
+def _ipr(netns: str | None):
+    from pyroute2 import IPRoute  # imported late: `netsleuth --help` must work without it
+    from pyroute2.netlink.exceptions import NetlinkError
 
-    def __init__(self, device: str, netns: str | None):
-        from pyroute2 import IPRoute  # imported late: `netsleuth --help` must work without it
-        from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        return IPRoute(netns=netns) if netns else IPRoute()
+    except (OSError, NetlinkError) as e:
+        raise ParamError("--netns", netns, f"a namespace netsleuth can enter ({e})") from None
 
-        self.device, self.netns = device, netns
-        where = f"namespace {netns}" if netns else "this namespace"
+
+def find_device(device: str, netns: str | None) -> tuple[int, int]:
+    """(ifindex, namespace inode) of ``device`` in the namespace named ``netns`` (None: ours);
+    ParamError naming the flag when it is not there."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with _ipr(netns) as ipr:
         try:
-            self._ipr = IPRoute(netns=netns) if netns else IPRoute()
-        except (OSError, NetlinkError) as e:
-            raise ParamError("--netns", netns, f"a namespace netsleuth can enter ({e})") from None
-        try:
-            found = self._ipr.link_lookup(ifname=device)
+            found = ipr.link_lookup(ifname=device)
         except NetlinkError:
             found = []
-        if not found:
-            self.close()
-            hint = f"`ip -n {netns} link`" if netns else "`ip link`; a device in another namespace needs --netns"
-            raise ParamError("--device", device, f"an interface of {where} (see {hint})")
-        self.ifindex = found[0]
-        self.netns_inode = os.stat(f"{NETNS_DIR}/{netns}" if netns else "/proc/self/ns/net").st_ino
+    if not found:
+        where = f"namespace {netns} (see `ip -n {netns} link`)" if netns else \
+            "this namespace (see `ip link`; a device in another namespace needs --netns)"
+        raise ParamError("--device", device, f"an interface of {where}")
+    return found[0], os.stat(f"{NETNS_DIR}/{netns}" if netns else "/proc/self/ns/net").st_ino
+
+
+class QdiscReader:
+    """The qdiscs of the device ``ifindex`` in the namespace named ``netns`` (None: ours),
+    over one netlink socket kept open until close()."""
+
+    def __init__(self, ifindex: int, netns: str | None):
+        self.ifindex = ifindex
+        self._ipr = _ipr(netns)
 
     def sample(self) -> list[QdiscSample]:
         out = []
@@ -119,6 +130,6 @@ class QdiscReader:
         return out
 
     def close(self) -> None:
-        ipr, self._ipr = getattr(self, "_ipr", None), None
+        ipr, self._ipr = self._ipr, None
         if ipr is not None:
             ipr.close()

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Unavailable
+from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Options, Unavailable
 from .flows import flow_dict, flow_text
 from .qdisc_stats import COUNTERS, QdiscReader, QdiscSample, find_device, handle_text, parent_text
 from .runtime import stop
@@ -88,9 +88,9 @@ class QdiscDrops(drop_hook.DropHookProbe):
         o = self.options
         d = CDefines()
         hook.defines(d)
-        d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip)
-        d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port).set("NS_F_PROTO", o.l4_protocol)
-        d.set("NS_F_IFINDEX", self.ifindex).set("NS_F_NETNS", self.netns_inode)
+        # drop-summary's filters, with the device found in its own namespace
+        drop_hook.filter_defines(d, Options(values={**o.values, "device": self.ifindex}))
+        d.set("NS_F_NETNS", self.netns_inode)
         d.set("NS_QDISC_ENQUEUE_TP", self.tie)
         codes = [c for c, n in self.caps.drop_reasons.items() if n in QDISC_REASONS] if hook.has_reason else []
         for i, code in enumerate(codes[:8]):

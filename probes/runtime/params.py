@@ -88,11 +88,9 @@ def choice(flag: str, value: str | None, allowed: tuple[str, ...], default: str)
 
 def interface(flag: str, value: str | None) -> int:
     """Interface name -> ifindex in this network namespace (0 = any)."""
-    if value in (None, ""):
+    name = ifname(flag, value)
+    if name is None:
         return 0
-    name = str(value).strip()
-    if not IFNAME_RE.match(name):
-        raise ParamError(flag, value, "an interface name (1-15 letters, digits, '_', '.', '-', ':', '@')")
     try:
         return socket.if_nametoindex(name)
     except OSError:

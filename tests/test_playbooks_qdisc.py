@@ -58,6 +58,21 @@ def test_real_tbf_records_add_up_and_name_shaping():
     assert "kernel drop reasons: QDISC_DROP" in "\n".join(f.evidence_lines)
 
 
+def test_the_conclusion_leads_with_the_qdisc_and_details_get_its_top_flow():
+    records = real_records()
+    top = records[0]["flows"][0]["flow"]
+    w = Walk(LIB, {"netns": 1}, "packet-loss")
+    w.choose("packet-loss/qdisc-drops", params={"device": records[0]["device"]})
+    acc = Accumulator("qdisc-drops", LIB.probes["qdisc-drops"].merge)
+    acc.add(records)
+    w.complete("ok", acc.result(4.0), 4.0)
+    assert w.conclusion().summary.startswith(f"The shaper of {records[0]['device']} (tbf 5:)")
+    details = w.suggestions()[0]
+    assert details.ref == "packet-loss/drop-details"
+    assert details.params == {"src-ip": top["src_ip"], "dst-ip": top["dst_ip"], "l4-protocol": "udp",
+                              "dst-port": top["dst_port"]}  # no interface: the device is in another namespace
+
+
 def test_fq_codel_dropping_at_dequeue_is_aqm_with_its_target():
     records = changed(kind="fq_codel", tc_target="root handle 5:",
                       options={"limit": 10240, "limit_unit": "packets", "target_us": 5000, "interval_us": 100000},

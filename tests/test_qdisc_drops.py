@@ -232,6 +232,7 @@ def test_autopilot_goes_from_the_qdisc_drop_to_the_qdisc_and_its_fix(tmp_path):
     assert steps[1]["params"]["device"] == env.peer_if
     rules = {f["rule"]: f for f in report["findings"]}
     assert "qdisc-shaping-tbf" in rules, sorted(rules)
+    assert report["conclusion"]["summary"].startswith(f"The shaper of {env.peer_if} (tbf 5:)")
     assert rules["qdisc-shaping-tbf"]["advice"][0].endswith(
         f"`ip netns exec {env.ns} tc qdisc change dev {env.peer_if} root handle 5: tbf "
         "rate 2000000bit burst 1600 limit 3000`.")

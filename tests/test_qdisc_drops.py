@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from playbooks import Accumulator, Walk, load_library
 from probes.drop_summary import DropSummary
 from probes.qdisc_drops import QDISC_REASONS, QdiscDrops
-from tests.netenv import NETSLEUTH, ROOT, send_udp, sh, veth_ns
+from tests.netenv import NETSLEUTH, ROOT, ProbeProcess, send_udp, sh, veth_ns
 
 LIB = load_library()
 OUR_NETNS = os.stat("/proc/self/ns/net").st_ino
@@ -236,3 +238,18 @@ def test_autopilot_goes_from_the_qdisc_drop_to_the_qdisc_and_its_fix(tmp_path):
     assert rules["qdisc-shaping-tbf"]["advice"][0].endswith(
         f"`ip netns exec {env.ns} tc qdisc change dev {env.peer_if} root handle 5: tbf "
         "rate 2000000bit burst 1600 limit 3000`.")
+
+
+def test_cli_reports_and_detaches_on_ctrl_c():
+    with veth_ns() as env:
+        add_qdisc(env, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
+        before = tc_stats(env)
+        probe = ProbeProcess("qdisc-drops", "--device", env.peer_if, "--netns", env.ns, "--interval", "60", "--json")
+        send_udp(env.host_ip, 7500, 200, payload=b"x" * 1000, ns=env.ns)
+        time.sleep(0.5)
+        records = probe.stop(signal.SIGINT)
+        after = tc_stats(env)
+    assert probe.returncode == 0 and "Traceback" not in probe.stderr
+    # The interval was cut short by Ctrl-C: what it had counted is reported before detaching.
+    (tbf,) = records
+    assert tbf["drops"] == tbf["traced"] == delta(before, after, "5:", "drops") > 50

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from probes.qdisc_drops import QdiscDrops
-from tests.netenv import send_udp, sh, veth_ns
+from tests.netenv import send_udp, veth_ns
 from tests.test_output_docs_drops import table_after
+from tests.test_qdisc_drops import add_qdisc
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "output-qdisc.md"
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
@@ -19,8 +20,7 @@ pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="nee
 
 def test_documented_fields_are_the_emitted_ones():
     with veth_ns() as env:
-        sh("tc", "qdisc", "add", "dev", env.peer_if, "root", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000",
-           ns=env.ns)
+        add_qdisc(env, "root", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
         with QdiscDrops(device=env.peer_if, netns=env.ns) as probe:
             send_udp(env.host_ip, 7300, 100, payload=b"x" * 1000, ns=env.ns)
             probe.wait(0.3)

@@ -118,11 +118,11 @@ def test_a_qdisc_without_drops_says_so():
 
 if __name__ == "__main__":  # record the base records again, from a real run (root)
     from probes.qdisc_drops import QdiscDrops
-    from tests.netenv import send_udp, sh, veth_ns
+    from tests.netenv import send_udp, veth_ns
+    from tests.test_qdisc_drops import add_qdisc
 
     with veth_ns() as env:
-        sh("tc", "qdisc", "add", "dev", env.peer_if, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600",
-           "limit", "3000", ns=env.ns)
+        add_qdisc(env, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
         with QdiscDrops(device=env.peer_if, netns=env.ns) as probe:
             got = []
             for sport in (40300, 40301):

@@ -61,7 +61,9 @@ def judged(records: list[dict], env) -> dict[str, object]:
 
 
 def add_qdisc(env, *spec: str) -> None:
-    """``tc qdisc add dev <peer> *spec`` in the namespace; skip where the kernel lacks the kind."""
+    """``tc qdisc add dev <peer> *spec`` in the namespace; skip where the kernel lacks the kind.
+    The namespace sends no IPv6 (router solicitations would share the queue with the burst)."""
+    sh("sysctl", "-qw", f"net.ipv6.conf.{env.peer_if}.disable_ipv6=1", ns=env.ns)
     done = sh("tc", "qdisc", "add", "dev", env.peer_if, *spec, ns=env.ns, check=False)
     if done.returncode and "unknown" in done.stderr.lower():
         pytest.skip(f"this kernel has no {spec[-3]} qdisc: {done.stderr.strip()}")

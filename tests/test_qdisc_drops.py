@@ -151,6 +151,24 @@ def test_small_leaf_under_a_shaper_overflows_and_each_qdisc_counts(leaf):
             f"`ip netns exec {env.ns} tc qdisc change dev {env.peer_if} parent 1:10 handle 10: pfifo limit 40`.")
 
 
+def test_flow_filters_narrow_the_traced_packets_not_the_counters():
+    with veth_ns() as env:
+        add_qdisc(env, "root", "handle", "5:", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000")
+        before = tc_stats(env)
+        with QdiscDrops(device=env.peer_if, netns=env.ns, dst_port="7601") as one, \
+                QdiscDrops(device=env.peer_if, netns=env.ns, l4_protocol="udp", src_port="40602") as other:
+            send_udp(env.host_ip, 7601, 150, payload=b"x" * 1000, ns=env.ns, sport=40601)
+            send_udp(env.host_ip, 7602, 150, payload=b"x" * 1000, ns=env.ns, sport=40602)
+            one.wait(0.3)
+            (a,), (b,) = one.read(), other.read()
+        after = tc_stats(env)
+    drops = delta(before, after, "5:", "drops")
+    assert a["drops"] == b["drops"] == drops > 100
+    assert a["traced"] > 0 and b["traced"] > 0 and a["traced"] + b["traced"] == drops
+    assert [f["flow"]["dst_port"] for f in a["flows"]] == [7601] and a["flows"][0]["count"] == a["traced"]
+    assert [f["flow"]["src_port"] for f in b["flows"]] == [40602] and b["flows"][0]["count"] == b["traced"]
+
+
 def test_a_device_without_drops_reports_none():
     with veth_ns() as env:
         add_qdisc(env, "root", "handle", "7:", "tbf", "rate", "100mbit", "burst", "100kb", "limit", "1mb")

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="nee
 
 
 def table_after(marker: str, doc: Path = DOC) -> set[str]:
-    """The backticked names in the first column of the first table after ``marker`` in ``doc``."""
+    """The backticked names in the first column of the first table after ``marker``."""
     text = doc.read_text()
     lines = text[text.index(marker):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))

@@ -1,11 +1,11 @@
 /* qdisc-drops: the packets one device's queueing disciplines drop, counted in the
- * kernel by (qdisc handle, drop reason, drop location, stage) and by (qdisc handle,
- * flow).  The qdisc statistics themselves come from netlink (qdisc_stats.py).
+ * kernel by (qdisc, drop reason, drop location, stage) and by (qdisc, flow); a
+ * qdisc is its (handle, parent): the children of mq all have handle 0.  The qdisc statistics themselves come from netlink (qdisc_stats.py).
  *
  * A packet the qdisc accepted is remembered by skb address at qdisc:qdisc_enqueue
  * (the tracepoint fires only on a successful enqueue) and forgotten when the driver
  * gets it (net_dev_start_xmit): a drop of a remembered packet happened after enqueue
- * (AQM at dequeue, a purge) and is tied to the handle the tracepoint named.  Any other
+ * (AQM at dequeue, a purge) and is tied to the qdisc the tracepoint named.  Any other
  * drop is tied to the device's root qdisc: the enqueue refused it.
  * Counts are per-CPU and cumulative: user space reads deltas.  docs/output-qdisc.md. */
 #include "netsleuth.h"
@@ -40,17 +40,23 @@
 #define NS_QR7 0
 #endif
 
+#define NS_TC_H_ROOT 0xFFFFFFFFu
+
+/* The qdisc a packet is tied to. */
+struct qdisc_id {
+    u32 handle;
+    u32 parent;
+};
+
 struct qdisc_drop_key {
     u64 location;
-    u32 handle;   /* the qdisc the packet is tied to */
+    struct qdisc_id q;
     u32 reason;
     u32 queued;   /* 1: the qdisc had accepted it (dropped after enqueue) */
-    u32 pad;
 };
 
 struct qdisc_flow_key {
-    u32 handle;
-    u32 pad;
+    struct qdisc_id q;
     struct ns_flow flow;
 };
 
@@ -64,8 +70,8 @@ BPF_PERCPU_HASH(drops, struct qdisc_drop_key, struct qdisc_drop_val, NS_MAX_KEYS
 BPF_PERCPU_HASH(flows, struct qdisc_flow_key, u64, NS_MAX_FLOWS);
 /* [0] drops not counted by reason (key table full), [1] drops not counted by flow */
 BPF_PERCPU_ARRAY(overflow, u64, 2);
-/* skb address -> handle of the qdisc that accepted it, until the driver gets it */
-BPF_TABLE("lru_hash", u64, u32, accepted, NS_MAX_QUEUED);
+/* skb address -> the qdisc that accepted it, until the driver gets it */
+BPF_TABLE("lru_hash", u64, struct qdisc_id, accepted, NS_MAX_QUEUED);
 
 static __always_inline int ns_qdisc_reason(u32 r)
 {
@@ -97,13 +103,14 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
         return 0;
     u64 addr = (u64)skb;
     struct qdisc_drop_key key = {.location = location, .reason = reason};
-    u32 *handle = accepted.lookup(&addr);
-    if (handle) {
-        key.handle = *handle;
+    struct qdisc_id *q = accepted.lookup(&addr);
+    if (q) {
+        key.q = *q;
         key.queued = 1;
         accepted.delete(&addr);
     } else if (ns_qdisc_reason(reason)) {
-        key.handle = ns_root_handle(dev);
+        key.q.handle = ns_root_handle(dev);
+        key.q.parent = NS_TC_H_ROOT;
     } else {
         return 0;  /* not a qdisc's drop (received on this device, dropped by the driver...) */
     }
@@ -129,7 +136,7 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
         }
     }
     u64 one = 1, *n;
-    struct qdisc_flow_key fkey = {.handle = key.handle, .flow = pkt.flow};
+    struct qdisc_flow_key fkey = {.q = key.q, .flow = pkt.flow};
     n = flows.lookup(&fkey);
     if (n) {
         __sync_fetch_and_add(n, 1);
@@ -152,8 +159,8 @@ TRACEPOINT_PROBE(qdisc, qdisc_enqueue)
     if (!ns_dev_match(ns_skb_dev(skb)))
         return 0;
     u64 addr = (u64)skb;
-    u32 handle = args->handle;
-    accepted.update(&addr, &handle);
+    struct qdisc_id q = {.handle = args->handle, .parent = args->parent};
+    accepted.update(&addr, &q);
     return 0;
 }
 

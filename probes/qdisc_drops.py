@@ -105,14 +105,14 @@ class QdiscDrops(drop_hook.DropHookProbe):
 
     # netlink ---------------------------------------------------------------------
     def _start_interval(self, samples: list[QdiscSample]) -> None:
-        self._base = {q.handle: q for q in samples}
-        self._peak: dict[int, tuple[int, int]] = {q.handle: (q.backlog, q.qlen) for q in samples}
+        self._base = {q.id: q for q in samples}
+        self._peak: dict[tuple[int, int], tuple[int, int]] = {q.id: (q.backlog, q.qlen) for q in samples}
         self._next_sample = time.monotonic() + SAMPLE_EVERY
 
     def _note_peaks(self, samples: list[QdiscSample]) -> None:
         for q in samples:
-            b, n = self._peak.get(q.handle, (0, 0))
-            self._peak[q.handle] = (max(b, q.backlog), max(n, q.qlen))
+            b, n = self._peak.get(q.id, (0, 0))
+            self._peak[q.id] = (max(b, q.backlog), max(n, q.qlen))
 
     def wait(self, timeout: float) -> None:
         """Sleep, sampling backlog and queue length every SAMPLE_EVERY seconds (the kernel
@@ -140,17 +140,17 @@ class QdiscDrops(drop_hook.DropHookProbe):
                 yield key, delta, per_cpu
 
     def _traced(self) -> dict[int, dict]:
-        """handle -> {traced, at_enqueue, after_enqueue, reasons, locations, flows}."""
-        out: dict[int, dict] = {}
+        """(handle, parent) -> {traced, at_enqueue, after_enqueue, reasons, locations, flows}."""
+        out: dict[tuple[int, int], dict] = {}
 
-        def slot(handle):
-            return out.setdefault(handle, {"traced": 0, "at_enqueue": 0, "after_enqueue": 0, "reasons": {},
+        def slot(q):
+            return out.setdefault((q.handle, q.parent), {"traced": 0, "at_enqueue": 0, "after_enqueue": 0, "reasons": {},
                                            "locations": {}, "flows": []})
 
         reasons = self.caps.drop_reasons
         stacks = self.bpf[b"stacks"]
         for key, delta, per_cpu in self._deltas("drops", self._seen_drops):
-            s = slot(key.handle)
+            s = slot(key.q)
             s["traced"] += delta
             s["after_enqueue" if key.queued else "at_enqueue"] += delta
             reason = self.hook.reason_name(key.reason, reasons) or "unknown"
@@ -161,7 +161,7 @@ class QdiscDrops(drop_hook.DropHookProbe):
             where = (where or "?").split("+")[0]  # by function: offsets split one place in many
             s["locations"][where] = s["locations"].get(where, 0) + delta
         for key, delta, _ in self._deltas("flows", self._seen_flows):
-            slot(key.handle)["flows"].append({"flow": flow_dict(key.flow), "count": delta})
+            slot(key.q)["flows"].append({"flow": flow_dict(key.flow), "count": delta})
         return out
 
     def _lost(self) -> tuple[int, int]:
@@ -180,16 +180,16 @@ class QdiscDrops(drop_hook.DropHookProbe):
         lost_reasons, lost_flows = self._lost()
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
         records = []
-        by_handle = {q.handle: q for q in samples}
+        by_id = {q.id: q for q in samples}
         exec_in = f"ip netns exec {self.options.netns} " if self.options.netns else ""
-        for handle in list(by_handle) + [h for h in traced if h not in by_handle]:
-            q = by_handle.get(handle)
-            t = traced.get(handle) or {"traced": 0, "at_enqueue": 0, "after_enqueue": 0, "reasons": {},
+        for qid in list(by_id) + [i for i in traced if i not in by_id]:
+            q = by_id.get(qid)
+            t = traced.get(qid) or {"traced": 0, "at_enqueue": 0, "after_enqueue": 0, "reasons": {},
                                        "locations": {}, "flows": []}
-            base = self._base.get(handle)
+            base = self._base.get(qid)
             delta = {c: (getattr(q, c) - getattr(base, c)) if q and base else (getattr(q, c) if q else None)
                      for c in COUNTERS}
-            peak = self._peak.get(handle, (None, None))
+            peak = self._peak.get(qid, (None, None))
             flows = sorted(t["flows"], key=lambda f: -f["count"])
             records.append({
                 "type": "qdisc_drop",
@@ -200,8 +200,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
                 "netns": self.netns_inode,
                 "netns_name": self.options.netns,
                 "kind": q.kind if q else None,
-                "handle": handle_text(handle),
-                "parent": parent_text(q.parent) if q else None,
+                "handle": handle_text(qid[0]),
+                "parent": parent_text(qid[1]),
                 **delta,
                 "backlog_max": peak[0] if q else None,
                 "qlen_max": peak[1] if q else None,

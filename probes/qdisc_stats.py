@@ -46,6 +46,11 @@ class QdiscSample:
     options: dict = field(default_factory=dict)
 
     @property
+    def id(self) -> tuple[int, int]:
+        """What tells a device's qdiscs apart: the children of mq all have handle 0."""
+        return self.handle, self.parent
+
+    @property
     def tc_target(self) -> str:
         """How tc names this qdisc on its device: ``root handle 5:``, ``parent 1:10 handle 10:``."""
         where = parent_text(self.parent)

@@ -183,6 +183,22 @@ def test_a_device_without_drops_reports_none():
     assert [r for r in judged(records, env) if r.startswith("qdisc-")] == ["qdisc-no-drops"]
 
 
+def test_the_children_of_mq_are_told_apart_by_their_parent():
+    with veth_ns() as env:
+        name = f"{env.peer_if[:-1]}m"
+        sh("ip", "link", "add", name, "numtxqueues", "4", "type", "veth", "peer", "name", name + "p", ns=env.ns)
+        sh("ip", "link", "set", name, "up", ns=env.ns)
+        sh("tc", "qdisc", "add", "dev", name, "root", "handle", "1:", "mq", ns=env.ns)
+        with QdiscDrops(device=name, netns=env.ns) as probe:
+            probe.wait(0.2)
+            records = probe.read()
+    queues = [(r["kind"], r["handle"], r["parent"]) for r in records]
+    assert queues[0] == ("mq", "1:", "root")
+    # the children are of net.core.default_qdisc's kind (pfifo_fast, or fq_codel where systemd sets it)
+    assert sorted(q[1:] for q in queues[1:]) == [("0:", f"1:{i}") for i in range(1, 5)]
+    assert all(r["drops"] == 0 for r in records)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(NETSLEUTH + ["probe", "qdisc-drops", *args, "--duration", "1"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

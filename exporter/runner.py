@@ -100,7 +100,7 @@ class ProbeRunner:
         began = time.monotonic()
         try:
             records = self.probe.read()
-            maps = map_fill(self.probe.bpf)
+            maps = map_fill(self.probe.bpf) if getattr(self.probe, "bpf", None) is not None else []
         except Exception as e:
             with self.lock:
                 self.read_errors += 1

@@ -48,7 +48,8 @@ def wait_until(what: str, check, timeout: float, every: float = 0.3):
 class Exporter:
     """`netsleuth exporter --listen 127.0.0.1:PORT ARGS...` as a subprocess."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, wrapper: list[str] = ()):
+        """``wrapper``: a command the exporter runs under (setpriv with fewer capabilities)."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
 
@@ -57,7 +58,7 @@ class Exporter:
                 signal.signal(sig, signal.SIG_DFL)
 
         self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(NETSLEUTH + ["exporter", "--listen", self.address, *args], cwd=ROOT,
+        self.proc = subprocess.Popen([*wrapper] + NETSLEUTH + ["exporter", "--listen", self.address, *args], cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT, text=True,
                                      preexec_fn=default_signals)
 

@@ -1,0 +1,43 @@
+"""The systemd unit's capability set is enough: the exporter run as root's uid with
+exactly the unit's CapabilityBoundingSet (setpriv) attaches drop-summary, symbolizes
+drop locations and counts a real drop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.netenv import ROOT, send_udp, veth_ns
+from tests.promenv import Exporter, wait_until
+
+UNIT = ROOT / "deploy/systemd/netsleuth-exporter.service"
+pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF"),
+              pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")]
+
+
+def unit_capabilities() -> list[str]:
+    (line,) = [x for x in UNIT.read_text().splitlines() if x.startswith("CapabilityBoundingSet=")]
+    return line.split("=", 1)[1].split()
+
+
+def test_the_units_capabilities_are_enough():
+    caps = unit_capabilities()
+    assert caps and "CAP_SYS_ADMIN" not in caps
+    bounding = "-all," + ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
+    exp = Exporter("--probes", "drop-summary", wrapper=["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--"])
+    try:
+        exp.wait_probe("drop-summary")
+        status = dict(line.split(":\t", 1) for line in open(f"/proc/{exp.proc.pid}/status").read().splitlines()
+                      if line.startswith("Cap"))
+        held = int(status["CapEff"], 16)
+        assert held == sum(1 << {"CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_SYSLOG": 34}[c] for c in caps)
+        with veth_ns() as env:
+            netns = os.stat(f"/run/netns/{env.ns}").st_ino
+            send_udp(env.peer_ip, 9999, 3, ns=env.ns)
+            line = (f'netsleuth_drops_total{{device="lo",location="__udp4_lib_rcv",netns="{netns}",'
+                    f'reason="NO_SOCKET"}} 3.0')
+            wait_until("the drops, symbolized", lambda: line in exp.metrics().splitlines(), 30)
+    finally:
+        exp.stop()

@@ -100,9 +100,11 @@ def steady_cost(seconds: float, rate: float) -> dict:
                                        str(rate), str(seconds + 60)])
             prom = Prometheus([exp.address], interval="15s")
             cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
-            rss = []
+            rss, shared = [], []
             while time.monotonic() - t0 < seconds:
-                rss.append(proc.memory_info().rss)
+                mem = proc.memory_info()
+                rss.append(mem.rss)
+                shared.append(mem.shared)
                 time.sleep(1)
             cpu = sum(proc.cpu_times()[:2]) - cpu0
             wall = time.monotonic() - t0
@@ -120,7 +122,8 @@ def steady_cost(seconds: float, rate: float) -> dict:
                 prom.stop()
             exp.stop()
     return {"cpu_pct": 100 * cpu / wall, "wall": wall, "rss_mb": statistics.median(rss) / 2**20,
-            "rss_max_mb": max(rss) / 2**20, "scrapes": scrapes, "mean_scrape_ms": 1000 * mean_scrape,
+            "rss_max_mb": max(rss) / 2**20,
+            "shared_mb": statistics.median(shared) / 2**20, "scrapes": scrapes, "mean_scrape_ms": 1000 * mean_scrape,
             "max_scrape_ms": 1000 * max_scrape, "drops": drops, "samples": series}
 
 
@@ -193,7 +196,8 @@ def main() -> None:
     table = "\n".join([
         "| measure | value |", "|---|---|",
         f"| (a) exporter CPU, drop-summary scraped every 15 s, {a['wall']:.0f} s | {a['cpu_pct']:.2f} % of one core |",
-        f"| (a) exporter RSS (median / max) | {a['rss_mb']:.0f} / {a['rss_max_mb']:.0f} MiB |",
+        f"| (a) exporter RSS (median / max); of it, shared pages (libraries: libbcc with LLVM) | "
+        f"{a['rss_mb']:.0f} / {a['rss_max_mb']:.0f} MiB; {a['shared_mb']:.0f} MiB |",
         f"| (a) scrapes; duration mean / max (Prometheus's scrape_duration_seconds) | {a['scrapes']:.0f}; "
         f"{a['mean_scrape_ms']:.0f} / {a['max_scrape_ms']:.0f} ms |",
         f"| (a) drops counted meanwhile; samples per scrape | {a['drops']:.0f}; {a['samples']:.0f} |",

@@ -84,6 +84,8 @@ class DropSeries(ProbeSeries):
             self.lost += int(r.get("uncounted_table_full") or 0)
             for e in r["entries"]:
                 location = function_of(e["location"]) if e.get("location") else ""
+                if location.startswith("0x"):  # no symbol: an address would be a label per address
+                    location = "unknown"
                 key = (e.get("reason") or "", location, e.get("device") or "", str(e.get("netns") or ""))
                 self.drops.add(key, int(e["count"]))
 

@@ -16,6 +16,7 @@ import time
 from probes.base import Unavailable
 from probes.runtime.loader import ProbeError
 from probes.runtime.maps import map_fill
+from probes.runtime.stop import ProbeStopped
 
 from .series import SERIES, ProbeSeries
 from .specs import Spec
@@ -70,6 +71,8 @@ class ProbeRunner:
                 self.state, self.attach = UP, self.probe.describe_attach()
             _log(f"{self.id}: up ({self.attach})")
             self._serve()
+        except ProbeStopped:  # a stop signal seen inside the probe's own code: shutting down
+            pass
         except Exception as e:  # load or read failed: this probe is down, the others go on
             with self.lock:
                 self.state, self.reason = DOWN, _why(e)

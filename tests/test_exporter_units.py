@@ -178,3 +178,15 @@ def test_a_failing_read_marks_that_probe_down_and_closes_it():
         for r in (bad, good):
             r.stop()
             r.join(5)
+
+
+def test_an_address_in_use_is_one_line_and_exit_1(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["exporter", "--listen", f"127.0.0.1:{port}", "--probes", "ovs-upcall-summary"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"netsleuth exporter: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1

@@ -210,13 +210,18 @@ def main() -> None:
     method = (f"`bench/exporter_cost.py` on {platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}); "
               f"the machine was shared with other engineers' test runs and a QEMU VM (load average "
               f"{load[0]:.1f} before, {load_after[0]:.1f} after), so the CPU and latency figures are upper bounds "
-              f"of what an idle host sees. (a) steady {args.rate:.0f} drops/s over 64 flows; the probe's own "
+              f"of what an idle host sees. (a) a sender aiming at {args.rate:.0f} drops/s over 64 flows (the count it "
+              f"reached is in the table); the probe's own "
               f"in-kernel cost per drop is in the drop-summary sections above.")
     publish("exporter-cost", "netsleuth exporter: its own CPU, memory and scrape latency (this machine)", method,
             table, "bench/exporter_cost.py", args.write,
             extra="\n(b) is the collector and prometheus_client's text exposition only, with every label set "
                   "filled; (c) is the whole scrape over HTTP, the kernel read included (every key of the drop "
-                  "table, walked twice: the records and the map fill count).\n")
+                  "table, walked twice: the records and the map fill count). Its first scrape reads 2000 keys never "
+                  "seen and symbolizes each one's stack: about the default --read-timeout (2 s) on this loaded "
+                  "host, so such a scrape may serve the previous totals and the next one the new drops "
+                  "(netsleuth_probe_read_timeouts_total counts it); later scrapes only symbolize keys that "
+                  "changed.\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.netenv import loaded_bpf_programs, our_bpf_programs, send_udp, sh, veth_ns
-from tests.promenv import Exporter, Prometheus, wait_until
+from tests.promenv import Exporter, Prometheus, http_get, wait_until
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF"),
               pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")]
@@ -89,6 +89,10 @@ def test_promtool_check_metrics_passes_on_a_real_scrape(env, exporter):
     text = exporter.metrics()
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout == check.stderr == "", check
+    # The status page: which probes run, and why the others do not.
+    page = http_get(f"http://{exporter.address}/")
+    assert "drop-summary</td><td>up</td>" in page
+    assert "ovs-upcall-summary</td><td>down</td><td>needs kprobes" in page
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)

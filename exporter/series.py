@@ -150,7 +150,8 @@ class StageSeries(ProbeSeries):
                 _add_slots(self.stages.setdefault(stage, {}), p["buckets"])
 
     def emit(self, fams: Families) -> None:
-        name, doc = "netsleuth_stage_latency_seconds", "Time between two stages of a packet's path (TOTAL: first to last)."
+        name = "netsleuth_stage_latency_seconds"
+        doc = "Time between two stages of a packet's path (TOTAL: first to last)."
         fams.get(name, doc, "histogram")
         for stage, slots in sorted(self.stages.items()):
             fams.log2_histogram(name, doc, {**self.labels, "stage": stage}, slots)

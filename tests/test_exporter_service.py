@@ -26,7 +26,8 @@ def test_the_units_capabilities_are_enough():
     caps = unit_capabilities()
     assert caps and "CAP_SYS_ADMIN" not in caps
     bounding = "-all," + ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
-    exp = Exporter("--probes", "drop-summary", wrapper=["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--"])
+    setpriv = ["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all", "--"]
+    exp = Exporter("--probes", "drop-summary", wrapper=setpriv)
     try:
         exp.wait_probe("drop-summary")
         status = dict(line.split(":\t", 1) for line in open(f"/proc/{exp.proc.pid}/status").read().splitlines()

@@ -65,19 +65,19 @@ class Exporter:
     def metrics(self) -> str:
         return http_get(f"http://{self.address}/metrics")
 
+    def metrics_once_serving(self) -> str:
+        """/metrics, or "" while the exporter does not listen yet."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the exporter exited ({self.proc.returncode}): {self.output()}")
+        try:
+            return self.metrics()
+        except OSError:
+            return ""
+
     def wait_probe(self, probe: str, timeout: float = 120) -> None:
         """Until the probe is up (its BPF compiled and attached)."""
         line = f'netsleuth_probe_up{{probe="{probe}"}} 1.0'
-
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the exporter exited ({self.proc.returncode}): {self.output()}")
-            try:
-                return line in self.metrics().splitlines()
-            except OSError:
-                return False
-
-        wait_until(f"{probe} up in the exporter", up, timeout)
+        wait_until(f"{probe} up in the exporter", lambda: line in self.metrics_once_serving().splitlines(), timeout)
 
     def output(self) -> str:
         self.log.seek(0)

@@ -109,3 +109,20 @@ def test_a_stop_signal_leaves_no_bpf_program(sig):
         exp.stop(signal.SIGKILL)
     left = held & loaded_bpf_programs()
     assert not left, f"still loaded after {sig.name}: {sorted(left)}"
+
+
+def test_a_probe_failing_to_load_is_down_with_the_reason_and_the_exporter_serves():
+    """drop-summary asked to attach by kprobe, which this kernel lacks: its load fails in its
+    thread (after the availability check passed), and the exporter goes on serving."""
+    exp = Exporter("--probes", "drop-summary:attach=kprobe")
+    try:
+        line = 'netsleuth_probe_up{probe="drop-summary:attach=kprobe"} 0.0'
+        wait_until("the probe down", lambda: 'state="down"' in exp.metrics_once_serving(), 120)
+        text = exp.metrics()
+        assert line in text.splitlines()
+        (info,) = [x for x in text.splitlines() if x.startswith("netsleuth_probe_info{")]
+        assert 'reason="drop-summary: kprobes are not available' in info, info
+        assert exp.proc.poll() is None
+        assert our_bpf_programs(exp.proc.pid) == []
+    finally:
+        assert exp.stop() == 0

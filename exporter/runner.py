@@ -19,7 +19,7 @@ from probes.runtime.maps import map_fill
 from probes.runtime.stop import ProbeStopped
 
 from .series import SERIES, ProbeSeries
-from .specs import Spec
+from .specs import NO_SERIES, Spec
 
 STARTING, UP, DOWN, STOPPED = "starting", "up", "down", "stopped"
 
@@ -48,7 +48,7 @@ class ProbeRunner:
         self.maps: list[tuple[str, int, int]] = []
         series_cls = SERIES.get(spec.name)
         if self.probe is not None and series_cls is None:
-            self.state, self.reason, self.probe = DOWN, "the exporter has no metrics for this probe yet", None
+            self.state, self.reason, self.probe = DOWN, NO_SERIES, None
         self.series: ProbeSeries | None = series_cls(self.probe, max_series) if self.probe is not None else None
         self.lock = threading.Lock()  # series and the fields above, against the scrape threads
         self._cv = threading.Condition()

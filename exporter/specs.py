@@ -9,6 +9,8 @@ from probes.registry import PROBES
 from probes.runtime.kernel import KernelCaps
 from probes.runtime.params import ParamError
 
+from .series import SERIES
+
 # Flags that make no sense for an always-on exporter (it reads at each scrape, forever).
 NOT_FOR_EXPORTER = {"interval", "duration", "top"}
 # Flags the exporter sets where the user does not: drop-summary keyed by drop location
@@ -17,6 +19,7 @@ EXPORTER_DEFAULTS = {"drop-summary": {"group_by": "stack"}}
 # Probes one instance of which follows one VM: never started by default.
 PER_VM = {"vm-latency-summary"}
 SYNTAX = "NAME[:flag=value...][,NAME...]"
+NO_SERIES = "the exporter has no metrics for this probe yet"
 # The flags that tell two instances of one probe apart in their series' labels.
 INSTANCE_FLAGS = ("direction", "vm_interface", "phy_interface")
 
@@ -82,6 +85,17 @@ def _spec(cls: type[Probe], entry: str, raw: dict, caps: KernelCaps) -> Spec:
     return Spec(entry, cls.name, probe=cls(caps, **raw))  # ParamError: a bad flag value
 
 
+def _default_spec(cls: type[Probe], entry: str, raw: dict, caps: KernelCaps) -> Spec:
+    """As _spec; a probe the exporter has no metrics for, or that needs flags no default
+    gives, is listed down with why instead of stopping the exporter."""
+    if cls.name not in SERIES:
+        return Spec(entry, cls.name, down_reason=NO_SERIES)
+    try:
+        return _spec(cls, entry, raw, caps)
+    except ParamError as e:
+        return Spec(entry, cls.name, down_reason=f"not started by default: {e}")
+
+
 def default(caps: KernelCaps, physical_interfaces) -> list[Spec]:
     """Every tier-1 probe this host can run: the latency Summaries on each physical NIC
     (``physical_interfaces()``: names, asked only where they can run) in both directions;
@@ -102,7 +116,7 @@ def default(caps: KernelCaps, physical_interfaces) -> list[Spec]:
             for nic in nics:
                 for direction in ("rx", "tx"):
                     entry = f"{name}:phy-interface={nic}:direction={direction}"
-                    specs.append(_spec(cls, entry, {"phy_interface": nic, "direction": direction}, caps))
+                    specs.append(_default_spec(cls, entry, {"phy_interface": nic, "direction": direction}, caps))
             continue
-        specs.append(_spec(cls, name, dict(EXPORTER_DEFAULTS.get(name, {})), caps))
+        specs.append(_default_spec(cls, name, dict(EXPORTER_DEFAULTS.get(name, {})), caps))
     return specs

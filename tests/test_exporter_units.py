@@ -190,3 +190,21 @@ def test_an_address_in_use_is_one_line_and_exit_1(capsys):
         assert main(["exporter", "--listen", f"127.0.0.1:{port}", "--probes", "ovs-upcall-summary"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"netsleuth exporter: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1
+
+
+def test_the_default_list_never_stops_on_a_probe_it_cannot_start(monkeypatch):
+    """A tier-1 probe without metrics here, or one needing a flag no default gives, is listed
+    down with why (probes land on other branches while this one is written)."""
+    from probes.base import Flag, Probe
+
+    class NeedsFlag(Probe):
+        name, title, tier, cost, description = "needs-flag", "t", 1, "low", "d"
+        flags = (Flag("vm-interface", "interface", "a tap", required=True),)
+        unavailable_reason = classmethod(lambda cls, caps: None)
+
+    monkeypatch.setattr(S, "exportable", lambda: {"needs-flag": NeedsFlag})
+    (spec,) = S.default(detect(), lambda: [])
+    assert spec.probe is None and spec.down_reason == S.NO_SERIES
+    monkeypatch.setitem(S.SERIES, "needs-flag", UpcallSeries)
+    (spec,) = S.default(detect(), lambda: [])
+    assert spec.probe is None and spec.down_reason.startswith("not started by default: --vm-interface is required")

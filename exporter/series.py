@@ -24,6 +24,12 @@ class ProbeSeries:
         self.max_series = max_series
         self.lost = 0
 
+    @staticmethod
+    def instance_key(raw: dict) -> tuple:
+        """What tells two instances' series apart (their labels): none by default, so a
+        probe whose series carry no instance label runs once."""
+        return ()
+
     def add(self, records: list[dict]) -> None:
         raise NotImplementedError
 
@@ -133,11 +139,14 @@ class StageSeries(ProbeSeries):
     """system/vm-latency-summary: netsleuth_stage_latency_seconds{path, direction, device, stage}
     (stage: FROM->TO between two stages a packet passed, or TOTAL; at most 8 stages)."""
 
+    @staticmethod
+    def instance_key(raw: dict) -> tuple:
+        return str(raw.get("direction")), str(raw.get("vm_interface") or raw.get("phy_interface") or "")
+
     def __init__(self, probe, max_series: int) -> None:
         super().__init__(probe, max_series)
-        o = probe.options
-        device = o.raw.get("vm_interface") or o.raw.get("phy_interface") or ""
-        self.labels = {"path": probe.family, "direction": o.direction, "device": str(device)}
+        direction, device = self.instance_key(probe.options.raw)
+        self.labels = {"path": probe.family, "direction": direction, "device": device}
         self.stages: dict[str, dict[int, int]] = {}
 
     def add(self, records: list[dict]) -> None:
@@ -157,7 +166,60 @@ class StageSeries(ProbeSeries):
             fams.log2_histogram(name, doc, {**self.labels, "stage": stage}, slots)
 
 
+class TapRingSeries(ProbeSeries):
+    """tun-ring-monitor (one instance per tap): drops by queue and reason, and the ring's
+    traffic and fill.  Labels device, queue, reason: bounded by the taps configured, their
+    queues and the kernel's drop reasons."""
+
+    COUNTERS = (("xmits", "netsleuth_tap_ring_packets", "Packets given to a tap queue's ring (tun_net_xmit)."),
+                ("found_full", "netsleuth_tap_ring_found_full", "Packets that found the tap queue's ring full."))
+
+    @staticmethod
+    def instance_key(raw: dict) -> tuple:
+        return (str(raw.get("device")),)
+
+    def __init__(self, probe, max_series: int) -> None:
+        super().__init__(probe, max_series)
+        self.drops: dict[tuple[str, str, str], int] = {}
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.fill: dict[tuple[str, str], float] = {}  # the last read's fullest ring, 0-1
+        self.size: dict[tuple[str, str], int] = {}
+
+    def add(self, records: list[dict]) -> None:
+        self.fill = {}  # a maximum over the interval since the previous read, not a running one
+        for r in records:
+            if r.get("type") != "tun_ring":
+                continue
+            tap = (str(r["device"]), str(r["queue"]))
+            for reason, count in r["reasons"].items():
+                self.drops[tap + (reason,)] = self.drops.get(tap + (reason,), 0) + int(count)
+            for field, _, _ in self.COUNTERS:
+                if r.get(field) is not None:
+                    self.counts[tap + (field,)] = self.counts.get(tap + (field,), 0) + int(r[field])
+            if r.get("fill_pct") is not None:
+                self.fill[tap] = r["fill_pct"] / 100
+            if r.get("size"):
+                self.size[tap] = int(r["size"])
+
+    def emit(self, fams: Families) -> None:
+        doc = "Packets dropped on a tap, by queue and drop reason (FULL_RING: the ring was full; DEV_READY: no reader)."
+        fams.get("netsleuth_tap_drops", doc, "counter")
+        for (device, queue, reason), count in sorted(self.drops.items()):
+            fams.counter("netsleuth_tap_drops", doc, {"device": device, "queue": queue, "reason": reason}, count)
+        for field, name, fdoc in self.COUNTERS:
+            for (device, queue, f), count in sorted(self.counts.items()):
+                if f == field:
+                    fams.counter(name, fdoc, {"device": device, "queue": queue}, count)
+        for (device, queue), ratio in sorted(self.fill.items()):
+            fams.gauge("netsleuth_tap_ring_fill_ratio", "The fullest a tap queue's ring was since the previous "
+                       "scrape, 0-1.", {"device": device, "queue": queue}, ratio)
+        for (device, queue), slots in sorted(self.size.items()):
+            fams.gauge("netsleuth_tap_ring_size", "Slots of a tap queue's ring.", {"device": device, "queue": queue},
+                       slots)
+
+
 SERIES: dict[str, type[ProbeSeries]] = {
+    "tun-ring-monitor": TapRingSeries,
     "drop-summary": DropSeries,
     "ovs-upcall-summary": UpcallSeries,
     "system-latency-summary": StageSeries,

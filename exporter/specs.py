@@ -16,12 +16,11 @@ NOT_FOR_EXPORTER = {"interval", "duration", "top"}
 # Flags the exporter sets where the user does not: drop-summary keyed by drop location
 # only (flows are never labels, and keying by flow fills the kernel table on a port scan).
 EXPORTER_DEFAULTS = {"drop-summary": {"group_by": "stack"}}
-# Probes one instance of which follows one VM: never started by default.
-PER_VM = {"vm-latency-summary"}
+# Probes one instance of which follows one VM (an example of its flags): never started by default.
+PER_VM = {"vm-latency-summary": "vm-interface=VNET:phy-interface=NIC:direction=rx",
+          "tun-ring-monitor": "device=VNET"}
 SYNTAX = "NAME[:flag=value...][,NAME...]"
 NO_SERIES = "the exporter has no metrics for this probe yet"
-# The flags that tell two instances of one probe apart in their series' labels.
-INSTANCE_FLAGS = ("direction", "vm_interface", "phy_interface")
 
 
 @dataclass
@@ -67,7 +66,7 @@ def parse(text: str, caps: KernelCaps) -> list[Spec]:
         if cls is None:
             raise ParamError("--probes", entry, f"{SYNTAX} with NAME one of {', '.join(sorted(probes))}")
         raw = _raw_flags(cls, pairs, entry)
-        identity = (name,) + tuple(str(raw.get(k)) for k in INSTANCE_FLAGS if k in raw)
+        identity = (name,) + (SERIES[name].instance_key(raw) if name in SERIES else (entry,))
         if identity in seen:
             raise ParamError("--probes", entry, "each probe once (the latency Summaries once per "
                                                 "direction and interface): their series would collide")
@@ -104,8 +103,7 @@ def default(caps: KernelCaps, physical_interfaces) -> list[Spec]:
     for name, cls in sorted(exportable().items()):
         reason = cls.unavailable_reason(caps)
         if name in PER_VM and not reason:
-            reason = (f"one instance per VM, not started by default: --probes "
-                      f"{name}:vm-interface=VNET:phy-interface=NIC:direction=rx")
+            reason = f"one instance per VM, not started by default: --probes {name}:{PER_VM[name]}"
         if reason:
             specs.append(Spec(name, name, down_reason=reason))
             continue

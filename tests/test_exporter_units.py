@@ -208,3 +208,36 @@ def test_the_default_list_never_stops_on_a_probe_it_cannot_start(monkeypatch):
     monkeypatch.setitem(S.SERIES, "needs-flag", UpcallSeries)
     (spec,) = S.default(detect(), lambda: [])
     assert spec.probe is None and spec.down_reason.startswith("not started by default: --vm-interface is required")
+
+
+def test_tap_ring_records_add_up():
+    from exporter.series import TapRingSeries
+
+    taps = TapRingSeries(None, 100)
+    record = {"type": "tun_ring", "device": "vnet3", "queue": 1, "drops": 7,
+              "reasons": {"FULL_RING": 5, "DEV_READY": 2}, "size": 256, "xmits": 100, "found_full": 5,
+              "max_pending": 256, "fill_pct": 100.0}
+    taps.add([record])
+    taps.add([dict(record, fill_pct=25.0, xmits=50, found_full=0, reasons={"FULL_RING": 1})])
+    fams = Families()
+    taps.emit(fams)
+    got = _samples(fams)
+    q = {"device": "vnet3", "queue": "1"}
+    assert got[("netsleuth_tap_drops_total", frozenset({**q, "reason": "FULL_RING"}.items()))] == 6
+    assert got[("netsleuth_tap_drops_total", frozenset({**q, "reason": "DEV_READY"}.items()))] == 2
+    assert got[("netsleuth_tap_ring_packets_total", frozenset(q.items()))] == 150
+    assert got[("netsleuth_tap_ring_fill_ratio", frozenset(q.items()))] == 0.25  # the last interval's
+    assert got[("netsleuth_tap_ring_size", frozenset(q.items()))] == 256
+
+
+def test_instances_are_told_apart_by_their_labels_only():
+    caps = detect()
+    with pytest.raises(ParamError):  # same labels (device lo, rx): the series would collide
+        S.parse("system-latency-summary:phy-interface=lo:direction=rx,"
+                "system-latency-summary:phy-interface=lo:direction=rx:protocol=udp", caps)
+    specs = S.parse("system-latency-summary:phy-interface=lo:direction=rx,"
+                    "system-latency-summary:phy-interface=lo:direction=tx", caps)
+    assert [s.id for s in specs] == ["system-latency-summary:phy-interface=lo:direction=rx",
+                                     "system-latency-summary:phy-interface=lo:direction=tx"]
+    with pytest.raises(ParamError):  # drop-summary's series carry no instance label
+        S.parse("drop-summary,drop-summary:device=lo", caps)

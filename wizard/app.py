@@ -45,6 +45,7 @@ from .session import sessions_dir as default_sessions_dir
 log = logging.getLogger("netsleuth.wizard")
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for running probes to detach when quitting
+UI_SWITCH_INTERVAL_S = 0.001
 
 
 def setup_log(directory: Path) -> Path:
@@ -472,6 +473,9 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     except OSError as e:
         print(f"netsleuth: cannot use the sessions directory {directory}: {e.strerror}", file=sys.stderr)
         return 1
+    # The probes' workers decode events in Python: the UI thread must get the GIL back
+    # quickly (keys answer within 200 ms under a flood), not after the default 5 ms slices.
+    sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
     app.run()
     return app.return_code or 0
 

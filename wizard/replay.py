@@ -212,8 +212,6 @@ class RecordedProbe:
     (headless replay); ``exhausted`` tells the step loop there is nothing more.
     """
 
-    streaming = False
-
     def __init__(self, run: RecordedRun, speed: float = 0.0):
         self.run = run
         self.name = run.probe
@@ -222,6 +220,12 @@ class RecordedProbe:
         self._t0: float | None = None
         self.recorded_duration_s = run.duration_s
         self.recorded_params = dict(run.params)  # what this run was recorded with (flag names)
+
+    @property
+    def streaming(self) -> bool:
+        """At a pace its wait returns as records come, like a live event stream's: the step
+        loop reads it at its own cadence, not once per record."""
+        return self.speed > 0
 
     def start(self) -> None:
         if self.run.status in ("unavailable", "error") and not self.run.records:

@@ -117,7 +117,7 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
         await type_into(pilot, "f-dst_port", "6353")
         await type_into(pilot, "f-src_port", "40000")
         assert "--src-port 40000" in flat_text(app)
-        assert "A replay shows the run as recorded, not these filters: recorded with: src-ip=10.253.2.2" \
+        assert "A replay shows the run as recorded, not these filters: recorded with: Source IP 10.253.2.2" \
             in flat_text(app)
         await pilot.press("ctrl+r")
         await wait_screen(pilot, FindingsScreen)

@@ -127,6 +127,10 @@ class NetsleuthApp(App):
     def choose_symptom(self, playbook_id: str, start: str) -> None:
         prefill = getattr(self.backend, "context_prefill", None)  # a replay: what was recorded
         initial = _context_form_values(prefill()) if callable(prefill) else None
+        recorded_start = getattr(self.backend, "replay_start", None)  # a replay: where its runs begin
+        if callable(recorded_start) and start == self.lib.playbooks[playbook_id].start and \
+                playbook_id == self.backend.recording.symptom:
+            start = recorded_start(self.lib) or start
         self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start, initial=initial))
 
     def start_walk(self, symptom: str, start: str, context: dict) -> None:

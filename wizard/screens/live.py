@@ -470,7 +470,7 @@ class LiveDetailsScreen(LiveScreen):
         r = self.result
         listed = ""
         if self.skipped:
-            listed = f"  ·  not listed {self.skipped:,} (too many to draw)"
+            listed = f"  ·  not listed {self.skipped:,}"
         if self.waiting:
             listed += f"  ·  [yellow]{len(self.waiting):,} newer: End[/yellow]"
         return (f"events [b]{r.get('total', 0):,}[/b]  ·  {len(r['entries'])} distinct  ·  "

@@ -98,7 +98,8 @@ DST_PORT = Flag("dst-port", "port", "destination TCP/UDP port", label="Destinati
 L4_PROTOCOL = Flag("l4-protocol", "protocol", "L4 protocol: tcp, udp, icmp or all", default="all",
                    choices=("tcp", "udp", "icmp", "all"), label="Protocol")
 PID = Flag("pid", "pid", "only threads of this process", short="p", label="Process (PID)")
-TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the flag can repeat)", label="Threads (TIDs)")
+TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the flag can repeat)",
+           label="Threads (TIDs)")
 DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
                 lo=0.1, hi=31 * 86400, label="Run for (s)")
 ATTACH = Flag("attach", "choice", "attach point: auto (best available), raw-tracepoint, tracepoint or kprobe",

@@ -74,9 +74,11 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
         Flag("vlan-id", "vlan", "only packets with this VLAN id", label="VLAN"),
         Flag("interface", "interface", "only drops whose skb->dev is this interface", label="Interface"),
         Flag("verbose", "bool", "also print IP id/TTL/length and the skb length", label="IP id, TTL, lengths"),
-        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)", label="Skip kernel stacks"),
+        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)",
+             label="Skip kernel stacks"),
         Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket "
-             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)", label="Show normal frees too"),
+             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)",
+             label="Show normal frees too"),
         Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
              lo=0.1, hi=31 * 86400, label="Run for (s)"),
         ATTACH,

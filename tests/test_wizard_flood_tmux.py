@@ -137,6 +137,12 @@ def test_details_stay_responsive_under_a_flood(tmp_path):
             events, lost, skipped = counter(screen, "events"), counter(screen, "lost"), counter(screen, "not listed")
             figures["events, lost, not listed"] = (events, lost, skipped)
 
+            # Looking at an older row holds the list still; End goes back to the newest.
+            term.keys("Up", "Up")
+            term.wait_for("newer: End", timeout=10)
+            took_end, _ = timed(term, ["End"], lambda s: "newer: End" not in s)
+            figures["End: newest listed after (s)"] = round(took_end, 3)
+
             # s: the probe detaches within a second and its findings show.
             t0 = time.monotonic()
             term.keys("s")

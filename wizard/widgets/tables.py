@@ -157,13 +157,13 @@ def fit_widths(titles: list[str], rows: list[list[str]], room: int, keep: list[b
     while True:
         cuttable = [i for i in shown if not keep[i]]
         left = room - sum(natural[i] + pad for i in shown if keep[i]) - pad * len(cuttable)
-        if not cuttable or left >= MIN_WIDTH * len(cuttable):
+        if not cuttable or left >= sum(min(natural[i], MIN_WIDTH) for i in cuttable):
             break
         shown.remove(cuttable[-1])
     widths = [natural[i] if i in shown and keep[i] else 0 for i in range(len(titles))]
     cuttable.sort(key=lambda i: natural[i])
     for n, i in enumerate(cuttable):
-        widths[i] = min(natural[i], max(left // (len(cuttable) - n), MIN_WIDTH))
+        widths[i] = min(natural[i], max(left // (len(cuttable) - n), MIN_WIDTH))  # the narrow first: whole
         left -= widths[i]
     return widths
 

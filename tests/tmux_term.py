@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 from tests.netenv import ROOT
 
@@ -92,3 +93,13 @@ def wait_gone(prog_ids: list[int], timeout: float = 10) -> list[int]:
     while loaded(prog_ids) and time.monotonic() < deadline:
         time.sleep(0.2)
     return loaded(prog_ids)
+
+
+def ended(pid: int) -> bool:
+    """The process has exited (gone, or a zombie its parent, the tmux server, has yet to reap:
+    a loaded tmux can take seconds to collect its exit status)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"

@@ -405,7 +405,8 @@ class LiveDetailsScreen(LiveScreen):
     HELP = ("The Details probe reports each matching event (here: each dropped packet) as it happens. "
             "Move in the list with ↑/↓: the selected packet's fields and kernel stack show below.\n"
             "While you look at an older row the list stands still; End goes back to the newest. Under a "
-            "flood only the newest events are listed and the others counted (all are in the findings); "
+            "flood only the newest events are listed and the others counted as 'not listed' (the findings "
+            "count every event received); "
             "'lost' are events the kernel held back because the probe fell behind.\n"
             "Press s to stop early and see the findings. Esc discards this run.")
 
@@ -439,8 +440,8 @@ class LiveDetailsScreen(LiveScreen):
         if not table.items and not self.waiting and m.record != "drop":  # columns from what the events carry
             table.set_columns(event_columns(m.record, m.key, m.distinct, events[0]))
         # Only the newest rows of a read are listed: a flood's thousands a second are counted
-        # (the findings have them all), not drawn.  While the user looks at an older row, the
-        # list stands still and the newest wait.
+        # (the findings fold every event received), not drawn.  While the user looks at an
+        # older row, the list stands still and the newest wait.
         newest = events[-table.limit:]
         self.skipped += len(events) - len(newest)
         if table.following:

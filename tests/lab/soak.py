@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     from probes.registry import PROBES
 
-    out: dict = {"cycles": args.cycles, "kills": args.kills, "uname": " ".join(os.uname())}
+    out: dict = {"steps": {}, "cycles": args.cycles, "kills": args.kills, "uname": " ".join(os.uname())}
     T.modprobe("veth")
     T.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
     T.start_ovs()
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     out["kill_runs"] = kills
     out["upcalls_total"] = br.upcall_stats()["missed"] - missed_before
     out["kprobes_left"] = kprobes_registered()
-    out["total_s"] = round(time.monotonic() - start, 1)
+    out["total_s"] = out["steps"]["soak"] = round(time.monotonic() - start, 1)
     args.out.write_text(json.dumps(out, indent=1))
     return 0
 

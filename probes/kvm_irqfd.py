@@ -121,11 +121,15 @@ class KvmIrqfdSummary(Probe):
         attach_kprobe(bpf, SLOW_FN, "on_irqfd_inject")
         attach_kretprobe(bpf, SLOW_FN, "on_irqfd_inject_return")
         attach_kprobe(bpf, VCPU_LOAD_FN, "on_vcpu_load")
+        self.start_reading()
+        return bpf
+
+    def start_reading(self) -> None:
+        """Nothing read yet: every count is a delta against what was read last."""
         self._seen: dict[tuple[int, int], list[int]] = {}
         self._run_max_ns: dict[tuple[int, int], int] = {}
         self._epoch = 0
         self._posted = posted_interrupts()
-        return bpf
 
     def describe_attach(self) -> str:
         return (f"kprobes {WAKEUP_FN}, {SLOW_FN}, {VCPU_LOAD_FN}, kretprobes {FAST_FN}, {SLOW_FN}; "

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,28 @@ def test_records_sum_the_cpus_and_report_deltas_and_the_intervals_max(loaded):
     assert e["avg_us"] == 0.1
     [r] = loaded.read()
     assert r["entries"] == [] and r["signals"] == 0
+
+
+@pytest.mark.bpf
+@needs_kvm_here
+def test_the_record_is_documented_field_by_field(loaded):
+    from bcc.utils import get_possible_cpus
+
+    _put_line(loaded, 4242, 26, [({"signals": 1, "accepted": 1, "injected": 1, "sum_ns": 9000}, {3: 1})]
+              + [({}, {})] * (len(get_possible_cpus()) - 1))
+    [r] = loaded.read()
+    assert_documented(r)
+
+
+def assert_documented(record: dict) -> None:
+    """Every field of an irqfd_summary record and of its entries is in docs/output-virt.md, and
+    nothing more (also used on the lab's real records)."""
+    from tests.test_ovs_output_doc import documented
+
+    assert set(record) == documented('"irqfd_summary"', VIRT_DOC)
+    assert record["entries"], "an entry to check"
+    for e in record["entries"]:
+        assert set(e) == documented("Each entry", VIRT_DOC)
+
+
+VIRT_DOC = Path(ROOT) / "docs" / "output-virt.md"

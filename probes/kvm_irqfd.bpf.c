@@ -193,14 +193,15 @@ int on_vcpu_load(struct pt_regs *ctx)
     if (NS_F_PID && (pid_tgid >> 32) != NS_F_PID)
         return 0;
     u32 tid = (u32)pid_tgid;
-    if (vcpus.lookup(&tid))
-        return 0;
     void *vcpu = (void *)ns_kprobe_arg(ctx, NS_VCPU_ARG);
     struct vcpu_val v = {.pid = pid_tgid >> 32};
     NS_READ(v.kvm, vcpu, VCPU_KVM);
     NS_READ(v.vcpu_id, vcpu, VCPU_ID);
     if (!v.kvm)
         return 0;
+    struct vcpu_val *known = vcpus.lookup(&tid);
+    if (known && known->kvm == v.kvm && known->vcpu_id == v.vcpu_id)
+        return 0;  /* the usual case; a reused tid is updated */
     vcpus.update(&tid, &v);
     struct vcpu_key k = {.kvm = v.kvm, .vcpu_id = v.vcpu_id};
     vcpu_seen.update(&k, &tid);

@@ -181,6 +181,8 @@ def test_records_sum_the_cpus_and_report_deltas_and_the_intervals_max(loaded):
     assert e["buckets"] == [{"low": 512, "high": 1024, "count": 6}, {"low": 131072, "high": 262144, "count": 1}]
     assert e["max_us"] == 150000.0 and e["max_us_since_start"] == 150000.0
     assert e["avg_us"] == 1000.0
+    text = loaded.format_text(r)
+    assert "10 signals, 8 injections timed, 2 coalesced, 1 slow path" in text and "vm 4242 gsi 26:" in text, text
     # The next interval: only what changed; the max slot read is gone, the other half is next.
     assert len(loaded.bpf[b"maxes"]) == 0
     cpus[0] = ({"signals": 8, "fast_path": 7, "slow_path": 1, "accepted": 8, "coalesced": 2, "injected": 6,

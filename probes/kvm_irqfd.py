@@ -6,7 +6,6 @@ docs/output-virt.md."""
 from __future__ import annotations
 
 import ctypes as ct
-import os
 from pathlib import Path
 
 from .base import DURATION, Flag, Probe, kprobe_reason
@@ -18,6 +17,7 @@ from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
 from .runtime.offsets import OffsetsUnavailable, module_params
 from .runtime.params import CDefines
+from .runtime.vmproc import is_kvm_process
 
 KVM_HINT = "is the kvm module loaded? `modprobe kvm_intel` or `modprobe kvm_amd`"
 WAKEUP_FN, FAST_FN, SLOW_FN, VCPU_LOAD_FN = ("irqfd_wakeup", "kvm_arch_set_irq_inatomic", "irqfd_inject",
@@ -30,22 +30,6 @@ FIELDS = ["IRQFD_KVM", "IRQFD_GSI", "IRQFD_WAIT", "IRQFD_INJECT", "KVM_USERSPACE
 # Module parameters that turn on posted interrupts (the CPU injects: no kvm_inj_virq to time).
 POSTED_PARAMS = (("kvm_intel", "enable_apicv"), ("kvm_amd", "avic"))
 SLOTS = 32
-
-
-def holds_kvm(pid: int) -> bool:
-    """Whether the process has /dev/kvm or a KVM VM open (QEMU, crosvm, firecracker...)."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target in ("/dev/kvm", "anon_inode:kvm-vm"):
-            return True
-    return False
 
 
 def posted_interrupts(sysfs: Path = Path("/sys/module")) -> str | None:
@@ -79,7 +63,7 @@ class KvmIrqfdSummary(Probe):
     def parse_options(cls, raw):
         options = super().parse_options(raw)
         pid = options.values["pid"]
-        if pid and not holds_kvm(pid):
+        if pid and not is_kvm_process(pid):
             raise P.ParamError("--pid", raw.get("pid"), "the pid of a QEMU/KVM process (one that holds /dev/kvm)")
         return options
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from probes.kvm_irqfd import COUNTERS, FIELDS, SLOTS, KvmIrqfdSummary, holds_kvm, posted_interrupts
+from probes.kvm_irqfd import COUNTERS, FIELDS, KvmIrqfdSummary, posted_interrupts
 from probes.runtime.kernel import KernelCaps, detect
 from probes.runtime.loader import load, unload
+from probes.runtime.vmproc import is_kvm_process
 from tests.netenv import our_bpf_programs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,8 +86,8 @@ def test_a_process_holding_dev_kvm_is_a_kvm_process():
                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         child.stdout.readline()
-        assert holds_kvm(child.pid)
-        assert not holds_kvm(os.getpid())
+        assert is_kvm_process(child.pid)
+        assert not is_kvm_process(os.getpid())
     finally:
         child.stdin.close()
         child.wait(timeout=10)

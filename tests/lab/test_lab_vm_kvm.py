@@ -11,12 +11,11 @@ from __future__ import annotations
 import pytest
 
 from tests.lab.expect import step_ok
+from tests.lab.vm_checks_kvm import CONTROL_PINGS
 from tests.test_kvm_irqfd import assert_documented
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
-# Injection latency without the stop stays under this (TCG-nested: µs turn into ms).
-CONTROL_MAX_MS = 50
 # The stop's bound: resuming a stopped QEMU under TCG, then its vCPU's next entry.
 STOP_SLACK_MS = 100
 
@@ -51,28 +50,39 @@ def test_signals_are_the_msis_kvm_resolved_all_on_the_fast_path(kvm, phase):
     assert total(p, pid, "slow_path") == total(p, pid, "no_target") == total(p, pid, "untracked") == 0
 
 
-def test_each_timed_injection_is_an_interrupt_the_guest_handled(kvm):
-    p, pid = kvm["control"], kvm["qemu_pid"]
-    assert p["replies"] == p["pings"], p
+@pytest.mark.parametrize("phase", ["control", "stopped"])
+def test_each_timed_injection_is_an_interrupt_the_guest_handled(kvm, phase):
+    p, pid = kvm[phase], kvm["qemu_pid"]
     guest = sum(p["guest_interrupts"].values())
-    assert total(p, pid, "injected") == guest >= p["pings"], (p["guest_interrupts"], lines(p, pid))
+    assert total(p, pid, "injected") == guest >= CONTROL_PINGS, (p["guest_interrupts"], lines(p, pid))
+    # vhost signals no more while the guest has not seen the last interrupt (virtio's event
+    # index), so nothing merges in KVM even while the vCPU is stopped (measured: 0).
     assert total(p, pid, "coalesced") == 0
     # every interrupt made pending was injected (none left pending, none posted: no AVIC under TCG)
     assert total(p, pid, "accepted") == total(p, pid, "injected")
     assert sum(e["count"] for e in lines(p, pid)) == total(p, pid, "injected")
 
 
+def slower_than(phase: dict, pid: int, ms: float) -> int:
+    """Injections in buckets wholly above ``ms``."""
+    return sum(b["count"] for e in lines(phase, pid) for b in e["buckets"] if b["low"] >= ms * 1000)
+
+
 def test_the_slowest_injection_is_the_stop(kvm):
     pid = kvm["qemu_pid"]
-    control = max(e["max_us"] or 0 for e in lines(kvm["control"], pid)) / 1000
+    assert kvm["control"]["replies"] == kvm["control"]["pings"], kvm["control"]
     stopped = kvm["stopped"]
     slowest = max(e["max_us"] or 0 for e in lines(stopped, pid)) / 1000
     stop_ms = stopped["stop_s"] * 1000
     low = stop_ms - stopped["ping_interval_s"] * 1000 - 5
     high = stop_ms + stopped["cont_signal_s"] * 1000 + STOP_SLACK_MS
     assert low <= slowest <= high, (slowest, stopped)
-    assert control < CONTROL_MAX_MS, control
     assert max(e["max_us_since_start"] for e in lines(stopped, pid)) / 1000 == slowest
+    # Only the interrupts pending across the stop (one per queue at most) are that slow;
+    # without the stop none comes near it (TCG-nested: up to ~35 ms measured).
+    assert 1 <= slower_than(stopped, pid, stop_ms / 2) <= len(lines(stopped, pid))
+    control = max(e["max_us"] or 0 for e in lines(kvm["control"], pid)) / 1000
+    assert control < stop_ms / 2 and slower_than(kvm["control"], pid, stop_ms / 4) == 0, control
 
 
 def test_real_records_are_documented(kvm):

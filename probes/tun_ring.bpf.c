@@ -80,9 +80,9 @@ int ns_tun_net_xmit(struct pt_regs *ctx)
         return 0;
     void *slot = NULL;  /* the producer's slot is taken exactly when the ring is full */
     bpf_probe_read_kernel(&slot, sizeof(slot), &slots[producer]);
-    u32 pending = producer >= head ? producer - head : producer + size - head;
-    if (pending == 0 && slot)
-        pending = size;
+    /* Full for the producer even when the consumer has read part of it: it frees the
+     * slots it read only in batches (ptr_ring's consumer_tail). */
+    u32 pending = slot ? size : (producer >= head ? producer - head : producer + size - head);
 
     struct ring_count zero = {};
     struct ring_count *c = ring_counts.lookup_or_try_init(&queue, &zero);

@@ -1,4 +1,4 @@
-"""kvm-irqfd-stats-summary on a real nested VM (tests/lab/vm_checks_kvm.py ran it in the guest).
+"""kvm-irqfd-stats-summary on a real nested VM (tests/lab/vm_checks_kvm.py, in vm_checks.py's boot).
 
 Counts: the probe's irqfd signals equal the MSIs KVM resolved (an ftrace hist trigger on
 kvm:kvm_msi_set_irq), all on the fast path, and its timed injections equal the virtio
@@ -21,9 +21,9 @@ STOP_SLACK_MS = 100
 
 
 @pytest.fixture
-def kvm(lab) -> dict:
-    step_ok(lab, "kvm_irqfd")
-    return lab["kvm_irqfd"]
+def kvm(vmlab) -> dict:
+    step_ok(vmlab, "kvm_irqfd")
+    return vmlab["kvm_irqfd"]
 
 
 def lines(phase: dict, pid: int) -> list[dict]:

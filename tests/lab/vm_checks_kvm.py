@@ -76,14 +76,20 @@ def _phase(worker: ProbeWorker, vm, msi: MsiCounter, action) -> dict:
             "guest_interrupts": {k: v - guest0.get(k, 0) for k, v in guest1.items()}, **extra}
 
 
-def check_kvm_irqfd(br: T.Bridge, vm) -> dict:
+def start_kvm_probe(vm) -> ProbeWorker:
+    """The probe on the VM's QEMU, compiling (~60 s under TCG) while other checks run."""
+    return ProbeWorker(PROBE, pid=str(vm.pid), interval="3600")
+
+
+def check_kvm_irqfd(br: T.Bridge, vm, worker: ProbeWorker | None = None) -> dict:
+    """``worker``: from start_kvm_probe(vm), else started here; detached either way."""
     out: dict = {"qemu_pid": vm.pid, "vcpu_tids": list(vm.vcpu_tids())}
     # A process that holds no /dev/kvm is refused in one line (no compile: parsed first).
     cp = subprocess.run(NETSLEUTH + ["probe", PROBE, "--pid", str(T.ovs_pid()), "-d", "1"],
                         capture_output=True, text=True, timeout=120)
     out["not_kvm_pid"] = {"returncode": cp.returncode, "stderr": cp.stderr}
 
-    worker = ProbeWorker(PROBE, pid=str(vm.pid), interval="3600")
+    worker = worker or start_kvm_probe(vm)
     try:
         worker.ready()
         out["attach_s"], out["attached"] = worker.attach_s, worker.attached

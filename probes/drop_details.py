@@ -69,16 +69,18 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
     streaming = True
     flags = (
         Flag("type", "choice", "EtherType: arp, rarp, ipv4, ipv6, lldp or all", default="all",
-             choices=tuple(ETH_TYPES)),
+             choices=tuple(ETH_TYPES), label="EtherType"),
         L4_PROTOCOL, SRC_IP, DST_IP, SRC_PORT, DST_PORT,
-        Flag("vlan-id", "vlan", "only packets with this VLAN id"),
-        Flag("interface", "interface", "only drops whose skb->dev is this interface"),
-        Flag("verbose", "bool", "also print IP id/TTL/length and the skb length"),
-        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)"),
+        Flag("vlan-id", "vlan", "only packets with this VLAN id", label="VLAN"),
+        Flag("interface", "interface", "only drops whose skb->dev is this interface", label="Interface"),
+        Flag("verbose", "bool", "also print IP id/TTL/length and the skb length", label="IP id, TTL, lengths"),
+        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)",
+             label="Skip kernel stacks"),
         Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket "
-             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)"),
+             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)",
+             label="Show normal frees too"),
         Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400),
+             lo=0.1, hi=31 * 86400, label="Run for (s)"),
         ATTACH,
         drop_hook.NO_OVS_ACTIONS,
     )

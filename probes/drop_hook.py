@@ -61,7 +61,7 @@ OVS_DROP_REASONS_SINCE = (6, 6)
 # host may prefer to give up seeing OVS drop actions.
 NO_OVS_ACTIONS = Flag("no-ovs-actions", "bool",
                       "do not hook consume_skb for OVS drop actions (kernels before 6.6): "
-                      "spares a kprobe hit on every freed packet")
+                      "spares a kprobe hit on every freed packet", label="Skip OVS drop actions")
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,16 @@ class DropSummary(drop_hook.DropHookProbe):
     description = "Counts dropped packets by kernel stack, flow, device and drop reason."
     flags = (
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
-        Flag("device", "interface", "only drops whose skb->dev is this interface", short="n"),
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400),
+        Flag("device", "interface", "only drops whose skb->dev is this interface", short="n", label="Interface"),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400),
-        Flag("top", "int", "entries shown per report", short="t", default=5, lo=1, hi=1000),
+             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        Flag("top", "int", "entries shown per report", short="t", default=5, lo=1, hi=1000, label="Entries per report"),
         Flag("group-by", "choice", "aggregate by stack, fivetuple or all", default="all",
-             choices=("stack", "fivetuple", "all")),
-        Flag("exact-stacks", "bool", "key by full stack id as well as drop location (costlier: unwinds every drop)"),
+             choices=("stack", "fivetuple", "all"), label="Group drops by"),
+        Flag("exact-stacks", "bool", "key by full stack id as well as drop location (costlier: unwinds every drop)",
+             label="Tell stacks apart"),
         ATTACH,
         drop_hook.NO_OVS_ACTIONS,
     )

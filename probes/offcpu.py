@@ -100,14 +100,15 @@ class OffCpu(EventStream, Probe):
     flags = (
         PID, TID, DURATION,
         Flag("min-block-us", "int", "ignore blocks shorter than this many microseconds", default=1000,
-             lo=1, hi=3600 * 10**6),
-        Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block"),
+             lo=1, hi=3600 * 10**6, label="Shortest block (µs)"),
+        Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block",
+             label="Total by stack"),
         Flag("interval", "seconds", "with --aggregate: seconds between reports (default: one report at the end)",
-             short="i", lo=0.1, hi=86400),
+             short="i", lo=0.1, hi=86400, label="Report every (s)"),
         Flag("top", "int", "with --aggregate: stacks per report, largest total first (0: all)", default=0, lo=0,
-             hi=100000),
+             hi=100000, label="Stacks per report"),
         Flag("attach", "choice", "attach point: auto (raw tracepoint where available), raw-tracepoint or tracepoint",
-             default="auto", choices=("auto", "raw-tracepoint", "tracepoint")),
+             default="auto", choices=("auto", "raw-tracepoint", "tracepoint"), label="Attach point"),
     )
 
     MAX_THREADS = 16384

@@ -86,7 +86,7 @@ class PthreadLock(EventStream, Probe):
     flags = (
         dataclasses.replace(PID, help="the process whose locks to trace", required=True),
         Flag("min-wait-us", "int", "report only waits at least this long, in microseconds", default=100,
-             lo=0, hi=3600 * 10**6),
+             lo=0, hi=3600 * 10**6, label="Shortest wait (µs)"),
         DURATION,
     )
 

@@ -38,13 +38,16 @@ class QdiscDrops(drop_hook.DropHookProbe):
     description = ("Per queueing discipline of a device: drops, overlimits, requeues, backlog, and the dropped "
                    "packets' reasons, places and flows.")
     flags = (
-        Flag("device", "ifname", "the device whose qdiscs to watch", short="n", required=True),
-        Flag("netns", "netns", "the network namespace the device is in: a name from `ip netns` (or its inode)"),
+        Flag("device", "ifname", "the device whose qdiscs to watch", short="n", required=True, label="Interface"),
+        Flag("netns", "netns", "the network namespace the device is in: a name from `ip netns` (or its inode)",
+             label="Namespace"),
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400),
-        Flag("top", "int", "flows listed per qdisc and report", short="t", default=5, lo=1, hi=1000),
+             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        Flag("top", "int", "flows listed per qdisc and report", short="t", default=5, lo=1, hi=1000,
+             label="Flows per report"),
         ATTACH,
     )
     FIELDS = drop_hook.FIELDS + ["NETDEV_QDISC", "QDISC_HANDLE"]

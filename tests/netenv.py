@@ -222,18 +222,39 @@ def loaded_bpf_programs(mine_only: bool = False) -> set[int]:
     return {p["id"] for p in progs if any(h.get("pid") in ours for h in p.get("pids", ()))}
 
 
-# A UDP flood for SECONDS to DST:PORT, as fast as Python sends.
+# A UDP flood for SECONDS to DST:PORT (from source port SPORT, 0: any), as fast as Python sends.
 FLOOD = (
     "import socket,sys,time\n"
     "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+    "s.bind(('',int(sys.argv[4])))\n"
     "dst=(sys.argv[1],int(sys.argv[2])); end=time.monotonic()+float(sys.argv[3])\n"
     "while time.monotonic()<end:\n"
     "    for _ in range(100): s.sendto(b'flood',dst)\n"
 )
 
 
-def flood_udp(dst: str, port: int, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", FLOOD, dst, str(port), str(seconds)])
+def flood_udp(dst: str, port: int, seconds: float, ns: str | None = None, sport: int = 0) -> subprocess.Popen:
+    """The flood as a child process (from inside namespace ``ns`` when given)."""
+    cmd = [sys.executable, "-c", FLOOD, dst, str(port), str(seconds), str(sport)]
+    return subprocess.Popen((["ip", "netns", "exec", ns] if ns else []) + cmd)
+
+
+def udp_no_ports(ns: str | None = None) -> int:
+    """The kernel's own count of UDP datagrams to a closed port (Udp NoPorts) in ``ns``."""
+    lines = [line.split() for line in sh("cat", "/proc/net/snmp", ns=ns).stdout.splitlines() if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("NoPorts")])
+
+
+@contextlib.contextmanager
+def lo_namespace():
+    """A new network namespace with only its loopback, up; removed afterwards."""
+    ns = f"nst-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        yield ns
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
 
 
 class ProbeProcess:

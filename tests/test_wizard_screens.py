@@ -92,7 +92,7 @@ async def test_live_summary_updates_then_stop_keeps_what_was_seen(tmp_path):
         first = live.result["total"]
         text = screen_text(app)
         assert "running" in text and "NO_SOCKET" in text and truth["device"] in text
-        assert "recorded with: dst-ip=10.253.2.1" in text
+        assert "recorded with: Destination IP 10.253.2.1" in text
         assert f"total {first:,}" in text
         await wait_for(pilot, lambda: live.result.get("total", 0) > first, what="counts to grow")
         assert live.query_one("#live-chart").samples, "the rate chart got points"

@@ -45,6 +45,7 @@ from .session import sessions_dir as default_sessions_dir
 log = logging.getLogger("netsleuth.wizard")
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for running probes to detach when quitting
+UI_SWITCH_INTERVAL_S = 0.001
 
 
 def setup_log(directory: Path) -> Path:
@@ -126,6 +127,10 @@ class NetsleuthApp(App):
     def choose_symptom(self, playbook_id: str, start: str) -> None:
         prefill = getattr(self.backend, "context_prefill", None)  # a replay: what was recorded
         initial = _context_form_values(prefill()) if callable(prefill) else None
+        recorded_start = getattr(self.backend, "replay_start", None)  # a replay: where its runs begin
+        if callable(recorded_start) and start == self.lib.playbooks[playbook_id].start and \
+                playbook_id == self.backend.recording.symptom:
+            start = recorded_start(self.lib) or start
         self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start, initial=initial))
 
     def start_walk(self, symptom: str, start: str, context: dict) -> None:
@@ -472,6 +477,9 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     except OSError as e:
         print(f"netsleuth: cannot use the sessions directory {directory}: {e.strerror}", file=sys.stderr)
         return 1
+    # The probes' workers decode events in Python: the UI thread must get the GIL back
+    # quickly (keys answer within 200 ms under a flood), not after the default 5 ms slices.
+    sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
     app.run()
     return app.return_code or 0
 

@@ -163,7 +163,7 @@ def exit_code(cause_found: bool, statuses: list[str]) -> int:
 def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, report_dir: str,
                   duration: float | None = None, record: str | None = None, sessions: str | None = None,
                   max_steps: int = MAX_STEPS, log: Callable[[str], None] | None = None,
-                  host: dict | None = None) -> AutopilotResult:
+                  host: dict | None = None, start: str | None = None) -> AutopilotResult:
     """Diagnose ``symptom`` with no human; the report goes to ``report_dir``."""
     if host is None:
         facts = getattr(backend, "host_facts", None)
@@ -181,7 +181,7 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         raise
     pilot = Autopilot(lib, backend, duration, recorder, log)
     try:
-        walk = Walk(lib, context, symptom, availability=backend.availability, on_event=session.write)
+        walk = Walk(lib, context, symptom, start=start, availability=backend.availability, on_event=session.write)
         pilot.log(f"netsleuth autopilot: {lib.playbooks[symptom].title} — session {session.id}")
         statuses = pilot.walk(walk, max_steps)
         conclusion = walk.conclusion()

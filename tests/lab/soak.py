@@ -86,7 +86,9 @@ def main(argv: list[str]) -> int:
     load = traffic(sysnet)
     times = []
     try:
-        for _ in range(args.cycles):
+        for n in range(args.cycles):
+            if n % 10 == 0:
+                print(f"[soak] cycle {n}", flush=True)  # where a crash happened, in the output
             t0 = time.monotonic()
             for p, h in hooks:
                 cycle(p.bpf, h)
@@ -106,7 +108,7 @@ def main(argv: list[str]) -> int:
         for _ in range(args.kills):
             proc = subprocess.Popen(NETSLEUTH + ["probe", "drop-summary", "--attach", "kprobe", "--json"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            attached = "Tracing" in proc.stderr.readline()
+            attached = any("Tracing" in line for line in iter(proc.stderr.readline, ""))
             time.sleep(random.uniform(0, 2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()

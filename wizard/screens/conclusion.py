@@ -49,7 +49,7 @@ class ConclusionScreen(WizardScreen):
             yield Button("Write report (w)", id="save", variant="primary", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#save", Button).focus()
+        self.query_one("#conclusion-body").focus()  # ↑↓ / PgUp PgDn scroll it at once; w writes the report
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":

@@ -76,6 +76,10 @@ class ContextScreen(WizardScreen):
             if dest in present:
                 form.set_value(dest, fill.get(dest))
 
+    def on_param_form_changed(self, event: ParamForm.Changed) -> None:
+        if not event.form.validate():  # fixed: the error said on Continue is over
+            self.clear_error()
+
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.action_next()
 

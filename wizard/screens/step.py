@@ -19,6 +19,17 @@ from ..widgets.param_form import ParamForm
 from .base import WizardScreen
 
 TIER_NAMES = {1: "Summary", 2: "Details", 3: "Root cause"}
+# Flags that narrow what a Details probe reports to one flow, device or process.
+FILTER_KINDS = ("ipv4", "port", "interface", "mac", "pid", "tids")
+UNFILTERED = ("[yellow]No filter set[/yellow]: this Details probe reports [b]every[/b] matching event on the host "
+              "(each dropped packet, say). Fill in the flow (at least the destination) or run the Summary "
+              "first: it finds the flow and fills these fields for you.")
+
+
+def unfiltered(view, flags, values: dict) -> bool:
+    """A Details step (one event each) with none of its flow / device / process filters set."""
+    filters = [f for f in flags if f.kind in FILTER_KINDS]
+    return view.tier == 2 and bool(filters) and not any(values.get(f.dest) not in (None, "") for f in filters)
 # Flags the wizard sets itself: it reads the probe every second and stops it at the duration.
 HIDDEN_FLAGS = ("interval",)
 
@@ -77,6 +88,7 @@ class StepScreen(WizardScreen):
                 yield ParamForm(flags, values, options=options, hide=HIDDEN_FLAGS,
                                 validator=self.app.backend_validator, id="step-form")
         yield Static("", id="replay-note")
+        yield Static(UNFILTERED, id="unfiltered")
         yield Static("", id="command-line")
         with Horizontal(classes="buttons"):
             label = "Run (Ctrl+R)" if self.instead is None else f"Instead: {self.instead.probe} (Ctrl+R)"
@@ -97,6 +109,8 @@ class StepScreen(WizardScreen):
 
     def _update_command(self) -> None:
         form = self.form()
+        self.query_one("#unfiltered", Static).display = form is not None and unfiltered(
+            self.view, form.flags, form.values())
         line = self.query_one("#command-line", Static)
         if form is None:
             line.update("")
@@ -115,8 +129,10 @@ class StepScreen(WizardScreen):
         self.query_one("#replay-note", Static).update(note)
         self.query_one("#replay-note", Static).display = bool(note)
 
-    def on_param_form_changed(self, _event: ParamForm.Changed) -> None:
+    def on_param_form_changed(self, event: ParamForm.Changed) -> None:
         self._update_command()
+        if not event.form.validate():  # fixed: the error said when Run was pressed is over
+            self.clear_error()
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.action_run()
@@ -141,7 +157,7 @@ class StepScreen(WizardScreen):
         try:
             self.app.backend.check(self.view.probe, values)  # the whole set, as the probe will see it
         except ParamError as e:
-            self.show_error(str(e))
+            self.show_error(form.explain(e) if form else str(e))
             return
         self.clear_error()
         kinds = {f.name: f.kind for f in self.app.backend.flags(self.view.probe)}

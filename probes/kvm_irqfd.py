@@ -18,6 +18,7 @@ from .runtime.loader import ProbeError, load
 from .runtime.offsets import OffsetsUnavailable, module_params
 from .runtime.params import CDefines
 from .runtime.vmproc import is_kvm_process
+from .system_latency import INTERVAL
 
 KVM_HINT = "is the kvm module loaded? `modprobe kvm_intel` or `modprobe kvm_amd`"
 WAKEUP_FN, FAST_FN, SLOW_FN, VCPU_LOAD_FN = ("irqfd_wakeup", "kvm_arch_set_irq_inatomic", "irqfd_inject",
@@ -52,10 +53,11 @@ class KvmIrqfdSummary(Probe):
     description = ("Latency from an irqfd signal to the vector injected into the vCPU (P50/P99/P99.9/max), "
                    "per VM and interrupt line, with fast-path, slow-path and coalesced counts.")
     flags = (
-        Flag("pid", "pid", "only the VM of this QEMU/KVM process (one that holds /dev/kvm)", short="p"),
+        Flag("pid", "pid", "only the VM of this QEMU/KVM process (one that holds /dev/kvm)", short="p",
+             label="VM process (PID)"),
         Flag("gsi", "int", "only this interrupt line (a gsi, as the records name it; -1: every line)",
-             default=-1, lo=0, hi=4095),
-        Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400),
+             default=-1, lo=0, hi=4095, label="Interrupt line (gsi)"),
+        INTERVAL,
         DURATION,
     )
 

@@ -11,7 +11,8 @@ catalogue entry says (``results.merge`` in probes.yaml):
                      ``totalled`` type stand for many events already totalled (offcpu
                      --aggregate): they add their counts and totals to the same groups.
 * ``sum-histograms`` records with a ``histograms`` list of log2 buckets: buckets with the
-                     same key are summed; percentiles are computed on the sum.
+                     same key are summed (and ``sum`` fields beside them); percentiles are
+                     computed on the sum.
 * ``last``           snapshots (counters already cumulative): the last record wins.
 
 Every result has the same outer shape: ``probe``, ``records``, ``duration_s``, the
@@ -250,6 +251,10 @@ class Accumulator:
             return [(f, f) for f in self.spec.sum]
         return [(f, "total_" + f) for f in self.spec.sum if f != "count"]
 
+    def _hist_sums(self) -> tuple[str, ...]:
+        """Counters a histogram entry carries beside its buckets (its count comes from them)."""
+        return tuple(f for f in self.spec.sum if f != "count")
+
     def _fold_hist(self, h: dict) -> None:
         k = _key(h, self.spec.key)
         g = self.groups.get(k)
@@ -259,6 +264,11 @@ class Accumulator:
             g["_counts"] = {}
             for d in self.spec.distinct:
                 g[_values_name(d)] = []
+            for f in self._hist_sums():
+                g[f] = 0
+        for f in self._hist_sums():
+            if _is_num(h.get(f)):
+                g[f] += h[f]
         for b in h.get("buckets") or []:
             low = int(b.get("low", 0))
             g["_counts"][low] = g["_counts"].get(low, 0) + int(b.get("count", 0))

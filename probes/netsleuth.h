@@ -126,6 +126,9 @@ static __always_inline u8 ns_log2(u64 v)
 static __always_inline u16 ns_ntohs(u16 x) { return __builtin_bswap16(x); }
 static __always_inline u32 ns_ntohl(u32 x) { return __builtin_bswap32(x); }
 
+/* Packet and device helpers: they need the sk_buff / net_device offsets, which a program
+ * that reads no packets (kvm_irqfd.bpf.c) does not resolve: it defines NS_NO_PACKET_HELPERS. */
+#ifndef NS_NO_PACKET_HELPERS
 static __always_inline void *ns_skb_dev(void *skb)
 {
     void *dev = 0;
@@ -386,6 +389,7 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
         p->payload_len = p->ip_len - ihl - l4hdr;
     return ip;
 }
+#endif  /* NS_NO_PACKET_HELPERS */
 
 /* The 5-tuple filters, compared against constants in the kernel. */
 static __always_inline int ns_flow_match(struct ns_flow *f)

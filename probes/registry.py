@@ -7,6 +7,7 @@ from .cpu_burst import CpuBurst
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
 from .futex import Futex
+from .kvm_irqfd import KvmIrqfdSummary
 from .ovs_megaflow import OvsMegaflow
 from .ovs_upcall import OvsUpcallSummary
 from .offcpu import OffCpu
@@ -19,5 +20,6 @@ from .vm_latency import VmLatencyDetails, VmLatencySummary
 PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
     OvsUpcallSummary, OvsMegaflow, TunRingMonitor, OffCpu, Futex, PthreadLock, CpuBurst, QdiscDrops,
+    KvmIrqfdSummary,
 )}
 

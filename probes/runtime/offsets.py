@@ -59,6 +59,14 @@ MODULE_FIELDS: dict[str, tuple[str, str, str | None]] = {
     "TFILE_SOCKET": ("tun", "tun_file", "socket"),
     "TFILE_TUN": ("tun", "tun_file", "tun"),
     "TFILE_QUEUE_INDEX": ("tun", "tun_file", "queue_index"),
+    # kvm's public structs (include/linux/kvm_*.h): in vmlinux's BTF when types deduplicate there
+    "IRQFD_KVM": ("kvm", "kvm_kernel_irqfd", "kvm"),
+    "IRQFD_GSI": ("kvm", "kvm_kernel_irqfd", "gsi"),
+    "IRQFD_WAIT": ("kvm", "kvm_kernel_irqfd", "wait"),
+    "IRQFD_INJECT": ("kvm", "kvm_kernel_irqfd", "inject"),
+    "KVM_USERSPACE_PID": ("kvm", "kvm", "userspace_pid"),
+    "VCPU_KVM": ("kvm", "kvm_vcpu", "kvm"),
+    "VCPU_ID": ("kvm", "kvm_vcpu", "vcpu_id"),
 }
 
 _CACHE_FORMAT = 1
@@ -171,12 +179,15 @@ def _btf_of(module: str) -> BTF:
 
 
 def _module_btf(module: str, struct_name: str) -> BTF:
-    try:
-        btf = _btf_of(module)
-        if btf.find(4, struct_name) is not None:  # BTF_KIND_STRUCT
-            return btf
-    except BTFError:
-        pass
+    """The BTF that defines the struct: the module's, else vmlinux's (pahole moves a type
+    that vmlinux also uses there, e.g. struct kvm on Debian 6.1)."""
+    for source in (module, "vmlinux"):
+        try:
+            btf = _btf_of(source)
+            if btf.find(4, struct_name) is not None:  # BTF_KIND_STRUCT
+                return btf
+        except BTFError:
+            pass
     raise OffsetsUnavailable(
         f"needs the {module} module's BTF (/sys/kernel/btf/{module}) for struct {struct_name}: load the module "
         f"(`modprobe {module}`); a kernel without BTF for modules (CONFIG_DEBUG_INFO_BTF_MODULES) cannot tell "

@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.lab import nested_vm
 from tests.lab import topology as T
 from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe
+from tests.lab.vm_checks_kvm import check_kvm_irqfd, start_kvm_probe
 from tests.netenv import send_udp
 
 RING = 64  # the tap's txqueuelen during the overflow check: its ring's size
@@ -88,12 +89,15 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         ring_f = pool.submit(start_probe, "tun-ring-monitor", "--device", vm.tap, "-i", "1", "--json")
+        kvm_probe = start_kvm_probe(vm)  # compiles in its own process meanwhile
         with rec.step("probes_attach"):
             ring_probe = ring_f.result()
         with rec.step("tun_ring"):
             rec.data["tun_ring"] = check_ring_overflow(br, sysnet, vm, ring_probe)
         with rec.step("probes_stop"):
             rec.data["probes"] = {"tun-ring-monitor": stop_probe(ring_probe)}
+        with rec.step("kvm_irqfd"):
+            rec.data["kvm_irqfd"] = check_kvm_irqfd(br, vm, kvm_probe)
     finally:
         vm.stop()
     rec.data["kprobes_left"] = kprobes_registered()

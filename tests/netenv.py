@@ -130,20 +130,30 @@ def write_refused_by_tun(packets: list[bytes], kind: int) -> int:
 
 
 @contextlib.contextmanager
+def tun_in_namespace(address: str, kind: int = TUN):
+    """A tun (L3) or tap device inside a new namespace, with ``address``/24 and no other
+    route; yields (namespace, device name, fd).  Writing to the fd is receiving from the
+    wire; nobody reads it, so what the namespace sends out of it fills its ring (a VM that
+    does not read its tap)."""
+    ns = f"nst-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        with open_tun(kind) as (name, fd):
+            sh("ip", "link", "set", name, "netns", ns)
+            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
+            sh("ip", "link", "set", name, "up", ns=ns)
+            yield ns, name, fd
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+
+
+@contextlib.contextmanager
 def l3_tun_in_namespace(address: str):
     """A tun (L3) device inside a new namespace, with ``address``/24 and no other route:
     yields the fd to write IP packets in as if they came from the wire.  Nothing can leave
     (an ICMP error for them has no route)."""
-    ns = f"nst-{uuid.uuid4().hex[:6]}"
-    sh("ip", "netns", "add", ns)
-    try:
-        with open_tun(TUN) as (name, fd):
-            sh("ip", "link", "set", name, "netns", ns)
-            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
-            sh("ip", "link", "set", name, "up", ns=ns)
-            yield fd
-    finally:
-        sh("ip", "netns", "del", ns, check=False)
+    with tun_in_namespace(address, TUN) as (_, _, fd):
+        yield fd
 
 
 def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns: str | None = None,

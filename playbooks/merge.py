@@ -274,9 +274,9 @@ class Accumulator:
             out["chart"] = {"title": self.chart.title, "value": self.chart.value, "mark": self.chart.mark,
                             "points": [list(p) for p in self.points], "points_dropped": self.points_dropped}
         if self.spec.kind == "last":
-            entries = list((self.last or {}).get("entries") or [])
+            entries = list((self.last or {}).get(self.spec.entries) or [])
             for k, v in (self.last or {}).items():
-                if k not in ("entries", "type"):
+                if k not in (self.spec.entries, "type"):
                     out.setdefault(k, v)
         elif self.spec.kind == "sum-histograms":
             entries = []

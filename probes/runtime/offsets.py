@@ -32,6 +32,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "NETDEV_ND_NET": ("net_device", "nd_net"),
     "NET_NS_INUM": ("net", "ns.inum"),
     "TASK_PID": ("task_struct", "pid"),
+    "TASK_TGID": ("task_struct", "tgid"),
+    "TASK_SUM_EXEC": ("task_struct", "se.sum_exec_runtime"),
+    "TASK_RUN_DELAY": ("task_struct", "sched_info.run_delay"),
 }
 
 _CACHE_FORMAT = 1

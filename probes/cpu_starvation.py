@@ -5,11 +5,11 @@ histogram, and who held the CPU while its threads waited."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 
 from . import target
 from .base import DURATION, PID, TID, Flag, Probe, Unavailable
+from .offcpu import raw_tp_has_state
 from .runtime import clock, stop
 from .runtime.cgroup import CpuCgroup, cpu_cgroup
 from .runtime.hist import Log2Hist
@@ -19,12 +19,6 @@ from .runtime.params import CDefines
 
 FIELDS = ["TASK_PID", "TASK_TGID"]
 TOP_INSTEAD = 5
-
-
-def _raw_tp_has_state(release: str) -> bool:
-    """sched_switch's raw arguments gained prev_state in 5.18."""
-    m = re.match(r"(\d+)\.(\d+)", release)
-    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 18)
 
 
 class CpuStarvation(Probe):
@@ -65,7 +59,7 @@ class CpuStarvation(Probe):
             raise ProbeError(f"process {o.pid} does not exist")
         self.cgroup: CpuCgroup | None = cpu_cgroup(o.pid)
         d = CDefines()
-        d.set("NS_RAW_HAS_STATE", _raw_tp_has_state(self.caps.release))
+        d.set("NS_RAW_HAS_STATE", raw_tp_has_state(self.caps.release))
         target.filter_defines(d, o.pid, o.tid)
         d.set("NS_MAX_THREADS", self.MAX_THREADS).set("NS_MAX_KEYS", self.MAX_KEYS)
         bpf = load("cpu_starvation.bpf.c", d, FIELDS)

@@ -25,7 +25,8 @@ class CpuStarvation(Probe):
     name = "cpu-starvation"
     title = "CPU starvation: cgroup quota, run-queue delay per thread, who ran instead"
     tier = 3
-    cost = "low-medium: a map update per wake-up and context switch of the traced threads; in-kernel histograms"
+    cost = ("low-medium, not benchmarked yet: every context switch on the host writes one per-CPU ring slot; "
+            "the traced threads' wake-ups and switches add hash updates; histograms stay in the kernel")
     description = ("Per interval: the process's cgroup CPU quota and its throttled periods (cpu.max / "
                    "cpu.cfs_quota_us, cpu.stat), each thread's wait for a CPU once runnable (histogram), and "
                    "which tasks held the CPU meanwhile.")

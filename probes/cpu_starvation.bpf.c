@@ -3,8 +3,12 @@
  * histogram per thread in the kernel, and which tasks held the CPU while a
  * waiting thread waited (who ran instead: the idle task when a CPU quota kept it
  * off an idle CPU, other tasks when the CPU was busy).  Each CPU keeps its last
- * NS_RUNS runs (task, start, end); when a thread gets the CPU after a wait, the
- * runs of that CPU within the wait are credited to their tasks.
+ * NS_RUNS runs (process, start, end) while one of the traced threads waits; when
+ * a thread gets the CPU after a wait, the runs of that CPU within the wait are
+ * credited to their processes (named in user space, from /proc).
+ *
+ * This program runs at every context switch of the host: when none of the
+ * traced threads waits it only stamps the CPU's current run (bench/cpu_starvation_cost.py).
  *
  * A thread is stamped when it is woken (sched_wakeup, sched_wakeup_new) or
  * switched out still runnable; switched out asleep, its stamp goes (a wake-up
@@ -25,7 +29,6 @@ struct thread_total {
 };
 struct instead_key {
     u32 tgid;  /* 0: the idle task */
-    char comm[16];
 };
 struct instead_total {
     u64 wait_ns;
@@ -37,7 +40,7 @@ struct run {
     u64 start;
     u64 end;
     u32 tgid;  /* 0: idle */
-    char comm[16];
+    u32 pad;
 };
 struct cpu_runs {
     u64 since;  /* the current task's switch-in */
@@ -47,6 +50,7 @@ struct cpu_runs {
 
 BPF_PERCPU_ARRAY(runs, struct cpu_runs, 1);  /* read and written on its own CPU only */
 BPF_HASH(queued, u32, u64, NS_MAX_THREADS);  /* tid -> when it became runnable */
+BPF_ARRAY(waiting, s64, 1);  /* entries in `queued`: while 0, no CPU keeps its runs */
 BPF_HASH(hist, struct hist_key, u64, NS_MAX_KEYS);
 BPF_HASH(totals, u32, struct thread_total, NS_MAX_THREADS);
 BPF_HASH(instead, struct instead_key, struct instead_total, NS_MAX_KEYS);
@@ -62,6 +66,33 @@ static inline __attribute__((always_inline)) void count_lost(void)
         (*n)++;
 }
 
+static inline __attribute__((always_inline)) void add_waiting(s64 n)
+{
+    int zero = 0;
+    s64 *w = waiting.lookup(&zero);
+    if (w)
+        __sync_fetch_and_add(w, n);
+}
+
+/* Stamp ``tid`` runnable at ``now`` (counted once while it waits). */
+static inline __attribute__((always_inline)) void queue(u32 tid, u64 now)
+{
+    if (queued.lookup(&tid)) {
+        queued.update(&tid, &now);
+        return;
+    }
+    if (queued.update(&tid, &now) != 0)
+        count_lost();
+    else
+        add_waiting(1);
+}
+
+static inline __attribute__((always_inline)) void unqueue(u32 tid)
+{
+    if (queued.delete(&tid) == 0)
+        add_waiting(-1);
+}
+
 static inline __attribute__((always_inline)) void stamp(void *p)
 {
     u32 tid = 0, tgid = 0;
@@ -69,9 +100,7 @@ static inline __attribute__((always_inline)) void stamp(void *p)
     bpf_probe_read_kernel(&tgid, sizeof(tgid), (char *)p + NS_OFF_TASK_TGID);
     if (!thread_match(tgid, tid))
         return;
-    u64 now = bpf_ktime_get_ns();
-    if (queued.update(&tid, &now) != 0)
-        count_lost();
+    queue(tid, bpf_ktime_get_ns());
 }
 
 /* args: struct task_struct *p */
@@ -93,7 +122,6 @@ static inline __attribute__((always_inline)) void credit_runs(struct cpu_runs *r
         if (!r->end || hi <= lo)
             continue;
         struct instead_key ik = {.tgid = r->tgid};
-        __builtin_memcpy(ik.comm, r->comm, sizeof(ik.comm));
         struct instead_total iz = {}, *it = instead.lookup_or_try_init(&ik, &iz);
         if (!it) {
             count_lost();
@@ -113,14 +141,15 @@ int ns_runq_switch(struct bpf_raw_tracepoint_args *ctx)
     struct cpu_runs *ring = runs.lookup(&zero_idx);
     if (!ring)
         return 0;
-    /* prev's run on this CPU ends now: into the ring (our own threads too: they take turns). */
-    if (ring->since) {
+    /* prev's run on this CPU ends now: into the ring while a traced thread waits (our own
+     * threads too: they take turns). */
+    s64 *w = waiting.lookup(&zero_idx);
+    if (ring->since && w && *w > 0) {
         u32 slot = ring->next % NS_RUNS;
         struct run *r = &ring->r[slot];
         r->start = ring->since;
         r->end = now;
         r->tgid = prev_tid ? prev_tgid : 0;
-        bpf_get_current_comm(&r->comm, sizeof(r->comm));
         ring->next = slot + 1;
     }
     ring->since = now;
@@ -128,12 +157,10 @@ int ns_runq_switch(struct bpf_raw_tracepoint_args *ctx)
     if (NS_RAW_HAS_STATE && (u32)ctx->args[3] == 0)
         runnable = 1;  /* TASK_RUNNING: yielded or preempted */
     if (thread_match(prev_tgid, prev_tid)) {
-        if (runnable) {
-            if (queued.update(&prev_tid, &now) != 0)
-                count_lost();
-        } else {
-            queued.delete(&prev_tid);
-        }
+        if (runnable)
+            queue(prev_tid, now);
+        else
+            unqueue(prev_tid);
     }
 
     u32 next_tid = 0;
@@ -142,7 +169,7 @@ int ns_runq_switch(struct bpf_raw_tracepoint_args *ctx)
     if (!since)
         return 0;
     u64 queued_at = *since, delta = now - queued_at;
-    queued.delete(&next_tid);
+    unqueue(next_tid);
 
     u64 us = delta / 1000;
     struct hist_key hk = {.tid = next_tid, .slot = us ? bpf_log2l(us) - 1 : 0};  /* bpf_log2l is floor + 1 */

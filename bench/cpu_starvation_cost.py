@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import platform
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.drop_program_cost import program_stats  # noqa: E402
 from bench.report import publish  # noqa: E402
 from tests.netenv import ProbeProcess  # noqa: E402
 
@@ -79,11 +79,6 @@ def enable_stats() -> int:
     if fd < 0:
         raise OSError(ctypes.get_errno(), "bpf(BPF_ENABLE_STATS)")
     return fd
-
-
-def program_stats() -> dict[int, tuple[str, int, int]]:
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
-    return {p["id"]: (p.get("name", "?"), p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in json.loads(out)}
 
 
 def measure(binary: Path, cpu: int, seconds: float, trace: str, idle_pid: int) -> list[tuple[str, int, float, float]]:

@@ -76,3 +76,16 @@ def test_contention_names_the_task_and_a_quiet_process_points_at_off_cpu_time():
     w.complete("ok", merged("cpu-starvation", [quiet], 10), 10)
     assert [f.rule for f in w.findings if f.step == "ovs-slow/cpu-starvation"] == ["cpu-not-starved"]
     assert [s.ref for s in w.suggestions()] == ["ovs-slow/offcpu"]
+
+
+def test_a_holder_not_seen_is_no_cause_and_says_which_run_names_it():
+    w = walk_to_summary(CASE_CONTEXT)
+    w.choose("ovs-slow/pthread-lock")
+    unseen = [{**wait, "holder_tid": None, "holder_comm": None, "holder_kind": None, "holder_hold_us": None,
+               "holder_on_cpu_us": None, "holder_runq_us": None} for wait in starved_holder_waits()]
+    w.complete("ok", merged("pthread-lock", unseen), 10)
+    [f] = [f for f in w.findings if f.group == "lock-holders"]
+    assert f.rule == "lock-holder-unknown" and not f.explains
+    assert f.title == "Threads wait up to 400.0 ms for lock 0x55d0c0ffee, held by ? (not seen)"
+    assert "netsleuth probe pthread-lock -p 4200 --duration 60" in f.advice[0]
+    assert [s.ref for s in w.suggestions()][0] == "ovs-slow/cpu-starvation"

@@ -36,6 +36,10 @@ def test_the_route_to_the_destination_names_the_interface():
     assert f"the route to {env.b_ip} leaves by {env.a_if}" in hv["how"]["phy_interface"]
     if find_process("ovs-vswitchd") is None:
         assert hv["unknown"]["ovs_pid"] == "ovs-vswitchd is not running on this host"
+    with ns_pair() as env:
+        local = values_in(env.a, {"dst_ip": env.a_ip})
+    assert local["unknown"]["phy_interface"] == (f"the route to {env.a_ip} leaves by lo, "
+                                                 "and the destination is this host itself")
 
 
 @root

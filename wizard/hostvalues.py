@@ -44,6 +44,8 @@ def _route_device(dst: str | None) -> tuple[str | None, str]:
 def _physical_behind(inv: Inventory, dev: str) -> tuple[str | None, str]:
     """``dev`` itself, or the one physical port of the OVS or Linux bridge ``dev`` is."""
     iface = inv.interface(dev)
+    if iface is not None and iface.kind == discovery.LOOPBACK:
+        return None, "the destination is this host itself"
     ports: tuple[str, ...] = ()
     if inv.ovs and dev in inv.ovs.bridges:
         ports = inv.ovs.bridges[dev]

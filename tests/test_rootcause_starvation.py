@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from playbooks import load_library
-from tests.rootcause_support import QuotaCgroup, Target, busy_loop, requires_root, target_binary  # noqa: F401
+from probes.cpu_starvation import CpuStarvation
+from tests.rootcause_support import (QuotaCgroup, Target, assert_documented, bpf_watch, busy_loop,  # noqa: F401
+                                     requires_root, run_for, target_binary)
 from wizard.autopilot import EXIT_CAUSE, run_autopilot
 from wizard.backends import LiveBackend
 
@@ -124,3 +126,35 @@ def test_c_a_lock_held_by_a_running_thread_is_lock_contention(tmp_path, target_b
     assert ev["total_holder_on_cpu_us"] + ev["total_holder_runq_us"] <= ev["total_holder_hold_us"] * 1.05
     assert 100000 <= ev["max_wait_us"] <= max(truth["wait_us"]) * 1.1 + 5000
     assert "holder (" in cause["title"] or "held by holder" in cause["title"]
+
+
+def test_records_are_documented_and_count_each_interval(tmp_path, target_binary, bpf_watch):  # noqa: F811
+    """The probe on its own: every record as docs/output-root-cause.md lists it; the intervals'
+    throttled periods add up to the run's, within what cpu.stat counted around it."""
+    with QuotaCgroup(20000, 100000) as cg, Target(target_binary, "handlers", "90") as t:
+        hog = busy_loop("nslquotahog", tmp_path)
+        try:
+            cg.add(hog.pid)
+            cg.add(t.pid)
+            t.start()
+            before = cg.stat()
+            with CpuStarvation(pid=str(t.pid), interval="0.5") as probe:
+                bpf_watch.snapshot()
+                records = []
+                for _ in range(4):
+                    run_for(probe, 0.5)
+                    records += probe.read()
+            after = cg.stat()
+        finally:
+            stop(hog, t.proc)
+    for r in records:
+        assert_documented(r)
+    last = records[-1]
+    assert (last["quota_us"], last["period_us"], last["quota_cpus"]) == (20000, 100000, 0.2)
+    assert sum(r["interval_nr_periods"] for r in records) == last["nr_periods"]
+    assert sum(r["interval_nr_throttled"] for r in records) == last["nr_throttled"]
+    assert 0 < last["nr_throttled"] <= last["nr_periods"] <= after["nr_periods"] - before["nr_periods"]
+    handlers = {th["comm"]: th for th in last["threads"] if th["comm"].startswith("handler")}
+    assert {th["tid"] for th in handlers.values()} <= set(t.tids.values()) and handlers
+    for th in handlers.values():
+        assert sum(b["count"] for b in th["buckets"]) == th["count"] and th["max_us"] <= th["total_us"]

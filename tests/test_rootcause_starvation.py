@@ -6,6 +6,7 @@ numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -46,20 +47,28 @@ def stop(*procs: subprocess.Popen) -> None:
         p.wait()
 
 
-def test_a_cpu_quota_is_named_not_the_lock_waits_it_causes(tmp_path, target_binary):  # noqa: F811
-    """Handlers sharing a mutex in a cgroup at 10 % of a CPU with a busy loop: the quota is
-    the root (throttled N of M periods, as its cpu.stat counts), the lock waits its symptom."""
-    with QuotaCgroup(10000, 100000) as cg, Target(target_binary, "handlers", "90") as t:
-        hog = busy_loop("nslquotahog", tmp_path)
+@contextlib.contextmanager
+def handlers_under_quota(tmp: Path, binary: Path, quota_us: int):
+    """The target's handlers and a busy loop in one cgroup with ``quota_us`` per 100 ms, started;
+    yields (cgroup, target); both processes are killed at the end (the handlers would run on)."""
+    with QuotaCgroup(quota_us, 100000) as cg, Target(binary, "handlers", "90") as t:
+        hog = busy_loop("nslquotahog", tmp)
         try:
             cg.add(hog.pid)
             cg.add(t.pid)
             t.start()
-            before = cg.stat()
-            code, report, lines = autopilot(tmp_path, t.pid, "ovs-slow/offcpu", 3)
-            after = cg.stat()
+            yield cg, t
         finally:
-            stop(hog, t.proc)  # the handlers would run on: the walk is over
+            stop(hog, t.proc)
+
+
+def test_a_cpu_quota_is_named_not_the_lock_waits_it_causes(tmp_path, target_binary):  # noqa: F811
+    """Handlers sharing a mutex in a cgroup at 10 % of a CPU with a busy loop: the quota is
+    the root (throttled N of M periods, as its cpu.stat counts), the lock waits its symptom."""
+    with handlers_under_quota(tmp_path, target_binary, 10000) as (cg, t):
+        before = cg.stat()
+        code, report, lines = autopilot(tmp_path, t.pid, "ovs-slow/offcpu", 3)
+        after = cg.stat()
     assert code == EXIT_CAUSE, "\n".join(lines)
     causes = [f for f in report["findings"] if f["explains"]]
     assert causes[0]["rule"] == "cpu-quota-throttled", [f["rule"] for f in report["findings"]]
@@ -131,22 +140,15 @@ def test_c_a_lock_held_by_a_running_thread_is_lock_contention(tmp_path, target_b
 def test_records_are_documented_and_count_each_interval(tmp_path, target_binary, bpf_watch):  # noqa: F811
     """The probe on its own: every record as docs/output-root-cause.md lists it; the intervals'
     throttled periods add up to the run's, within what cpu.stat counted around it."""
-    with QuotaCgroup(20000, 100000) as cg, Target(target_binary, "handlers", "90") as t:
-        hog = busy_loop("nslquotahog", tmp_path)
-        try:
-            cg.add(hog.pid)
-            cg.add(t.pid)
-            t.start()
-            before = cg.stat()
-            with CpuStarvation(pid=str(t.pid), interval="0.5") as probe:
-                bpf_watch.snapshot()
-                records = []
-                for _ in range(4):
-                    run_for(probe, 0.5)
-                    records += probe.read()
-            after = cg.stat()
-        finally:
-            stop(hog, t.proc)
+    with handlers_under_quota(tmp_path, target_binary, 20000) as (cg, t):
+        before = cg.stat()
+        with CpuStarvation(pid=str(t.pid), interval="0.5") as probe:
+            bpf_watch.snapshot()
+            records = []
+            for _ in range(4):
+                run_for(probe, 0.5)
+                records += probe.read()
+        after = cg.stat()
     for r in records:
         assert_documented(r)
     last = records[-1]

@@ -413,11 +413,13 @@ class Walk:
         return Conclusion(False, [], findings, summary, _advice(findings[:1]), open_steps, state, chain, chain_title)
 
     def _chain(self, findings: list[Finding]) -> tuple[list[str], str]:
-        """The first chain with at least two links found, as sentences root first; a link
-        not found between two found ones says what was not measured."""
+        """The chain with the most links found (at least two; the first in chains.yaml on a
+        tie: chains sharing their symptom links differ by their roots), as sentences root
+        first; a link not found between two found ones says what was not measured."""
         by_rule: dict[str, Finding] = {}
         for f in rank(findings):
             by_rule.setdefault(f.rule, f)
+        best: tuple[int, list[str], str] = (1, [], "")
         for chain in self.lib.chains:
             said: list[str | None] = []
             for link in chain.links:
@@ -430,11 +432,10 @@ class Walk:
                         break
                 said.append(text)
             found = [i for i, t in enumerate(said) if t]
-            if len(found) < 2:
-                continue
-            return [said[i] or f"(not measured: {chain.links[i].title})"
-                    for i in range(found[0], found[-1] + 1)], chain.title
-        return [], ""
+            if len(found) > best[0]:
+                best = (len(found), [said[i] or f"(not measured: {chain.links[i].title})"
+                                     for i in range(found[0], found[-1] + 1)], chain.title)
+        return best[1], best[2]
 
 
 def _cause_text(f: Finding) -> str:

@@ -153,6 +153,15 @@ class _Builder:
                 tuple(spec.get("choices") or ()), int(spec.get("lo", 0)), int(spec.get("hi", 0)), spec.get("discover"))
 
     # kind: probes -------------------------------------------------------------------
+    def _apart(self, raw: Any, where: Where) -> tuple:
+        """``{name: {when: condition on evidence, why: text}}`` (MergeSpec.apart)."""
+        out = []
+        for name, spec in _fields(raw or {}, where, (), tuple(raw or {})).items():
+            spec = _fields(spec, where.child(name), ("when", "why"), ())
+            out.append((str(name), compile_condition(spec["when"], where.child(f"{name}.when"), self.cf),
+                        _text(spec["why"], where.child(f"{name}.why"))))
+        return tuple(out)
+
     def _probes(self, raw: dict, where: Where) -> None:
         _fields(raw, where, ("kind", "probes"), ("note",))
         for name, spec in _fields(raw["probes"], where.child("probes"), (), tuple(raw["probes"] or {})).items():
@@ -162,13 +171,15 @@ class _Builder:
             if spec["tier"] not in (1, 2, 3):
                 raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
             res = _fields(spec["results"], w.child("results"), ("merge",),
-                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by", "totalled"))
+                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by", "totalled",
+                           "apart"))
             if res["merge"] not in MERGE_KINDS:
                 raise w.child("results.merge").error(f"one of {', '.join(MERGE_KINDS)}")
             merge = MergeSpec(res["merge"], res.get("record"), res.get("entries", "entries"), tuple(res.get("key") or ()),
                               tuple(res.get("sum") or ("count",)), tuple(res.get("totals") or ()),
                               tuple(res.get("distinct") or ()), tuple(res.get("max") or ()),
-                              res.get("sort_by", "count"), _totalled(res.get("totalled"), w.child("results.totalled")))
+                              res.get("sort_by", "count"), _totalled(res.get("totalled"), w.child("results.totalled")),
+                              self._apart(res.get("apart"), w.child("results.apart")))
             cols = spec.get("columns") or {}
             _fields(cols, w.child("columns"), (), tuple(cols))
             self.probes[name] = ProbeSpec(

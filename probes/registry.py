@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import Probe
 from .cpu_burst import CpuBurst
+from .cpu_starvation import CpuStarvation
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
 from .futex import Futex
@@ -20,6 +21,6 @@ from .vm_latency import VmLatencyDetails, VmLatencySummary
 PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
     OvsUpcallSummary, OvsMegaflow, TunRingMonitor, OffCpu, Futex, PthreadLock, CpuBurst, QdiscDrops,
-    KvmIrqfdSummary,
+    KvmIrqfdSummary, CpuStarvation,
 )}
 

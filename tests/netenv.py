@@ -72,6 +72,39 @@ def veth_ns():
         sh("ip", "netns", "del", env.ns, check=False)
 
 
+@dataclass
+class NsPair:
+    """Two namespaces of our own joined by a veth pair: ``a_if`` (a_ip) in ``a`` <-> ``b_if``
+    (b_ip) in ``b``.  Nothing of it is in the root namespace, so no other test's addresses
+    or routes there can take its traffic; IPv6 is off (no router or MLD chatter)."""
+
+    a: str
+    b: str
+    a_if: str
+    b_if: str
+    a_ip: str
+    b_ip: str
+
+
+@contextlib.contextmanager
+def ns_pair():
+    tag = uuid.uuid4().hex[:6]
+    env = NsPair(f"nsa-{tag}", f"nsb-{tag}", f"nsa{tag}", f"nsb{tag}", "10.253.254.1", "10.253.254.2")
+    try:
+        for ns in (env.a, env.b):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+        sh("ip", "link", "add", env.a_if, "netns", env.a, "type", "veth", "peer", "name", env.b_if, "netns", env.b)
+        for ns, dev, ip in ((env.a, env.a_if, env.a_ip), (env.b, env.b_if, env.b_ip)):
+            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        yield env
+    finally:
+        sh("ip", "netns", "del", env.a, check=False)
+        sh("ip", "netns", "del", env.b, check=False)
+
+
 def ipv4_udp(src_ip: str, dst_ip: str, sport: int, dport: int, payload: bytes, ident: int = 1) -> bytes:
     """An IPv4/UDP packet with a correct header checksum (UDP checksum 0: none)."""
     import socket
@@ -130,20 +163,30 @@ def write_refused_by_tun(packets: list[bytes], kind: int) -> int:
 
 
 @contextlib.contextmanager
+def tun_in_namespace(address: str, kind: int = TUN):
+    """A tun (L3) or tap device inside a new namespace, with ``address``/24 and no other
+    route; yields (namespace, device name, fd).  Writing to the fd is receiving from the
+    wire; nobody reads it, so what the namespace sends out of it fills its ring (a VM that
+    does not read its tap)."""
+    ns = f"nst-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        with open_tun(kind) as (name, fd):
+            sh("ip", "link", "set", name, "netns", ns)
+            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
+            sh("ip", "link", "set", name, "up", ns=ns)
+            yield ns, name, fd
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+
+
+@contextlib.contextmanager
 def l3_tun_in_namespace(address: str):
     """A tun (L3) device inside a new namespace, with ``address``/24 and no other route:
     yields the fd to write IP packets in as if they came from the wire.  Nothing can leave
     (an ICMP error for them has no route)."""
-    ns = f"nst-{uuid.uuid4().hex[:6]}"
-    sh("ip", "netns", "add", ns)
-    try:
-        with open_tun(TUN) as (name, fd):
-            sh("ip", "link", "set", name, "netns", ns)
-            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
-            sh("ip", "link", "set", name, "up", ns=ns)
-            yield fd
-    finally:
-        sh("ip", "netns", "del", ns, check=False)
+    with tun_in_namespace(address, TUN) as (_, _, fd):
+        yield fd
 
 
 def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns: str | None = None,

@@ -52,6 +52,12 @@ class LiveBackend:
     def inventory(self) -> discovery.Inventory:
         return discovery.discover()
 
+    def host_values(self, context: dict):
+        """Values of context fields the user did not give that this host knows (hostvalues.py)."""
+        from .hostvalues import discover_values
+
+        return discover_values(context)
+
     def netns(self) -> int | None:
         try:
             return os.stat("/proc/self/ns/net").st_ino

@@ -81,6 +81,8 @@ def _key_results(spec: ProbeSpec, result: dict | None) -> dict | None:
     counters = {k: result.get(k) for k in ("records", "duration_s", "total") + spec.merge.totals if k in result}
     if result.get("other_records"):
         counters["other_records"] = result["other_records"]
+    if result.get("not_a_loss_total"):  # frees counted apart (probes.yaml results.apart)
+        counters["not_a_loss"] = {a["pattern"]: a["count"] for a in result.get("not_a_loss") or []}
     entries = result.get("entries") or []
     rows = []
     for e in entries[:TOP_ROWS]:

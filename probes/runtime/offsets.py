@@ -41,6 +41,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "PTR_RING_CONSUMER_HEAD": ("ptr_ring", "consumer_head"),
     "PTR_RING_SIZE": ("ptr_ring", "size"),
     "PTR_RING_QUEUE": ("ptr_ring", "queue"),
+    "TASK_TGID": ("task_struct", "tgid"),
+    "TASK_SUM_EXEC": ("task_struct", "se.sum_exec_runtime"),
+    "TASK_RUN_DELAY": ("task_struct", "sched_info.run_delay"),
 }
 
 # macro name -> struct whose size the program needs (e.g. netdev_priv() follows net_device).

@@ -34,7 +34,8 @@ class CpuStarvation(Probe):
     flags = (
         dataclasses.replace(PID, help="the process to watch", required=True),
         TID,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         DURATION,
     )
 

@@ -57,14 +57,13 @@ def test_vm_symptom_counts_the_drops_on_a_tap_nobody_reads(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     steps = [t for t in report["timeline"] if t["kind"] == "step"]
-    # The latency Summary cannot run here (no kprobes): the tap's drops stand in for it.
-    assert steps[0]["probe"] == "vm-latency-summary" and steps[0]["status"] == "unavailable"
-    assert steps[1]["probe"] == "drop-summary" and steps[1]["status"] == "ok"
-    assert steps[1]["params"]["device"] == tap
+    # The walk starts at the VM's tap: its drops need no kprobe.
+    assert steps[0]["probe"] == "tun-ring-monitor" and steps[0]["status"] == "ok"
+    assert steps[0]["params"]["device"] == tap
     causes = [f for f in report["findings"] if f["explains"]]
-    assert causes and causes[0]["rule"] == "reason-tun-ring", [f["rule"] for f in report["findings"]]
+    assert causes and causes[0]["rule"] == "tun-ring-overflow", [f["rule"] for f in report["findings"]]
     ev = causes[0]["evidence"]
-    assert ev["device"] == tap and ev["reason"] == "FULL_RING" and ev["location"].startswith("tun_net_xmit+")
+    assert ev["device"] == tap and ev["queue"] == 0
     # Every drop the probe counted is one the tap counted too (the run is inside the bracket).
-    assert 0 < ev["count"] <= dropped
+    assert 0 < ev["total_full_ring_drops"] <= dropped
     assert report["conclusion"]["cause_found"] is True

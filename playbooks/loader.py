@@ -24,7 +24,7 @@ SPLIT_PARTS = ("part", "rest")
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KINDS = ("context", "probes", "playbook", "rules", "quick-reference", "chains")
-CONTEXT_KINDS = ("ipv4", "port", "protocol", "interface", "choice", "int", "pid", "internal")
+CONTEXT_KINDS = ("ipv4", "port", "protocol", "interface", "netns", "choice", "int", "pid", "internal")
 
 
 def _fields(raw: Any, where: Where, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:

@@ -22,7 +22,7 @@ class Flag:
     """One command-line flag of a probe, also rendered as a form field by the wizard."""
 
     name: str  # long name without dashes: "src-ip"
-    kind: str  # ipv4 | mac | port | protocol | interface | choice | int | seconds | pid | tids | vlan | bool
+    kind: str  # ipv4 | mac | port | protocol | interface | netns | choice | int | seconds | pid | tids | vlan | bool
     help: str
     short: str | None = None
     default: Any = None
@@ -50,6 +50,8 @@ class Flag:
             return P.protocol(flag, value, self.choices or ("tcp", "udp", "icmp", "all"))
         if self.kind == "interface":
             return P.interface(flag, value)
+        if self.kind == "netns":
+            return P.netns(flag, value)
         if self.kind == "choice":
             return P.choice(flag, value, self.choices, self.default)
         if self.kind == "int":
@@ -152,7 +154,11 @@ class Probe:
         if unknown:
             names = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise P.ParamError(names, raw[unknown[0]], f"a flag of {cls.name}")
-        values = {dest: flag.parse(raw.get(dest)) for dest, flag in known.items()}
+        # Interface names are resolved in the namespace --netns names (ours when not given).
+        ns_flag = next((f for f in cls.flags if f.kind == "netns"), None)
+        ns = ns_flag.parse(raw.get(ns_flag.dest)) if ns_flag else None
+        values = {dest: P.interface("--" + flag.name, raw.get(dest), ns) if flag.kind == "interface" and ns
+                  else flag.parse(raw.get(dest)) for dest, flag in known.items()}
         given = {k: v for k, v in raw.items() if v not in (None, "", False)}
         return Options(given, values)
 

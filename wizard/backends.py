@@ -50,7 +50,13 @@ class LiveBackend:
         return report(self.caps)
 
     def inventory(self) -> discovery.Inventory:
-        return discovery.discover()
+        return discovery.discover(all_namespaces=True)
+
+    def validate(self, flag: Flag, value: Any) -> Any:
+        """A form field: as the probe parses it, or an interface of another namespace (name@ns)."""
+        from .contextvals import check_interface
+
+        return check_interface(flag, value)
 
     def netns(self) -> int | None:
         try:

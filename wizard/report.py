@@ -129,6 +129,11 @@ def _step_view_dict(v: StepView, command_for: CommandFor) -> dict:
             "suggested_by": v.suggested_by, "level": v.level, "command": command_for(v.probe, v.params)}
 
 
+def _internal(lib: Library, name: str) -> bool:
+    cf = lib.context.get(name)
+    return cf is not None and cf.kind == "internal"
+
+
 def build_report(walk: Walk, host: dict, session_id: str | None = None, command_for: CommandFor | None = None,
                  mode: str = "interactive") -> dict:
     lib: Library = walk.lib
@@ -163,8 +168,9 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
         "mode": mode,
         "symptom": {"id": walk.symptom, "title": lib.playbooks[walk.symptom].title if walk.symptom in lib.playbooks
                     else walk.symptom},
-        "context": walk.context,
-        "host": host,
+        # What the user said; what netsleuth set itself (the namespace it runs in) is a host fact.
+        "context": {k: v for k, v in walk.context.items() if not _internal(lib, k)},
+        "host": {**host, **{k: v for k, v in walk.context.items() if _internal(lib, k)}},
         "timeline": timeline,
         "findings": [f.to_dict() for f in c.findings],
         "conclusion": {"cause_found": c.cause_found, "state": c.state, "summary": c.summary,

@@ -12,6 +12,8 @@ import re
 import socket
 import struct
 
+from .netns import Namespace, ifindex_in, resolve
+
 
 class ParamError(ValueError):
     """A flag's value is not acceptable.  The message names the flag and the accepted form."""
@@ -86,17 +88,29 @@ def choice(flag: str, value: str | None, allowed: tuple[str, ...], default: str)
     return name
 
 
-def interface(flag: str, value: str | None) -> int:
-    """Interface name -> ifindex in this network namespace (0 = any)."""
+def interface(flag: str, value: str | None, ns: "Namespace | None" = None) -> int:
+    """Interface name -> ifindex in this network namespace, or in ``ns`` (0 = any)."""
     if value in (None, ""):
         return 0
     name = str(value).strip()
     if not IFNAME_RE.match(name):
         raise ParamError(flag, value, "an interface name (1-15 letters, digits, '_', '.', '-', ':', '@')")
     try:
-        return socket.if_nametoindex(name)
+        return ifindex_in(ns, name) if ns is not None else socket.if_nametoindex(name)
     except OSError:
-        raise ParamError(flag, value, "an existing interface (see `ip link`)") from None
+        where = f"`{ns.enter} ip link`" if ns is not None else "`ip link`; in another namespace also give --netns"
+        raise ParamError(flag, value, f"an existing interface (see {where})") from None
+
+
+def netns(flag: str, value: str | int | None) -> "Namespace | None":
+    """A network namespace by its name in `ip netns`, or by a process id inside it (None = ours)."""
+    if value in (None, ""):
+        return None
+    try:
+        return resolve(value)
+    except ValueError:
+        raise ParamError(flag, value, "a network namespace: a name from `ip netns list`, or the id of a "
+                                      "process inside it") from None
 
 
 def integer(flag: str, value: str | int | float | None, lo: int, hi: int, default: int | None = None,

@@ -301,7 +301,7 @@ class NetsleuthApp(App):
         sid = self.session.id if self.session else None
         try:
             rep = build_report(self.walk, self.backend.host_facts(), sid, command_for=command_for(self.backend),
-                               mode=self.mode)
+                               mode=self.mode, known_fixes=getattr(self.backend, "known_fixes", None))
             self.report_paths = write_reports(rep, self.report_dir())
         except Exception as e:  # noqa: BLE001 - disk full, permissions...: say so, keep the app up
             self.report_error(f"could not write the report: {e}", e)

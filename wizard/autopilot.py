@@ -185,7 +185,8 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         pilot.log(f"netsleuth autopilot: {lib.playbooks[symptom].title} — session {session.id}")
         statuses = pilot.walk(walk, max_steps)
         conclusion = walk.conclusion()
-        report = build_report(walk, host, session.id, pilot.command, mode="autopilot")
+        report = build_report(walk, host, session.id, pilot.command, mode="autopilot",
+                              known_fixes=getattr(backend, "known_fixes", None))
         code = exit_code(conclusion.cause_found, statuses)
         try:
             paths = write_reports(report, report_dir)
@@ -196,6 +197,8 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         pilot.log(f"{CONCLUSION_HEADS[conclusion.state]} {conclusion.summary}")
         for i, link in enumerate(conclusion.chain):
             pilot.log(("  → " if i else "  ") + link)
+        for fix in report["conclusion"]["fixes"]:
+            pilot.log(f"  fix: {fix}")
         for kind, path in paths.items():
             pilot.log(f"report ({kind}): {path}")
         return AutopilotResult(code, conclusion.summary, paths, str(session.path), statuses)

@@ -52,6 +52,12 @@ class LiveBackend:
     def inventory(self) -> discovery.Inventory:
         return discovery.discover(all_namespaces=True)
 
+    def known_fixes(self, causes: list) -> list[str]:
+        """Fixes read from this host (the nftables rule that drops a flow...)."""
+        from .fixes import known_fixes
+
+        return known_fixes(causes)
+
     def validate(self, flag: Flag, value: Any) -> Any:
         """A form field: as the probe parses it, or an interface of another namespace (name@ns)."""
         from .contextvals import check_interface

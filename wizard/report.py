@@ -135,7 +135,8 @@ def _internal(lib: Library, name: str) -> bool:
 
 
 def build_report(walk: Walk, host: dict, session_id: str | None = None, command_for: CommandFor | None = None,
-                 mode: str = "interactive") -> dict:
+                 mode: str = "interactive", known_fixes: Callable[[list], list[str]] | None = None) -> dict:
+    """``known_fixes(causes)``: fixes read from the live host (wizard.fixes), put before the advice."""
     lib: Library = walk.lib
     command_for = command_for or generic_command
     timeline = []
@@ -174,7 +175,8 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
         "timeline": timeline,
         "findings": [f.to_dict() for f in c.findings],
         "conclusion": {"cause_found": c.cause_found, "state": c.state, "summary": c.summary,
-                       "causes": [f.title for f in c.causes], "fixes": c.fixes,
+                       "causes": [f.title for f in c.causes],
+                       "fixes": [*(known_fixes(c.causes) if known_fixes else []), *c.fixes],
                        "chain_title": c.chain_title, "chain": c.chain},
         "next_steps": [_step_view_dict(v, command_for) for v in c.open_steps],
     }

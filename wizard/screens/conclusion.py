@@ -34,8 +34,10 @@ class ConclusionScreen(WizardScreen):
                     f"  {'→ ' if i else '  '}{escape(link)}" for i, link in enumerate(c.chain)), id="conclusion-chain")
             for f in c.causes:
                 yield Static(finding_markup(f), classes=f"finding level-{f.level}")
-            if c.fixes:
-                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in c.fixes))
+            known = getattr(self.app.backend, "known_fixes", None)
+            fixes = [*(known(c.causes) if known else []), *c.fixes]
+            if fixes:
+                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in fixes))
             others = [f for f in c.findings if f not in c.causes]
             if others:
                 yield Static("[b]Other findings[/b]\n" + "\n".join(f"  • {escape(f.title)}" for f in others))

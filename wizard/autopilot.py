@@ -115,8 +115,11 @@ class Autopilot:
 
     def next_step(self, walk: Walk) -> StepView | None:
         """The top runnable suggestion; else, when this step could not run, the step that stands in for it."""
-        for s in walk.suggestions() + [v for v in [walk.fallback()] if v is not None]:
+        instead = walk.fallbacks()
+        for s in walk.suggestions() + instead:
             if s.unavailable is None and not any(r == s.ref and p == s.params for r, p in self.failed):
+                if s in instead:
+                    self.log(f"  instead, what can run here: {s.title} [{s.probe}]")
                 return s
         return None
 
@@ -197,6 +200,8 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         pilot.log(f"{CONCLUSION_HEADS[conclusion.state]} {conclusion.summary}")
         for i, link in enumerate(conclusion.chain):
             pilot.log(("  → " if i else "  ") + link)
+        for text in conclusion.not_measured:
+            pilot.log(f"  not measured: {text}")
         for fix in report["conclusion"]["fixes"]:
             pilot.log(f"  fix: {fix}")
         for kind, path in paths.items():

@@ -177,7 +177,7 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
         "conclusion": {"cause_found": c.cause_found, "state": c.state, "summary": c.summary,
                        "causes": [f.title for f in c.causes],
                        "fixes": [*(known_fixes(c.causes) if known_fixes else []), *c.fixes],
-                       "chain_title": c.chain_title, "chain": c.chain},
+                       "chain_title": c.chain_title, "chain": c.chain, "not_measured": c.not_measured},
         "next_steps": [_step_view_dict(v, command_for) for v in c.open_steps],
     }
 
@@ -237,6 +237,8 @@ def render_markdown(rep: dict) -> str:
         out += [f"### {c['chain_title']}", ""] + [f"{'→ ' if i else ''}{link}  " for i, link in enumerate(c["chain"])] + [""]
     if c["fixes"]:
         out += ["### Suggested fixes", ""] + [f"- {f}" for f in c["fixes"]] + [""]
+    if c.get("not_measured"):
+        out += ["### Not measured on this host", ""] + [f"- {x}" for x in c["not_measured"]] + [""]
     out += ["## Host", ""] + [f"- **{k}**: {v}" for k, v in rep["host"].items()] + [""]
     if rep["context"]:
         out += ["## What you told netsleuth", ""] + [f"- **{k}**: {v}" for k, v in rep["context"].items()] + [""]
@@ -377,6 +379,9 @@ def render_html(rep: dict) -> str:
                    "".join(f"<li>{e(link)}</li>" for link in c["chain"]) + "</ol>")
     if c["fixes"]:
         out.append("<h3>Suggested fixes</h3><ul>" + "".join(f"<li>{e(f)}</li>" for f in c["fixes"]) + "</ul>")
+    if c.get("not_measured"):
+        out.append("<h3>Not measured on this host</h3><ul>" + "".join(f"<li>{e(x)}</li>" for x in c["not_measured"])
+                   + "</ul>")
     out.append("</div><h2>Host</h2><table>" +
                "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rep["host"].items()) + "</table>")
     if rep["context"]:

@@ -38,6 +38,9 @@ class ConclusionScreen(WizardScreen):
             fixes = [*(known(c.causes) if known else []), *c.fixes]
             if fixes:
                 yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in fixes))
+            if c.not_measured:
+                yield Static("[b]Not measured on this host[/b]\n" + "\n".join(f"  • {escape(x)}" for x in c.not_measured),
+                             id="not-measured")
             others = [f for f in c.findings if f not in c.causes]
             if others:
                 yield Static("[b]Other findings[/b]\n" + "\n".join(f"  • {escape(f.title)}" for f in others))

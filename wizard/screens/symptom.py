@@ -7,6 +7,8 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from playbooks.engine import first_sentence
+
 from .base import WizardScreen
 
 
@@ -21,7 +23,7 @@ class SymptomScreen(WizardScreen):
         lib = self.app.lib
         options: list[Option | None] = []
         for pb in sorted(lib.playbooks.values(), key=_guide_order):
-            label = Text.from_markup(f"[b]{escape(pb.title)}[/b]\n  [dim]{escape(_first_sentence(pb.summary))}[/dim]")
+            label = Text.from_markup(f"[b]{escape(pb.title)}[/b]\n  [dim]{escape(first_sentence(pb.summary))}[/dim]")
             options.append(Option(label, id="symptom:" + pb.id))
         if lib.quick_reference:
             options.append(None)
@@ -51,8 +53,3 @@ GUIDE_ORDER = ("packet-loss", "high-latency", "ovs-slow", "vm-network")
 def _guide_order(pb) -> tuple[int, str]:
     return (GUIDE_ORDER.index(pb.id) if pb.id in GUIDE_ORDER else len(GUIDE_ORDER), pb.title)
 
-
-def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from rich.markup import escape
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from playbooks.engine import first_sentence
 
 from .base import WizardScreen
+from .dialogs import GuideScreen
 
 
 class SymptomScreen(WizardScreen):
     HEADING = "What is the problem?"
+    BINDINGS = [Binding("g", "guide", "The guide")]
     HELP = ("Pick the symptom you see. netsleuth then asks for what it needs to know (addresses, "
             "interface…) and runs the cheap Summary probe first.\n"
             "The rows under 'Jump straight to' are the guide's quick-reference table: they start at "
@@ -35,6 +38,9 @@ class SymptomScreen(WizardScreen):
 
     def on_mount(self) -> None:
         self.query_one("#symptoms", OptionList).focus()
+
+    def action_guide(self) -> None:
+        self.app.push_screen(GuideScreen())
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         kind, _, key = (event.option.id or "").partition(":")

@@ -137,6 +137,12 @@ def _fmt_ns_exec(v: Any) -> str:
     return f"{ns.enter} " if ns and ns.enter else ""
 
 
+def _fmt_at_ns(v: Any) -> str:
+    """-> "@ux2" after a device name (as pickers and `ip` write it, for narrow columns), or ""."""
+    ns = _namespace(v)
+    return f"@{ns.label}" if ns else ""
+
+
 def _fmt_rate(v: Any) -> str:
     return f"{v:,.1f}/s" if isinstance(v, (int, float)) else str(v)
 
@@ -144,10 +150,10 @@ def _fmt_rate(v: Any) -> str:
 FORMATS: dict[str, Callable[[Any], str]] = {
     "count": _fmt_count, "pct": _fmt_pct, "us": _fmt_us, "s": _fmt_seconds, "flow": _fmt_flow,
     "list": _fmt_list, "function": _fmt_function, "upper": lambda v: str(v).upper(),
-    "in_ns": _fmt_in_ns, "ns_exec": _fmt_ns_exec, "rate": _fmt_rate,
+    "in_ns": _fmt_in_ns, "at_ns": _fmt_at_ns, "ns_exec": _fmt_ns_exec, "rate": _fmt_rate,
 }
 # Formats whose missing value is said by leaving it out (our own namespace is not named).
-OPTIONAL_FORMATS = frozenset({"in_ns", "ns_exec"})
+OPTIONAL_FORMATS = frozenset({"in_ns", "at_ns", "ns_exec"})
 
 
 # templates -------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_autopilot_from_the_host_names_the_namespace_and_its_commands_work(tmp_p
     assert rep["context"]["namespace"] == env.ns and "netns" not in rep["context"]
     assert rep["host"]["netns"] == N.current_netns()
     md = (tmp_path / "r" / "report.md").read_text()
-    assert f"| {env.peer_if} in namespace {env.ns} |" in md
+    assert f"| {env.peer_if}@{env.ns} |" in md  # the tables' Interface column
 
 
 @root

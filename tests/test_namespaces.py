@@ -72,7 +72,10 @@ def test_autopilot_from_the_host_names_the_namespace_and_its_commands_work(tmp_p
     # The fix is known: the rule, its handle, and the exact command that removes it.
     m = re.fullmatch(rf"ip netns exec {env.ns} nft delete rule inet nsltest input handle (\d+)", delete)
     assert m, delete
-    assert f"(`udp dport {DROPPED} drop`, handle {m.group(1)})" in fixes[0]
+    assert f"(`udp dport {DROPPED} drop`, handle {m.group(1)})" in " ".join(fixes)
+    # ...and for the closed port: nothing listens there (read from the namespace), start it.
+    assert any(f.startswith(f"Nothing listens on UDP port {CLOSED} in namespace {env.ns} (read from its /proc/")
+               and "start the service that should receive it" in f for f in fixes), fixes
     # The steps ran in the namespace: the Details step carries it with the interface there.
     steps = [t for t in rep["timeline"] if t["kind"] == "step"]
     assert f"--netns {env.ns}" in steps[0]["command"]
@@ -135,3 +138,38 @@ def test_pickers_offer_other_namespaces_interfaces_and_connections():
         finally:
             sleeper.kill()
             sleeper.wait()
+
+
+@root
+def test_the_fix_for_a_closed_port_says_what_does_listen_there():
+    from playbooks.rules import Finding
+    from wizard.fixes import known_fixes
+
+    with veth_ns() as env:
+        server = subprocess.Popen(["ip", "netns", "exec", env.ns, sys.executable, "-c",
+                                   "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                                   "s.bind(('127.0.0.1', 7777)); print('ready', flush=True); time.sleep(60)"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready"
+            ns = N.resolve(env.ns)
+
+            def closed(port: int, proto: str = "udp") -> Finding:
+                return Finding("reason-no-socket", "drop-cause", "critical", "", "", None, [], [],
+                               {"namespace": ns.to_dict(), "flow": {"protocol": proto, "src_ip": env.host_ip,
+                                                                    "dst_ip": env.peer_ip, "dst_port": port}},
+                               True, 0, "drop-summary", None)
+
+            (only_lo,) = known_fixes([closed(7777)])
+            assert only_lo.startswith(f"The service on UDP port 7777 in namespace {env.ns} listens on 127.0.0.1 "
+                                      f"only, and the packets go to {env.peer_ip}: make it listen on {env.peer_ip}")
+            (other,) = known_fixes([closed(7777, "tcp")])
+            assert other.startswith(f"Something listens on UDP port 7777 in namespace {env.ns}, but these packets "
+                                    "are TCP")
+            (none,) = known_fixes([closed(7778)])
+            assert none.startswith(f"Nothing listens on UDP port 7778 in namespace {env.ns}")
+            check = re.search(r"then `([^`]+)` lists it", none).group(1)
+            assert check == f"ip netns exec {env.ns} ss -lnup 'sport = :7778'"
+        finally:
+            server.kill()
+            server.wait()

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shlex
 import subprocess
 from typing import Any
 
 from playbooks.rules import Finding
-from probes.runtime.netns import Namespace
+from probes.runtime.netns import Namespace, holders
 
 NETFILTER_RULES = ("reason-netfilter", "site-netfilter")  # rules-drops.yaml: the firewall drops the flow
+NO_LISTENER_RULES = ("reason-no-socket", "site-udp-rcv", "site-tcp-rcv")  # nothing listens on the port
 VERDICTS = ("drop", "reject")
 # nft payload (protocol, field) -> the flow dict's key
 FLOW_FIELDS = {("ip", "saddr"): "src_ip", ("ip", "daddr"): "dst_ip", ("tcp", "sport"): "src_port",
@@ -108,10 +110,59 @@ def netfilter_fix(f: Finding) -> list[str]:
     return out
 
 
+def _systemd_socket_unit(port: int) -> str | None:
+    """The systemd socket unit that listens on this port when started (socket activation)."""
+    try:
+        out = subprocess.run(["systemctl", "list-sockets", "--all", "--no-legend", "--plain"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].rsplit(":", 1)[-1] == str(port):
+            return parts[1]
+    return None
+
+
+def no_listener_fix(f: Finding) -> list[str]:
+    """What listens on the flow's port where it was dropped: another address or protocol (the
+    fix is the service's address), or nothing (start the service; its socket unit if any)."""
+    from .discovery import proc_net_sockets  # the namespace's own /proc/PID/net
+
+    flow = f.evidence.get("flow")
+    if not isinstance(flow, dict) or not flow.get("dst_port") or flow.get("protocol") not in ("tcp", "udp"):
+        return []
+    ns = Namespace.from_dict(f.evidence["namespace"]) if isinstance(f.evidence.get("namespace"), dict) else None
+    pid = (ns.pid or next((p for ino, (p, _) in holders().items() if ino == ns.inode), None)) if ns else os.getpid()
+    if pid is None:
+        return []
+    port, proto, dst = flow["dst_port"], flow["protocol"], flow.get("dst_ip")
+    where = f" in namespace {ns.label}" if ns else ""
+    prefix = f"{ns.enter} " if ns and ns.enter else ""
+    check = f"`{prefix}ss -ln{proto[0]}p 'sport = :{port}'`"
+    on_port = [s for s in proc_net_sockets(pid) if s[2] == port and (s[0] == "udp" or s[5] == "LISTEN")]
+    same = [s for s in on_port if s[0] == proto]
+    if same and dst and all(s[1] not in ("0.0.0.0", dst) for s in same):
+        addrs = ", ".join(sorted({s[1] for s in same}))
+        return [f"The service on {proto.upper()} port {port}{where} listens on {addrs} only, and the packets go to "
+                f"{dst}: make it listen on {dst} (or 0.0.0.0), or send to {addrs}. Check: {check}."]
+    if not same and on_port:
+        other = on_port[0][0].upper()
+        return [f"Something listens on {other} port {port}{where}, but these packets are {proto.upper()}: fix the "
+                f"client's protocol or the service's. Check: {check}."]
+    if same:
+        return []  # a listener appeared since: the drops stopped or it is another address family
+    unit = None if ns else _systemd_socket_unit(port)
+    start = f"start it: `systemctl start {unit}`" if unit else "start the service that should receive it"
+    return [f"Nothing listens on {proto.upper()} port {port}{where} (read from its /proc/{pid}/net/{proto}): {start}; "
+            f"then {check} lists it."]
+
+
 def known_fixes(findings: list[Finding]) -> list[str]:
     """Fixes read from this host for the causes found, most important first."""
     out: list[str] = []
     for f in findings:
-        if f.rule in NETFILTER_RULES:
-            out += [x for x in netfilter_fix(f) if x not in out]
+        fixes = netfilter_fix(f) if f.rule in NETFILTER_RULES else no_listener_fix(f) \
+            if f.rule in NO_LISTENER_RULES else []
+        out += [x for x in fixes if x not in out]
     return out

@@ -114,6 +114,13 @@ def test_pickers_offer_other_namespaces_interfaces_and_connections():
         assert service.fill == {"dst_port": 5555, "l4_protocol": "udp", "namespace": env.ns}
         assert service.label.endswith(f"in namespace {env.ns}")
 
+        # A step form that names the namespace lists its interfaces by name; a probe given
+        # name@namespace runs with --interface name --netns namespace.
+        assert (choices[f"{env.peer_if}@{env.ns}"], env.peer_if) == D.choices_for(inv, "interface", netns=env.ns)[0]
+        from wizard.backends import LiveBackend
+        assert LiveBackend().command_line("drop-details", {"interface": f"{env.peer_if}@{env.ns}"}) == \
+            f"netsleuth probe drop-details --interface {env.peer_if} --netns {env.ns}"
+
         # The context takes the picked interface of another namespace: name and namespace apart.
         assert validate_context(LIB, {"device": f"{env.peer_if}@{env.ns}"}) == {"device": env.peer_if,
                                                                                 "namespace": env.ns}

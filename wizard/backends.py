@@ -26,6 +26,18 @@ def flag_values(flags: tuple[Flag, ...], params: dict[str, Any]) -> dict[str, An
     return {k: v for k, v in dests(params).items() if k in known}
 
 
+def namespaced(flags: tuple[Flag, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """An interface picked in another namespace (``name@ns``, discovery's Interface.choice) as
+    the probe takes it: the name, and --netns when the probe has it."""
+    ns_flag = next((f.dest for f in flags if f.kind == "netns"), None)
+    out = dict(values)
+    for f in flags:
+        v = out.get(f.dest)
+        if f.kind == "interface" and ns_flag and isinstance(v, str) and "@" in v:
+            out[f.dest], out[ns_flag] = v.rsplit("@", 1)
+    return out
+
+
 class LiveBackend:
     """This host: real capabilities, real discovery, real probes."""
 
@@ -89,7 +101,7 @@ class LiveBackend:
         cls = self.probe_class(name)
         if cls is None:
             raise KeyError(f"{name}: {NOT_IMPLEMENTED}")
-        return cls(self.caps, **flag_values(cls.flags, values))
+        return cls(self.caps, **namespaced(cls.flags, flag_values(cls.flags, values)))
 
     def check(self, name: str, values: dict[str, Any]) -> None:
         """Validate a whole set of values the way the probe will (ParamError)."""

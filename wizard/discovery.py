@@ -604,11 +604,14 @@ _FIRST_KINDS = {
 }
 
 
-def choices_for(inv: Inventory | None, kind: str, hint: str | None = None) -> list[tuple[str, str]]:
+def choices_for(inv: Inventory | None, kind: str, hint: str | None = None,
+                netns: str | None = None) -> list[tuple[str, str]]:
     """(label, value) choices a form field of this kind offers, from what was discovered.
 
     ``hint`` is a context field's ``discover:`` (interfaces, physical-interfaces,
-    vm-interfaces, process:NAME); the kinds it names come first.
+    vm-interfaces, process:NAME); the kinds it names come first.  Interfaces are our
+    namespace's by name and others' as ``name@namespace``; with ``netns`` (a form that
+    names a namespace), that namespace's interfaces by name, first.
     """
     if inv is None:
         return []
@@ -616,6 +619,9 @@ def choices_for(inv: Inventory | None, kind: str, hint: str | None = None) -> li
         first = _FIRST_KINDS.get(hint or "", ())
         ordered = sorted(inv.interfaces, key=lambda i: (i.kind not in first, first.index(i.kind) if i.kind in first
                                                         else 0, i.namespace is not None, i.kind == LOOPBACK))
+        if netns:
+            ordered.sort(key=lambda i: i.namespace_ref != str(netns))
+            return [(i.label(), i.name if i.namespace_ref == str(netns) else i.choice) for i in ordered]
         return [(i.label(), i.choice) for i in ordered]
     if kind == "netns":
         return list(inv.namespaces)

@@ -82,7 +82,7 @@ class StepScreen(WizardScreen):
                                  "step.", classes="hint", id="instead")
             if flags and not v.unavailable:  # a probe that cannot run has nothing to fill in
                 inv = self.app.inventory
-                options = {f.dest: choices_for(inv, f.kind) for f in flags}
+                options = {f.dest: choices_for(inv, f.kind, netns=values.get("netns")) for f in flags}
                 yield ParamForm(flags, values, options=options, hide=HIDDEN_FLAGS,
                                 validator=self.app.backend_validator, id="step-form")
         yield Static("", id="replay-note")

@@ -6,6 +6,7 @@ step this kernel cannot run (no kprobes) offers what can, with no dead Run butto
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -42,14 +43,20 @@ def to_context(term: Tmux, symptom_downs: int = 0) -> None:
     time.sleep(1)
 
 
-def quit_app(term: Tmux) -> None:
-    term.keys("q")
+def quit_app(term: Tmux, sessions) -> None:
+    pid = term.pid()
+    term.keys("C-q")  # also from a text field
     term.wait_for("Quit netsleuth?")
     term.keys("y")
     deadline = time.monotonic() + 20
-    while term.exit_status() in (None, "signal ") and time.monotonic() < deadline:
-        time.sleep(0.2)  # tmux may show the pane dead a moment before its status
-    assert term.exit_status() == 0, term.screen()
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{pid}"), "the app exited"
+    # tmux (shared with other runs) sometimes reports a dead pane with no status: the log says it
+    status = term.exit_status()
+    assert status in (0, "signal "), status
+    log = (sessions / "wizard.log").read_text()
+    assert "shutting down: user quit" in log and "unexpected error" not in log and "Traceback" not in log
 
 
 @pytest.mark.parametrize("width, height", SIZES)
@@ -85,7 +92,23 @@ def test_a_fault_in_a_namespace_is_named_from_the_live_table_to_the_next_step(tm
             nxt = words(term.wait_for("cost: medium", timeout=20))  # the highlighted step's filters
             assert f"netns={env.ns}, interface={env.peer_if}" in nxt
             assert f"dst-port={DROPPED}" in nxt or f"dst-port={CLOSED}" in nxt
-            quit_app(term)
+            # The conclusion, and the report written where the person types.
+            term.keys("c")
+            conclusion = words(term.wait_for("Write report", timeout=20))
+            assert "Cause found." in conclusion and f"in namespace {env.ns}" in conclusion
+            reports = tmp_path / "incident reports"
+            time.sleep(1)  # the button takes the focus when the screen is up
+            term.keys("BTab")  # from the button to the report directory beside it
+            time.sleep(0.5)
+            term.keys("C-u")
+            term.keys("-l", str(reports))
+            term.wait_for("incident reports")
+            term.keys("Enter")
+            term.wait_for("Report written", timeout=20)
+            md = (reports / "report.md").read_text()
+            assert f"nft delete rule inet nsltest input handle" in md and f"ip netns exec {env.ns}" in md
+            assert re.search(r"\(\d+\.\d/s\)", md)  # counts said with their rate
+            quit_app(term, tmp_path)
         finally:
             term.kill()
     assert our_bpf_programs(pid) == []
@@ -110,6 +133,31 @@ def test_a_step_that_needs_kprobes_offers_what_can_run(tmp_path, width, height):
         term.keys("C-r")
         step = words(term.wait_for("Next step: Where does the kernel drop packets?"))
         assert "Run (Ctrl+R)" in step
-        quit_app(term)
+        quit_app(term, tmp_path)
+    finally:
+        term.kill()
+
+
+@pytest.mark.parametrize("width, height", SIZES)
+def test_the_guide_opens_from_the_symptom_screen_and_the_help(tmp_path, width, height):
+    term = Tmux("exec .venv/bin/netsleuth", {"NETSLEUTH_SESSIONS": str(tmp_path)}, width, height)
+    try:
+        term.wait_for("The Summary probes (tier 1) can run on this host.")
+        term.keys("Enter")
+        assert "g The guide" in words(term.wait_for("The guide"))  # the footer says so
+        term.keys("g")
+        term.wait_for("Three tiers, from cheap and coarse")
+        term.keys("Escape")
+        deadline = time.monotonic() + 10  # the guide closes (the symptoms show behind it all along)
+        while "Three tiers" in term.screen() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        term.keys("F1")
+        shown = words(term.wait_for("The method"))  # the symptom list shows beside the dialog
+        assert "The method behind the wizard" in shown and "docs/guide.md" in shown
+        term.keys("g")
+        term.wait_for("Three tiers, from cheap and coarse")
+        term.keys("Escape", "Escape")
+        term.wait_for("Packet loss")
+        quit_app(term, tmp_path)
     finally:
         term.kill()

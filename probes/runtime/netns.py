@@ -133,6 +133,8 @@ def describe(inode: int | None) -> Namespace | None:
             _refreshed = time.monotonic()
             _cache.clear()
             _cache.update({n.inode: n for n in namespaces()})
+        if inode not in _cache and inode in (names := named()):  # cheap: /run/netns only
+            _cache[inode] = Namespace(inode, names[inode])
         return _cache.get(inode) or Namespace(inode)
 
 

@@ -326,12 +326,16 @@ class Accumulator:
             entries = self._set_apart(entries, out)
         if self.spec.kind == "group-events":
             out["total"] = sum(e["count"] for e in entries)
-        entries.sort(key=lambda e: -(e.get(self.spec.sort_by) or 0))
+        # Ties in a stable order whatever order the records came in: the same counts give the
+        # same headline on every run.
+        entries.sort(key=lambda e: (-(e.get(self.spec.sort_by) or 0), _key(e, self.spec.key)))
         counted = sum(e.get("count") or 0 for e in entries if _is_num(e.get("count")))
         for i, e in enumerate(entries, 1):
             e["rank"] = i
             if counted and _is_num(e.get("count")):
                 e["share"] = e["count"] / counted
+            if _is_num(e.get("count")) and _is_num(duration_s) and duration_s > 0:
+                e["rate"] = e["count"] / duration_s  # per second: runs of different lengths compare
             if isinstance(e.get("location"), str):
                 e["function"] = function_of(e["location"])
             # A group that merged flows from many source ports has no single source port.

@@ -163,7 +163,11 @@ class Probe:
         if unknown:
             names = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise P.ParamError(names, raw[unknown[0]], f"a flag of {cls.name}")
-        values = {dest: flag.parse(raw.get(dest)) for dest, flag in known.items()}
+        # Interface names are resolved in the namespace --netns names (ours when not given).
+        ns_flag = next((f for f in cls.flags if f.kind == "netns"), None)
+        ns = ns_flag.parse(raw.get(ns_flag.dest)) if ns_flag else None
+        values = {dest: P.interface("--" + flag.name, raw.get(dest), ns) if flag.kind == "interface" and ns
+                  else flag.parse(raw.get(dest)) for dest, flag in known.items()}
         given = {k: v for k, v in raw.items() if v not in (None, "", False)}
         return Options(given, values)
 

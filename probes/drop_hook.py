@@ -27,9 +27,14 @@ def filter_defines(d: CDefines, o, proto_flag: str = "l4_protocol", device_flag:
     d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port)
     d.set("NS_F_PROTO", o.values[proto_flag])
     ifindex = o.values[device_flag]
+    ns = o.values.get("netns")
     d.set("NS_F_IFINDEX", ifindex)
-    d.set("NS_F_NETNS", current_netns() if ifindex else 0)
+    d.set("NS_F_NETNS", ns.inode if ns is not None else current_netns() if ifindex else 0)
 
+
+NETNS = Flag("netns", "netns", "only drops on devices of this network namespace (a name from `ip netns`, "
+             "or the id of a process inside it); the device/interface flag names a device there",
+             label="Namespace")
 
 # Kernel drop functions, newest first: (name, skb argument, reason argument or 0).
 KPROBE_TARGETS = (

@@ -9,6 +9,7 @@ from datetime import datetime
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .flows import flow_dict, flow_text
+from .runtime.netns import ns_dict
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
 
@@ -21,6 +22,7 @@ class DropSummary(drop_hook.DropHookProbe):
     flags = (
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
         Flag("device", "interface", "only drops whose skb->dev is this interface", short="n", label="Interface"),
+        drop_hook.NETNS,
         Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
              label="Report every (s)"),
         Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
@@ -129,6 +131,7 @@ class DropSummary(drop_hook.DropHookProbe):
                 "device": dev.decode("utf-8", "replace") or None,
                 "ifindex": key.ifindex or None,
                 "netns": netns or None,
+                "namespace": ns_dict(netns),
                 "reason": self.hook.reason_name(key.reason, reasons),
                 "reason_code": key.reason if self.hook.has_reason or self.hook.ovs_action_range else None,
                 "location": drop_hook.drop_location(location, stack),
@@ -170,7 +173,7 @@ class DropSummary(drop_hook.DropHookProbe):
             reason = f" [reason: {e['reason']}]" if e["reason"] else ""
             sid = e["stack_id"] if e["stack_id"] is not None else "-"
             lines.append("")
-            lines.append(f"#{i} Count: {e['count']:,} calls [device: {e['device'] or '?'}] [stack_id: {sid}]{reason}")
+            lines.append(f"#{i} Count: {e['count']:,} calls [device: {e['device'] or '?'}{' in ' + e['namespace']['label'] if e.get('namespace') else ''}] [stack_id: {sid}]{reason}")
             lines.append(f"   Flow: {flow_text(e['flow'])}")
             lines.append(f"   Location: {e['location'] or '?'}")
             if e["stack"]:

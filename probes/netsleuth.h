@@ -188,12 +188,12 @@ static __always_inline u32 ns_dev_netns(void *dev)
     return ns_net_inum(net);
 }
 
-/* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device;
- * ifindex is per namespace, hence the netns check. */
+/* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device (of
+ * namespace netns when it is not 0); ifindex is per namespace, hence the netns check. */
 static __always_inline int ns_dev_is(void *dev, u32 ifindex, u32 netns)
 {
     if (ifindex == 0)
-        return 1;
+        return netns == 0 || ns_dev_netns(dev) == netns;
     if (ns_dev_ifindex(dev) != ifindex)
         return 0;
     return netns == 0 || ns_dev_netns(dev) == netns;

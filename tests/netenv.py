@@ -51,7 +51,15 @@ _subnet = [0]
 @contextlib.contextmanager
 def veth_ns():
     tag = uuid.uuid4().hex[:6]
-    _subnet[0] = (_subnet[0] + 1) % 250
+    # A /24 no other device of this host uses: tests of other runs may hold 10.253.x too.
+    taken = {a.split(".")[2] for a in json.dumps(json.loads(sh("ip", "-j", "-4", "addr").stdout)).split('"')
+             if a.startswith("10.253.")}
+    if not _subnet[0]:
+        _subnet[0] = int(tag, 16) % 250
+    for _ in range(250):
+        _subnet[0] = (_subnet[0] + 1) % 250
+        if str(_subnet[0] + 1) not in taken:
+            break
     net = f"10.253.{_subnet[0] + 1}"
     env = VethNs(f"nst-{tag}", f"nsh{tag}", f"nsp{tag}", f"{net}.1", f"{net}.2")
     try:

@@ -91,6 +91,7 @@ class NetsleuthApp(App):
         self.recorder: Recorder | None = None
         self._recorded_runs: dict[str, int] = {}
         self.report_paths: dict[str, str] = {}
+        self.chosen_report_dir: Path | None = None
         self._report_events = 0  # the walk's events when the report was written
         self._runs: set[ProbeRun] = set()
         self._runs_lock = threading.Lock()
@@ -169,6 +170,7 @@ class NetsleuthApp(App):
         self.session.close()
         self.session = None
         self.report_paths = {}
+        self.chosen_report_dir = None  # the next session's report never overwrites this one's
 
     @property
     def report_is_current(self) -> bool:
@@ -299,14 +301,20 @@ class NetsleuthApp(App):
         return "replay" if self.backend.mode == "replay" else "interactive"
 
     def report_dir(self) -> Path:
+        """Where the report goes: the directory the user chose, else one per session."""
+        if self.chosen_report_dir is not None:
+            return self.chosen_report_dir
         return self.sessions_dir / (self.session.id if self.session else "reports")
 
-    def save_report(self, note: str = "report written") -> list[str]:
-        """Write the report (Markdown, JSON, HTML); the files, or [] after showing the error."""
+    def save_report(self, note: str = "report written", directory: str | Path | None = None) -> list[str]:
+        """Write the report (Markdown, JSON, HTML) to ``directory`` (kept for the session's later
+        rewrites) or report_dir(); the files, or [] after showing the error."""
         sid = self.session.id if self.session else None
+        if directory not in (None, ""):
+            self.chosen_report_dir = Path(directory).expanduser()
         try:
             rep = build_report(self.walk, self.backend.host_facts(), sid, command_for=command_for(self.backend),
-                               mode=self.mode)
+                               mode=self.mode, known_fixes=getattr(self.backend, "known_fixes", None))
             self.report_paths = write_reports(rep, self.report_dir())
         except Exception as e:  # noqa: BLE001 - disk full, permissions...: say so, keep the app up
             self.report_error(f"could not write the report: {e}", e)

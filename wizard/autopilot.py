@@ -137,8 +137,11 @@ class Autopilot:
 
     def next_step(self, walk: Walk) -> StepView | None:
         """The top runnable suggestion; else, when this step could not run, the step that stands in for it."""
-        for s in walk.suggestions() + [v for v in [walk.fallback()] if v is not None]:
+        instead = walk.fallbacks()
+        for s in walk.suggestions() + instead:
             if s.unavailable is None and not any(r == s.ref and p == s.params for r, p in self.failed):
+                if s in instead:
+                    self.log(f"  instead, what can run here: {s.title} [{s.probe}]")
                 return s
         return None
 
@@ -226,7 +229,8 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
             pilot.log(line)
         statuses = pilot.walk(walk, max_steps)
         conclusion = walk.conclusion()
-        report = build_report(walk, host, session.id, pilot.command, mode="autopilot")
+        report = build_report(walk, host, session.id, pilot.command, mode="autopilot",
+                              known_fixes=getattr(backend, "known_fixes", None))
         code = exit_code(conclusion.cause_found, statuses)
         try:
             paths = write_reports(report, report_dir)
@@ -237,6 +241,10 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         pilot.log(f"{CONCLUSION_HEADS[conclusion.state]} {conclusion.summary}")
         for i, link in enumerate(conclusion.chain):
             pilot.log(("  → " if i else "  ") + link)
+        for text in conclusion.not_measured:
+            pilot.log(f"  not measured: {text}")
+        for fix in report["conclusion"]["fixes"]:
+            pilot.log(f"  fix: {fix}")
         for kind, path in paths.items():
             pilot.log(f"report ({kind}): {path}")
         return AutopilotResult(code, conclusion.summary, paths, str(session.path), statuses)

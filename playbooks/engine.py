@@ -245,10 +245,14 @@ class Walk:
                         finding.level if finding else None, step.fallback if unavailable else None)
 
     def fallbacks(self) -> list[StepView]:
-        """The steps offered instead of the current one when its probe cannot run here (those
-        whose condition holds), in the playbook's order of preference."""
+        """The steps offered instead of the current one when it cannot run here (its probe is
+        unavailable, or it was skipped for a value the host could not supply): those whose
+        condition holds, in the playbook's order of preference."""
         node = self.lib.node(self.current_ref)
-        if not isinstance(node, Step) or not node.fallbacks or self.current.unavailable is None:
+        result = self.current_result
+        # A step that could not run: its probe is missing here, or a value it needs is unknown.
+        could_not_run = self.current.unavailable is not None or (result is not None and result.status == "skipped")
+        if not isinstance(node, Step) or not node.fallbacks or not could_not_run:
             return []
         scope = {"context": self.context, "evidence": {}, "result": {}, "step": {}, "let": {}}
         return [self._view(self.lib.steps[fb.ref], self._frame(fb.ref).params) for fb in node.fallbacks

@@ -32,7 +32,6 @@ def autopilot(tmp_path, symptom: str, *extra: str) -> tuple[subprocess.Completed
 @pytest.mark.parametrize("symptom, first, instead", [
     ("high-latency", "system-latency-summary", "drop-summary"),
     ("ovs-slow", "ovs-upcall-summary", "drop-summary"),
-    ("vm-network", "vm-latency-summary", "drop-summary"),
 ])
 def test_each_symptom_takes_what_can_run_and_says_what_it_could_not_measure(tmp_path, symptom, first, instead):
     proc, rep = autopilot(tmp_path, symptom)
@@ -67,3 +66,25 @@ def test_ovs_slow_takes_the_root_cause_probes_on_the_daemon_when_its_pid_is_know
     assert "instead, what can run here: Does ovs-vswitchd burst its CPU use? [cpu-burst]" in proc.stderr
     assert any("(ovs-upcall-summary) could not run here: needs kprobes" in x
                for x in rep["conclusion"]["not_measured"])
+
+
+def test_the_vm_symptom_goes_from_a_clean_tap_to_what_can_run_instead_of_its_latency(tmp_path):
+    """The tap first (no kprobe needed for its drops); when it drops nothing, the VM's latency
+    Summary would be next: it cannot run here, the drops on the VM's path stand in for it."""
+    from tests.netenv import TAP, open_tun
+
+    with open_tun(TAP) as (tap, _fd):
+        proc, rep = autopilot(tmp_path, "vm-network", "--vm-interface", tap)
+    assert proc.returncode == 4, proc.stderr
+    steps = [t for t in rep["timeline"] if t["kind"] == "step"]
+    assert [(t["probe"], t["status"]) for t in steps[:2]] == [("tun-ring-monitor", "ok"), ("drop-summary", "ok")]
+    assert steps[1]["params"]["device"] == tap  # the drops on the VM's path, not the host's
+
+
+def test_the_vm_symptom_without_a_known_tap_runs_what_it_can(tmp_path):
+    """No tap carries the address: the tap step is skipped, and the drops of the flow stand in."""
+    proc, rep = autopilot(tmp_path, "vm-network")
+    assert proc.returncode == 4, proc.stderr
+    steps = [(t["probe"], t["status"]) for t in rep["timeline"] if t["kind"] == "step"]
+    assert steps[0] == ("tun-ring-monitor", "skipped") and steps[1] == ("drop-details", "ok")
+    assert "instead, what can run here" in proc.stderr

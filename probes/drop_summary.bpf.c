@@ -4,8 +4,20 @@
  * more than everything else together (measured: bench/).  With
  * NS_EXACT_STACKS the stack id is part of the key, as in the guide's tool.
  * Counts are per-CPU and cumulative: user space reads deltas, so nothing is
- * lost between a read and a clear. */
+ * lost between a read and a clear.
+ *
+ * Under a flood, parsing every packet for its flow costs more than the rest
+ * (docs/performance.md): with NS_SAMPLE_MODE 1 a CPU breaks down by flow its
+ * first NS_DETAIL_PER_SECOND drops of each second and then one in
+ * NS_DETAIL_ONE_IN; every other drop only counts into its group (location,
+ * reason, device), so each drop is counted exactly once, in one of the two. */
 #include "netsleuth.h"
+
+/* NS_SAMPLE_MODE: 0 every drop broken down (flow filters or --exact-stacks need the
+ * parse), 1 sampled as above, 2 none broken down (--group-by stack: the group is the key). */
+#ifndef NS_SAMPLE_MODE
+#define NS_SAMPLE_MODE 0
+#endif
 
 /* The device is its ifindex + struct net address (ns_dev_id): its namespace's inode
  * costs another read, taken once per key into the value. */
@@ -30,14 +42,30 @@ BPF_PERCPU_HASH(drops, struct drop_key, struct drop_val, NS_MAX_KEYS);
 /* [0] drops not counted because the key table was full */
 BPF_PERCPU_ARRAY(overflow, u64, 1);
 
-static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 location)
+/* Fill a new key's value: representative stack, device name, namespace inode. */
+static __always_inline void ns_first_seen(void *ctx, void *dev, u64 net, s32 stack_id, struct drop_val *v)
+{
+#if NS_GROUP_STACK
+    v->stack_id1 = (NS_EXACT_STACKS ? stack_id : stacks.get_stackid(ctx, 0)) + 1;
+#endif
+    ns_dev_name(dev, v->dev);
+    v->netns = ns_net_inum(net);
+}
+
+static __always_inline void ns_count_lost(void)
+{
+    int idx = 0;
+    u64 *lost = overflow.lookup(&idx);
+    if (lost)
+        __sync_fetch_and_add(lost, 1);
+}
+
+/* A drop broken down by flow: parse the packet, count it under its full key. */
+static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 reason, u64 location)
 {
     struct ns_pkt pkt = {};
     struct drop_key key = {};
-    void *dev = ns_skb_dev(skb);
 
-    if (!ns_dev_match(dev))
-        return 0;
     ns_skb_parse(skb, &pkt);
     if (!ns_flow_match(&pkt.flow))
         return 0;
@@ -61,24 +89,129 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
         return 0;
     }
     struct drop_val init = {.count = 1};
-#if NS_GROUP_STACK
-    init.stack_id1 = (NS_EXACT_STACKS ? key.stack_id : stacks.get_stackid(ctx, 0)) + 1;
-#endif
-    ns_dev_name(dev, init.dev);
-    init.netns = ns_net_inum(key.net);
+    ns_first_seen(ctx, dev, key.net, key.stack_id, &init);
     /* NOEXIST: if another CPU inserted the key meanwhile, count into our slot of it. */
     if (drops.insert(&key, &init) != 0) {
         val = drops.lookup(&key);
-        if (val) {
+        if (val)
             __sync_fetch_and_add(&val->count, 1);
-        } else {
-            int idx = 0;
-            u64 *lost = overflow.lookup(&idx);
-            if (lost)
-                __sync_fetch_and_add(lost, 1);
-        }
+        else
+            ns_count_lost();
     }
     return 0;
+}
+
+#if NS_SAMPLE_MODE
+/* A drop counted by its group only: (location, reason, device), no packet read.
+ * A CPU's groups sit in a small direct-mapped per-CPU array (a lookup the verifier
+ * inlines, where a hash costs ~80 ns: bench/drop_program_cost.py); a slot, once
+ * taken, stays its group's for the run, so its count only grows.  A group whose
+ * slot another holds counts in group_spill instead. */
+struct group_key {
+    u64 location;     /* 0 when grouping by flow only, as in drop_key */
+    u64 net;
+    u32 ifindex;
+    u32 reason;
+};
+
+struct group_slot {
+    struct group_key key;
+    struct drop_val val;  /* count 0: the slot is free */
+};
+
+BPF_PERCPU_ARRAY(group_slots, struct group_slot, NS_GROUP_SLOTS);
+BPF_PERCPU_HASH(group_spill, struct group_key, struct drop_val, NS_MAX_KEYS);
+
+static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 location)
+{
+    struct group_key key = {.reason = reason};
+#if NS_GROUP_STACK
+    key.location = location;
+#endif
+    ns_dev_id(dev, &key.ifindex, &key.net);
+    u64 h = (key.location ^ (key.location >> 17) ^ (key.net >> 9) ^ key.ifindex * 0x9E3779B1ULL ^ reason) * 0x9E3779B97F4A7C15ULL;
+    u32 idx = (u32)(h >> 40) & (NS_GROUP_SLOTS - 1);
+    struct group_slot *slot = group_slots.lookup(&idx);
+    if (!slot)
+        return 0;
+    if (slot->val.count && slot->key.location == key.location && slot->key.net == key.net &&
+        slot->key.ifindex == key.ifindex && slot->key.reason == key.reason) {
+        /* No atomic needed: the slot is this CPU's, the kernel never runs this program
+         * nested on a CPU, and the OVS consume kprobe never comes here. */
+        slot->val.count++;
+        return 0;
+    }
+    if (!slot->val.count) {  /* free: take it; the count is written last (user space skips 0) */
+        slot->key = key;
+        ns_first_seen(ctx, dev, key.net, -1, &slot->val);
+        slot->val.count = 1;
+        return 0;
+    }
+    struct drop_val *val = group_spill.lookup(&key);
+    if (val) {
+        __sync_fetch_and_add(&val->count, 1);
+        return 0;
+    }
+    struct drop_val init = {.count = 1};
+    ns_first_seen(ctx, dev, key.net, -1, &init);
+    if (group_spill.insert(&key, &init) != 0) {
+        val = group_spill.lookup(&key);
+        if (val)
+            __sync_fetch_and_add(&val->count, 1);
+        else
+            ns_count_lost();
+    }
+    return 0;
+}
+
+#if NS_SAMPLE_MODE == 1
+struct sample_state {
+    u64 second;       /* jiffies / HZ of the current window */
+    u64 detailed;     /* drops broken down in it */
+    u64 seq;          /* drops past the budget, for one in NS_DETAIL_ONE_IN */
+};
+BPF_PERCPU_ARRAY(sample_state, struct sample_state, 1);
+
+/* Break this drop down by flow?  The CPU's first NS_DETAIL_PER_SECOND drops of a
+ * second, then one in NS_DETAIL_ONE_IN (a power of two). */
+static __always_inline int ns_take_detail(void)
+{
+    int zero = 0;
+    struct sample_state *s = sample_state.lookup(&zero);
+    if (!s)
+        return 1;
+#if NS_HAVE_JIFFIES64
+    u64 second = bpf_jiffies64() / NS_HZ;  /* free to read; the clock costs ~55 ns here */
+#else
+    u64 second = bpf_ktime_get_ns() >> 30;
+#endif
+    if (s->second != second) {
+        s->second = second;
+        s->detailed = 0;
+    }
+    if (s->detailed < NS_DETAIL_PER_SECOND) {
+        s->detailed++;
+        return 1;
+    }
+    return (++s->seq & (NS_DETAIL_ONE_IN - 1)) == 0;
+}
+#else
+static __always_inline int ns_take_detail(void) { return 0; }
+#endif
+#endif /* NS_SAMPLE_MODE */
+
+static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 location)
+{
+    void *dev = ns_skb_dev(skb);
+
+    if (!ns_dev_match(dev))
+        return 0;
+#if NS_SAMPLE_MODE
+    /* The OVS consume kprobe can interrupt this program on its CPU: it never takes a slot. */
+    if (reason != NS_REASON_OVS_DROP_ACTION && !ns_take_detail())
+        return ns_count_group(ctx, dev, reason, location);
+#endif
+    return ns_count_detail(ctx, skb, dev, reason, location);
 }
 
 NS_DEFINE_DROP_HOOK()

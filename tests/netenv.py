@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -45,13 +46,15 @@ class VethNs:
         return json.loads(sh("ip", "-j", "link", "show", self.peer_if, ns=self.ns).stdout)[0]["address"]
 
 
-_subnet = [0]
+# Where the next veth_ns's 10.253.N.0/24 starts: random, as other test runs on this host
+# put their own in the same host routing table (two routes to one /24 cross the traffic).
+_subnet = [random.randrange(240)]
 
 
 @contextlib.contextmanager
 def veth_ns():
     tag = uuid.uuid4().hex[:6]
-    _subnet[0] = (_subnet[0] + 1) % 250
+    _subnet[0] = (_subnet[0] + 1) % 240
     net = f"10.253.{_subnet[0] + 1}"
     env = VethNs(f"nst-{tag}", f"nsh{tag}", f"nsp{tag}", f"{net}.1", f"{net}.2")
     try:
@@ -127,6 +130,37 @@ def write_refused_by_tun(packets: list[bytes], kind: int) -> int:
                     raise
                 refused += 1
     return refused
+
+
+@dataclass
+class NsPair:
+    """Namespaces ``ns_a`` and ``ns_b`` joined by veth ``a0`` (ip_a) <-> ``b0`` (ip_b)."""
+
+    ns_a: str
+    ns_b: str
+    ip_a: str = "10.252.7.1"
+    ip_b: str = "10.252.7.2"
+
+
+@contextlib.contextmanager
+def ns_pair(ifindex: int | None = None):
+    """Two new namespaces and a veth pair between them, nothing in the host's own routing
+    table: their traffic cannot meet another test run's.  ``ifindex``: both ends get it."""
+    tag = uuid.uuid4().hex[:6]
+    pair = NsPair(f"nsa-{tag}", f"nsb-{tag}")
+    index = ["index", str(ifindex)] if ifindex else []
+    try:
+        sh("ip", "netns", "add", pair.ns_a)
+        sh("ip", "netns", "add", pair.ns_b)
+        sh("ip", "-n", pair.ns_a, "link", "add", "a0", *index, "type", "veth", "peer", "name", "b0",
+           "netns", pair.ns_b, *index)
+        for ns, dev, ip in ((pair.ns_a, "a0", pair.ip_a), (pair.ns_b, "b0", pair.ip_b)):
+            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        yield pair
+    finally:
+        sh("ip", "netns", "del", pair.ns_a, check=False)
+        sh("ip", "netns", "del", pair.ns_b, check=False)
 
 
 @contextlib.contextmanager
@@ -232,8 +266,10 @@ FLOOD = (
 )
 
 
-def flood_udp(dst: str, port: int, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", FLOOD, dst, str(port), str(seconds)])
+def flood_udp(dst: str, port: int, seconds: float, ns: str | None = None) -> subprocess.Popen:
+    """The flood (from inside ``ns`` when given)."""
+    return subprocess.Popen((["ip", "netns", "exec", ns] if ns else []) + [sys.executable, "-c", FLOOD, dst, str(port),
+                                                                            str(seconds)])
 
 
 class ProbeProcess:

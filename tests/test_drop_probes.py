@@ -18,7 +18,7 @@ import pytest
 from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
 from tests.netenv import (ROOT, TAP, TUN, ProbeProcess, flood_udp, ipv4_udp, l3_tun_in_namespace, loaded_bpf_programs,
-                          our_bpf_programs, send_icmp_echo, send_tcp_syn, send_udp, settle, sh, veth_ns,
+                          ns_pair, our_bpf_programs, send_icmp_echo, send_tcp_syn, send_udp, settle, sh, veth_ns,
                           write_refused_by_tun)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
@@ -125,31 +125,66 @@ def test_summary_device_filter(env):
 def test_summary_tells_devices_apart_by_namespace_when_their_ifindex_is_the_same():
     """ifindex is per namespace: two devices with ifindex 7 in two namespaces, each dropping
     the other side's datagrams, are two entries with their own namespace."""
-    import uuid
-
-    tag = uuid.uuid4().hex[:6]
-    ns_a, ns_b = f"nsa-{tag}", f"nsb-{tag}"
-    try:
-        sh("ip", "netns", "add", ns_a)
-        sh("ip", "netns", "add", ns_b)
-        sh("ip", "-n", ns_a, "link", "add", "a0", "index", "7", "type", "veth", "peer", "name", "b0",
-           "netns", ns_b, "index", "7")
-        for ns, dev, ip in ((ns_a, "a0", "10.252.7.1"), (ns_b, "b0", "10.252.7.2")):
-            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
-            sh("ip", "link", "set", dev, "up", ns=ns)
-        inodes = {ns: os.stat(f"/run/netns/{ns}").st_ino for ns in (ns_a, ns_b)}
+    with ns_pair(ifindex=7) as pair:
+        inodes = {ns: os.stat(f"/run/netns/{ns}").st_ino for ns in (pair.ns_a, pair.ns_b)}
         with DropSummary(l4_protocol="udp", dst_port="9989") as probe:
-            send_udp("10.252.7.2", 9989, 3, ns=ns_a)  # dropped at b0
-            send_udp("10.252.7.1", 9989, 4, ns=ns_b)  # dropped at a0
+            send_udp(pair.ip_b, 9989, 3, ns=pair.ns_a)  # dropped at b0
+            send_udp(pair.ip_a, 9989, 4, ns=pair.ns_b)  # dropped at a0
             settle()
             (rec,) = probe.read()
-    finally:
-        sh("ip", "netns", "del", ns_a, check=False)
-        sh("ip", "netns", "del", ns_b, check=False)
     got = {(e["device"], e["ifindex"], e["netns"]): 0 for e in rec["entries"]}
     for e in rec["entries"]:
         got[(e["device"], e["ifindex"], e["netns"])] += e["count"]
-    assert got == {("b0", 7, inodes[ns_b]): 3, ("a0", 7, inodes[ns_a]): 4}, got
+    assert got == {("b0", 7, inodes[pair.ns_b]): 3, ("a0", 7, inodes[pair.ns_a]): 4}, got
+
+
+def _udp_no_ports(ns: str) -> int:
+    """The namespace's own count of UDP datagrams to a closed port (Udp: NoPorts)."""
+    rows = [line.split() for line in sh("cat", "/proc/net/snmp", ns=ns).stdout.splitlines() if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("NoPorts")])
+
+
+def test_summary_totals_stay_exact_under_a_flood_and_the_sampled_flows_say_so():
+    """No flow filter, a flood to a closed port: past each CPU's budget only a sample of the
+    drops is broken down by flow, yet the drops at (__udp4_lib_rcv, NO_SOCKET, b0) add up to
+    the namespace's own NoPorts counter, and every record says how it sampled."""
+    with ns_pair() as pair:
+        inode_b = os.stat(f"/run/netns/{pair.ns_b}").st_ino
+        with DropSummary() as probe:
+            before = _udp_no_ports(pair.ns_b)
+            flood = flood_udp(pair.ip_b, 9987, 3, ns=pair.ns_a)
+            records = []
+            try:
+                while flood.poll() is None:
+                    probe.wait(0.5)
+                    records += probe.read()
+            finally:
+                flood.kill()
+                flood.wait()
+            settle()
+            records += probe.read()
+            dropped = _udp_no_ports(pair.ns_b) - before
+    for r in records:
+        assert r["total"] == sum(e["count"] for e in r["entries"]) + r["uncounted_table_full"], r
+    ours = [e for r in records for e in r["entries"]
+            if (e["device"], e["netns"], e["reason"]) == ("b0", inode_b, "NO_SOCKET")]
+    # Enough to go past the budget of every CPU for every second of the flood.
+    budget = DropSummary.DETAIL_PER_SECOND * os.cpu_count() * 5
+    assert dropped > 2 * budget, f"the flood was too slow: {dropped} drops"
+    assert sum(e["count"] for e in ours) == dropped
+    assert all(e["location"].startswith("__udp4_lib_rcv+") for e in ours), {e["location"] for e in ours}
+    flows = [e for e in ours if e["flow"] is not None]
+    rest = [e for e in ours if e["flow"] is None]
+    assert {(e["flow"]["src_ip"], e["flow"]["dst_port"]) for e in flows} == {(pair.ip_a, 9987)}
+    assert rest and all(e["sampled"] for e in rest)
+    sampled = [r for r in records if any(e in r["entries"] for e in rest)]
+    assert all(r["sampling"] and r["sampling"]["then_one_in"] == DropSummary.DETAIL_ONE_IN
+               and r["sampling"]["detail_per_cpu_second"] == DropSummary.DETAIL_PER_SECOND for r in sampled)
+    assert all(e["sampled"] for r in sampled for e in r["entries"]
+               if (e["device"], e["netns"], e["reason"]) == ("b0", inode_b, "NO_SOCKET"))
+    # One in DETAIL_ONE_IN of the drops past the budget is broken down (other drops on the
+    # host move the same per-CPU sequence, hence the margin).
+    assert sum(e["count"] for e in flows) >= sum(e["count"] for e in rest) / DropSummary.DETAIL_ONE_IN / 2
 
 
 def test_summary_group_by_fivetuple_has_no_stack(env):

@@ -44,12 +44,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, veth_ns() as env:
         blast = build_blaster(Path(tmp))
         for _ in range(args.rounds):
-            off.append(run_dropped(blast, env, args.seconds))
+            off.append(run_dropped(blast, env, args.seconds)["rate"])
             for kind in kinds:
                 probe = ProbeProcess("drop-summary", "-i", "3600", "--json", "--attach", kind)
-                on[kind].append(run_dropped(blast, env, args.seconds))
+                on[kind].append(run_dropped(blast, env, args.seconds)["rate"])
                 probe.stop()
-        off.append(run_dropped(blast, env, args.seconds))
+        off.append(run_dropped(blast, env, args.seconds)["rate"])
     lines = ["| attach point | detached pkt/s (median) | attached pkt/s (median) | ratio (median of rounds) | cost | ratio range |",
              "|---|---|---|---|---|---|"]
     for kind in kinds:

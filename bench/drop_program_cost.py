@@ -29,6 +29,8 @@ from tests.netenv import ProbeProcess, veth_ns  # noqa: E402
 
 SETTINGS = [
     ("drop-summary", ["-i", "3600"]),
+    # a flow filter: every drop parsed for its flow (no sampling), as before issue 18
+    ("drop-summary", ["-i", "3600", "--l4-protocol", "udp"]),
     ("drop-summary", ["-i", "3600", "--group-by", "stack"]),
     ("drop-summary", ["-i", "3600", "--exact-stacks"]),
     # drop-details would print every one of the blast's drops: measured with a filter

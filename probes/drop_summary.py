@@ -10,6 +10,7 @@ from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .flows import NsFlow, flow_dict, flow_text
 from .runtime.kernel import kernel_hz, kernel_version
+from .runtime.loader import recursion_misses
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
 
@@ -55,6 +56,7 @@ class DropSummary(drop_hook.DropHookProbe):
         self._evicted = 0
         self._can_pop = True
         self._overflow_seen = 0
+        self._misses_seen = 0
         self._last_read = time.monotonic()
         return bpf
 
@@ -217,13 +219,17 @@ class DropSummary(drop_hook.DropHookProbe):
         overflow = sum(self.bpf[b"overflow"][0])
         lost = overflow - self._overflow_seen
         self._overflow_seen = overflow
+        misses = recursion_misses(self.bpf)
+        nested = misses - self._misses_seen
+        self._misses_seen = misses
         not_broken_down = sum(g[1] for g in groups) if mode == SAMPLED else 0
         return [{
             "type": "drop_summary",
             "time": datetime.now().astimezone().isoformat(timespec="seconds"),
             "interval_s": round(interval, 3),
-            "total": sum(e["count"] for e in entries) + lost,
+            "total": sum(e["count"] for e in entries) + lost + nested,
             "uncounted_table_full": lost,
+            "uncounted_nested": nested,
             "evicted_idle_keys": self._evicted,  # so far; their counts were all reported
             "attach": self.hook.describe(),
             "group_by": self.options.group_by,
@@ -262,6 +268,9 @@ class DropSummary(drop_hook.DropHookProbe):
                          f"{sampling['detail_per_cpu_second']:,} a second, then 1 in {sampling['then_one_in']})")
         if record.get("uncounted_table_full"):
             lines.append(f"\n{record['uncounted_table_full']} drops not attributed: key table full")
+        if record.get("uncounted_nested"):
+            lines.append(f"\n{record['uncounted_nested']} drops not attributed: they came while the probe's "
+                         "program ran on their CPU, and the kernel does not run it nested")
         lines.append(f"\nTotal drops in {record['interval_s']:.0f}s: {record['total']:,} packets")
         return "\n".join(lines)
 

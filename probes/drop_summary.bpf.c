@@ -24,7 +24,7 @@
 struct drop_key {
     u64 location;     /* 0 when grouping by flow only */
     u64 net;          /* the device's struct net */
-    s32 stack_id;     /* only with NS_EXACT_STACKS, else -1 */
+    s32 stack_id;     /* only with NS_EXACT_STACKS, else -1; NS_GROUP_ONLY: not broken down by flow */
     u32 ifindex;
     u32 reason;
     struct ns_flow flow;
@@ -60,6 +60,27 @@ static __always_inline void ns_count_lost(void)
         __sync_fetch_and_add(lost, 1);
 }
 
+/* Count a drop under key; a new key gets its first-seen value.  NOEXIST: if another
+ * CPU inserted the key meanwhile, count into our slot of it. */
+static __always_inline int ns_count_key(void *ctx, void *dev, struct drop_key *key)
+{
+    struct drop_val *val = drops.lookup(key);
+    if (val) {
+        __sync_fetch_and_add(&val->count, 1);
+        return 0;
+    }
+    struct drop_val init = {.count = 1};
+    ns_first_seen(ctx, dev, key->net, key->stack_id, &init);
+    if (drops.insert(key, &init) != 0) {
+        val = drops.lookup(key);
+        if (val)
+            __sync_fetch_and_add(&val->count, 1);
+        else
+            ns_count_lost();
+    }
+    return 0;
+}
+
 /* A drop broken down by flow: parse the packet, count it under its full key. */
 static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 reason, u64 location)
 {
@@ -83,22 +104,7 @@ static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 
     key.flow = pkt.flow;
 #endif
 
-    struct drop_val *val = drops.lookup(&key);
-    if (val) {
-        __sync_fetch_and_add(&val->count, 1);
-        return 0;
-    }
-    struct drop_val init = {.count = 1};
-    ns_first_seen(ctx, dev, key.net, key.stack_id, &init);
-    /* NOEXIST: if another CPU inserted the key meanwhile, count into our slot of it. */
-    if (drops.insert(&key, &init) != 0) {
-        val = drops.lookup(&key);
-        if (val)
-            __sync_fetch_and_add(&val->count, 1);
-        else
-            ns_count_lost();
-    }
-    return 0;
+    return ns_count_key(ctx, dev, &key);
 }
 
 #if NS_SAMPLE_MODE
@@ -106,7 +112,7 @@ static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 
  * A CPU's groups sit in a small direct-mapped per-CPU array (a lookup the verifier
  * inlines, where a hash costs ~80 ns: bench/drop_program_cost.py); a slot, once
  * taken, stays its group's for the run, so its count only grows.  A group whose
- * slot another holds counts in group_spill instead. */
+ * slot another holds counts in drops, with stack_id NS_GROUP_ONLY and no flow. */
 struct group_key {
     u64 location;     /* 0 when grouping by flow only, as in drop_key */
     u64 net;
@@ -120,7 +126,6 @@ struct group_slot {
 };
 
 BPF_PERCPU_ARRAY(group_slots, struct group_slot, NS_GROUP_SLOTS);
-BPF_PERCPU_HASH(group_spill, struct group_key, struct drop_val, NS_MAX_KEYS);
 
 static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 location)
 {
@@ -147,21 +152,10 @@ static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 
         slot->val.count = 1;
         return 0;
     }
-    struct drop_val *val = group_spill.lookup(&key);
-    if (val) {
-        __sync_fetch_and_add(&val->count, 1);
-        return 0;
-    }
-    struct drop_val init = {.count = 1};
-    ns_first_seen(ctx, dev, key.net, -1, &init);
-    if (group_spill.insert(&key, &init) != 0) {
-        val = group_spill.lookup(&key);
-        if (val)
-            __sync_fetch_and_add(&val->count, 1);
-        else
-            ns_count_lost();
-    }
-    return 0;
+    /* The slot is another group's: count in drops, under a key marked as group-only. */
+    struct drop_key spill = {.location = key.location, .net = key.net, .stack_id = NS_GROUP_ONLY,
+                             .ifindex = key.ifindex, .reason = reason};
+    return ns_count_key(ctx, dev, &spill);
 }
 
 #if NS_SAMPLE_MODE == 1

@@ -16,6 +16,8 @@ from .runtime.stacks import kernel_stack, ksym
 
 # How the BPF side decides which drops to break down by flow (NS_SAMPLE_MODE in the C).
 EVERY_DROP, SAMPLED, GROUPS_ONLY = 0, 1, 2
+# drops' stack_id of a group's drops not broken down by flow, where its slot was taken.
+GROUP_ONLY = -2
 
 class DropSummary(drop_hook.DropHookProbe):
     name = "drop-summary"
@@ -78,6 +80,7 @@ class DropSummary(drop_hook.DropHookProbe):
         d.set("NS_EXACT_STACKS", o.exact_stacks)
         d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
         d.set("NS_SAMPLE_MODE", self.sample_mode()).set("NS_GROUP_SLOTS", self.GROUP_SLOTS)
+        d.set("NS_GROUP_ONLY", GROUP_ONLY)
         d.set("NS_DETAIL_PER_SECOND", self.DETAIL_PER_SECOND).set("NS_DETAIL_ONE_IN", self.DETAIL_ONE_IN)
         # The sampling window: jiffies cost nothing to read (bpf_jiffies64, 5.5+), the
         # clock ~55 ns here (bench/drop_program_cost.py); 2**30 ns is the fallback's "second".
@@ -107,9 +110,9 @@ class DropSummary(drop_hook.DropHookProbe):
             return None
         return leaf
 
-    def _groups(self) -> dict[bytes, tuple[object, int, int, bytes, int]]:
-        """Drops counted by group only (location, reason, device), cumulative, as _fold gives
-        them: the per-CPU slots (a slot keeps its group for the run) plus the spill table."""
+    def _slots(self) -> dict[bytes, tuple[object, int, int, bytes, int]]:
+        """Drops counted by group only (location, reason, device) in the per-CPU slots (a slot
+        keeps its group for the run), cumulative, as _fold gives them."""
         if self.sample_mode() == EVERY_DROP:
             return {}
         per_key: dict[bytes, tuple[object, list]] = {}
@@ -117,8 +120,6 @@ class DropSummary(drop_hook.DropHookProbe):
             for slot in cpus:
                 if slot.val.count:
                     per_key.setdefault(bytes(slot.key), (slot.key, []))[1].append(slot.val)
-        for key, cpus in self.bpf[b"group_spill"].items():
-            per_key.setdefault(bytes(key), (key, []))[1].extend(cpus)
         out = {}
         for raw, (key, vals) in per_key.items():
             folded = self._fold(key, vals)
@@ -195,13 +196,18 @@ class DropSummary(drop_hook.DropHookProbe):
         now = time.monotonic()
         interval = now - self._last_read
         self._last_read = now
-        detailed = self._deltas(self._totals(), self._seen, self._idle)
-        groups = self._deltas(self._groups(), self._group_seen)
+        in_table = self._deltas(self._totals(), self._seen, self._idle)
         for raw in self._popped:  # counted above with their final values: forget them
             self._seen.pop(raw, None)
             self._idle.pop(raw, None)
+        detailed = [d for d in in_table if d[0].stack_id != GROUP_ONLY]
+        groups: dict[tuple, list] = {}  # group -> [key, count, stack_id, dev, netns]
+        for key, count, stack_id, dev, netns in self._deltas(self._slots(), self._group_seen) + \
+                [d for d in in_table if d[0].stack_id == GROUP_ONLY]:
+            g = groups.setdefault(self._group_of(key), [key, 0, stack_id, dev, netns])
+            g[1] += count
         mode = self.sample_mode()
-        sampled_groups = {self._group_of(g[0]) for g in groups} if mode == SAMPLED else set()
+        sampled_groups = set(groups) if mode == SAMPLED else set()
         entries, merged = [], {}
         for key, count, stack_id, dev, netns in detailed:
             e = self._entry(key, count, stack_id, dev, netns, flow_dict(key.flow),
@@ -209,9 +215,9 @@ class DropSummary(drop_hook.DropHookProbe):
             entries.append(e)
             merged[self._group_of(key)] = e
         broken_down = sum(e["count"] for e in entries if e["sampled"])
-        for key, count, stack_id, dev, netns in groups:
-            if mode == GROUPS_ONLY and self._group_of(key) in merged:  # the same key (OVS drops)
-                merged[self._group_of(key)]["count"] += count
+        for group, (key, count, stack_id, dev, netns) in groups.items():
+            if mode == GROUPS_ONLY and group in merged:  # the same key (OVS drops)
+                merged[group]["count"] += count
                 continue
             flow = flow_dict(NsFlow()) if mode == GROUPS_ONLY else None
             entries.append(self._entry(key, count, stack_id, dev, netns, flow, mode == SAMPLED))
@@ -222,7 +228,7 @@ class DropSummary(drop_hook.DropHookProbe):
         misses = recursion_misses(self.bpf)
         nested = misses - self._misses_seen
         self._misses_seen = misses
-        not_broken_down = sum(g[1] for g in groups) if mode == SAMPLED else 0
+        not_broken_down = sum(g[1] for g in groups.values()) if mode == SAMPLED else 0
         return [{
             "type": "drop_summary",
             "time": datetime.now().astimezone().isoformat(timespec="seconds"),

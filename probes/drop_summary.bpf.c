@@ -110,7 +110,7 @@ static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 
 #if NS_SAMPLE_MODE
 /* A drop counted by its group only: (location, reason, device), no packet read.
  * A CPU's groups sit in a small direct-mapped per-CPU array (a lookup the verifier
- * inlines, where a hash costs ~80 ns: bench/drop_program_cost.py); a slot, once
+ * inlines, cheaper than any hash lookup); a slot, once
  * taken, stays its group's for the run, so its count only grows.  A group whose
  * slot another holds counts in drops, with stack_id NS_GROUP_ONLY and no flow. */
 struct group_key {
@@ -160,7 +160,7 @@ static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 
 
 #if NS_SAMPLE_MODE == 1
 struct sample_state {
-    u64 second;       /* jiffies / HZ of the current window */
+    u64 window_end;   /* when the current second ends (jiffies, or ns without them) */
     u64 detailed;     /* drops broken down in it */
     u64 seq;          /* drops past the budget, for one in NS_DETAIL_ONE_IN */
 };
@@ -175,12 +175,12 @@ static __always_inline int ns_take_detail(void)
     if (!s)
         return 1;
 #if NS_HAVE_JIFFIES64
-    u64 second = bpf_jiffies64() / NS_HZ;  /* free to read; the clock costs ~55 ns here */
+    u64 now = bpf_jiffies64(), second = NS_HZ;  /* a variable read, where the clock is a clock read */
 #else
-    u64 second = bpf_ktime_get_ns() >> 30;
+    u64 now = bpf_ktime_get_ns(), second = 1000000000ULL;
 #endif
-    if (s->second != second) {
-        s->second = second;
+    if (now >= s->window_end) {
+        s->window_end = now + second;
         s->detailed = 0;
     }
     if (s->detailed < NS_DETAIL_PER_SECOND) {

@@ -83,7 +83,7 @@ class DropSummary(drop_hook.DropHookProbe):
         d.set("NS_GROUP_ONLY", GROUP_ONLY)
         d.set("NS_DETAIL_PER_SECOND", self.DETAIL_PER_SECOND).set("NS_DETAIL_ONE_IN", self.DETAIL_ONE_IN)
         # The sampling window: jiffies cost nothing to read (bpf_jiffies64, 5.5+), the
-        # clock ~55 ns here (bench/drop_program_cost.py); 2**30 ns is the fallback's "second".
+        # clock a clock read each time; older kernels pay that.
         d.set("NS_HZ", kernel_hz()).set("NS_HAVE_JIFFIES64", kernel_version(self.caps.release) >= (5, 5))
         return d
 

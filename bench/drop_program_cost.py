@@ -11,9 +11,7 @@ programs and settings, and say what one drop costs the CPU that drops it.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import platform
 import re
 import shutil
@@ -26,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import publish  # noqa: E402
+from bench.report import bench_arguments, publish  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402
 
 SETTINGS = [
@@ -76,13 +74,9 @@ def program_stats() -> dict[int, tuple[str, int, int]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
-    args = ap.parse_args()
-    if os.geteuid() != 0 or not shutil.which("bpftool"):
-        print("run as root, with bpftool installed (apt install bpftool)", file=sys.stderr)
+    args = bench_arguments(__doc__, ("--seconds", float, 2.0), ("--rounds", int, 3))
+    if not shutil.which("bpftool"):
+        print("install bpftool (apt install bpftool)", file=sys.stderr)
         return 2
     sysctl = Path("/proc/sys/kernel/bpf_stats_enabled")
     before = sysctl.read_text().strip()

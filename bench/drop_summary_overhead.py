@@ -11,7 +11,6 @@ medians compared; (a) also with a flow filter, which makes the probe parse every
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import publish  # noqa: E402
+from bench.report import bench_arguments, publish  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402  (shared namespace fixture)
 
 
@@ -124,15 +123,8 @@ def verdicts(a: dict, b: dict, attach: list[float]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--write", action="store_true", help="write docs/performance.md")
-    ap.add_argument("--probe-args", default="", help="extra drop-summary flags, e.g. '--group-by fivetuple'")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root (it loads BPF and creates a namespace)", file=sys.stderr)
-        return 2
+    # --probe-args: extra drop-summary flags, e.g. '--group-by fivetuple'
+    args = bench_arguments(__doc__, ("--seconds", float, 3.0), ("--rounds", int, 5), ("--probe-args", str, ""))
     extra = args.probe_args.split()
     with tempfile.TemporaryDirectory() as tmp, veth_ns() as env:
         blast = build_blaster(Path(tmp))

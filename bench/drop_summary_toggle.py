@@ -16,7 +16,6 @@ attached slice is compared with the mean of the detached slices on either side.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.drop_summary_overhead import FILTERED, build_blaster  # noqa: E402
-from bench.report import publish  # noqa: E402
+from bench.report import bench_arguments, publish  # noqa: E402
 from probes.drop_summary import DropSummary  # noqa: E402
 from tests.netenv import veth_ns  # noqa: E402
 
@@ -67,14 +66,7 @@ class Toggle:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--slice", type=float, default=0.25)
-    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root (it loads BPF and creates a namespace)", file=sys.stderr)
-        return 2
+    args = bench_arguments(__doc__, ("--seconds", float, 60.0), ("--slice", float, 0.25))
     probes = {label: Toggle(DropSummary(interval="3600", **flags)) for label, flags in VARIANTS.items()}
     order = [x for t in probes.values() for x in (None, t)]  # off, A, off, B, then again
     slices: list[tuple[Toggle | None, int, int, float]] = []  # (attached, drops, sender CPU ns, wall s)
@@ -114,9 +106,10 @@ def main() -> int:
     summary = {}
     for label, t in probes.items():
         for metric, value in metrics.items():
+            # A slice where the sender never ran (descheduled throughout) has no rate.
             ratios, on, off = [], [], [value(s) for s in slices if s[0] is None and s[2] > 0]
             for j, s in enumerate(slices):
-                if s[0] is t and 0 < j < len(slices) - 1 and slices[j - 1][2] > 0 and slices[j + 1][2] > 0:
+                if s[0] is t and 0 < j < len(slices) - 1 and all(x[2] > 0 for x in slices[j - 1:j + 2]):
                     on.append(value(s))
                     ratios.append(value(s) / ((value(slices[j - 1]) + value(slices[j + 1])) / 2))
             q = statistics.quantiles(ratios, n=4)

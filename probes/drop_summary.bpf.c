@@ -110,9 +110,16 @@ static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 
 #if NS_SAMPLE_MODE
 /* A drop counted by its group only: (location, reason, device), no packet read.
  * A CPU's groups sit in a small direct-mapped per-CPU array (a lookup the verifier
- * inlines, cheaper than any hash lookup); a slot, once
- * taken, stays its group's for the run, so its count only grows.  A group whose
- * slot another holds counts in drops, with stack_id NS_GROUP_ONLY and no flow. */
+ * inlines, cheaper than any hash lookup); a slot, once taken, stays its group's for
+ * the run, so its count only grows.  A group whose slot another holds counts in
+ * drops, with stack_id NS_GROUP_ONLY and no flow.
+ *
+ * With NS_DEV_GEN a slot also remembers its device's address: a drop on that address
+ * counts without reading the device's ifindex and namespace again, as long as no
+ * notifier has run since the slot last read them (dev_gen).  A device at an address
+ * another had used is registered after that one's deletion, and both run the netdev
+ * notifiers, so the slot reads the new device's identity before it counts
+ * (docs/performance.md). */
 struct group_key {
     u64 location;     /* 0 when grouping by flow only, as in drop_key */
     u64 net;
@@ -123,9 +130,25 @@ struct group_key {
 struct group_slot {
     struct group_key key;
     struct drop_val val;  /* count 0: the slot is free */
+    u64 dev;          /* the device's address when key's ifindex and net were read */
+    u64 gen;          /* dev_gen then */
 };
 
 BPF_PERCPU_ARRAY(group_slots, struct group_slot, NS_GROUP_SLOTS);
+
+#if NS_DEV_GEN
+/* [0] notifier runs so far (the netdev notifiers among them) */
+BPF_ARRAY(dev_gen, u64, 1);
+
+int ns_raw_notifier(struct bpf_raw_tracepoint_args *ctx)
+{
+    int zero = 0;
+    u64 *gen = dev_gen.lookup(&zero);
+    if (gen)
+        __sync_fetch_and_add(gen, 1);
+    return 0;
+}
+#endif
 
 static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 location)
 {
@@ -133,21 +156,37 @@ static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 
 #if NS_GROUP_STACK
     key.location = location;
 #endif
-    ns_dev_id(dev, &key.ifindex, &key.net);
-    u64 h = (key.location ^ (key.location >> 17) ^ (key.net >> 9) ^ key.ifindex * 0x9E3779B1ULL ^ reason) * 0x9E3779B97F4A7C15ULL;
+    u64 h = (key.location ^ (key.location >> 17) ^ ((u64)dev >> 6) ^ reason) * 0x9E3779B97F4A7C15ULL;
     u32 idx = (u32)(h >> 40) & (NS_GROUP_SLOTS - 1);
     struct group_slot *slot = group_slots.lookup(&idx);
     if (!slot)
         return 0;
+    u64 gen = 0;
+#if NS_DEV_GEN
+    int zero = 0;
+    u64 *g = dev_gen.lookup(&zero);
+    if (g)
+        gen = *g;
+    /* No atomic needed: the slot is this CPU's, the kernel never runs this program
+     * nested on a CPU, and the OVS consume kprobe never comes here. */
+    if (slot->val.count && slot->dev == (u64)dev && slot->gen == gen && g &&
+        slot->key.location == key.location && slot->key.reason == reason) {
+        slot->val.count++;
+        return 0;
+    }
+#endif
+    ns_dev_id(dev, &key.ifindex, &key.net);
     if (slot->val.count && slot->key.location == key.location && slot->key.net == key.net &&
         slot->key.ifindex == key.ifindex && slot->key.reason == key.reason) {
-        /* No atomic needed: the slot is this CPU's, the kernel never runs this program
-         * nested on a CPU, and the OVS consume kprobe never comes here. */
+        slot->dev = (u64)dev;
+        slot->gen = gen;
         slot->val.count++;
         return 0;
     }
     if (!slot->val.count) {  /* free: take it; the count is written last (user space skips 0) */
         slot->key = key;
+        slot->dev = (u64)dev;
+        slot->gen = gen;
         ns_first_seen(ctx, dev, key.net, -1, &slot->val);
         slot->val.count = 1;
         return 0;

@@ -10,6 +10,7 @@ from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .flows import NsFlow, flow_dict, flow_text
 from .runtime.kernel import kernel_hz, kernel_version
+from .runtime.attach import attach_or_unload
 from .runtime.loader import recursion_misses
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
@@ -51,6 +52,9 @@ class DropSummary(drop_hook.DropHookProbe):
 
     def load(self):
         bpf = self.load_with_hook("drop_summary.bpf.c", drop_hook.FIELDS)
+        if self._dev_gen():
+            attach_or_unload(bpf, "raw tracepoint notifier_run",
+                             lambda: bpf.attach_raw_tracepoint(tp=b"notifier_run", fn_name=b"ns_raw_notifier"))
         self._seen: dict[bytes, int] = {}
         self._group_seen: dict[bytes, int] = {}
         self._idle: dict[bytes, int] = {}  # key -> reads in a row without new drops
@@ -70,6 +74,11 @@ class DropSummary(drop_hook.DropHookProbe):
             return EVERY_DROP
         return GROUPS_ONLY if o.group_by == "stack" else SAMPLED
 
+    def _dev_gen(self) -> bool:
+        """Can group slots trust a device's address between notifier runs (bpf.c)?"""
+        return (self.sample_mode() != EVERY_DROP and self.caps.raw_tracepoints
+                and bool(self.caps.tracefs) and self.caps.tracepoint("notifier", "notifier_run"))
+
     def c_defines(self, hook: drop_hook.DropHook) -> CDefines:
         o = self.options
         d = CDefines()
@@ -80,7 +89,7 @@ class DropSummary(drop_hook.DropHookProbe):
         d.set("NS_EXACT_STACKS", o.exact_stacks)
         d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
         d.set("NS_SAMPLE_MODE", self.sample_mode()).set("NS_GROUP_SLOTS", self.GROUP_SLOTS)
-        d.set("NS_GROUP_ONLY", GROUP_ONLY)
+        d.set("NS_GROUP_ONLY", GROUP_ONLY).set("NS_DEV_GEN", self._dev_gen())
         d.set("NS_DETAIL_PER_SECOND", self.DETAIL_PER_SECOND).set("NS_DETAIL_ONE_IN", self.DETAIL_ONE_IN)
         # The sampling window: jiffies cost nothing to read (bpf_jiffies64, 5.5+), the
         # clock a clock read each time; older kernels pay that.
@@ -225,7 +234,7 @@ class DropSummary(drop_hook.DropHookProbe):
         overflow = sum(self.bpf[b"overflow"][0])
         lost = overflow - self._overflow_seen
         self._overflow_seen = overflow
-        misses = recursion_misses(self.bpf)
+        misses = recursion_misses(self.bpf, but=(b"ns_raw_notifier",))
         nested = misses - self._misses_seen
         self._misses_seen = misses
         not_broken_down = sum(g[1] for g in groups.values()) if mode == SAMPLED else 0

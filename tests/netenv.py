@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -46,15 +45,13 @@ class VethNs:
         return json.loads(sh("ip", "-j", "link", "show", self.peer_if, ns=self.ns).stdout)[0]["address"]
 
 
-# Where the next veth_ns's 10.253.N.0/24 starts: random, as other test runs on this host
-# put their own in the same host routing table (two routes to one /24 cross the traffic).
-_subnet = [random.randrange(240)]
+_subnet = [0]
 
 
 @contextlib.contextmanager
 def veth_ns():
     tag = uuid.uuid4().hex[:6]
-    _subnet[0] = (_subnet[0] + 1) % 240
+    _subnet[0] = (_subnet[0] + 1) % 250
     net = f"10.253.{_subnet[0] + 1}"
     env = VethNs(f"nst-{tag}", f"nsh{tag}", f"nsp{tag}", f"{net}.1", f"{net}.2")
     try:
@@ -73,6 +70,42 @@ def veth_ns():
     finally:
         sh("ip", "link", "del", env.host_if, check=False)
         sh("ip", "netns", "del", env.ns, check=False)
+
+
+@dataclass
+class NsPair:
+    """Two namespaces of our own joined by a veth pair: ``a_if`` (a_ip) in ``a`` <-> ``b_if``
+    (b_ip) in ``b``.  Nothing of it is in the root namespace, so no other test's addresses
+    or routes there can take its traffic; IPv6 is off (no router or MLD chatter)."""
+
+    a: str
+    b: str
+    a_if: str
+    b_if: str
+    a_ip: str
+    b_ip: str
+
+
+@contextlib.contextmanager
+def ns_pair(ifindex: int | None = None):
+    """``ifindex``: both ends of the veth get it (ifindex is per namespace)."""
+    tag = uuid.uuid4().hex[:6]
+    env = NsPair(f"nsa-{tag}", f"nsb-{tag}", f"nsa{tag}", f"nsb{tag}", "10.253.254.1", "10.253.254.2")
+    index = ["index", str(ifindex)] if ifindex else []
+    try:
+        for ns in (env.a, env.b):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+        sh("ip", "link", "add", env.a_if, "netns", env.a, *index, "type", "veth", "peer", "name", env.b_if,
+           "netns", env.b, *index)
+        for ns, dev, ip in ((env.a, env.a_if, env.a_ip), (env.b, env.b_if, env.b_ip)):
+            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        yield env
+    finally:
+        sh("ip", "netns", "del", env.a, check=False)
+        sh("ip", "netns", "del", env.b, check=False)
 
 
 def ipv4_udp(src_ip: str, dst_ip: str, sport: int, dport: int, payload: bytes, ident: int = 1) -> bytes:
@@ -130,37 +163,6 @@ def write_refused_by_tun(packets: list[bytes], kind: int) -> int:
                     raise
                 refused += 1
     return refused
-
-
-@dataclass
-class NsPair:
-    """Namespaces ``ns_a`` and ``ns_b`` joined by veth ``a0`` (ip_a) <-> ``b0`` (ip_b)."""
-
-    ns_a: str
-    ns_b: str
-    ip_a: str = "10.252.7.1"
-    ip_b: str = "10.252.7.2"
-
-
-@contextlib.contextmanager
-def ns_pair(ifindex: int | None = None):
-    """Two new namespaces and a veth pair between them, nothing in the host's own routing
-    table: their traffic cannot meet another test run's.  ``ifindex``: both ends get it."""
-    tag = uuid.uuid4().hex[:6]
-    pair = NsPair(f"nsa-{tag}", f"nsb-{tag}")
-    index = ["index", str(ifindex)] if ifindex else []
-    try:
-        sh("ip", "netns", "add", pair.ns_a)
-        sh("ip", "netns", "add", pair.ns_b)
-        sh("ip", "-n", pair.ns_a, "link", "add", "a0", *index, "type", "veth", "peer", "name", "b0",
-           "netns", pair.ns_b, *index)
-        for ns, dev, ip in ((pair.ns_a, "a0", pair.ip_a), (pair.ns_b, "b0", pair.ip_b)):
-            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
-            sh("ip", "link", "set", dev, "up", ns=ns)
-        yield pair
-    finally:
-        sh("ip", "netns", "del", pair.ns_a, check=False)
-        sh("ip", "netns", "del", pair.ns_b, check=False)
 
 
 @contextlib.contextmanager

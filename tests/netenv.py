@@ -95,15 +95,18 @@ class NsPair:
 
 
 @contextlib.contextmanager
-def ns_pair():
+def ns_pair(ifindex: int | None = None):
+    """``ifindex``: both ends of the veth get it (ifindex is per namespace)."""
     tag = uuid.uuid4().hex[:6]
     env = NsPair(f"nsa-{tag}", f"nsb-{tag}", f"nsa{tag}", f"nsb{tag}", "10.253.254.1", "10.253.254.2")
+    index = ["index", str(ifindex)] if ifindex else []
     try:
         for ns in (env.a, env.b):
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "set", "lo", "up", ns=ns)
             sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
-        sh("ip", "link", "add", env.a_if, "netns", env.a, "type", "veth", "peer", "name", env.b_if, "netns", env.b)
+        sh("ip", "link", "add", env.a_if, "netns", env.a, *index, "type", "veth", "peer", "name", env.b_if,
+           "netns", env.b, *index)
         for ns, dev, ip in ((env.a, env.a_if, env.a_ip), (env.b, env.b_if, env.b_ip)):
             sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
             sh("ip", "link", "set", dev, "up", ns=ns)

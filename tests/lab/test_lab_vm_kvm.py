@@ -45,8 +45,12 @@ def test_signals_are_the_msis_kvm_resolved_all_on_the_fast_path(kvm, phase):
     p, pid = kvm[phase], kvm["qemu_pid"]
     assert lines(p, pid), p
     msis = sum(p["msi_per_vector"].values())
-    assert total(p, pid, "signals") == msis > 0, (p["msi_per_vector"], lines(p, pid))
-    assert total(p, pid, "fast_path") == msis
+    signals = total(p, pid, "signals")
+    # Exact against the guest's own interrupt count; the ftrace counter's window opens and
+    # closes a moment apart from the probe's reads (CI 2026-12-03: 43 signals, 41 MSIs).
+    assert signals == sum(p["guest_interrupts"].values()) > 0, (p["guest_interrupts"], lines(p, pid))
+    assert abs(signals - msis) <= 2, (p["msi_per_vector"], lines(p, pid))
+    assert total(p, pid, "fast_path") == signals
     assert total(p, pid, "slow_path") == total(p, pid, "no_target") == total(p, pid, "untracked") == 0
 
 

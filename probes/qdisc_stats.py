@@ -93,7 +93,7 @@ def _ipr(ns: Namespace | None):
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
-        return IPRoute(netns=ns.path) if ns else IPRoute()
+        return IPRoute(netns=ns.name or ns.path) if ns else IPRoute()  # pyroute2 takes a name, or a path
     except (OSError, NetlinkError) as e:
         raise ParamError("--netns", ns.label if ns else None, f"a namespace netsleuth can enter ({e})") from None
 

@@ -16,6 +16,7 @@ import pytest
 from probes.runtime.kernel import detect
 from tests.autopilot_scenario import CLOSED, DROPPED, drop_scenario
 from tests.netenv import our_bpf_programs
+from tests.tmux_term import ended
 from tests.test_wizard_tmux import Tmux, wait_gone
 
 pytestmark = [
@@ -49,9 +50,9 @@ def quit_app(term: Tmux, sessions) -> None:
     term.wait_for("Quit netsleuth?")
     term.keys("y")
     deadline = time.monotonic() + 20
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    while not ended(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not os.path.exists(f"/proc/{pid}"), "the app exited"
+    assert ended(pid), "the app did not exit"
     # tmux (shared with other runs) sometimes reports a dead pane with no status: the log says it
     status = term.exit_status()
     assert status in (0, "signal "), status
@@ -97,8 +98,8 @@ def test_a_fault_in_a_namespace_is_named_from_the_live_table_to_the_next_step(tm
             conclusion = words(term.wait_for("Write report", timeout=20))
             assert "Cause found." in conclusion and f"in namespace {env.ns}" in conclusion
             reports = tmp_path / "incident reports"
-            time.sleep(1)  # the button takes the focus when the screen is up
-            term.keys("BTab")  # from the button to the report directory beside it
+            time.sleep(1)  # the conclusion's text has the focus when the screen is up (it scrolls at once)
+            term.keys("Tab")  # from the text to the report directory below it
             time.sleep(0.5)
             term.keys("C-u")
             term.keys("-l", str(reports))

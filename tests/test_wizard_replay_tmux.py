@@ -96,7 +96,7 @@ def test_a_trainee_walks_the_netfilter_recording(tmp_path, size):
         term.wait_for("need fixing")
         term.keys(*["BSpace"] * 5)
         fixed_after = gone_after(term, "need fixing")
-        focus_field(term, "How many packets", 2)
+        focus_field(term, "How many packets", 3)  # past the namespace and the interface
         term.keys("50%")
         screen = term.wait_for("Packets reported lost: '50%' is not valid; expected")
         assert "How many packets" in screen  # the help says what it wants, beside the error

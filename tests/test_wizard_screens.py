@@ -535,9 +535,9 @@ async def test_tun_drops_row_offers_drop_details_on_the_tap_instead(tmp_path):
         step = await wait_screen(pilot, StepScreen)
         assert step.view.ref == "vm-network/tun-ring-monitor" and step.view.unavailable
         text = flat_text(app)
-        assert "Cannot run on this host: not implemented" in text
+        assert "Cannot run on this host: not in this recording" in text
         assert "Instead, what can run here (Ctrl+R: the first): • Capture the packets dropped on the VM's tap " \
-               "device (drop-details" in text
+               "device (drop-details" in text, text
         await pilot.press("ctrl+r")
         step = await wait_screen(pilot, StepScreen)
         assert step.view.ref == "vm-network/tun-drop-details" and step.view.unavailable is None

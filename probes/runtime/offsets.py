@@ -57,6 +57,29 @@ MODULE_FIELDS: dict[str, tuple[str, str, str | None]] = {
     "TFILE_SOCKET": ("tun", "tun_file", "socket"),
     "TFILE_TUN": ("tun", "tun_file", "tun"),
     "TFILE_QUEUE_INDEX": ("tun", "tun_file", "queue_index"),
+    # vhost (drivers/vhost/vhost.h): a virtqueue, its poll (wait-queue entry + work item)
+    "VHOST_POLL_WAIT": ("vhost", "vhost_poll", "wait"),
+    "VHOST_POLL_WORK": ("vhost", "vhost_poll", "work"),
+    "VHOST_POLL_MASK": ("vhost", "vhost_poll", "mask"),
+    "VHOST_POLL_SIZE": ("vhost", "vhost_poll", None),
+    "VHOST_WORK_FN": ("vhost", "vhost_work", "fn"),
+    "VQ_POLL": ("vhost", "vhost_virtqueue", "poll"),
+    "VQ_PRIVATE_DATA": ("vhost", "vhost_virtqueue", "private_data"),
+    "VQ_NUM": ("vhost", "vhost_virtqueue", "num"),
+    "VQ_LAST_AVAIL_IDX": ("vhost", "vhost_virtqueue", "last_avail_idx"),
+    "VQ_AVAIL_IDX": ("vhost", "vhost_virtqueue", "avail_idx"),
+    "VQ_LAST_USED_IDX": ("vhost", "vhost_virtqueue", "last_used_idx"),
+    "VQ_CALL_CTX": ("vhost", "vhost_virtqueue", "call_ctx.ctx"),  # struct vhost_vring_call since 5.9
+    # vhost_net (drivers/vhost/net.c): the device holds its two vqs and the tap socket polls
+    "VNET_VQS": ("vhost_net", "vhost_net", "vqs"),
+    "VNET_POLL": ("vhost_net", "vhost_net", "poll"),
+    "VNET_NVQ_SIZE": ("vhost_net", "vhost_net_virtqueue", None),
+    "VNET_NVQ_VQ": ("vhost_net", "vhost_net_virtqueue", "vq"),
+    "VNET_NVQ_RXQ_HEAD": ("vhost_net", "vhost_net_virtqueue", "rxq.head"),
+    "VNET_NVQ_RXQ_TAIL": ("vhost_net", "vhost_net_virtqueue", "rxq.tail"),
+    # kvm (include/linux/kvm_irqfd.h, in kvm.ko's BTF): the irqfd woken by a vq's call eventfd
+    "IRQFD_WAIT": ("kvm", "kvm_kernel_irqfd", "wait"),
+    "IRQFD_EVENTFD": ("kvm", "kvm_kernel_irqfd", "eventfd"),
 }
 
 _CACHE_FORMAT = 1

@@ -1,0 +1,187 @@
+"""What the two vhost-net probes share: hooks, symbols, offsets, flags and the VM's identity.
+
+The C side is netsleuth_vhost.inc.c.  Kernel facts (what is inlined on Debian 6.1, which
+structs are module-private) are in docs/output-virt.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import DURATION, Flag, kprobe_reason
+from .runtime import params as P
+from .runtime.attach import attach_or_unload
+from .runtime.kernel import KernelCaps, function_symbol, symbol_address
+from .runtime.loader import ProbeError
+from .runtime.offsets import MODULE_FIELDS, OffsetsUnavailable, module_offset, module_params
+from .runtime.params import CDefines
+from .stage_latency import FIELDS as STAGE_FIELDS
+
+VHOST_HINT = "load vhost-net: `modprobe vhost_net` (a VM with `-netdev tap,vhost=on` loads it)"
+
+# The work functions vhost-net queues on its worker: C macro holding each one's address.
+WORK_FNS = {
+    "handle_tx_kick": "NS_VHOST_HANDLE_TX_KICK",
+    "handle_rx_kick": "NS_VHOST_HANDLE_RX_KICK",
+    "handle_tx_net": "NS_VHOST_HANDLE_TX_NET",
+    "handle_rx_net": "NS_VHOST_HANDLE_RX_NET",
+}
+POLL_WAKEUP = "vhost_poll_wakeup"
+TUN_SOCKET_OPS = "tun_socket_ops"
+MAX_VQS = 1024
+
+# Fields the shared C reads (netsleuth.h's packet helpers, netsleuth_vhost.inc.c), vmlinux's
+# and the modules'.
+VQ_FIELDS = STAGE_FIELDS + ["SOCKET_OPS", "TFILE_SOCKET", "TFILE_TUN", "TFILE_QUEUE_INDEX", "TUN_DEV",
+             "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
+             "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
+
+QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm or /dev/vhost-net)", short="p")
+TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3")
+INTERVAL = Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400)
+VHOST_DURATION = DURATION
+
+
+def holds_vm_devices(pid: int) -> bool | None:
+    """Whether process ``pid`` holds /dev/kvm or /dev/vhost-net open (None: not allowed to look)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in ("/dev/kvm", "/dev/vhost-net"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def check_vm_flags(raw: dict, values: dict) -> None:
+    """--pid must be a QEMU/KVM process, --device a tun/tap: else a ParamError (exit 2)."""
+    pid = values.get("pid")
+    if pid and holds_vm_devices(pid) is False:
+        raise P.ParamError("--pid", raw.get("pid"), "a QEMU/KVM process (one holding /dev/kvm or /dev/vhost-net open)")
+    device = raw.get("device")
+    if values.get("device") and not Path(f"/sys/class/net/{device}/tun_flags").exists():
+        raise P.ParamError("--device", device, "a tap device (a VM's vnetN: `ip -d link show` says tun)")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One kernel function a probe hooks: a kprobe running ``entry`` and/or a kretprobe running
+    ``ret``; ``reads_args``: the entry reads arguments (then a .constprop clone is refused)."""
+
+    function: str
+    entry: str | None = None
+    ret: str | None = None
+    required: bool = True
+    reads_args: bool = True
+
+
+def hooks_reason(caps: KernelCaps, hooks: tuple[Hook, ...], what: str) -> str | None:
+    """Why these hooks cannot be placed, or None (kprobes, functions, clones, module BTF)."""
+    missing = []
+    for h in hooks:
+        symbol, problem = _clone_problem(h, caps)
+        if h.required and problem and caps.kprobes:
+            return problem
+        if h.required and symbol is None:
+            missing.append(h.function)
+    reason = kprobe_reason(caps, missing, what, hint=VHOST_HINT)
+    if reason:
+        return reason
+    if symbol_address(TUN_SOCKET_OPS) is None:
+        return f"the tun module's {TUN_SOCKET_OPS} is not in /proc/kallsyms: `modprobe tun` (run as root)"
+    try:
+        for name in VQ_FIELDS:
+            if name in MODULE_FIELDS:
+                module_offset(name)
+    except OffsetsUnavailable as e:
+        return str(e)
+    return None
+
+
+def _clone_problem(h: Hook, caps: KernelCaps | None = None) -> tuple[str | None, str | None]:
+    """(the symbol to probe for ``h``, why there is none)."""
+    if caps is not None and caps.function(h.function):
+        return h.function, None
+    symbol, problem = function_symbol(h.function)
+    if symbol and symbol != h.function and h.reads_args:
+        return None, (f"{h.function} is compiled as {symbol} here: the compiler dropped some of its "
+                      "arguments, so they cannot be chosen by name")
+    return symbol, problem
+
+
+def attach_hooks(bpf, hooks: tuple[Hook, ...]) -> list[str]:
+    """Attach every hook whose function exists; the attached functions' names."""
+    done = []
+    for h in hooks:
+        symbol, problem = _clone_problem(h)
+        if symbol is None:
+            if h.required:
+                raise ProbeError(problem or f"kernel function {h.function} is missing ({VHOST_HINT})")
+            continue
+        if h.entry:
+            attach_or_unload(bpf, f"kprobe {symbol}",
+                             lambda s=symbol, fn=h.entry: bpf.attach_kprobe(event=s.encode(), fn_name=fn.encode()))
+        if h.ret:
+            attach_or_unload(bpf, f"kretprobe {symbol}",
+                             lambda s=symbol, fn=h.ret: bpf.attach_kretprobe(event=s.encode(), fn_name=fn.encode(),
+                                                                              maxactive=64))
+        done.append(symbol)
+    return done
+
+
+def arg_index(module: str, function: str, param: str) -> int:
+    """1-based position of ``param`` in ``function``'s BTF prototype (signatures change)."""
+    try:
+        names = module_params(module, function)
+    except OffsetsUnavailable as e:
+        raise ProbeError(str(e)) from None
+    if param not in names:
+        raise ProbeError(f"{module}: {function} has no parameter {param!r} on this kernel ({', '.join(names)})")
+    index = names.index(param) + 1
+    if index > 6:
+        raise ProbeError(f"{function}: parameter {param} is passed on the stack, not in a register")
+    return index
+
+
+def vq_defines() -> CDefines:
+    """Addresses the shared C compares against: the work functions and tun_socket_ops."""
+    d = CDefines().set("NS_MAX_VQS", MAX_VQS)
+    for fn, macro in WORK_FNS.items():
+        symbol, _ = function_symbol(fn)
+        address = symbol_address(symbol) if symbol else None
+        if address is None:
+            raise ProbeError(f"no address for {fn} in /proc/kallsyms (run as root; {VHOST_HINT})")
+        d.set(macro, address)
+    ops = symbol_address(TUN_SOCKET_OPS)
+    if ops is None:
+        raise ProbeError(f"no address for {TUN_SOCKET_OPS} in /proc/kallsyms: `modprobe tun` (run as root)")
+    return d.set("NS_TUN_SOCKET_OPS", ops)
+
+
+_VHOST_COMM = re.compile(r"^vhost-(\d+)$")
+
+
+def qemu_pid_of_worker(tid: int, tgid: int, comm: str) -> int | None:
+    """The QEMU a vhost worker serves: its thread group on >= 6.4 (a vhost_task inside QEMU),
+    else the owner pid in the kthread's name `vhost-<pid>` (<= 6.3)."""
+    if tgid and tgid != tid:
+        return tgid
+    m = _VHOST_COMM.match(comm)
+    return int(m.group(1)) if m else None
+
+
+def cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def cpu_list(mask: int) -> list[int]:
+    return [i for i in range(64) if mask >> i & 1]

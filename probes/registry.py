@@ -11,12 +11,14 @@ from .ovs_megaflow import OvsMegaflow
 from .ovs_upcall import OvsUpcallSummary
 from .offcpu import OffCpu
 from .pthread_lock import PthreadLock
-from .vhost_eventfd import VhostEventfdCount
 from .system_latency import SystemLatencyDetails, SystemLatencySummary
+from .vhost_eventfd import VhostEventfdCount
+from .vhost_queue import VhostQueueCorrelationDetails
 from .vm_latency import VmLatencyDetails, VmLatencySummary
 
 PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
     OvsUpcallSummary, OvsMegaflow, OffCpu, Futex, PthreadLock, CpuBurst, VhostEventfdCount,
+    VhostQueueCorrelationDetails,
 )}
 

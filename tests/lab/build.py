@@ -79,7 +79,9 @@ DPKG_FILTERS = (
     "path-include=/lib/modules/*/kernel/drivers/net/ifb.ko",
     "path-include=/lib/modules/*/kernel/drivers/net/virtio_net.ko",
     "path-include=/lib/modules/*/kernel/drivers/net/net_failover.ko",
+    "path-include=/lib/modules/*/kernel/drivers/net/tap.ko",  # vhost_net links against it
     "path-include=/lib/modules/*/kernel/drivers/vhost/*",
+    "path-include=/lib/modules/*/kernel/drivers/crypto/ccp/*",  # kvm_amd needs its SEV symbols
     "path-exclude=/lib/modules/*/kernel/sound/*",
     # No initrd of Debian's making: the lab boots its own tiny one.
     "path-exclude=/etc/kernel/postinst.d/initramfs-tools",
@@ -426,10 +428,13 @@ def _images() -> list[Path]:
     return sorted(found, key=lambda p: (p / "manifest.json").stat().st_mtime, reverse=True)
 
 
+KEEP_IMAGES = 3  # several checkouts (branches) on one machine each keep theirs
+
+
 def _remove_old_images(keep: str) -> None:
-    for path in _images():
-        if path.name != keep:
-            shutil.rmtree(path, ignore_errors=True)
+    others = [path for path in _images() if path.name != keep]
+    for path in others[KEEP_IMAGES - 1:]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def ensure_image(force: bool = False) -> Image:

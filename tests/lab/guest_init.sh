@@ -18,6 +18,8 @@ busybox mount -t tracefs tracefs /sys/kernel/tracing
 busybox mount -t debugfs debugfs /sys/kernel/debug
 busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
 busybox mount -t bpf bpf /sys/fs/bpf
+busybox mkdir -p /run/labimage  # the image's vmlinux, for the nested VM
+busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro labimage /run/labimage
 busybox hostname lab
 ip link set lo up
 

@@ -64,6 +64,8 @@ def qemu_command(image: Image, results: Path, memory: str = "5G") -> list[str]:
         "-drive", f"file={image.rootfs},if=virtio,format=raw,snapshot=on",
         "-virtfs", f"local,path={REPO},mount_tag=netsleuth,security_model=none,readonly=on",
         "-virtfs", f"local,path={results},mount_tag=lab,security_model=none",
+        # The kernel again, for the nested VM (tests/lab/nested_vm.py) to boot.
+        "-virtfs", f"local,path={image.dir},mount_tag=labimage,security_model=none,readonly=on",
         "-serial", f"file:{results / 'console.log'}",
     ]
 

@@ -2,7 +2,7 @@
  *
  * Which vq a work item belongs to, and which tap queue a vq serves.  Offsets come
  * from the vhost, vhost_net and tun modules' BTF (runtime/offsets.py MODULE_FIELDS);
- * the work functions' and tun_socket_ops' addresses from kallsyms (NS_VHOST_*,
+ * the work functions' and tun_recvmsg's addresses from kallsyms (NS_VHOST_*,
  * probes/vhost_common.py).  docs/output-virt.md says what each field means.
  */
 
@@ -58,13 +58,15 @@ static __always_inline u64 ns_vhost_work_vq(u64 work, int kind)
  * tun_get_socket), or 0 when the backend is not a tun/tap (macvtap, none attached). */
 static __always_inline u64 ns_vq_tfile(u64 vq)
 {
-    u64 sock = 0, ops = 0;
+    u64 sock = 0, ops = 0, recvmsg = 0;
     NS_READ(sock, vq, VQ_PRIVATE_DATA);
     if (!sock)
         return 0;
     NS_READ(ops, sock, SOCKET_OPS);
-    if (ops != NS_TUN_SOCKET_OPS)
-        return 0;
+    if (ops)
+        NS_READ(recvmsg, ops, PROTO_OPS_RECVMSG);
+    if (recvmsg != NS_TUN_RECVMSG)
+        return 0;  /* tun_socket_ops is data, absent from kallsyms without KALLSYMS_ALL: its recvmsg is not */
     return sock - NS_OFF_TFILE_SOCKET;
 }
 

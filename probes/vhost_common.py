@@ -30,12 +30,12 @@ WORK_FNS = {
     "handle_rx_net": "NS_VHOST_HANDLE_RX_NET",
 }
 POLL_WAKEUP = "vhost_poll_wakeup"
-TUN_SOCKET_OPS = "tun_socket_ops"
+TUN_RECVMSG = "tun_recvmsg"  # a tun socket's ops->recvmsg (netsleuth_vhost.inc.c)
 MAX_VQS = 1024
 
 # Fields the shared C reads (netsleuth.h's packet helpers, netsleuth_vhost.inc.c), vmlinux's
 # and the modules'.
-VQ_FIELDS = STAGE_FIELDS + ["SOCKET_OPS", "TFILE_SOCKET", "TFILE_TUN", "TFILE_QUEUE_INDEX", "TUN_DEV",
+VQ_FIELDS = STAGE_FIELDS + ["SOCKET_OPS", "PROTO_OPS_RECVMSG", "TFILE_SOCKET", "TFILE_TUN", "TFILE_QUEUE_INDEX", "TUN_DEV",
              "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
              "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
 
@@ -96,8 +96,8 @@ def hooks_reason(caps: KernelCaps, hooks: tuple[Hook, ...], what: str) -> str | 
     reason = kprobe_reason(caps, missing, what, hint=VHOST_HINT)
     if reason:
         return reason
-    if symbol_address(TUN_SOCKET_OPS) is None:
-        return f"the tun module's {TUN_SOCKET_OPS} is not in /proc/kallsyms: `modprobe tun` (run as root)"
+    if symbol_address(TUN_RECVMSG) is None:
+        return f"kernel function {TUN_RECVMSG} is missing: `modprobe tun` (and run as root to see addresses)"
     try:
         for name in VQ_FIELDS:
             if name in MODULE_FIELDS:
@@ -153,7 +153,7 @@ def arg_index(module: str, function: str, param: str) -> int:
 
 
 def vq_defines() -> CDefines:
-    """Addresses the shared C compares against: the work functions and tun_socket_ops."""
+    """Addresses the shared C compares against: the work functions and tun_recvmsg."""
     d = CDefines().set("NS_MAX_VQS", MAX_VQS)
     for fn, macro in WORK_FNS.items():
         symbol, _ = function_symbol(fn)
@@ -161,10 +161,10 @@ def vq_defines() -> CDefines:
         if address is None:
             raise ProbeError(f"no address for {fn} in /proc/kallsyms (run as root; {VHOST_HINT})")
         d.set(macro, address)
-    ops = symbol_address(TUN_SOCKET_OPS)
-    if ops is None:
-        raise ProbeError(f"no address for {TUN_SOCKET_OPS} in /proc/kallsyms: `modprobe tun` (run as root)")
-    return d.set("NS_TUN_SOCKET_OPS", ops)
+    recvmsg = symbol_address(TUN_RECVMSG)
+    if recvmsg is None:
+        raise ProbeError(f"no address for {TUN_RECVMSG} in /proc/kallsyms: `modprobe tun` (run as root)")
+    return d.set("NS_TUN_RECVMSG", recvmsg)
 
 
 _VHOST_COMM = re.compile(r"^vhost-(\d+)$")

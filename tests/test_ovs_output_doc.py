@@ -25,10 +25,10 @@ from tests.test_ovs_flow_match import EV_FLOW_DEL, EV_FLOW_NEW, EV_UPCALL, MS, A
 DOC = Path(__file__).resolve().parent.parent / "docs" / "output-latency-ovs.md"
 
 
-def doc_tables() -> list[tuple[str, set[str]]]:
+def doc_tables(doc: Path = DOC) -> list[tuple[str, set[str]]]:
     """(the heading and the paragraph before a table, the field names its first column lists)."""
     out, heading, lead, rows, blank = [], "", [], None, False
-    for line in DOC.read_text().splitlines() + [""]:
+    for line in doc.read_text().splitlines() + [""]:
         if line.startswith("|"):
             if rows is None:
                 rows = set()
@@ -46,8 +46,8 @@ def doc_tables() -> list[tuple[str, set[str]]]:
     return out
 
 
-def documented(where: str) -> set[str]:
-    (fields,) = [f for context, f in doc_tables() if where in context][:1]
+def documented(where: str, doc: Path = DOC) -> set[str]:
+    (fields,) = [f for context, f in doc_tables(doc) if where in context][:1]
     return fields
 
 

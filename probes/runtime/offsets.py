@@ -35,6 +35,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "TASK_PID": ("task_struct", "pid"),
     "SKB_QUEUE_MAPPING": ("sk_buff", "queue_mapping"),
     "SOCKET_OPS": ("socket", "ops"),
+    "PROTO_OPS_RECVMSG": ("proto_ops", "recvmsg"),
     "PTR_RING_PRODUCER": ("ptr_ring", "producer"),
     "PTR_RING_CONSUMER_HEAD": ("ptr_ring", "consumer_head"),
     "PTR_RING_SIZE": ("ptr_ring", "size"),

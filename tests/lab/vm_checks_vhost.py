@@ -1,0 +1,164 @@
+"""The vhost probes against a real nested VM (runs INSIDE the lab guest).
+
+    results["vhost"] = check_vhost(br, vm)     # vm: tests.lab.nested_vm.NestedVm
+
+Ground truth the probes cannot see themselves:
+* counts: pings host -> VM; the VM's own `ethtool -S` kick counters and an ftrace
+  kprobe hist on irqfd_wakeup keyed by pid (the vhost worker's entries are the
+  interrupts KVM received from it), independent of BPF;
+* not scheduled: the vhost worker pinned to CPU 1 where a SCHED_FIFO hog spins a
+  known 300 ms (its CLOCK_MONOTONIC start/end, the clock of bpf_ktime_get_ns)
+  while the host pings the VM every 20 ms; a control run without the hog.
+tests/lab/test_lab_vm_vhost.py asserts on what this returns.  Dev loop:
+``python3 -m tests.lab.nested_vm 'python3 -m tests.lab.vm_checks_vhost'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.lab import topology as T
+from tests.lab.probe_worker import ProbeWorker
+
+TRACEFS = Path("/sys/kernel/tracing")
+IRQFD_EVENT = "netsleuth_lab_irqfd"
+HOG_CPU = 1
+HOG_MS = 300
+PING_EVERY_S = 0.02
+THRESHOLD_US = 10_000
+EPOLLIN = 0x1
+
+HOG = """
+import os, time
+os.sched_setaffinity(0, {{{cpu}}})
+clock = time.CLOCK_MONOTONIC
+t0 = time.clock_gettime_ns(clock)
+while time.clock_gettime_ns(clock) - t0 < {ms} * 1_000_000:
+    pass
+print(t0, time.clock_gettime_ns(clock), flush=True)
+"""
+
+
+class IrqfdCounter:
+    """irqfd_wakeup calls per (pid, key), counted by ftrace (a kprobe event with a hist trigger)."""
+
+    def __init__(self):
+        (TRACEFS / "kprobe_events").open("a").write(f"p:{IRQFD_EVENT} irqfd_wakeup key=%cx:u64\n")
+        self.dir = TRACEFS / "events/kprobes" / IRQFD_EVENT
+        (self.dir / "trigger").write_text("hist:keys=common_pid,key\n")
+
+    def counts(self) -> dict[int, int]:
+        """pid -> wakeups with EPOLLIN in the key (a signal; not the HUP of a closing eventfd)."""
+        out: dict[int, int] = {}
+        for line in (self.dir / "hist").read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            fields = line.replace("{", " ").replace("}", " ").replace(",", " ").replace(":", " ").split()
+            pid, key, hits = int(fields[1]), int(fields[3]), int(fields[5])
+            if key & EPOLLIN:
+                out[pid] = out.get(pid, 0) + hits
+        return out
+
+    def close(self) -> None:
+        try:
+            (self.dir / "trigger").write_text("!hist:keys=common_pid,key\n")
+            (TRACEFS / "kprobe_events").open("a").write(f"-:{IRQFD_EVENT}\n")
+        except OSError:
+            pass
+
+
+def kicks(stats: dict) -> dict[str, int]:
+    return {k: v for k, v in stats.items() if k.endswith("_kicks")}
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
+
+
+def ping_every(ip: str, seconds: float) -> subprocess.Popen:
+    count = int(seconds / PING_EVERY_S)
+    return subprocess.Popen(["taskset", "-c", "0", "ping", "-n", "-q", "-c", str(count), "-i", str(PING_EVERY_S),
+                             "-W", "1", ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_hog() -> tuple[int, int]:
+    out = subprocess.run(["chrt", "-f", "50", sys.executable, "-c", HOG.format(cpu=HOG_CPU, ms=HOG_MS)],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def check_vhost(br: T.Bridge, vm) -> dict:
+    res: dict = {"qemu_pid": vm.pid, "tap": vm.tap, "vhost_tids": vm.vhost_tids(), "vcpu_tids": vm.vcpu_tids()}
+    irqfd = IrqfdCounter()
+    counts = ProbeWorker("vhost-eventfd-count", pid=str(vm.pid), interval="3600")
+    details = ProbeWorker("vhost-queue-correlation-details", pid=str(vm.pid), device=vm.tap,
+                          latency_threshold=str(THRESHOLD_US), interval="0.1")
+    try:
+        counts.ready()
+        details.ready()
+        res["attach_s"] = {"vhost-eventfd-count": counts.attach_s, "vhost-queue-correlation-details": details.attach_s}
+        T.ping(vm.ip, 1)
+        time.sleep(1.5)
+        counts.read()
+        details.read()
+        before, irq_before = vm.guest_stats(), irqfd.counts()
+
+        # counts: a known number of pings, both directions' kicks and signals
+        res["pings_answered"] = T.ping(vm.ip, 30, interval=0.1)
+        time.sleep(1.5)
+        res["counts_records"] = counts.read()
+        irq_after, after = irqfd.counts(), vm.guest_stats()
+        worker_irqfd = {tid: irq_after.get(tid, 0) - irq_before.get(tid, 0) for tid in res["vhost_tids"]}
+        res["counts_truth"] = {"guest": delta(after, before), "guest_kicks": sum(delta(kicks(after), kicks(before)).values()),
+                               "irqfd_wakeups_by_worker": worker_irqfd}
+        details.read()
+
+        # not scheduled: the worker pinned where an RT hog spins HOG_MS, pings every 20 ms
+        for tid in res["vhost_tids"]:
+            T.sh("taskset", "-p", hex(1 << HOG_CPU), str(tid))
+        for name, hog in (("control", False), ("hog", True)):
+            ping = ping_every(vm.ip, 1.2)
+            time.sleep(0.3)
+            window = run_hog() if hog else None
+            ping.wait(timeout=60)
+            time.sleep(0.5)
+            res[name] = {"window_ns": window, "records": details.read(), "ping": ping.stdout.read()[-300:]}
+        res["final_records"] = {"vhost-eventfd-count": counts.stop(), "vhost-queue-correlation-details": details.stop()}
+    finally:
+        counts.close()
+        details.close()
+        irqfd.close()
+    res["kprobes_left"] = _kprobes_left()
+    return res
+
+
+def _kprobes_left() -> list[str]:
+    try:
+        return [line for line in Path("/sys/kernel/debug/kprobes/list").read_text().splitlines() if line.strip()]
+    except OSError as e:
+        return [f"unreadable: {e}"]
+
+
+def main() -> int:
+    """The dev loop: the VM nested_vm.main started, rebuilt from its environment."""
+    from tests.lab.nested_vm import L2_MAC, WORK, NestedVm
+
+    class RunningVm(NestedVm):
+        @property
+        def pid(self) -> int:
+            return int(os.environ["NESTED_QEMU_PID"])
+
+    vm = RunningVm(None, os.environ["NESTED_TAP"], os.environ["NESTED_IP"], L2_MAC, WORK / "console.log")
+    res = check_vhost(None, vm)
+    Path("/lab/vhost.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if "records" not in k and k not in ("control", "hog")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

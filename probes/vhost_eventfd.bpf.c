@@ -62,7 +62,8 @@ int on_poll_wakeup(struct pt_regs *ctx)
 {
     u64 poll = PT_REGS_PARM1(ctx) - NS_OFF_VHOST_POLL_WAIT;
     u64 key = PT_REGS_PARM4(ctx);
-    u64 mask = 0, fn = 0;
+    u64 fn = 0;
+    u32 mask = 0;  /* __poll_t */
     NS_READ(mask, poll, VHOST_POLL_MASK);
     if (!(key & mask))
         return 0;  /* the kernel ignores this wakeup too */

@@ -120,7 +120,8 @@ static __always_inline int work_of_poll(u64 poll, u64 *work)
 
 int on_poll_wakeup(struct pt_regs *ctx)
 {
-    u64 poll = PT_REGS_PARM1(ctx) - NS_OFF_VHOST_POLL_WAIT, mask = 0, work;
+    u64 poll = PT_REGS_PARM1(ctx) - NS_OFF_VHOST_POLL_WAIT, work;
+    u32 mask = 0;  /* __poll_t */
     NS_READ(mask, poll, VHOST_POLL_MASK);
     if (!(PT_REGS_PARM4(ctx) & mask))
         return 0;

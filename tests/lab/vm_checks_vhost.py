@@ -44,11 +44,20 @@ print(t0, time.clock_gettime_ns(clock), flush=True)
 """
 
 
+def append(path: Path, line: str) -> None:
+    """Append to a tracefs file (Python's "a" mode seeks to the end: tracefs says EINVAL)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 class IrqfdCounter:
     """irqfd_wakeup calls per (pid, key), counted by ftrace (a kprobe event with a hist trigger)."""
 
     def __init__(self):
-        (TRACEFS / "kprobe_events").open("a").write(f"p:{IRQFD_EVENT} irqfd_wakeup key=%cx:u64\n")
+        append(TRACEFS / "kprobe_events", f"p:{IRQFD_EVENT} irqfd_wakeup key=%cx:u64\n")
         self.dir = TRACEFS / "events/kprobes" / IRQFD_EVENT
         (self.dir / "trigger").write_text("hist:keys=common_pid,key\n")
 
@@ -67,7 +76,7 @@ class IrqfdCounter:
     def close(self) -> None:
         try:
             (self.dir / "trigger").write_text("!hist:keys=common_pid,key\n")
-            (TRACEFS / "kprobe_events").open("a").write(f"-:{IRQFD_EVENT}\n")
+            append(TRACEFS / "kprobe_events", f"-:{IRQFD_EVENT}\n")
         except OSError:
             pass
 
@@ -92,8 +101,10 @@ def run_hog() -> tuple[int, int]:
     return int(out[0]), int(out[1])
 
 
-def check_vhost(br: T.Bridge, vm) -> dict:
-    res: dict = {"qemu_pid": vm.pid, "tap": vm.tap, "vhost_tids": vm.vhost_tids(), "vcpu_tids": vm.vcpu_tids()}
+def check_vhost(br: T.Bridge, vm, res: dict | None = None) -> dict:
+    """Fills ``res`` as it goes (a failed step leaves what came before)."""
+    res = {} if res is None else res
+    res |= {"qemu_pid": vm.pid, "tap": vm.tap, "vhost_tids": vm.vhost_tids(), "vcpu_tids": vm.vcpu_tids()}
     irqfd = IrqfdCounter()
     counts = ProbeWorker("vhost-eventfd-count", pid=str(vm.pid), interval="3600")
     details = ProbeWorker("vhost-queue-correlation-details", pid=str(vm.pid), device=vm.tap,
@@ -154,8 +165,11 @@ def main() -> int:
             return int(os.environ["NESTED_QEMU_PID"])
 
     vm = RunningVm(None, os.environ["NESTED_TAP"], os.environ["NESTED_IP"], L2_MAC, WORK / "console.log")
-    res = check_vhost(None, vm)
-    Path("/lab/vhost.json").write_text(json.dumps(res, indent=1))
+    res: dict = {}
+    try:
+        check_vhost(None, vm, res)
+    finally:
+        Path("/lab/vhost.json").write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if "records" not in k and k not in ("control", "hog")}, indent=1))
     return 0
 

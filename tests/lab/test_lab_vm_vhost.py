@@ -75,10 +75,24 @@ def check_control(v: dict) -> None:
     assert max(waits or [0]) < THRESHOLD_US
 
 
+def summaries(records: list[dict], vq: str) -> list[dict]:
+    return [r for r in records if r["type"] == "vhost_queue_summary" and r["vq"] == vq]
+
+
+def check_paused(v: dict) -> None:
+    """QEMU stopped, pings sent: vhost finds the guest's rx ring empty while the tap ring holds packets;
+    never in the control run, when the guest runs."""
+    p = v["paused"]
+    rx = summaries(p["records"], "rx")
+    assert sum(r["guest_ring_empty"] for r in rx) > 0, p
+    assert max(r["tun_ring_pending_max_since_start"] for r in rx) > 0, p
+    assert sum(r["guest_ring_empty"] for r in summaries(v["control"]["records"], "rx")) == 0
+
+
 def check_doc(v: dict) -> None:
     def fields(where: str) -> set[str]:
         return documented(where, DOC)
-    records = v["counts_records"] + v["hog"]["records"] + v["control"]["records"]
+    records = v["counts_records"] + v["hog"]["records"] + v["control"]["records"] + v["paused"]["records"]
     by_type: dict[str, set] = {}
     for r in records:
         by_type.setdefault(r["type"], set()).update(r)
@@ -92,7 +106,7 @@ def check_cleanup(v: dict) -> None:
     assert v["kprobes_left"] == []
 
 
-CHECKS = (check_counts, check_hog, check_control, check_doc, check_cleanup)
+CHECKS = (check_counts, check_hog, check_control, check_paused, check_doc, check_cleanup)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)

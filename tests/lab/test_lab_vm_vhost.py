@@ -42,6 +42,11 @@ def check_counts(v: dict) -> None:
     truth = v["counts_truth"]
     assert rec["signals"] == sum(truth["irqfd_wakeups_by_worker"].values()) > 0, (rec, truth)
     assert rec["kicks"] == truth["guest_kicks"] > 0, (rec, truth)
+    # one interrupt per signal at this rate: the VM's own virtio interrupt counts
+    guest = truth["guest"]
+    interrupts = {vq: sum(n for k, n in guest.items() if k.startswith("virtio") and k.endswith(f"-{name}.0"))
+                  for vq, name in (("rx", "input"), ("tx", "output"))}
+    assert {vq: vq_total(v, "signals", vq) for vq in ("rx", "tx")} == interrupts, (rec, guest)
     assert rec["signals_no_irqfd"] == 0 and rec["signals"] <= rec["eventfd_signals"] <= rec["signal_attempts"]
     # 30 requests in, 30 replies out: the rx vq received them through socket wakeups
     assert vq_total(v, "net_wakeups", "rx") >= 1 and vq_total(v, "runs") >= 2

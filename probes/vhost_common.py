@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import DURATION, Flag, kprobe_reason
+from .base import Flag, kprobe_reason
 from .runtime import params as P
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps, function_symbol, symbol_address
@@ -19,6 +19,7 @@ from .runtime.loader import ProbeError
 from .runtime.offsets import MODULE_FIELDS, OffsetsUnavailable, module_offset, module_params
 from .runtime.params import CDefines
 from .stage_latency import FIELDS as STAGE_FIELDS
+from .system_latency import INTERVAL  # noqa: F401 (the vhost probes' --interval)
 
 VHOST_HINT = "load vhost-net: `modprobe vhost_net` (a VM with `-netdev tap,vhost=on` loads it)"
 
@@ -41,8 +42,6 @@ VQ_FIELDS = STAGE_FIELDS + ["SOCKET_OPS", "PROTO_OPS_RECVMSG", "TFILE_SOCKET", "
 
 QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm or /dev/vhost-net)", short="p")
 TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3")
-INTERVAL = Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400)
-VHOST_DURATION = DURATION
 
 
 def holds_vm_devices(pid: int) -> bool | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from .base import Probe
+from .base import DURATION, Probe
 from .runtime.kernel import KernelCaps, function_symbol
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
-from .vhost_common import (INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VHOST_DURATION, VQ_FIELDS, WORK_FNS, Hook,
+from .vhost_common import (INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
                            arg_index, attach_hooks, check_vm_flags, cpu_list, cstr, hooks_reason, qemu_pid_of_worker,
                            vq_defines)
 
@@ -52,7 +52,7 @@ class VhostEventfdCount(Probe):
     cost = "low: kprobes on vhost's wakeups, runs and signals (per batch, not per packet); counters in the kernel"
     description = ("Per vhost worker thread and virtqueue: guest kicks, tap socket wakeups, runs, busy %, "
                    "weight-limit hits, signal attempts and the interrupts KVM actually received.")
-    flags = (QEMU_PID, TAP, INTERVAL, VHOST_DURATION)
+    flags = (QEMU_PID, TAP, INTERVAL, DURATION)
 
     @classmethod
     def parse_options(cls, raw):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import ctypes as ct
 import time
 
-from .base import Flag, Probe
+from .base import DURATION, Flag, Probe
 from .events import EventStream
 from .runtime.clock import iso
 from .runtime.hist import Log2Hist, render_text
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
-from .vhost_common import (INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VHOST_DURATION, VQ_FIELDS, WORK_FNS, Hook,
+from .vhost_common import (INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
                            attach_hooks, check_vm_flags, cpu_list, cstr, hooks_reason, qemu_pid_of_worker,
                            vq_defines)
 
@@ -54,7 +54,7 @@ class VhostQueueCorrelationDetails(EventStream, Probe):
                    "worker starting it, who woke it, run time, packets, guest ring empty, tap ring backlog; "
                    "per-queue wait histograms every --interval.")
     streaming = True
-    flags = (TAP, QEMU_PID, THRESHOLD, INTERVAL, VHOST_DURATION)
+    flags = (TAP, QEMU_PID, THRESHOLD, INTERVAL, DURATION)
 
     @classmethod
     def parse_options(cls, raw):

@@ -45,11 +45,13 @@ BPF_HASH(running, u32, struct run, 1024);  /* worker tid -> the run in progress 
 struct signalling {
     u64 vq;
     u64 call_ctx;
+    u64 t;               /* when the attempt began: a left-over (a missed return) is replaced */
     u32 depth;           /* nested signal functions of one attempt */
     u8 eventfd_seen;
     u8 delivered;
 };
 BPF_HASH(signalling, u32, struct signalling, 1024);  /* tid -> the attempt in progress */
+#define NS_STALE_NS 1000000000ULL  /* an attempt takes µs: one older than 1 s lost its return */
 
 static __always_inline struct vq_stats *vq_entry(u64 vq, int kind)
 {
@@ -144,8 +146,9 @@ int on_exceeds_weight_return(struct pt_regs *ctx)
 static __always_inline int on_signal(u64 vq)
 {
     u32 tid = bpf_get_current_pid_tgid();
+    u64 now = bpf_ktime_get_ns();
     struct signalling *cur = signalling.lookup(&tid);
-    if (cur) {
+    if (cur && now - cur->t < NS_STALE_NS) {
         cur->depth++;  /* vhost_signal called by an outer signal function: same attempt */
         return 0;
     }
@@ -153,7 +156,7 @@ static __always_inline int on_signal(u64 vq)
     if (!s)
         return 0;
     __sync_fetch_and_add(&s->signal_attempts, 1);
-    struct signalling sig = {.vq = vq, .call_ctx = ns_vq_call_ctx(vq), .depth = 1};
+    struct signalling sig = {.vq = vq, .call_ctx = ns_vq_call_ctx(vq), .t = now, .depth = 1};
     signalling.update(&tid, &sig);
     return 0;
 }

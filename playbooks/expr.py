@@ -120,9 +120,16 @@ def _fmt_function(v: Any) -> str:
     return function_of(v) if isinstance(v, str) else str(v)
 
 
+def _fmt_counts(v: Any) -> str:
+    """A ``{name: count}`` map, most first: ``QDISC_DROP 294, QDISC_CONGESTED 3``."""
+    if not isinstance(v, dict):
+        return str(v)
+    return ", ".join(f"{k} {_fmt_count(n)}" for k, n in sorted(v.items(), key=lambda kv: -(kv[1] or 0)))
+
+
 FORMATS: dict[str, Callable[[Any], str]] = {
     "count": _fmt_count, "pct": _fmt_pct, "us": _fmt_us, "s": _fmt_seconds, "flow": _fmt_flow,
-    "list": _fmt_list, "function": _fmt_function, "upper": lambda v: str(v).upper(),
+    "list": _fmt_list, "function": _fmt_function, "upper": lambda v: str(v).upper(), "counts": _fmt_counts,
 }
 
 
@@ -138,7 +145,9 @@ class Placeholder:
 
     def value(self, scope: Scope) -> Any:
         for alt in self.alternatives:
-            v = alt.get(scope) if isinstance(alt, Path) else alt
+            if not isinstance(alt, Path):
+                return alt  # a literal, '' included: the default the author chose
+            v = alt.get(scope)
             if v not in (None, ""):
                 return v
         return None

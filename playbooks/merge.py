@@ -99,6 +99,32 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _added(total: Any, v: Any) -> Any:
+    """``total`` plus ``v``: numbers add; ``{name: count}`` maps add per name (qdisc-drops'
+    reasons); ``[{..., count}]`` lists add per item (its flows), most first."""
+    if _is_num(v):
+        return (total if _is_num(total) else 0) + v
+    if isinstance(v, dict):
+        out = dict(total) if isinstance(total, dict) else {}
+        for name, n in v.items():
+            if _is_num(n):
+                out[name] = out.get(name, 0) + n
+        return out
+    if isinstance(v, list):
+        out = [dict(x) for x in total] if isinstance(total, list) else []
+        for x in v:
+            if not (isinstance(x, dict) and _is_num(x.get("count"))):
+                continue
+            what = {k: w for k, w in x.items() if k != "count"}
+            same = next((y for y in out if {k: w for k, w in y.items() if k != "count"} == what), None)
+            if same is not None:
+                same["count"] += x["count"]
+            elif len(out) < MAX_DISTINCT:
+                out.append(dict(x))
+        return sorted(out, key=lambda y: -y["count"])
+    return total
+
+
 def histogram_summary(buckets: list[dict]) -> dict:
     """count, buckets, p50/p95/p99/p99_9, max and the tail threshold (low bound of the
     P99.9 bucket: a Details threshold that catches the slowest 0.1 %)."""
@@ -196,8 +222,7 @@ class Accumulator:
             g["count"] += 1
             g["last_time"] = item.get("time")
         for source, target in self._sums(event):
-            if _is_num(item.get(source)):
-                g[target] += item[source]
+            g[target] = _added(g[target], item.get(source))
         self._collect(g, item)
 
     def _add_point(self, ts: Any, value: float, marked: bool) -> None:

@@ -22,7 +22,7 @@ class Flag:
     """One command-line flag of a probe, also rendered as a form field by the wizard."""
 
     name: str  # long name without dashes: "src-ip"
-    kind: str  # ipv4 | mac | port | protocol | interface | choice | int | seconds | pid | tids | vlan | bool
+    kind: str  # ipv4 | mac | port | protocol | interface | ifname | netns | choice | int | seconds | pid | tids | vlan | bool
     help: str
     short: str | None = None
     default: Any = None
@@ -50,6 +50,10 @@ class Flag:
             return P.protocol(flag, value, self.choices or ("tcp", "udp", "icmp", "all"))
         if self.kind == "interface":
             return P.interface(flag, value)
+        if self.kind == "ifname":
+            return P.ifname(flag, value)
+        if self.kind == "netns":
+            return P.netns(flag, value)
         if self.kind == "choice":
             return P.choice(flag, value, self.choices, self.default)
         if self.kind == "int":

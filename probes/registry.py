@@ -11,6 +11,8 @@ from .ovs_megaflow import OvsMegaflow
 from .ovs_upcall import OvsUpcallSummary
 from .offcpu import OffCpu
 from .pthread_lock import PthreadLock
+from .qdisc_drops import QdiscDrops
+from .tun_ring import TunRingMonitor
 from .system_latency import SystemLatencyDetails, SystemLatencySummary
 from .vhost_eventfd import VhostEventfdCount
 from .vhost_queue import VhostQueueCorrelationDetails
@@ -18,7 +20,7 @@ from .vm_latency import VmLatencyDetails, VmLatencySummary
 
 PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
-    OvsUpcallSummary, OvsMegaflow, OffCpu, Futex, PthreadLock, CpuBurst, VhostEventfdCount,
-    VhostQueueCorrelationDetails,
+    OvsUpcallSummary, OvsMegaflow, TunRingMonitor, OffCpu, Futex, PthreadLock, CpuBurst, QdiscDrops,
+    VhostEventfdCount, VhostQueueCorrelationDetails,
 )}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from .base import Flag, kprobe_reason
 from .runtime import params as P
@@ -18,8 +17,10 @@ from .runtime.kernel import KernelCaps, function_symbol, symbol_address
 from .runtime.loader import ProbeError
 from .runtime.offsets import MODULE_FIELDS, OffsetsUnavailable, module_offset, module_params
 from .runtime.params import CDefines
+from .runtime.vmproc import is_kvm_process
 from .stage_latency import FIELDS as STAGE_FIELDS
 from .system_latency import INTERVAL  # noqa: F401 (the vhost probes' --interval)
+from .tun_ring import is_tap
 
 VHOST_HINT = "load vhost-net: `modprobe vhost_net` (a VM with `-netdev tap,vhost=on` loads it)"
 
@@ -40,34 +41,18 @@ VQ_FIELDS = STAGE_FIELDS + ["SOCKET_OPS", "PROTO_OPS_RECVMSG", "TFILE_SOCKET", "
              "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
              "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
 
-QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm or /dev/vhost-net)", short="p")
+QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm)", short="p")
 TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3")
-
-
-def holds_vm_devices(pid: int) -> bool | None:
-    """Whether process ``pid`` holds /dev/kvm or /dev/vhost-net open (None: not allowed to look)."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except PermissionError:
-        return None
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in ("/dev/kvm", "/dev/vhost-net"):
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def check_vm_flags(raw: dict, values: dict) -> None:
     """--pid must be a QEMU/KVM process, --device a tun/tap: else a ParamError (exit 2)."""
     pid = values.get("pid")
-    if pid and holds_vm_devices(pid) is False:
-        raise P.ParamError("--pid", raw.get("pid"), "a QEMU/KVM process (one holding /dev/kvm or /dev/vhost-net open)")
+    # Another user's descriptors cannot be listed: then the probe's own "needs root" says it.
+    if pid and os.access(f"/proc/{pid}/fd", os.R_OK) and not is_kvm_process(pid):
+        raise P.ParamError("--pid", raw.get("pid"), "a QEMU/KVM process (one holding /dev/kvm open)")
     device = raw.get("device")
-    if values.get("device") and not Path(f"/sys/class/net/{device}/tun_flags").exists():
+    if values.get("device") and not is_tap(str(device)):
         raise P.ParamError("--device", device, "a tap device (a VM's vnetN: `ip -d link show` says tun)")
 
 

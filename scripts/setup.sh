@@ -39,6 +39,21 @@ if [ -n "$todo" ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $known >/dev/null
     fi
 fi
+# The exporter's tests run a real Prometheus server and promtool (Debian's prometheus).
+# Its package starts a daemon on :9090 when installed: a temporary policy-rc.d (where
+# none is set) keeps it from starting, and where systemd runs it is disabled too.
+if [ $want_tests = 1 ] && ! installed prometheus; then
+    [ -n "$todo" ] || apt-get update -qq
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e $policy ]; then
+        printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else service prometheus stop >/dev/null 2>&1 || true; fi
+    needed="$needed prometheus"
+fi
 # shellcheck disable=SC2086
 still=$(missing $needed)
 if [ -n "$still" ]; then

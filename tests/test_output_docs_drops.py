@@ -16,9 +16,9 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "output-drops.md"
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
 
 
-def table_after(marker: str) -> set[str]:
+def table_after(marker: str, doc: Path = DOC) -> set[str]:
     """The backticked names in the first column of the first table after ``marker``."""
-    text = DOC.read_text()
+    text = doc.read_text()
     lines = text[text.index(marker):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     names: set[str] = set()

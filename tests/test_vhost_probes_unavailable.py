@@ -84,7 +84,7 @@ def test_a_pid_that_is_not_a_vm_is_refused(name):
     r = netsleuth(name, "--pid", str(os.getpid()))
     assert r.returncode == 2
     assert one_line(r) == (f"netsleuth probe {name}: --pid: '{os.getpid()}' is not valid; expected a QEMU/KVM "
-                           "process (one holding /dev/kvm or /dev/vhost-net open)")
+                           "process (one holding /dev/kvm open)")
 
 
 @pytest.mark.parametrize("name", [p.name for p in VHOST_PROBES])

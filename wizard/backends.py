@@ -128,6 +128,8 @@ class ReplayBackend(RecordedBackend):
             if not P.IFNAME_RE.match(str(value).strip()):
                 P.interface("--" + flag.name, value)  # raises the usual message
             return value
+        if flag.kind == "netns" and value not in (None, ""):
+            return value  # a namespace of the recorded host (qdisc-drops --netns)
         if flag.kind in ("pid", "tids") and value not in (None, ""):
             text = str(value).replace(",", " ").split()
             if not text or not all(t.isdigit() for t in text):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from probes.runtime.vmproc import tap_devices_of
+
 SYS_NET = Path("/sys/class/net")
 
 # Interface kinds, in the words the context screen shows.
@@ -184,26 +186,6 @@ def qemu_vm_name(cmdline: list[str]) -> str | None:
                     return part[len("guest="):]
             return value.split(",")[0]
     return None
-
-
-def tap_devices_of(pid: int) -> set[str]:
-    """Tap/tun devices a process holds open (fdinfo of /dev/net/tun fds names them: `iff:`)."""
-    names = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    try:
-        fds = list(fd_dir.iterdir())
-    except OSError:
-        return names
-    for fd in fds:
-        try:
-            if os.readlink(fd) != "/dev/net/tun":
-                continue
-            for line in Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text().splitlines():
-                if line.startswith("iff:"):
-                    names.add(line.split(":", 1)[1].strip())
-        except OSError:
-            continue
-    return names
 
 
 def _is_qemu(proc: psutil.Process) -> bool:

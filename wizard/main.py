@@ -22,6 +22,9 @@ def build_parser(with_diagnose: bool = True) -> argparse.ArgumentParser:
     add_probe_parsers(sub)
     doctor = sub.add_parser("doctor", help="what this host's kernel offers the probes, and how to fix what is missing")
     doctor.add_argument("--json", action="store_true")
+    from exporter.cli import add_parser as add_exporter_parser
+
+    add_exporter_parser(sub)
     if with_diagnose:
         from .diagnose_cli import add_parsers as add_diagnose_parsers
 
@@ -31,12 +34,16 @@ def build_parser(with_diagnose: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(with_diagnose=not argv or argv[0] not in ("probe", "doctor"))
+    parser = build_parser(with_diagnose=not argv or argv[0] not in ("probe", "doctor", "exporter"))
     args = parser.parse_args(argv)
     if args.command == "probe":
         from probes.cli import run_probe
 
         return run_probe(args)
+    if args.command == "exporter":
+        from exporter.cli import run as run_exporter
+
+        return run_exporter(args)
     if args.command == "doctor":
         from probes.doctor import run_doctor
 

@@ -32,6 +32,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "NETDEV_IFINDEX": ("net_device", "ifindex"),
     "NETDEV_ND_NET": ("net_device", "nd_net"),
     "NET_NS_INUM": ("net", "ns.inum"),
+    "NETDEV_QDISC": ("net_device", "qdisc"),
+    "QDISC_HANDLE": ("Qdisc", "handle"),
     "TASK_PID": ("task_struct", "pid"),
     "SKB_QUEUE_MAPPING": ("sk_buff", "queue_mapping"),
     "SOCKET_OPS": ("socket", "ops"),

@@ -88,15 +88,53 @@ def choice(flag: str, value: str | None, allowed: tuple[str, ...], default: str)
 
 def interface(flag: str, value: str | None) -> int:
     """Interface name -> ifindex in this network namespace (0 = any)."""
-    if value in (None, ""):
+    name = ifname(flag, value)
+    if name is None:
         return 0
-    name = str(value).strip()
-    if not IFNAME_RE.match(name):
-        raise ParamError(flag, value, "an interface name (1-15 letters, digits, '_', '.', '-', ':', '@')")
     try:
         return socket.if_nametoindex(name)
     except OSError:
         raise ParamError(flag, value, "an existing interface (see `ip link`)") from None
+
+
+def ifname(flag: str, value: str | None) -> str | None:
+    """An interface name, checked for form only: it may live in another namespace (None = any)."""
+    if value in (None, ""):
+        return None
+    name = str(value).strip()
+    if not IFNAME_RE.match(name):
+        raise ParamError(flag, value, "an interface name (1-15 letters, digits, '_', '.', '-', ':', '@')")
+    return name
+
+
+NETNS_DIR = "/run/netns"  # where `ip netns add` names namespaces
+
+
+def netns(flag: str, value: str | int | None) -> str | None:
+    """A named network namespace (`ip netns`), given by name or by its inode number (as the
+    drop probes report it); None for this process's own namespace."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    try:
+        names = sorted(os.listdir(NETNS_DIR))
+    except OSError:
+        names = []
+    if text.isdigit():
+        inode = int(text)
+        if inode == os.stat("/proc/self/ns/net").st_ino:
+            return None
+        for name in names:
+            try:
+                if os.stat(os.path.join(NETNS_DIR, name)).st_ino == inode:
+                    return name
+            except OSError:
+                continue
+        raise ParamError(flag, value, "a namespace named in `ip netns` (this inode has no name there)")
+    if text not in names or "/" in text:
+        raise ParamError(flag, value, "a namespace named in `ip netns`" + (f" ({', '.join(names[:8])})" if names else
+                                                                            " (there is none)"))
+    return text
 
 
 def integer(flag: str, value: str | int | float | None, lo: int, hi: int, default: int | None = None,

@@ -22,10 +22,11 @@ from tests.lab.build import LabUnavailable, ensure_image
 from tests.lab.runner import run
 
 GUEST_TIMEOUT_S = 900
+VM_GUEST_TIMEOUT_S = 900
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory) -> dict:
+def guest_run(tmp_path_factory, module: str, results_name: str, timeout: float) -> dict:
+    """Boot the lab guest once, run ``python3 -m <module>``, return its results JSON."""
     mode = os.environ.get("NETSLEUTH_LAB", "require")
     if mode == "skip":
         pytest.skip("NETSLEUTH_LAB=skip")
@@ -33,18 +34,34 @@ def lab(tmp_path_factory) -> dict:
         start = time.monotonic()
         image = ensure_image()
         image_s = time.monotonic() - start
-        guest = run("python3 -m tests.lab.guest_checks /lab/results.json", timeout=GUEST_TIMEOUT_S,
+        guest = run(f"python3 -m {module} /lab/{results_name}", timeout=timeout,
                     results=tmp_path_factory.mktemp("lab"), image=image)
     except LabUnavailable as e:
         if mode == "require":
             pytest.fail(f"lab VM unavailable: {e} (NETSLEUTH_LAB=auto skips the lab tests on such a host)")
         pytest.skip(f"lab VM unavailable on this host: {e}")
-    path = guest.results / "results.json"
+    # A kernel oops, BUG, hung task or RCU stall fails the run, whatever the checks say.
+    assert not guest.kernel_problems, f"the lab guest's kernel complained:\n{guest.kernel_problems}\n{guest.explain()}"
+    path = guest.results / results_name
     assert guest.exit_status == 0 and path.exists(), guest.explain()
     results = json.loads(path.read_text())
     results["host"] = {"image_s": round(image_s, 1), "boot_s": guest.boot_s, "guest_wall_s": round(guest.wall_s, 1),
                        "kernel": image.release, "explain": guest.explain()}
-    print(f"\n[lab] image ready in {image_s:.1f} s, boot {guest.boot_s} s, guest run {guest.wall_s:.1f} s; "
+    print(f"\n[lab] {module}: image ready in {image_s:.1f} s, boot {guest.boot_s} s, guest run {guest.wall_s:.1f} s; "
           f"steps {results['steps']}")
+    return results
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory) -> dict:
+    return guest_run(tmp_path_factory, "tests.lab.guest_checks", "results.json", GUEST_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def vmlab(tmp_path_factory) -> dict:
+    """The VM path's checks against a nested VM (tests/lab/vm_checks.py), a boot of its own."""
+    results = guest_run(tmp_path_factory, "tests.lab.vm_checks", "vm_results.json", VM_GUEST_TIMEOUT_S)
+    if results.get("nesting_unavailable"):
+        pytest.fail(f"the lab guest cannot run a nested VM: {results['nesting_unavailable']}")
     return results
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +39,12 @@ KERNEL_ARGS = (
 )
 
 
+# What a kernel prints when it breaks or hangs (arch/x86/mm/fault.c, lib/bug.c, kernel/hung_task.c,
+# kernel/rcu/tree_stall.h, kernel/watchdog.c).
+KERNEL_PROBLEM = re.compile(r"\bBUG: |\bOops: |general protection fault|blocked for more than \d+ seconds|"
+                            r"rcu: INFO: rcu_\w+ (self-)?detected stall|watchdog: BUG: soft lockup|Kernel panic")
+
+
 @dataclass
 class GuestRun:
     exit_status: int | None  # None when the guest never reported one (timeout, crash)
@@ -47,6 +55,13 @@ class GuestRun:
     wall_s: float  # host time from qemu start to exit
     timed_out: bool
 
+    @property
+    def kernel_problems(self) -> str:
+        """The console's oops / BUG / hung-task / RCU-stall lines with a little context, or ""."""
+        lines = self.console.splitlines()
+        hits = [i for i, line in enumerate(lines) if KERNEL_PROBLEM.search(line)]
+        return "\n".join("\n".join(lines[i:i + 12]) for i in hits[:3])
+
     def explain(self) -> str:
         """Everything needed to understand a failed run, for assertion messages."""
         state = "timed out" if self.timed_out else f"exit status {self.exit_status}"
@@ -54,10 +69,15 @@ class GuestRun:
                 f"--- output ---\n{self.output[-6000:]}\n--- console (tail) ---\n{self.console[-3000:]}")
 
 
+# TCG runs each vCPU in a host thread of its own ("multi") or all in one ("single");
+# NETSLEUTH_LAB_TCG chooses (the soak runs both: docs/lab.md).
+TCG_THREAD = os.environ.get("NETSLEUTH_LAB_TCG", "multi")
+
+
 def qemu_command(image: Image, results: Path, memory: str = "5G") -> list[str]:
     return [
         "qemu-system-x86_64", "-name", "netsleuth-lab",
-        "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",
+        "-accel", f"tcg,thread={TCG_THREAD}", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",
         "-nic", "none", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-bios", str(QBOOT),
         "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_ARGS,
@@ -96,6 +116,28 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+PROBLEM_GRACE_S = 10  # after a kernel problem shows, time for the rest of its report
+
+
+def _wait_watching_console(proc: subprocess.Popen, console: Path, limit: float) -> bool:
+    """Wait for qemu to exit; stop it early when the guest's kernel reports an oops, a hung
+    task or a stall (a stuck guest would otherwise run to the time limit).  True on timeout."""
+    deadline = time.monotonic() + limit
+    problem_at = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now > deadline or (problem_at and now > problem_at + PROBLEM_GRACE_S):
+            _stop(proc)
+            return problem_at is None
+        if problem_at is None and KERNEL_PROBLEM.search(_read(console)):
+            problem_at = now
+        try:
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+    return False
+
+
 def run(command: str, timeout: float = 600, results: Path | None = None, image: Image | None = None) -> GuestRun:
     """Boot the guest, run ``command`` with /bin/sh in /netsleuth, power off.
 
@@ -121,11 +163,8 @@ def run(command: str, timeout: float = 600, results: Path | None = None, image: 
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         timed_out = False
         try:
-            qemu_out, _ = proc.communicate(timeout=timeout + BOOT_ALLOWANCE_S)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _stop(proc)
-            qemu_out = ""
+            timed_out = _wait_watching_console(proc, results / "console.log", timeout + BOOT_ALLOWANCE_S)
+            qemu_out = proc.stdout.read() if proc.poll() is not None else ""
         finally:
             _stop(proc)  # also on KeyboardInterrupt: never leave a guest behind
         wall = time.monotonic() - started

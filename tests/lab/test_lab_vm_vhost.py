@@ -3,7 +3,7 @@
 Ground truth: the VM's own kick counters (`ethtool -S`), an ftrace count of
 irqfd_wakeup in the vhost worker (independent of BPF), and a SCHED_FIFO hog of a
 known 300 ms on the CPU the vhost worker is pinned to.  Results under
-``lab["vhost"]``; each check also runs on a saved dev-loop result:
+``vmlab["vhost"]`` (tests/lab/vm_checks.py); each check also runs on a saved dev-loop result:
 ``python3 -m tests.lab.test_lab_vm_vhost /tmp/vhost-lab/vhost.json``.
 """
 
@@ -115,9 +115,9 @@ CHECKS = (check_counts, check_hog, check_control, check_paused, check_doc, check
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
-def test_vhost(lab, check):
-    step_ok(lab, "vhost")
-    check(lab["vhost"])
+def test_vhost(vmlab, check):
+    step_ok(vmlab, "vhost")
+    check(vmlab["vhost"])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from tests.lab import nested_vm
 from tests.lab import topology as T
 from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe
+from tests.lab.vm_checks_vhost import check_vhost
 from tests.netenv import send_udp
 
 RING = 64  # the tap's txqueuelen during the overflow check: its ring's size
@@ -94,6 +95,8 @@ def main(argv: list[str]) -> int:
             rec.data["tun_ring"] = check_ring_overflow(br, sysnet, vm, ring_probe)
         with rec.step("probes_stop"):
             rec.data["probes"] = {"tun-ring-monitor": stop_probe(ring_probe)}
+        with rec.step("vhost"):
+            check_vhost(br, vm, rec.data.setdefault("vhost", {}))  # what a failed phase leaves is kept
     finally:
         vm.stop()
     rec.data["kprobes_left"] = kprobes_registered()

@@ -57,18 +57,23 @@ def slow_events(records: list[dict]) -> list[dict]:
 
 
 def check_hog(v: dict) -> None:
-    """The worst wait reflects the hog; every slow work item waited inside its window."""
+    """The worst wait reflects the hog; every slow work item waited across its window and
+    ran once it ended."""
     t0, t1 = v["hog"]["window_ns"]
-    assert (t1 - t0) / 1e6 >= HOG_MS
+    hog_ms = (t1 - t0) / 1e6
+    assert hog_ms >= HOG_MS
     slow = slow_events(v["hog"]["records"])
     assert slow, v["hog"]
-    worst = max(e["latency_us"] for e in slow) / 1000
-    assert HOG_MS - 1000 * PING_EVERY_S - SLACK_MS <= worst <= (t1 - t0) / 1e6 + SLACK_MS, (worst, slow)
+    slack = SLACK_MS * 1e6
     for e in slow:
         started = e["ktime_ns"] - e["run_us"] * 1000
         queued = started - e["latency_us"] * 1000
-        assert t0 - SLACK_MS * 1e6 <= queued and started <= t1 + SLACK_MS * 1e6, (e, t0, t1)
+        assert t0 - slack <= queued <= t1 and t0 <= started <= t1 + slack, (e, t0, t1)
         assert e["cpu"] == 1 and e["device"] == v["tap"]
+    worst = max(e["latency_us"] for e in slow) / 1000
+    # the first ping inside the window comes within PING_EVERY_S; TCG may delay the worker
+    # a little before the hog (queued early) and after it (started late)
+    assert HOG_MS - 1000 * PING_EVERY_S - SLACK_MS <= worst <= hog_ms + 2 * SLACK_MS, (worst, slow)
 
 
 def check_control(v: dict) -> None:

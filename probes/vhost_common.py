@@ -37,9 +37,10 @@ MAX_VQS = 1024
 
 # Fields the shared C reads (netsleuth.h's packet helpers, netsleuth_vhost.inc.c), vmlinux's
 # and the modules'.
-VQ_FIELDS = STAGE_FIELDS + ["SOCKET_OPS", "PROTO_OPS_RECVMSG", "TFILE_SOCKET", "TFILE_TUN", "TFILE_QUEUE_INDEX", "TUN_DEV",
-             "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
-             "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
+VQ_FIELDS = STAGE_FIELDS + [
+    "SOCKET_OPS", "PROTO_OPS_RECVMSG", "TFILE_SOCKET", "TFILE_TUN", "TFILE_QUEUE_INDEX", "TUN_DEV",
+    "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
+    "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
 
 QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm)", short="p")
 TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3")

@@ -36,7 +36,8 @@ TOTALS = ("works", "unseen", "wait_ns", "run_ns", "packets", "guest_empty", "wei
 
 class Event(ct.Structure):
     _fields_ = [("ts", ct.c_uint64), ("vq", ct.c_uint64), ("wait_ns", ct.c_uint64), ("run_ns", ct.c_uint64),
-                ("cpu", ct.c_uint32), ("tid", ct.c_uint32), ("pid", ct.c_uint32), ("waker_tid", ct.c_uint32), ("waker_pid", ct.c_uint32),
+                ("cpu", ct.c_uint32), ("tid", ct.c_uint32), ("pid", ct.c_uint32),
+                ("waker_tid", ct.c_uint32), ("waker_pid", ct.c_uint32),
                 ("tun_pending", ct.c_uint32), ("tun_size", ct.c_uint32), ("batch_pending", ct.c_uint32),
                 ("queue", ct.c_uint16), ("packets", ct.c_uint16), ("avail_pending", ct.c_uint16),
                 ("guest_empty", ct.c_uint16), ("trigger", ct.c_uint8), ("rx", ct.c_uint8), ("weight", ct.c_uint8),

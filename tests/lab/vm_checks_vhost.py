@@ -146,7 +146,8 @@ def check_vhost(br: T.Bridge, vm, res: dict | None = None) -> dict:
         irq_after = irqfd.counts()
         after = stats_with_kicks(vm)
         worker_irqfd = {tid: irq_after.get(tid, 0) - irq_before.get(tid, 0) for tid in res["vhost_tids"]}
-        res["counts_truth"] = {"guest_before": before, "guest_after": after, "guest": delta(after, before), "guest_kicks": sum(delta(kicks(after), kicks(before)).values()),
+        res["counts_truth"] = {"guest_before": before, "guest_after": after, "guest": delta(after, before),
+                               "guest_kicks": sum(delta(kicks(after), kicks(before)).values()),
                                "irqfd_wakeups_by_worker": worker_irqfd}
         details.read()
 

@@ -10,7 +10,6 @@ compared with the mean of the detached rounds around it, so host drift cancels o
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -22,21 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.drop_summary_overhead import build_blaster, run_dropped  # noqa: E402
-from bench.report import publish  # noqa: E402
+from bench.report import bench_arguments, publish  # noqa: E402
 from probes import drop_hook  # noqa: E402
 from probes.runtime.kernel import detect  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("run as root (it loads BPF and creates a namespace)", file=sys.stderr)
-        return 2
+    args = bench_arguments(__doc__, ("--seconds", float, 2.0), ("--rounds", int, 7))
     caps = detect()
     kinds = [k for k in ("raw-tracepoint", "tracepoint", "kprobe") if not isinstance(drop_hook.choose(caps, k), str)]
     off: list[float] = []
@@ -44,12 +36,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, veth_ns() as env:
         blast = build_blaster(Path(tmp))
         for _ in range(args.rounds):
-            off.append(run_dropped(blast, env, args.seconds))
+            off.append(run_dropped(blast, env, args.seconds)["rate"])
             for kind in kinds:
                 probe = ProbeProcess("drop-summary", "-i", "3600", "--json", "--attach", kind)
-                on[kind].append(run_dropped(blast, env, args.seconds))
+                on[kind].append(run_dropped(blast, env, args.seconds)["rate"])
                 probe.stop()
-        off.append(run_dropped(blast, env, args.seconds))
+        off.append(run_dropped(blast, env, args.seconds)["rate"])
     lines = ["| attach point | detached pkt/s (median) | attached pkt/s (median) | ratio (median of rounds) | cost | ratio range |",
              "|---|---|---|---|---|---|"]
     for kind in kinds:

@@ -3,7 +3,10 @@ section, between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -35,3 +38,17 @@ def publish(name: str, title: str, method: str, table: str, script: str, write: 
     doc = write_section(name, f"## {title}\n\nMeasured on {today}, {method}\n\n{table}\n\n"
                               f"Reproduce: `sudo .venv/bin/python {script} --write`.\n{extra}")
     print(f"written to {doc}")
+
+
+def bench_arguments(doc: str, *options: tuple[str, type, object]) -> argparse.Namespace:
+    """A bench's command line: its (--name, type, default) options and --write; exits 2
+    unless run as root (the benches load BPF and make namespaces)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, kind, default in options:
+        ap.add_argument(name, type=kind, default=default)
+    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (it loads BPF and creates a namespace)", file=sys.stderr)
+        raise SystemExit(2)
+    return args

@@ -85,6 +85,8 @@ class Conclusion:
     state: str = "open"  # cause | open | nothing-ran
     chain: list[str] = field(default_factory=list)  # the links found, root first (see chains.yaml)
     chain_title: str = ""
+    # Steps that could not run here: what they would have measured and why they could not.
+    not_measured: list[str] = field(default_factory=list)
 
 
 def rank(findings: list[Finding]) -> list[Finding]:
@@ -242,12 +244,24 @@ class Walk:
                         dict(params), unavailable, finding.title if finding else None,
                         finding.level if finding else None, step.fallback if unavailable else None)
 
-    def fallback(self) -> StepView | None:
-        """The step to offer instead of the current one when its probe cannot run here."""
+    def fallbacks(self) -> list[StepView]:
+        """The steps offered instead of the current one when it cannot run here (its probe is
+        unavailable, or it was skipped for a value the host could not supply): those whose
+        condition holds, in the playbook's order of preference."""
         node = self.lib.node(self.current_ref)
-        if not isinstance(node, Step) or node.fallback is None or self.current.unavailable is None:
-            return None
-        return self._view(self.lib.steps[node.fallback], self._frame(node.fallback).params)
+        result = self.current_result
+        # A step that could not run: its probe is missing here, or a value it needs is unknown.
+        could_not_run = self.current.unavailable is not None or (result is not None and result.status == "skipped")
+        if not isinstance(node, Step) or not node.fallbacks or not could_not_run:
+            return []
+        scope = {"context": self.context, "evidence": {}, "result": {}, "step": {}, "let": {}}
+        return [self._view(self.lib.steps[fb.ref], self._frame(fb.ref).params) for fb in node.fallbacks
+                if fb.when is None or fb.when(scope)]
+
+    def fallback(self) -> StepView | None:
+        """The first of those that can run here (else the first one, to say why it cannot)."""
+        views = self.fallbacks()
+        return next((v for v in views if v.unavailable is None), views[0] if views else None)
 
     # moves ---------------------------------------------------------------------------
     def answer(self, choice: int) -> None:
@@ -361,10 +375,28 @@ class Walk:
                 out.append(last if len(seen) == 1 else _with_seen(last, seen))
         return out
 
+    def not_measured(self) -> list[str]:
+        """The steps of this walk that could not run here, each with why and what it would add."""
+        out = []
+        for fr in self.frames:
+            if fr.result is None or fr.result.status != "unavailable":
+                continue
+            step = self.lib.steps[fr.ref]
+            text = (f"{step.title} ({step.probe}) could not run here: {fr.result.error}. "
+                    f"It would have added: {first_sentence(step.why)}")
+            if text not in out:
+                out.append(text)
+        return out
+
     def conclusion(self) -> Conclusion:
         """What the walk found, said as the guide says it: when a finding splits the symptom
         (of N packets reported lost, X are real drops), the drop sites explain only X, and the
         rest needs its own cause (a deeper tier's) before a cause counts as found."""
+        c = self._conclusion()
+        c.not_measured = self.not_measured()
+        return c
+
+    def _conclusion(self) -> Conclusion:
         findings = self.distinct_findings()
         causes = rank_causes([f for f in findings if f.explains])
         open_steps = self.suggestions()
@@ -413,11 +445,13 @@ class Walk:
         return Conclusion(False, [], findings, summary, _advice(findings[:1]), open_steps, state, chain, chain_title)
 
     def _chain(self, findings: list[Finding]) -> tuple[list[str], str]:
-        """The first chain with at least two links found, as sentences root first; a link
-        not found between two found ones says what was not measured."""
+        """The chain with the most links found (at least two; the first in chains.yaml on a
+        tie: chains sharing their symptom links differ by their roots), as sentences root
+        first; a link not found between two found ones says what was not measured."""
         by_rule: dict[str, Finding] = {}
         for f in rank(findings):
             by_rule.setdefault(f.rule, f)
+        best: tuple[int, list[str], str] = (1, [], "")
         for chain in self.lib.chains:
             said: list[str | None] = []
             for link in chain.links:
@@ -430,11 +464,17 @@ class Walk:
                         break
                 said.append(text)
             found = [i for i, t in enumerate(said) if t]
-            if len(found) < 2:
-                continue
-            return [said[i] or f"(not measured: {chain.links[i].title})"
-                    for i in range(found[0], found[-1] + 1)], chain.title
-        return [], ""
+            if len(found) > best[0]:
+                best = (len(found), [said[i] or f"(not measured: {chain.links[i].title})"
+                                     for i in range(found[0], found[-1] + 1)], chain.title)
+        return best[1], best[2]
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a paragraph (a step's why, a playbook's summary), on one line."""
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
 
 
 def _cause_text(f: Finding) -> str:

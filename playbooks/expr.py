@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from probes.flows import flow_text
+from probes.runtime.netns import Namespace
 from probes.runtime.stacks import function_of
 
 from .errors import PlaybookError
@@ -127,10 +128,39 @@ def _fmt_counts(v: Any) -> str:
     return ", ".join(f"{k} {_fmt_count(n)}" for k, n in sorted(v.items(), key=lambda kv: -(kv[1] or 0)))
 
 
+def _namespace(v: Any) -> Namespace | None:
+    return Namespace.from_dict(v) if isinstance(v, dict) else None
+
+
+def _fmt_in_ns(v: Any) -> str:
+    """A record's "namespace" (None: netsleuth's own) -> " in namespace ux2" or ""."""
+    ns = _namespace(v)
+    return f" in namespace {ns.label}" if ns else ""
+
+
+def _fmt_ns_exec(v: Any) -> str:
+    """-> "ip netns exec ux2 " / "nsenter -t PID -n " before a command, or "" (our namespace)."""
+    ns = _namespace(v)
+    return f"{ns.enter} " if ns and ns.enter else ""
+
+
+def _fmt_at_ns(v: Any) -> str:
+    """-> "@ux2" after a device name (as pickers and `ip` write it, for narrow columns), or ""."""
+    ns = _namespace(v)
+    return f"@{ns.label}" if ns else ""
+
+
+def _fmt_rate(v: Any) -> str:
+    return f"{v:,.1f}/s" if isinstance(v, (int, float)) else str(v)
+
+
 FORMATS: dict[str, Callable[[Any], str]] = {
     "count": _fmt_count, "pct": _fmt_pct, "us": _fmt_us, "s": _fmt_seconds, "flow": _fmt_flow,
     "list": _fmt_list, "function": _fmt_function, "upper": lambda v: str(v).upper(), "counts": _fmt_counts,
+    "in_ns": _fmt_in_ns, "at_ns": _fmt_at_ns, "ns_exec": _fmt_ns_exec, "rate": _fmt_rate,
 }
+# Formats whose missing value is said by leaving it out (our own namespace is not named).
+OPTIONAL_FORMATS = frozenset({"in_ns", "at_ns", "ns_exec"})
 
 
 # templates -------------------------------------------------------------------
@@ -224,14 +254,17 @@ class Template:
         for p in self.parts:
             if isinstance(p, Placeholder):
                 v = p.value(scope)
-                out.append(missing if v is None else FORMATS[p.fmt](v) if p.fmt else str(v))
+                if v is None and p.fmt in OPTIONAL_FORMATS:
+                    out.append(FORMATS[p.fmt](None))
+                else:
+                    out.append(missing if v is None else FORMATS[p.fmt](v) if p.fmt else str(v))
             else:
                 out.append(str(p))
         return "".join(out)
 
     def complete(self, scope: Scope) -> bool:
         """True when every placeholder has a value (evidence lines with a gap are skipped)."""
-        return all(p.value(scope) is not None for p in self.placeholders)
+        return all(p.value(scope) is not None or p.fmt in OPTIONAL_FORMATS for p in self.placeholders)
 
 
 # conditions ------------------------------------------------------------------

@@ -18,13 +18,13 @@ from .errors import PlaybookError
 from .expr import Where, compile_condition, compile_let, Template
 from .merge import MERGE_KINDS, MergeSpec
 from .model import (LEVELS, Answer, Chain, ChainLink, ContextField, Library, NextStep, Param, Playbook,
-                    ProbeChart, ProbeSpec, Question, QuickRow, Rule, RuleGroup, Step)
+                    ProbeChart, ProbeSpec, Question, QuickRow, Rule, RuleGroup, Step, Fallback)
 
 SPLIT_PARTS = ("part", "rest")
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KINDS = ("context", "probes", "playbook", "rules", "quick-reference", "chains")
-CONTEXT_KINDS = ("ipv4", "port", "protocol", "interface", "choice", "int", "pid", "internal")
+CONTEXT_KINDS = ("ipv4", "port", "protocol", "interface", "netns", "choice", "int", "pid", "internal")
 
 
 def _fields(raw: Any, where: Where, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict:
@@ -126,9 +126,10 @@ class _Builder:
             if ref not in self.questions and ref not in self.steps:
                 raise where.error(f"{ref!r} is no question or step of any playbook")
         for step in self.steps.values():
-            if step.fallback is not None and step.fallback not in self.steps:
-                raise PlaybookError(self.playbooks_file(step.ref), f"steps.{step.ref.split('/', 1)[1]}.fallback",
-                                    f"{step.fallback!r} is a question: a fallback is a step")
+            for fb in step.fallbacks:
+                if fb.ref not in self.steps:
+                    raise PlaybookError(self.playbooks_file(step.ref), f"steps.{step.ref.split('/', 1)[1]}.fallback",
+                                        f"{fb.ref!r} is a question: a fallback is a step")
         for rid, where in self.rule_refs:
             if rid not in self.seen_rules:
                 raise where.error(f"{rid!r} is no rule of any rules file")
@@ -153,6 +154,15 @@ class _Builder:
                 tuple(spec.get("choices") or ()), int(spec.get("lo", 0)), int(spec.get("hi", 0)), spec.get("discover"))
 
     # kind: probes -------------------------------------------------------------------
+    def _apart(self, raw: Any, where: Where) -> tuple:
+        """``{name: {when: condition on evidence, why: text}}`` (MergeSpec.apart)."""
+        out = []
+        for name, spec in _fields(raw or {}, where, (), tuple(raw or {})).items():
+            spec = _fields(spec, where.child(name), ("when", "why"), ())
+            out.append((str(name), compile_condition(spec["when"], where.child(f"{name}.when"), self.cf),
+                        _text(spec["why"], where.child(f"{name}.why"))))
+        return tuple(out)
+
     def _probes(self, raw: dict, where: Where) -> None:
         _fields(raw, where, ("kind", "probes"), ("note",))
         for name, spec in _fields(raw["probes"], where.child("probes"), (), tuple(raw["probes"] or {})).items():
@@ -162,13 +172,15 @@ class _Builder:
             if spec["tier"] not in (1, 2, 3):
                 raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
             res = _fields(spec["results"], w.child("results"), ("merge",),
-                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by", "totalled"))
+                          ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by", "totalled",
+                           "apart"))
             if res["merge"] not in MERGE_KINDS:
                 raise w.child("results.merge").error(f"one of {', '.join(MERGE_KINDS)}")
             merge = MergeSpec(res["merge"], res.get("record"), res.get("entries", "entries"), tuple(res.get("key") or ()),
                               tuple(res.get("sum") or ("count",)), tuple(res.get("totals") or ()),
                               tuple(res.get("distinct") or ()), tuple(res.get("max") or ()),
-                              res.get("sort_by", "count"), _totalled(res.get("totalled"), w.child("results.totalled")))
+                              res.get("sort_by", "count"), _totalled(res.get("totalled"), w.child("results.totalled")),
+                              self._apart(res.get("apart"), w.child("results.apart")))
             cols = spec.get("columns") or {}
             _fields(cols, w.child("columns"), (), tuple(cols))
             self.probes[name] = ProbeSpec(
@@ -234,14 +246,28 @@ class _Builder:
             if ref in self.questions:
                 raise w.error(f"{sid!r} is both a question and a step")
             duration = _number(s["duration"], w.child("duration")) if "duration" in s else self.probes[probe].duration
-            fallback = self._qualify(book, s["fallback"], w.child("fallback")) if "fallback" in s else None
-            if fallback == ref:
+            fallbacks = self._fallbacks(book, s.get("fallback"), w.child("fallback"))
+            if any(fb.ref == ref for fb in fallbacks):
                 raise w.child("fallback").error("a step cannot be its own fallback")
             self.steps[ref] = Step(ref, probe, _text(s["title"], w.child("title")), _text(s["why"], w.child("why")),
-                                   duration, self._params(s.get("params"), w.child("params"), probe), fallback)
+                                   duration, self._params(s.get("params"), w.child("params"), probe), fallbacks)
         self.playbooks[book] = Playbook(
             book, _text(raw["title"], where.child("title")), _text(raw["summary"], where.child("summary")),
             tuple(raw.get("asks") or ()), self._qualify(book, raw["start"], where.child("start")), where.file)
+
+    def _fallbacks(self, book: str, raw: Any, where: Where) -> tuple[Fallback, ...]:
+        """``fallback: step`` or a list of ``step`` / ``{step: ..., when: ...}``, in order of preference."""
+        if raw is None:
+            return ()
+        out = []
+        for i, item in enumerate([raw] if isinstance(raw, str) else _list(raw, where)):
+            iw = where if isinstance(raw, str) else where.child(f"[{i}]")
+            if isinstance(item, str):
+                item = {"step": item}
+            item = _fields(item, iw, ("step",), ("when",))
+            out.append(Fallback(self._qualify(book, item["step"], iw.child("step")),
+                                compile_condition(item["when"], iw.child("when"), self.cf) if "when" in item else None))
+        return tuple(out)
 
     # kind: rules --------------------------------------------------------------------
     def _rules(self, raw: dict, where: Where) -> None:

@@ -11,7 +11,8 @@ catalogue entry says (``results.merge`` in probes.yaml):
                      ``totalled`` type stand for many events already totalled (offcpu
                      --aggregate): they add their counts and totals to the same groups.
 * ``sum-histograms`` records with a ``histograms`` list of log2 buckets: buckets with the
-                     same key are summed; percentiles are computed on the sum.
+                     same key are summed (and ``sum`` fields beside them); percentiles are
+                     computed on the sum.
 * ``last``           snapshots (counters already cumulative): the last record wins.
 
 Every result has the same outer shape: ``probe``, ``records``, ``duration_s``, the
@@ -48,6 +49,9 @@ class MergeSpec:
     # group-events: record type -> ((group field, record field), ...) for records that total
     # many events already: ``max_*`` group fields keep the largest value, the others add up.
     totalled: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    # Entries that are no loss (a normal free the kernel reports like a drop): (name, condition
+    # over {"evidence": entry}, why). They leave ``entries`` and ``total`` for ``not_a_loss``.
+    apart: tuple[tuple[str, Any, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class ProbeChart:
         if r.get("type") != self.record or not _is_num(r.get(self.value)):
             return None
         return r[self.value], bool(self.mark and r.get(self.mark))
+
+
+def _apart_row(name: str, why: str, e: dict) -> dict:
+    keep = ("count", "device", "netns", "reason", "location", "flow")
+    return {"pattern": name, "why": why, **{k: e[k] for k in keep if k in e}}
 
 
 def _at(item: Any, path: str) -> Any:
@@ -250,6 +259,10 @@ class Accumulator:
             return [(f, f) for f in self.spec.sum]
         return [(f, "total_" + f) for f in self.spec.sum if f != "count"]
 
+    def _hist_sums(self) -> tuple[str, ...]:
+        """Counters a histogram entry carries beside its buckets (its count comes from them)."""
+        return tuple(f for f in self.spec.sum if f != "count")
+
     def _fold_hist(self, h: dict) -> None:
         k = _key(h, self.spec.key)
         g = self.groups.get(k)
@@ -259,10 +272,30 @@ class Accumulator:
             g["_counts"] = {}
             for d in self.spec.distinct:
                 g[_values_name(d)] = []
+            for f in self._hist_sums():
+                g[f] = 0
+        for f in self._hist_sums():
+            if _is_num(h.get(f)):
+                g[f] += h[f]
         for b in h.get("buckets") or []:
             low = int(b.get("low", 0))
             g["_counts"][low] = g["_counts"].get(low, 0) + int(b.get("count", 0))
         self._collect(g, h)
+
+    def _set_apart(self, entries: list[dict], out: dict) -> list[dict]:
+        """Move the entries that are no loss to ``out["not_a_loss"]`` (with the pattern and why),
+        out of the entries the rules judge; ``total`` (a probe's own counter) loses their count."""
+        keep, apart = [], []
+        for e in entries:
+            scope = {"evidence": e, "context": {}, "result": {}, "step": {}, "let": {}}
+            match = next(((name, why) for name, when, why in self.spec.apart if when(scope)), None)
+            (keep if match is None else apart).append(e if match is None else _apart_row(*match, e))
+        apart.sort(key=lambda a: -(a.get("count") or 0))
+        out["not_a_loss"] = apart
+        out["not_a_loss_total"] = sum(a.get("count") or 0 for a in apart)
+        if "total" in self.spec.totals and _is_num(out.get("total")):
+            out["total"] = max(0, out["total"] - out["not_a_loss_total"])
+        return keep
 
     # the merged view ------------------------------------------------------------
     def result(self, duration_s: float | None = None) -> dict:
@@ -276,9 +309,9 @@ class Accumulator:
             out["chart"] = {"title": self.chart.title, "value": self.chart.value, "mark": self.chart.mark,
                             "points": [list(p) for p in self.points], "points_dropped": self.points_dropped}
         if self.spec.kind == "last":
-            entries = list((self.last or {}).get("entries") or [])
+            entries = list((self.last or {}).get(self.spec.entries) or [])
             for k, v in (self.last or {}).items():
-                if k not in ("entries", "type"):
+                if k not in (self.spec.entries, "type"):
                     out.setdefault(k, v)
         elif self.spec.kind == "sum-histograms":
             entries = []
@@ -289,14 +322,20 @@ class Accumulator:
                 entries.append(e)
         else:
             entries = [dict(g) for g in self.groups.values()]
+        if self.spec.apart:
+            entries = self._set_apart(entries, out)
         if self.spec.kind == "group-events":
             out["total"] = sum(e["count"] for e in entries)
-        entries.sort(key=lambda e: -(e.get(self.spec.sort_by) or 0))
+        # Ties in a stable order whatever order the records came in: the same counts give the
+        # same headline on every run.
+        entries.sort(key=lambda e: (-(e.get(self.spec.sort_by) or 0), _key(e, self.spec.key)))
         counted = sum(e.get("count") or 0 for e in entries if _is_num(e.get("count")))
         for i, e in enumerate(entries, 1):
             e["rank"] = i
             if counted and _is_num(e.get("count")):
                 e["share"] = e["count"] / counted
+            if _is_num(e.get("count")) and _is_num(duration_s) and duration_s > 0:
+                e["rate"] = e["count"] / duration_s  # per second: runs of different lengths compare
             if isinstance(e.get("location"), str):
                 e["function"] = function_of(e["location"])
             # A group that merged flows from many source ports has no single source port.

@@ -73,14 +73,27 @@ def resolve_params(params: tuple[Param, ...], scope: dict) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """A step offered instead when a step's probe cannot run here (when its condition holds)."""
+
+    ref: str
+    when: Condition | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     ref: str  # "playbook/step"
     probe: str
     title: str
-    why: str
+    why: str  # also what this step would add, said when it cannot run here
     duration: float
     params: tuple[Param, ...]
-    fallback: str | None = None  # a step to offer instead when this one's probe cannot run here
+    fallbacks: tuple[Fallback, ...] = ()  # in order of preference
+
+    @property
+    def fallback(self) -> str | None:
+        """The first step offered instead (the others come after it)."""
+        return self.fallbacks[0].ref if self.fallbacks else None
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,9 @@ def _fire(lib: Library, group: RuleGroup, rule: Rule, scope: dict, probe: str, s
         params = resolve_params(target.params, step_scope)
         params.update(resolve_params(n.params, scope))
         nexts.append(Suggested(n.ref, params))
-        if target.fallback is not None:
-            nexts.append(Suggested(target.fallback, resolve_params(lib.steps[target.fallback].params, step_scope),
-                                   instead_of=n.ref))
+        for fb in target.fallbacks:
+            if fb.when is None or fb.when(step_scope):
+                nexts.append(Suggested(fb.ref, resolve_params(lib.steps[fb.ref].params, step_scope), instead_of=n.ref))
     return Finding(
         rule=rule.id, group=group.id, level=rule.level, title=rule.title.render(scope), say=rule.say.render(scope),
         cause=rule.cause.render(scope) if rule.cause else None, advice=[a.render(scope) for a in rule.advice],

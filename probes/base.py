@@ -30,10 +30,16 @@ class Flag:
     lo: float = 0
     hi: float = 0
     required: bool = False
+    label: str = ""  # the field's name in a form ("Destination port"); the flag is for the command line
 
     @property
     def dest(self) -> str:
         return self.name.replace("-", "_")
+
+    @property
+    def title(self) -> str:
+        """The human name: the label, or the flag's name in words."""
+        return self.label or self.name.replace("-", " ").capitalize()
 
     def parse(self, value: Any) -> Any:
         """Validate one raw value (str from a form or argv); raise ParamError."""
@@ -89,18 +95,19 @@ class MissingFlag(P.ParamError):
 
 
 # Flags several probes share, defined once.
-SRC_IP = Flag("src-ip", "ipv4", "source IPv4 address")
-DST_IP = Flag("dst-ip", "ipv4", "destination IPv4 address")
-SRC_PORT = Flag("src-port", "port", "source TCP/UDP port")
-DST_PORT = Flag("dst-port", "port", "destination TCP/UDP port")
+SRC_IP = Flag("src-ip", "ipv4", "source IPv4 address", label="Source IP")
+DST_IP = Flag("dst-ip", "ipv4", "destination IPv4 address", label="Destination IP")
+SRC_PORT = Flag("src-port", "port", "source TCP/UDP port", label="Source port")
+DST_PORT = Flag("dst-port", "port", "destination TCP/UDP port", label="Destination port")
 L4_PROTOCOL = Flag("l4-protocol", "protocol", "L4 protocol: tcp, udp, icmp or all", default="all",
-                   choices=("tcp", "udp", "icmp", "all"))
-PID = Flag("pid", "pid", "only threads of this process", short="p")
-TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the flag can repeat)")
+                   choices=("tcp", "udp", "icmp", "all"), label="Protocol")
+PID = Flag("pid", "pid", "only threads of this process", short="p", label="Process (PID)")
+TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the flag can repeat)",
+           label="Threads (TIDs)")
 DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
-                lo=0.1, hi=31 * 86400)
+                lo=0.1, hi=31 * 86400, label="Run for (s)")
 ATTACH = Flag("attach", "choice", "attach point: auto (best available), raw-tracepoint, tracepoint or kprobe",
-              default="auto", choices=("auto", "raw-tracepoint", "tracepoint", "kprobe"))
+              default="auto", choices=("auto", "raw-tracepoint", "tracepoint", "kprobe"), label="Attach point")
 
 
 class Unavailable(ProbeError):
@@ -156,7 +163,11 @@ class Probe:
         if unknown:
             names = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise P.ParamError(names, raw[unknown[0]], f"a flag of {cls.name}")
-        values = {dest: flag.parse(raw.get(dest)) for dest, flag in known.items()}
+        # Interface names are resolved in the namespace --netns names (ours when not given).
+        ns_flag = next((f for f in cls.flags if f.kind == "netns"), None)
+        ns = ns_flag.parse(raw.get(ns_flag.dest)) if ns_flag else None
+        values = {dest: P.interface("--" + flag.name, raw.get(dest), ns) if flag.kind == "interface" and ns
+                  else flag.parse(raw.get(dest)) for dest, flag in known.items()}
         given = {k: v for k, v in raw.items() if v not in (None, "", False)}
         return Options(given, values)
 

@@ -41,11 +41,12 @@ class CpuBurst(Probe):
     reads_kernel_structs = False
     flags = (
         dataclasses.replace(PID, help="the process to watch", required=True),
-        Flag("interval", "seconds", "sampling interval in seconds", short="i", default=1.0, lo=0.1, hi=60),
+        Flag("interval", "seconds", "sampling interval in seconds", short="i", default=1.0, lo=0.1, hi=60,
+             label="Sample every (s)"),
         Flag("threshold", "int", "a burst is CPU above this percent of one core (can exceed 100 for "
-             "several threads)", short="t", default=80, lo=1, hi=100000),
+             "several threads)", short="t", default=80, lo=1, hi=100000, label="Burst above (% CPU)"),
         Flag("merge-gap", "seconds", "dips below the threshold up to this long do not end a burst "
-             "(useful when other work shares the CPUs)", default=0.0, lo=0, hi=3600),
+             "(useful when other work shares the CPUs)", default=0.0, lo=0, hi=3600, label="Merge dips up to (s)"),
         DURATION,
     )
 

@@ -9,6 +9,7 @@ from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
+from .runtime.netns import ns_dict
 from .runtime.params import CDefines
 from .runtime.stacks import function_of, kernel_stack, ksym
 
@@ -69,16 +70,19 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
     streaming = True
     flags = (
         Flag("type", "choice", "EtherType: arp, rarp, ipv4, ipv6, lldp or all", default="all",
-             choices=tuple(ETH_TYPES)),
+             choices=tuple(ETH_TYPES), label="EtherType"),
         L4_PROTOCOL, SRC_IP, DST_IP, SRC_PORT, DST_PORT,
-        Flag("vlan-id", "vlan", "only packets with this VLAN id"),
-        Flag("interface", "interface", "only drops whose skb->dev is this interface"),
-        Flag("verbose", "bool", "also print IP id/TTL/length and the skb length"),
-        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)"),
+        Flag("vlan-id", "vlan", "only packets with this VLAN id", label="VLAN"),
+        Flag("interface", "interface", "only drops whose skb->dev is this interface", label="Interface"),
+        drop_hook.NETNS,
+        Flag("verbose", "bool", "also print IP id/TTL/length and the skb length", label="IP id, TTL, lengths"),
+        Flag("no-stack-trace", "bool", "do not collect stacks (cuts the cost by about a third)",
+             label="Skip kernel stacks"),
         Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket "
-             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)"),
+             "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)",
+             label="Show normal frees too"),
         Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400),
+             lo=0.1, hi=31 * 86400, label="Run for (s)"),
         ATTACH,
         drop_hook.NO_OVS_ACTIONS,
     )
@@ -126,6 +130,7 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
             "device": e.dev.decode("utf-8", "replace") or None,
             "ifindex": e.ifindex or None,
             "netns": e.netns or None,
+            "namespace": ns_dict(e.netns),
             "reason": reason,
             "location": location,
             "skb_len": e.skb_len,
@@ -191,7 +196,8 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
             lines.append(f"  Data Length:    {r['payload_len']} bytes")
             if self.options.verbose and r["ip"]:
                 lines.append(f"  IP id/TTL/len:  {r['ip']['id']} / {r['ip']['ttl']} / {r['ip']['len']}; skb len {r['skb_len']}")
-        lines.append(f"Interface: {r['device'] or '?'}" + (f"  Reason: {r['reason']}" if r["reason"] else ""))
+        ns = f" (namespace {r['namespace']['label']})" if r.get("namespace") else ""
+        lines.append(f"Interface: {r['device'] or '?'}{ns}" + (f"  Reason: {r['reason']}" if r["reason"] else ""))
         lines.append(f"Location: {r['location'] or '?'}")
         if r["stack"]:
             lines.append("Stack trace:")

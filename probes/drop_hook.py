@@ -27,9 +27,14 @@ def filter_defines(d: CDefines, o, proto_flag: str = "l4_protocol", device_flag:
     d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port)
     d.set("NS_F_PROTO", o.values[proto_flag])
     ifindex = o.values[device_flag]
+    ns = o.values.get("netns")
     d.set("NS_F_IFINDEX", ifindex)
-    d.set("NS_F_NETNS", current_netns() if ifindex else 0)
+    d.set("NS_F_NETNS", ns.inode if ns is not None else current_netns() if ifindex else 0)
 
+
+NETNS = Flag("netns", "netns", "only drops on devices of this network namespace (a name from `ip netns`, "
+             "or the id of a process inside it); the device/interface flag names a device there",
+             label="Namespace")
 
 # Kernel drop functions, newest first: (name, skb argument, reason argument or 0).
 KPROBE_TARGETS = (
@@ -61,7 +66,7 @@ OVS_DROP_REASONS_SINCE = (6, 6)
 # host may prefer to give up seeing OVS drop actions.
 NO_OVS_ACTIONS = Flag("no-ovs-actions", "bool",
                       "do not hook consume_skb for OVS drop actions (kernels before 6.6): "
-                      "spares a kprobe hit on every freed packet")
+                      "spares a kprobe hit on every freed packet", label="Skip OVS drop actions")
 
 
 @dataclass(frozen=True)

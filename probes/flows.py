@@ -24,7 +24,9 @@ def flow_dict(flow) -> dict:
     }
 
 
-def flow_text(flow: dict) -> str:
+def flow_text(flow: dict | None) -> str:
+    if flow is None:  # drop-summary: a flood's drops counted by location/reason/device only
+        return "(not broken down by flow: sampled)"
     if not flow.get("protocol"):
         return "(not IPv4)"
     proto = flow["protocol"].upper()

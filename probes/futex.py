@@ -26,7 +26,8 @@ class Futex(Probe):
     reads_kernel_structs = False
     flags = (
         PID, TID,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         DURATION,
     )
 

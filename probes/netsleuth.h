@@ -126,6 +126,9 @@ static __always_inline u8 ns_log2(u64 v)
 static __always_inline u16 ns_ntohs(u16 x) { return __builtin_bswap16(x); }
 static __always_inline u32 ns_ntohl(u32 x) { return __builtin_bswap32(x); }
 
+/* Packet and device helpers: they need the sk_buff / net_device offsets, which a program
+ * that reads no packets (kvm_irqfd.bpf.c) does not resolve: it defines NS_NO_PACKET_HELPERS. */
+#ifndef NS_NO_PACKET_HELPERS
 static __always_inline void *ns_skb_dev(void *skb)
 {
     void *dev = 0;
@@ -185,12 +188,12 @@ static __always_inline u32 ns_dev_netns(void *dev)
     return ns_net_inum(net);
 }
 
-/* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device;
- * ifindex is per namespace, hence the netns check. */
+/* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device (of
+ * namespace netns when it is not 0); ifindex is per namespace, hence the netns check. */
 static __always_inline int ns_dev_is(void *dev, u32 ifindex, u32 netns)
 {
     if (ifindex == 0)
-        return 1;
+        return netns == 0 || ns_dev_netns(dev) == netns;
     if (ns_dev_ifindex(dev) != ifindex)
         return 0;
     return netns == 0 || ns_dev_netns(dev) == netns;
@@ -386,6 +389,7 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
         p->payload_len = p->ip_len - ihl - l4hdr;
     return ip;
 }
+#endif  /* NS_NO_PACKET_HELPERS */
 
 /* The 5-tuple filters, compared against constants in the kernel. */
 static __always_inline int ns_flow_match(struct ns_flow *f)

@@ -40,7 +40,7 @@ def state_letter(value: int, raw_tp: bool) -> str:
     return "?"
 
 
-def _raw_tp_has_state(release: str) -> bool:
+def raw_tp_has_state(release: str) -> bool:
     """sched_switch's raw arguments gained prev_state in 5.18."""
     m = re.match(r"(\d+)\.(\d+)", release)
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 18)
@@ -63,7 +63,7 @@ def _choose_hook(caps: KernelCaps, want: str) -> str:
         # before 5.18 it carries no prev_state: neither the state nor a thread's death (see
         # offcpu.bpf.c) can be told then, so the tracepoint is better where there is one.
         offsets = bool(caps.btf or caps.matching_headers)
-        best = raw and offsets and (_raw_tp_has_state(caps.release) or not tracepoint)
+        best = raw and offsets and (raw_tp_has_state(caps.release) or not tracepoint)
         want = "raw-tracepoint" if best else "tracepoint"
     if want == "raw-tracepoint":
         return "raw-tracepoint" if raw else "raw tracepoints need kernel 4.17 or newer; use --attach tracepoint"
@@ -100,14 +100,15 @@ class OffCpu(EventStream, Probe):
     flags = (
         PID, TID, DURATION,
         Flag("min-block-us", "int", "ignore blocks shorter than this many microseconds", default=1000,
-             lo=1, hi=3600 * 10**6),
-        Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block"),
+             lo=1, hi=3600 * 10**6, label="Shortest block (µs)"),
+        Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block",
+             label="Total by stack"),
         Flag("interval", "seconds", "with --aggregate: seconds between reports (default: one report at the end)",
-             short="i", lo=0.1, hi=86400),
+             short="i", lo=0.1, hi=86400, label="Report every (s)"),
         Flag("top", "int", "with --aggregate: stacks per report, largest total first (0: all)", default=0, lo=0,
-             hi=100000),
+             hi=100000, label="Stacks per report"),
         Flag("attach", "choice", "attach point: auto (raw tracepoint where available), raw-tracepoint or tracepoint",
-             default="auto", choices=("auto", "raw-tracepoint", "tracepoint")),
+             default="auto", choices=("auto", "raw-tracepoint", "tracepoint"), label="Attach point"),
     )
 
     MAX_THREADS = 16384
@@ -142,7 +143,7 @@ class OffCpu(EventStream, Probe):
         self.raw_tp = hook == "raw-tracepoint"
         d = CDefines()
         d.set("NS_RAW_TP", self.raw_tp)
-        d.set("NS_RAW_HAS_STATE", _raw_tp_has_state(self.caps.release))
+        d.set("NS_RAW_HAS_STATE", raw_tp_has_state(self.caps.release))
         target.filter_defines(d, o.pid, o.tid)
         d.set("NS_MIN_BLOCK_NS", o.min_block_us * 1000)
         d.set("NS_AGGREGATE", o.aggregate)

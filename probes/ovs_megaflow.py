@@ -77,12 +77,18 @@ class OvsMegaflow(EventStream, Probe):
     description = "Follows flows from upcall to FLOW_CMD_NEW (install latency) to FLOW_CMD_DEL; flags storms and repeats."
     streaming = True
     flags = (
-        Flag("eth-src", "mac", "source MAC"), Flag("eth-dst", "mac", "destination MAC"),
-        Flag("ip-src", "ipv4", "source IPv4 address"), Flag("ip-dst", "ipv4", "destination IPv4 address"),
-        Flag("ip-proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all")),
-        Flag("l4-src-port", "port", "L4 source port"), Flag("l4-dst-port", "port", "L4 destination port"),
-        Flag("interval", "seconds", "seconds between lifecycle summaries", short="i", default=5.0, lo=0.1, hi=86400),
-        Flag("storm-threshold", "int", "upcalls per second called a storm", default=STORM_PER_S, lo=1, hi=10_000_000),
+        Flag("eth-src", "mac", "source MAC", label="Source MAC"),
+        Flag("eth-dst", "mac", "destination MAC", label="Destination MAC"),
+        Flag("ip-src", "ipv4", "source IPv4 address", label="Source IP"),
+        Flag("ip-dst", "ipv4", "destination IPv4 address", label="Destination IP"),
+        Flag("ip-proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all"),
+             label="Protocol"),
+        Flag("l4-src-port", "port", "L4 source port", label="Source port"),
+        Flag("l4-dst-port", "port", "L4 destination port", label="Destination port"),
+        Flag("interval", "seconds", "seconds between lifecycle summaries", short="i", default=5.0, lo=0.1, hi=86400,
+             label="Summary every (s)"),
+        Flag("storm-threshold", "int", "upcalls per second called a storm", default=STORM_PER_S, lo=1, hi=10_000_000,
+             label="Storm above (upcalls/s)"),
         DURATION,
     )
 

@@ -27,8 +27,10 @@ class OvsUpcallSummary(Probe):
     description = "Histogram of upcall latency (datapath miss -> ovs-vswitchd's answer), with the handler threads."
     flags = (
         SRC_IP, DST_IP,
-        Flag("proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all")),
-        Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400),
+        Flag("proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all"),
+             label="Protocol"),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         DURATION,
     )
 

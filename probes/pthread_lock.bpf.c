@@ -10,7 +10,14 @@
  * the last reader is remembered.  Kinds name how a lock is taken, for the
  * waiter and for the holder alike: mutex, rdlock (shared) or wrlock.
  *
- * Constants: NS_F_TGID, NS_MIN_WAIT_NS, NS_MAX_LOCKS, NS_MAX_THREADS, NS_STACK_ENTRIES. */
+ * What the holder did while it held the lock: its on-CPU time and its run-queue
+ * wait (task_struct se.sum_exec_runtime, sched_info.run_delay) at acquire and at
+ * release.  A holder that mostly waited for a CPU makes the lock wait a symptom
+ * of CPU starvation, not lock contention (docs/output-root-cause.md).
+ *
+ * Constants: NS_F_TGID, NS_MIN_WAIT_NS, NS_MAX_LOCKS, NS_MAX_THREADS, NS_STACK_ENTRIES,
+ * NS_HOLDER_SCHED (the two task_struct offsets are known: NS_OFF_TASK_SUM_EXEC,
+ * NS_OFF_TASK_RUN_DELAY). */
 #include <uapi/linux/ptrace.h>
 
 enum { KIND_MUTEX, KIND_RDLOCK, KIND_WRLOCK, KIND_UNKNOWN };
@@ -20,6 +27,8 @@ enum { CALL_WAIT, CALL_TRY, CALL_COND };
 
 struct holder {
     u64 since;
+    u64 ran0;      /* its on-CPU ns at acquire */
+    u64 queued0;   /* its run-queue wait ns at acquire */
     u32 tid;
     u32 kind;
     char comm[16];
@@ -37,6 +46,8 @@ struct release {
     u64 ts;
     u64 since;        /* when the releasing thread had acquired it (0 = unknown) */
     u64 caller;       /* return address of the unlock call */
+    u64 ran_ns;       /* on CPU during its hold (since != 0 and NS_HOLDER_SCHED) */
+    u64 queued_ns;    /* waiting for a CPU during its hold */
     s32 stack;        /* user stack at the unlock, when someone was waiting */
     u32 tid;
     u32 kind;         /* how the releasing thread held it (KIND_UNKNOWN: not seen taking it) */
@@ -51,6 +62,8 @@ struct wait_event {
     u64 release_ns;
     u64 releaser_since;
     u64 releaser_caller;
+    u64 releaser_ran_ns;
+    u64 releaser_queued_ns;
     u32 waiter_tid;
     u32 holder_tid;
     u32 releaser_tid;
@@ -83,6 +96,16 @@ static inline __attribute__((always_inline)) void add_waiting(u64 lock, s64 n)
         __sync_fetch_and_add(w, n);
 }
 
+/* The calling thread's on-CPU and run-queue nanoseconds so far. */
+static inline __attribute__((always_inline)) void sched_times(u64 *ran, u64 *queued)
+{
+#if NS_HOLDER_SCHED
+    char *task = (char *)bpf_get_current_task();
+    bpf_probe_read_kernel(ran, sizeof(*ran), task + NS_OFF_TASK_SUM_EXEC);
+    bpf_probe_read_kernel(queued, sizeof(*queued), task + NS_OFF_TASK_RUN_DELAY);
+#endif
+}
+
 static inline __attribute__((always_inline)) int enter(struct pt_regs *ctx, u64 lock, u32 kind, u32 call)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -107,6 +130,10 @@ static inline __attribute__((always_inline)) void release(struct pt_regs *ctx, u
     if (h && h->tid == tid) {
         r.since = h->since;
         r.kind = h->kind;
+        u64 ran = 0, queued = 0;
+        sched_times(&ran, &queued);
+        r.ran_ns = ran - h->ran0;
+        r.queued_ns = queued - h->queued0;
         holders.delete(&lock);
     }
     bpf_get_current_comm(&r.comm, sizeof(r.comm));
@@ -161,6 +188,7 @@ int ns_lock_return(struct pt_regs *ctx)
     if (PT_REGS_RC(ctx) != 0)
         return 0;  /* not acquired: EBUSY, ETIMEDOUT, EDEADLK... */
     struct holder h = {.since = now, .tid = tid, .kind = p.kind};
+    sched_times(&h.ran0, &h.queued0);
     bpf_get_current_comm(&h.comm, sizeof(h.comm));
     holders.update(&p.lock, &h);
     if (p.call != CALL_WAIT || now - p.ts < NS_MIN_WAIT_NS)
@@ -181,6 +209,8 @@ int ns_lock_return(struct pt_regs *ctx)
         e.releaser_stack = r->stack;
         e.releaser_caller = r->caller;
         e.releaser_kind = r->kind;
+        e.releaser_ran_ns = r->ran_ns;
+        e.releaser_queued_ns = r->queued_ns;
         __builtin_memcpy(e.releaser_comm, r->comm, sizeof(e.releaser_comm));
     }
     bpf_get_current_comm(&e.comm, sizeof(e.comm));

@@ -12,6 +12,7 @@ from .runtime import clock
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
+from .runtime.offsets import OffsetsUnavailable, resolve
 from .runtime.params import CDefines
 from .runtime.stacks import UserSymbols
 
@@ -49,7 +50,8 @@ class WaitEvent(ct.Structure):
 
     _fields_ = [("start_ns", ct.c_uint64), ("end_ns", ct.c_uint64), ("lock", ct.c_uint64),
                 ("holder_since", ct.c_uint64), ("release_ns", ct.c_uint64), ("releaser_since", ct.c_uint64),
-                ("releaser_caller", ct.c_uint64), ("waiter_tid", ct.c_uint32), ("holder_tid", ct.c_uint32),
+                ("releaser_caller", ct.c_uint64), ("releaser_ran_ns", ct.c_uint64),
+                ("releaser_queued_ns", ct.c_uint64), ("waiter_tid", ct.c_uint32), ("holder_tid", ct.c_uint32),
                 ("releaser_tid", ct.c_uint32), ("kind", ct.c_uint32), ("holder_kind", ct.c_uint32),
                 ("releaser_kind", ct.c_uint32), ("waiter_stack", ct.c_int32),
                 ("releaser_stack", ct.c_int32), ("comm", ct.c_char * 16), ("holder_comm", ct.c_char * 16),
@@ -69,6 +71,18 @@ def _function_addresses(library: str) -> dict[str, list[int]]:
     return found
 
 
+# The holder's own scheduler times (on CPU, waiting for one): optional, where BTF or headers know them.
+SCHED_FIELDS = ["TASK_SUM_EXEC", "TASK_RUN_DELAY"]
+
+
+def _sched_fields_known(caps: KernelCaps) -> bool:
+    try:
+        offsets = resolve(bool(caps.matching_headers))
+    except (OffsetsUnavailable, OSError):
+        return False
+    return all(f in offsets.values for f in SCHED_FIELDS)
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
@@ -86,7 +100,7 @@ class PthreadLock(EventStream, Probe):
     flags = (
         dataclasses.replace(PID, help="the process whose locks to trace", required=True),
         Flag("min-wait-us", "int", "report only waits at least this long, in microseconds", default=100,
-             lo=0, hi=3600 * 10**6),
+             lo=0, hi=3600 * 10**6, label="Shortest wait (µs)"),
         DURATION,
     )
 
@@ -118,7 +132,9 @@ class PthreadLock(EventStream, Probe):
         d.set("NS_F_TGID", o.pid).set("NS_MIN_WAIT_NS", o.min_wait_us * 1000)
         d.set("NS_MAX_LOCKS", self.MAX_LOCKS).set("NS_MAX_THREADS", self.MAX_THREADS)
         d.set("NS_STACK_ENTRIES", self.STACK_ENTRIES)
-        bpf = load("pthread_lock.bpf.c", d, [])
+        self.holder_sched = _sched_fields_known(self.caps)
+        d.set("NS_HOLDER_SCHED", self.holder_sched)
+        bpf = load("pthread_lock.bpf.c", d, SCHED_FIELDS if self.holder_sched else [])
         self.library = library
         self.attached = sorted(addresses)
         for func, addrs in addresses.items():
@@ -156,6 +172,8 @@ class PthreadLock(EventStream, Probe):
         holder_stack = (self.symbols.stack(stacks, e.releaser_stack, pid, caller=e.releaser_caller)
                         if releaser_is_holder and e.releaser_stack >= 0 else None)
         since = e.holder_since if e.holder_tid else (e.releaser_since if releaser_is_holder else 0)
+        hold_seen = releaser_is_holder and since and e.release_ns and e.releaser_since
+        held = bool(hold_seen and self.holder_sched)
         return {
             "type": "lock_wait",
             "time": clock.iso(e.start_ns),
@@ -176,6 +194,9 @@ class PthreadLock(EventStream, Probe):
             # Acquire -> release of the holder, when both were seen.
             "holder_hold_us": ((e.release_ns - since) // 1000
                                if releaser_is_holder and since and e.release_ns else None),
+            # What the holder did meanwhile: ran, or waited for a CPU (a starved holder).
+            "holder_on_cpu_us": e.releaser_ran_ns // 1000 if held else None,
+            "holder_runq_us": e.releaser_queued_ns // 1000 if held else None,
             "released_by_tid": e.releaser_tid or None,
             "stack": waiter.frames,
             "user_stack_truncated": waiter.truncated,

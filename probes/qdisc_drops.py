@@ -38,13 +38,16 @@ class QdiscDrops(drop_hook.DropHookProbe):
     description = ("Per queueing discipline of a device: drops, overlimits, requeues, backlog, and the dropped "
                    "packets' reasons, places and flows.")
     flags = (
-        Flag("device", "ifname", "the device whose qdiscs to watch", short="n", required=True),
-        Flag("netns", "netns", "the network namespace the device is in: a name from `ip netns` (or its inode)"),
+        Flag("device", "ifname", "the device whose qdiscs to watch", short="n", required=True, label="Interface"),
+        Flag("netns", "netns", "the network namespace the device is in: a name from `ip netns` (or its inode)",
+             label="Namespace"),
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400),
-        Flag("top", "int", "flows listed per qdisc and report", short="t", default=5, lo=1, hi=1000),
+             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        Flag("top", "int", "flows listed per qdisc and report", short="t", default=5, lo=1, hi=1000,
+             label="Flows per report"),
         ATTACH,
     )
     FIELDS = drop_hook.FIELDS + ["NETDEV_QDISC", "QDISC_HANDLE"]
@@ -57,8 +60,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
         # The device is looked up where it lives: a missing one is bad input (exit 2).
         self.ifindex, self.netns_inode = find_device(self.options.device, self.options.netns)
         self.stats: QdiscReader | None = None
-        if self.options.netns:  # an inode given (as drop-summary reports it) reads back as its name
-            self.options.raw["netns"] = self.options.netns
+        if self.options.netns:  # an inode given (as drop-summary reports it) reads back as name or pid
+            self.options.raw["netns"] = self.options.netns.ref
 
     def load(self):
         self.tie = enqueue_tie(self.caps)
@@ -181,7 +184,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")
         records = []
         by_id = {q.id: q for q in samples}
-        exec_in = f"ip netns exec {self.options.netns} " if self.options.netns else ""
+        ns = self.options.netns
+        exec_in = f"{ns.enter} " if ns and ns.enter else ""
         for qid in list(by_id) + [i for i in traced if i not in by_id]:
             q = by_id.get(qid)
             t = traced.get(qid) or {"traced": 0, "at_enqueue": 0, "after_enqueue": 0, "reasons": {},
@@ -198,7 +202,7 @@ class QdiscDrops(drop_hook.DropHookProbe):
                 "device": self.options.device,
                 "ifindex": self.ifindex,
                 "netns": self.netns_inode,
-                "netns_name": self.options.netns,
+                "netns_name": ns.label if ns else None,
                 "kind": q.kind if q else None,
                 "handle": handle_text(qid[0]),
                 "parent": parent_text(qid[1]),

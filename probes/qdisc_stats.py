@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .runtime.params import NETNS_DIR, ParamError
+from .runtime.netns import Namespace, current_netns
+from .runtime.params import ParamError
 
 TC_H_ROOT = 0xFFFFFFFF
 TC_H_INGRESS = 0xFFFFFFF1
@@ -87,40 +88,40 @@ def _options(kind: str, opts) -> dict:
     return {}
 
 
-def _ipr(netns: str | None):
+def _ipr(ns: Namespace | None):
     from pyroute2 import IPRoute  # imported late: `netsleuth --help` must work without it
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
-        return IPRoute(netns=netns) if netns else IPRoute()
+        return IPRoute(netns=ns.path) if ns else IPRoute()
     except (OSError, NetlinkError) as e:
-        raise ParamError("--netns", netns, f"a namespace netsleuth can enter ({e})") from None
+        raise ParamError("--netns", ns.label if ns else None, f"a namespace netsleuth can enter ({e})") from None
 
 
-def find_device(device: str, netns: str | None) -> tuple[int, int]:
-    """(ifindex, namespace inode) of ``device`` in the namespace named ``netns`` (None: ours);
-    ParamError naming the flag when it is not there."""
+def find_device(device: str, ns: Namespace | None) -> tuple[int, int]:
+    """(ifindex, namespace inode) of ``device`` in namespace ``ns`` (None: ours); ParamError
+    naming the flag when it is not there."""
     from pyroute2.netlink.exceptions import NetlinkError
 
-    with _ipr(netns) as ipr:
+    with _ipr(ns) as ipr:
         try:
             found = ipr.link_lookup(ifname=device)
         except NetlinkError:
             found = []
     if not found:
-        where = f"namespace {netns} (see `ip -n {netns} link`)" if netns else \
+        where = f"namespace {ns.label} (see `{ns.enter} ip link`)" if ns else \
             "this namespace (see `ip link`; a device in another namespace needs --netns)"
         raise ParamError("--device", device, f"an interface of {where}")
-    return found[0], os.stat(f"{NETNS_DIR}/{netns}" if netns else "/proc/self/ns/net").st_ino
+    return found[0], ns.inode if ns else current_netns()
 
 
 class QdiscReader:
-    """The qdiscs of the device ``ifindex`` in the namespace named ``netns`` (None: ours),
-    over one netlink socket kept open until close()."""
+    """The qdiscs of the device ``ifindex`` in namespace ``ns`` (None: ours), over one
+    netlink socket kept open until close()."""
 
-    def __init__(self, ifindex: int, netns: str | None):
+    def __init__(self, ifindex: int, ns: Namespace | None):
         self.ifindex = ifindex
-        self._ipr = _ipr(netns)
+        self._ipr = _ipr(ns)
 
     def sample(self) -> list[QdiscSample]:
         out = []

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .base import Probe
 from .cpu_burst import CpuBurst
+from .cpu_starvation import CpuStarvation
 from .drop_details import DropDetails
 from .drop_summary import DropSummary
 from .futex import Futex
+from .kvm_irqfd import KvmIrqfdSummary
 from .ovs_megaflow import OvsMegaflow
 from .ovs_upcall import OvsUpcallSummary
 from .offcpu import OffCpu
@@ -22,5 +24,6 @@ PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
     OvsUpcallSummary, OvsMegaflow, TunRingMonitor, OffCpu, Futex, PthreadLock, CpuBurst, QdiscDrops,
     VhostEventfdCount, VhostQueueCorrelationDetails,
+    KvmIrqfdSummary, CpuStarvation,
 )}
 

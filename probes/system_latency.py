@@ -22,13 +22,17 @@ RX = [
     kp("PROTO_RCV", ("tcp_v4_rcv", 1), ("udp_rcv", 1), ("icmp_rcv", 1), union=True),
 ]
 
-PHY = Flag("phy-interface", "interface", "the physical NIC the traffic leaves / enters by (required)", required=True)
-PROTOCOL = Flag("protocol", "protocol", "tcp, udp or icmp", choices=("tcp", "udp", "icmp"))
-DIRECTION = Flag("direction", "choice", "tx (host -> NIC) or rx (NIC -> host)", choices=("tx", "rx"), required=True)
-INTERVAL = Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400)
-DURATION = Flag("duration", "seconds", "stop after this many seconds", short="d", lo=0.1, hi=31 * 86400)
+PHY = Flag("phy-interface", "interface", "the physical NIC the traffic leaves / enters by (required)", required=True,
+           label="Physical interface")
+PROTOCOL = Flag("protocol", "protocol", "tcp, udp or icmp", choices=("tcp", "udp", "icmp"), label="Protocol")
+DIRECTION = Flag("direction", "choice", "tx (host -> NIC) or rx (NIC -> host)", choices=("tx", "rx"), required=True,
+                 label="Direction")
+INTERVAL = Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400,
+                label="Report every (s)")
+DURATION = Flag("duration", "seconds", "stop after this many seconds", short="d", lo=0.1, hi=31 * 86400,
+                label="Run for (s)")
 THRESHOLD = Flag("latency-threshold", "int", "only packets slower than this many microseconds", default=0,
-                 lo=0, hi=60_000_000)
+                 lo=0, hi=60_000_000, label="Latency threshold (µs)")
 
 
 class SystemLatencySummary(StageLatency):

@@ -39,11 +39,12 @@ class TunRingMonitor(drop_hook.DropHookProbe):
     description = ("Drops on a tap by queue and reason (ring full, no reader, filters), its rings' "
                    "fill and who reads them.")
     flags = (
-        Flag("device", "interface", "the tap (vnet) device", short="n", required=True),
+        Flag("device", "interface", "the tap (vnet) device", short="n", required=True, label="Interface"),
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400),
+        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
+             label="Report every (s)"),
         Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400),
+             lo=0.1, hi=31 * 86400, label="Run for (s)"),
         ATTACH,
     )
 

@@ -13,8 +13,10 @@ TX = [tp("VNET_RX"), OVS_RX, FLOW_EXTRACT, OVS_PROCESS, OVS_UPCALL, VPORT_SEND, 
 RX = [tp("PHY_RX"), OVS_RX, FLOW_EXTRACT, OVS_PROCESS, OVS_UPCALL, VPORT_SEND,
       kp("VNET_XMIT", ("tun_net_xmit", 1))]
 
-VM_IF = Flag("vm-interface", "interface", "the VM's tap device, e.g. vnet3 (required)", required=True)
-DIRECTION = Flag("direction", "choice", "tx (VM -> NIC) or rx (NIC -> VM)", choices=("tx", "rx"), required=True)
+VM_IF = Flag("vm-interface", "interface", "the VM's tap device, e.g. vnet3 (required)", required=True,
+             label="VM interface")
+DIRECTION = Flag("direction", "choice", "tx (VM -> NIC) or rx (NIC -> VM)", choices=("tx", "rx"), required=True,
+                 label="Direction")
 
 
 class VmLatencySummary(StageLatency):

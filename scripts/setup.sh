@@ -20,7 +20,8 @@ fi
 # and nftables (discovery, tests).  The tests compile small C programs (gcc).
 needed="python3-bpfcc python3-venv python3-pip iproute2"
 useful="bpftool nftables psmisc"
-[ $want_tests = 1 ] && needed="$needed gcc libc6-dev tmux nftables"
+# chromium: the tests open the HTML report in a real (headless) browser.
+[ $want_tests = 1 ] && needed="$needed gcc libc6-dev tmux nftables chromium"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing() { for p in "$@"; do installed "$p" || echo "$p"; done; }

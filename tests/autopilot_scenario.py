@@ -36,6 +36,7 @@ flows = [(int(sport), int(dport), int(n)) for sport, dport, n in (a.split(":") f
 socks = []
 for sport, dport, n in flows:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # another run of this scenario may send too
     s.bind(("", sport))
     socks.append((s, dport, n))
 sent = [0] * len(socks)
@@ -50,7 +51,6 @@ try:
 finally:
     print(*sent, flush=True)
 """
-_FLOWS = [f"{SPORT_DROPPED}:{DROPPED}:2", f"{SPORT_CLOSED}:{CLOSED}:1", f"{SPORT_PASSING}:{PASSING}:2"]
 
 _LISTENER = f"""
 import socket
@@ -72,8 +72,11 @@ class Scenario:
     listener: subprocess.Popen
     sender: subprocess.Popen | None = None
 
-    def start_traffic(self, seconds: float) -> None:
-        self.sender = subprocess.Popen([sys.executable, "-c", _SENDER, self.env.peer_ip, str(seconds), *_FLOWS],
+    def start_traffic(self, seconds: float, per_tick: tuple[int, int, int] = (2, 1, 2)) -> None:
+        """Packets per 50 ms tick of the dropped, closed and passing flows (10 = 200 packets/s)."""
+        flows = [f"{sport}:{dport}:{n}" for (sport, dport), n in
+                 zip(((SPORT_DROPPED, DROPPED), (SPORT_CLOSED, CLOSED), (SPORT_PASSING, PASSING)), per_tick)]
+        self.sender = subprocess.Popen([sys.executable, "-c", _SENDER, self.env.peer_ip, str(seconds), *flows],
                                        stdout=subprocess.PIPE, text=True)
 
     def stop(self) -> tuple[list[int], int]:
@@ -94,18 +97,22 @@ def drop_scenario():
         sh("nft", "-f", "-", ns=env.ns, input=NFT_RULES)
         listener = subprocess.Popen(["ip", "netns", "exec", env.ns, sys.executable, "-c", _LISTENER],
                                     stdout=subprocess.PIPE, text=True)
+        sc = Scenario(env, listener)
         try:
             assert listener.stdout.readline().strip() == "ready"
-            yield Scenario(env, listener)
+            yield sc
         finally:
+            if sc.sender is not None and sc.sender.poll() is None:  # a test that failed midway
+                sc.sender.kill()
+                sc.sender.communicate()
             if listener.poll() is None:
                 listener.kill()
                 listener.communicate()
 
 
-def diagnose_cmd(env: VethNs, report: Path, sessions: Path, *extra: str) -> list[str]:
-    """`netsleuth diagnose --autopilot` inside the scenario's namespace."""
-    return ["ip", "netns", "exec", env.ns, *NETSLEUTH, "diagnose", "--symptom", "packet-loss",
+def diagnose_cmd(env: VethNs, report: Path, sessions: Path, *extra: str, inside: bool = True) -> list[str]:
+    """`netsleuth diagnose --autopilot` inside the scenario's namespace (or on the host)."""
+    return (["ip", "netns", "exec", env.ns] if inside else []) + [*NETSLEUTH, "diagnose", "--symptom", "packet-loss",
             "--dst-ip", env.peer_ip, "--l4-protocol", "udp", "--autopilot", "--duration", "3",
             "--report", str(report), "--sessions", str(sessions), *extra]
 

@@ -51,7 +51,15 @@ _subnet = [0]
 @contextlib.contextmanager
 def veth_ns():
     tag = uuid.uuid4().hex[:6]
-    _subnet[0] = (_subnet[0] + 1) % 250
+    # A /24 no other device of this host uses: tests of other runs may hold 10.253.x too.
+    taken = {a.split(".")[2] for a in json.dumps(json.loads(sh("ip", "-j", "-4", "addr").stdout)).split('"')
+             if a.startswith("10.253.")}
+    if not _subnet[0]:
+        _subnet[0] = int(tag, 16) % 250
+    for _ in range(250):
+        _subnet[0] = (_subnet[0] + 1) % 250
+        if str(_subnet[0] + 1) not in taken:
+            break
     net = f"10.253.{_subnet[0] + 1}"
     env = VethNs(f"nst-{tag}", f"nsh{tag}", f"nsp{tag}", f"{net}.1", f"{net}.2")
     try:
@@ -70,6 +78,42 @@ def veth_ns():
     finally:
         sh("ip", "link", "del", env.host_if, check=False)
         sh("ip", "netns", "del", env.ns, check=False)
+
+
+@dataclass
+class NsPair:
+    """Two namespaces of our own joined by a veth pair: ``a_if`` (a_ip) in ``a`` <-> ``b_if``
+    (b_ip) in ``b``.  Nothing of it is in the root namespace, so no other test's addresses
+    or routes there can take its traffic; IPv6 is off (no router or MLD chatter)."""
+
+    a: str
+    b: str
+    a_if: str
+    b_if: str
+    a_ip: str
+    b_ip: str
+
+
+@contextlib.contextmanager
+def ns_pair(ifindex: int | None = None):
+    """``ifindex``: both ends of the veth get it (ifindex is per namespace)."""
+    tag = uuid.uuid4().hex[:6]
+    env = NsPair(f"nsa-{tag}", f"nsb-{tag}", f"nsa{tag}", f"nsb{tag}", "10.253.254.1", "10.253.254.2")
+    index = ["index", str(ifindex)] if ifindex else []
+    try:
+        for ns in (env.a, env.b):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+            sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+        sh("ip", "link", "add", env.a_if, "netns", env.a, *index, "type", "veth", "peer", "name", env.b_if,
+           "netns", env.b, *index)
+        for ns, dev, ip in ((env.a, env.a_if, env.a_ip), (env.b, env.b_if, env.b_ip)):
+            sh("ip", "addr", "add", f"{ip}/24", "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        yield env
+    finally:
+        sh("ip", "netns", "del", env.a, check=False)
+        sh("ip", "netns", "del", env.b, check=False)
 
 
 def ipv4_udp(src_ip: str, dst_ip: str, sport: int, dport: int, payload: bytes, ident: int = 1) -> bytes:
@@ -130,20 +174,30 @@ def write_refused_by_tun(packets: list[bytes], kind: int) -> int:
 
 
 @contextlib.contextmanager
+def tun_in_namespace(address: str, kind: int = TUN):
+    """A tun (L3) or tap device inside a new namespace, with ``address``/24 and no other
+    route; yields (namespace, device name, fd).  Writing to the fd is receiving from the
+    wire; nobody reads it, so what the namespace sends out of it fills its ring (a VM that
+    does not read its tap)."""
+    ns = f"nst-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        with open_tun(kind) as (name, fd):
+            sh("ip", "link", "set", name, "netns", ns)
+            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
+            sh("ip", "link", "set", name, "up", ns=ns)
+            yield ns, name, fd
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+
+
+@contextlib.contextmanager
 def l3_tun_in_namespace(address: str):
     """A tun (L3) device inside a new namespace, with ``address``/24 and no other route:
     yields the fd to write IP packets in as if they came from the wire.  Nothing can leave
     (an ICMP error for them has no route)."""
-    ns = f"nst-{uuid.uuid4().hex[:6]}"
-    sh("ip", "netns", "add", ns)
-    try:
-        with open_tun(TUN) as (name, fd):
-            sh("ip", "link", "set", name, "netns", ns)
-            sh("ip", "addr", "add", f"{address}/24", "dev", name, ns=ns)
-            sh("ip", "link", "set", name, "up", ns=ns)
-            yield fd
-    finally:
-        sh("ip", "netns", "del", ns, check=False)
+    with tun_in_namespace(address, TUN) as (_, _, fd):
+        yield fd
 
 
 def send_udp(dst: str, port: int, count: int, payload: bytes = b"netsleuth", ns: str | None = None,
@@ -222,18 +276,39 @@ def loaded_bpf_programs(mine_only: bool = False) -> set[int]:
     return {p["id"] for p in progs if any(h.get("pid") in ours for h in p.get("pids", ()))}
 
 
-# A UDP flood for SECONDS to DST:PORT, as fast as Python sends.
+# A UDP flood for SECONDS to DST:PORT (from source port SPORT, 0: any), as fast as Python sends.
 FLOOD = (
     "import socket,sys,time\n"
     "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+    "s.bind(('',int(sys.argv[4])))\n"
     "dst=(sys.argv[1],int(sys.argv[2])); end=time.monotonic()+float(sys.argv[3])\n"
     "while time.monotonic()<end:\n"
     "    for _ in range(100): s.sendto(b'flood',dst)\n"
 )
 
 
-def flood_udp(dst: str, port: int, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", FLOOD, dst, str(port), str(seconds)])
+def flood_udp(dst: str, port: int, seconds: float, ns: str | None = None, sport: int = 0) -> subprocess.Popen:
+    """The flood as a child process (from inside namespace ``ns`` when given)."""
+    cmd = [sys.executable, "-c", FLOOD, dst, str(port), str(seconds), str(sport)]
+    return subprocess.Popen((["ip", "netns", "exec", ns] if ns else []) + cmd)
+
+
+def udp_no_ports(ns: str | None = None) -> int:
+    """The kernel's own count of UDP datagrams to a closed port (Udp NoPorts) in ``ns``."""
+    lines = [line.split() for line in sh("cat", "/proc/net/snmp", ns=ns).stdout.splitlines() if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("NoPorts")])
+
+
+@contextlib.contextmanager
+def lo_namespace():
+    """A new network namespace with only its loopback, up; removed afterwards."""
+    ns = f"nst-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        yield ns
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
 
 
 class ProbeProcess:

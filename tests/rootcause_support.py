@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -42,9 +43,12 @@ def target_binary_without_frame_pointers(tmp_path_factory) -> Path:
 class Target:
     """One run of the target program (see the protocol in rootcause_target.c)."""
 
-    def __init__(self, binary: Path, *args: str):
+    def __init__(self, binary: Path, *args: str, autogroup_nice: int | None = None):
+        # autogroup_nice: in a session of its own whose autogroup has this nice (see busy_loop).
         self.proc = subprocess.Popen([str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+                                     text=True, start_new_session=autogroup_nice is not None)
+        if autogroup_nice is not None:
+            set_autogroup_nice(self.proc.pid, autogroup_nice)
         hello = self._line(10)
         self.pid: int = hello["pid"]
         self.tids: dict[str, int] = hello["tids"]
@@ -140,6 +144,74 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")
+
+
+class QuotaCgroup:
+    """A CPU cgroup of our own with a quota (cgroup v1 ``cpu`` controller, or v2 ``cpu.max``),
+    removed on exit (its processes must be gone by then)."""
+
+    def __init__(self, quota_us: int, period_us: int):
+        from probes.runtime.cgroup import cpu_controller_mount
+
+        found = cpu_controller_mount()
+        if found is None:
+            pytest.skip("no cgroup hierarchy offers the cpu controller here")
+        self.version, mount = found
+        self.path = "/nsltest-" + os.urandom(3).hex()
+        self.dir = Path(mount) / self.path.lstrip("/")
+        self.quota_us, self.period_us = quota_us, period_us
+
+    def __enter__(self):
+        if self.version == 2:
+            (self.dir.parent / "cgroup.subtree_control").write_text("+cpu")
+        self.dir.mkdir()
+        if self.version == 1:
+            (self.dir / "cpu.cfs_period_us").write_text(str(self.period_us))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+        else:
+            (self.dir / "cpu.max").write_text(f"{self.quota_us} {self.period_us}")
+        return self
+
+    def add(self, pid: int) -> None:
+        (self.dir / "cgroup.procs").write_text(str(pid))
+
+    def stat(self) -> dict[str, int]:
+        from probes.runtime.cgroup import read_stat
+
+        return read_stat(str(self.dir), self.version)
+
+    def __exit__(self, *exc):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.dir.rmdir()
+                return False
+            except OSError:  # its processes are still exiting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+def busy_loop(name: str, tmp: Path, cpu: int | None = None, nice: int = 0) -> subprocess.Popen:
+    """A shell spinning forever under the process name ``name`` (a copy of /bin/sh), on
+    CPU ``cpu`` when given, at ``nice``."""
+    shell = tmp / name
+    if not shell.exists():
+        shutil.copy("/bin/sh", shell)
+    cmd = ["nice", "-n", str(nice)] + (["taskset", "-c", str(cpu)] if cpu is not None else [])
+    # In a session of its own: with autogroup scheduling, nice only ranks tasks of one session,
+    # and the session's autogroup takes the same nice against the other sessions.
+    proc = subprocess.Popen(cmd + [str(shell), "-c", "while :; do :; done"], start_new_session=True)
+    if nice:
+        set_autogroup_nice(proc.pid, nice)
+    return proc
+
+
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """The nice of the autogroup (session) of ``pid``, where the kernel schedules by autogroup."""
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(nice))
 
 
 # --- records against docs/output-root-cause.md ------------------------------------------

@@ -21,7 +21,12 @@
  *   blocks K:MS,...     thread "blocker" blocks in turn: K poll = in poll() for MS ms, K lock =
  *                       MS ms waiting for a mutex that thread "holder" keeps that long
  *   churn N             thread "spawner" starts N threads one after the other, each ending at once
- *   threads NAME...     idle threads with these names (up to 4) */
+ *   threads NAME...     idle threads with these names (up to 4)
+ *   handlers S          threads "handler1".."handler3" for S seconds: take a shared mutex, compute
+ *                       1 ms, release it, sleep 5 ms (ovs-vswitchd's handlers, as a CPU load)
+ *   spinhold MS N       thread "holder" (nice -10) N times takes a mutex and computes MS ms holding
+ *                       it (it runs, never sleeps, while holding); thread "waiter" asks for it each
+ *                       time right after */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -30,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -186,6 +192,81 @@ __attribute__((noinline)) static void *waiter_main(void *unused)
     return NULL;
 }
 
+/* ---- handlers / spinhold ------------------------------------------------------ */
+static pthread_mutex_t shared_mutex = PTHREAD_MUTEX_INITIALIZER;
+static long handler_loops[3];
+static double handler_max_wait_us;
+#define MAX_ROUNDS 16
+static double spin_hold_us[MAX_ROUNDS], spin_wait_us[MAX_ROUNDS];
+static volatile long round_taken, round_done;
+
+__attribute__((noinline)) static void compute_ms(double ms)
+{
+    double until = mono_us() + ms * 1000.0;
+    while (mono_us() < until)
+        ;
+}
+
+__attribute__((noinline)) static void *handler_main(void *arg)
+{
+    long idx = (long)arg;
+    wait_for_start();
+    double until = mono_us() + arg1 * 1e6;
+    while (mono_us() < until) {
+        double t0 = mono_us();
+        pthread_mutex_lock(&shared_mutex);
+        double waited = mono_us() - t0;
+        compute_ms(1);
+        pthread_mutex_unlock(&shared_mutex);
+        if (waited > handler_max_wait_us)
+            handler_max_wait_us = waited;  /* a racy max is fine for a ground truth bound */
+        handler_loops[idx]++;
+        pause_ms(5);
+    }
+    park_until_quit();
+    return NULL;
+}
+
+__attribute__((noinline)) static void hold_while_computing(long round)
+{
+    pthread_mutex_lock(&shared_mutex);
+    double t0 = mono_us();
+    round_taken = round;
+    compute_ms(arg1);
+    spin_hold_us[round - 1] = mono_us() - t0;
+    pthread_mutex_unlock(&shared_mutex);
+}
+
+__attribute__((noinline)) static void *spin_holder_main(void *unused)
+{
+    setpriority(PRIO_PROCESS, syscall(SYS_gettid), -10);  /* as root: its hold is spent running */
+    wait_for_start();
+    for (long r = 1; r <= arg2 && r <= MAX_ROUNDS; r++) {
+        hold_while_computing(r);
+        while (round_done < r)
+            pause_ms(1);
+        pause_ms(300);
+    }
+    park_until_quit();
+    return NULL;
+}
+
+__attribute__((noinline)) static void *spin_waiter_main(void *unused)
+{
+    wait_for_start();
+    for (long r = 1; r <= arg2 && r <= MAX_ROUNDS; r++) {
+        while (round_taken < r)
+            pause_ms(1);
+        double t0 = mono_us();
+        pthread_mutex_lock(&shared_mutex);
+        spin_wait_us[r - 1] = mono_us() - t0;
+        pthread_mutex_unlock(&shared_mutex);
+        round_done = r;
+    }
+    park_until_quit();
+    return NULL;
+}
+
 /* ---- burst ------------------------------------------------------------------ */
 static double burst_start, burst_end;
 
@@ -332,6 +413,18 @@ static void print_truth(void)
         printf("{\"spawned\":%ld}\n", arg1);
     else if (!strcmp(mode, "threads"))
         printf("{}\n");
+    else if (!strcmp(mode, "handlers"))
+        printf("{\"loops\":[%ld,%ld,%ld],\"max_lock_wait_us\":%.0f}\n", handler_loops[0], handler_loops[1],
+               handler_loops[2], handler_max_wait_us);
+    else if (!strcmp(mode, "spinhold")) {
+        printf("{\"lock\":\"%p\",\"hold_us\":[", (void *)&shared_mutex);
+        for (long r = 0; r < arg2 && r < MAX_ROUNDS; r++)
+            printf("%s%.0f", r ? "," : "", spin_hold_us[r]);
+        printf("],\"wait_us\":[");
+        for (long r = 0; r < arg2 && r < MAX_ROUNDS; r++)
+            printf("%s%.0f", r ? "," : "", spin_wait_us[r]);
+        printf("]}\n");
+    }
     else if (!strcmp(mode, "blocks")) {
         printf("{\"blocks\":[");
         for (int i = 0; i < nblocks; i++)
@@ -349,7 +442,7 @@ int main(int argc, char **argv)
     char line[64];
     if (argc < 2) {
         fprintf(stderr, "usage: %s sleep | futex N M [T] | mutex | rwlock [rd|wr rd|wr] | burst MS | "
-                "blocks K:MS,... | churn N | threads NAME...\n", argv[0]);
+                "blocks K:MS,... | churn N | threads NAME... | handlers S | spinhold MS N\n", argv[0]);
         return 2;
     }
     mode = argv[1];
@@ -377,6 +470,13 @@ int main(int argc, char **argv)
         add_worker("blocker", blocker_main, NULL);
     } else if (!strcmp(mode, "churn")) {
         add_worker("spawner", spawner_main, NULL);
+    } else if (!strcmp(mode, "handlers")) {
+        add_worker("handler1", handler_main, (void *)0L);
+        add_worker("handler2", handler_main, (void *)1L);
+        add_worker("handler3", handler_main, (void *)2L);
+    } else if (!strcmp(mode, "spinhold")) {
+        add_worker("holder", spin_holder_main, NULL);
+        add_worker("waiter", spin_waiter_main, NULL);
     } else if (!strcmp(mode, "threads")) {
         for (int i = 2; i < argc && nworkers < MAX_WORKERS; i++)
             add_worker(argv[i], idle_main, NULL);

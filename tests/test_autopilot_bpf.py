@@ -85,7 +85,7 @@ def test_autopilot_finds_the_dropped_flows_and_prefills_details(tmp_path):
     assert all(f"-> {env.peer_ip}:{DROPPED} (UDP)" in row[4] for row in details["key_results"]["rows"])
 
     md = (tmp_path / "report" / "report.md").read_text()
-    assert f"`netsleuth probe drop-summary --dst-ip {env.peer_ip} --l4-protocol udp --duration 3`" in md
+    assert f"`sudo netsleuth probe drop-summary --dst-ip {env.peer_ip} --l4-protocol udp --duration 3`" in md
     assert details["command"] in md
     # What the probes produced was recorded for replay.
     assert (tmp_path / "run.jsonl.gz").stat().st_size > 0

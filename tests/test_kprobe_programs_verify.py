@@ -111,8 +111,9 @@ def test_unavailable_here_says_why():
         assert "kprobes" in cls.unavailable_reason(caps)
 
 
+@pytest.mark.parametrize("filters", [dict(l4_protocol="udp"), {}])  # every drop parsed / sampled by group
 @pytest.mark.parametrize("kind", ["kprobe", "tracepoint", "raw-tracepoint"])
-def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind):
+def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind, filters):
     from probes.drop_details import FIELDS as DETAILS_FIELDS
     from probes.drop_details import DropDetails
     from probes.drop_hook import DropHook
@@ -125,5 +126,6 @@ def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind):
     fns = (["ns_kprobe_drop"] if kind == "kprobe" else []) + ["ns_kprobe_ovs_consume", "ns_kprobe_ovs_upcall"]
     for cls, source, fields in ((DropSummary, "drop_summary.bpf.c", SUMMARY_FIELDS),
                                 (DropDetails, "drop_details.bpf.c", DETAILS_FIELDS)):
-        probe = cls(caps=CAPS, l4_protocol="udp")
-        _verify(source, probe.c_defines(hook), fns, fields)
+        probe = cls(caps=CAPS, **filters)
+        notifier = ["ns_raw_notifier"] if cls is DropSummary and probe._dev_gen() else []
+        _verify(source, probe.c_defines(hook), fns + notifier, fields)

@@ -98,6 +98,10 @@ def rule(doc, gid, rid):
     return next(r for r in g["rules"] if r["id"] == rid)
 
 
+def chain(doc, cid):
+    return next(c for c in doc["chains"] if c["id"] == cid)
+
+
 @pytest.mark.parametrize("file, change, key, message", [
     ("packet-loss.yaml", lambda d: d["steps"]["drop-summary"].update(probe="drop-everything"),
      "steps.drop-summary.probe", "unknown probe 'drop-everything'"),
@@ -136,9 +140,9 @@ def rule(doc, gid, rid):
      "rows[0].summary", "'vm-network/nothing' is no question or step"),
     ("rules-drops.yaml", lambda d: rule(d, "loss-vs-latency", "latency-not-loss")["split"].pop("rest"),
      "groups.loss-vs-latency.rules.latency-not-loss.split", "missing key(s): rest"),
-    ("chains.yaml", lambda d: d["chains"][0]["links"][1]["say"].update({"revalidator-hold-lock": "x"}),
+    ("chains.yaml", lambda d: chain(d, "ovs-lock-latency")["links"][1]["say"].update({"revalidator-hold-lock": "x"}),
      "chains.ovs-lock-latency.links.lock-holder.say.revalidator-hold-lock", "is no rule of any rules file"),
-    ("chains.yaml", lambda d: d["chains"][0]["links"][0]["say"].update({"cpu-burst-high": "{evidnce.pid}"}),
+    ("chains.yaml", lambda d: chain(d, "ovs-lock-latency")["links"][0]["say"].update({"cpu-burst-high": "{evidnce.pid}"}),
      "chains.ovs-lock-latency.links.cpu-bursts.say.cpu-burst-high", "must start with one of"),
 ])
 def test_bad_playbook_names_file_and_key(data, file, change, key, message):

@@ -129,7 +129,7 @@ def test_reports_from_the_recorded_session(tmp_path, recording):
     md = Path(paths["markdown"]).read_text()
     # Every step's reproducing command, as recorded from the probe's own command_line().
     for run in recording.runs[:2]:
-        assert f"`{run.command}`" in md
+        assert f"`sudo {run.command}`" in md  # pasted as it is: the probes need root
     assert "netsleuth probe drop-details" in md and "--dst-port 9999" in md
     # The next step not taken (the closed port's details) with its command too.
     assert "--dst-port 9997" in md and "## Next steps" in md

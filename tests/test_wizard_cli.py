@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,23 @@ def test_resume_skips_a_journal_with_nothing_to_resume(tmp_path):
     orphan = Session.create("packet-loss", {}, {}, tmp_path)  # newer, header only
     orphan.close()
     assert find_session("", tmp_path) == a.path
+
+
+def test_every_other_command_works_without_prometheus_client(tmp_path):
+    """The lab guest (and a host without the exporter's module) still runs probes and doctor."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'prometheus_client':\n"
+        "            raise ImportError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    probe = subprocess.run([sys.executable, "-m", "wizard.main", "probe", "--help"], capture_output=True, text=True,
+                           cwd=ROOT, env=env, timeout=60)
+    assert probe.returncode == 0 and "drop-summary" in probe.stdout, probe.stderr
+    exporter = subprocess.run([sys.executable, "-m", "wizard.main", "exporter"], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=60)
+    assert exporter.returncode == 1
+    assert exporter.stderr.strip() == ("netsleuth exporter: needs the Python module prometheus_client "
+                                       "(pip install prometheus-client)")

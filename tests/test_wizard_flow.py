@@ -36,7 +36,7 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
 
         # context: an invalid address is flagged under the field, and Continue refuses it
         await type_into(pilot, "f-dst_ip", "10.253.2.300")
-        assert "--dst-ip: '10.253.2.300' is not valid; expected an IPv4 address" in field_error(app, "dst_ip")
+        assert "Destination IP: '10.253.2.300' is not valid; expected an IPv4 address" in field_error(app, "dst_ip")
         await pilot.press("ctrl+n")
         assert isinstance(app.screen, ContextScreen)
         assert "1 field(s) need fixing" in screen_text(app)
@@ -109,7 +109,7 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
 
         # edit a prefilled filter: an invalid port is refused inline, then a valid edit runs
         await type_into(pilot, "f-dst_port", "70000")
-        assert "--dst-port: '70000' is not valid; expected a port number 1-65535" in field_error(app, "dst_port")
+        assert "Destination port: '70000' is not valid; expected a port number 1-65535" in field_error(app, "dst_port")
         assert "fix the fields marked in red" in screen_text(app)
         await pilot.press("ctrl+r")
         assert isinstance(app.screen, StepScreen)
@@ -117,7 +117,7 @@ async def test_packet_loss_flow_back_edit_and_report(tmp_path):
         await type_into(pilot, "f-dst_port", "6353")
         await type_into(pilot, "f-src_port", "40000")
         assert "--src-port 40000" in flat_text(app)
-        assert "A replay shows the run as recorded, not these filters: recorded with: src-ip=10.253.2.2" \
+        assert "A replay shows the run as recorded, not these filters: recorded with: Source IP 10.253.2.2" \
             in flat_text(app)
         await pilot.press("ctrl+r")
         await wait_screen(pilot, FindingsScreen)

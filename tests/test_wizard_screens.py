@@ -92,7 +92,7 @@ async def test_live_summary_updates_then_stop_keeps_what_was_seen(tmp_path):
         first = live.result["total"]
         text = screen_text(app)
         assert "running" in text and "NO_SOCKET" in text and truth["device"] in text
-        assert "recorded with: dst-ip=10.253.2.1" in text
+        assert "recorded with: Destination IP 10.253.2.1" in text
         assert f"total {first:,}" in text
         await wait_for(pilot, lambda: live.result.get("total", 0) > first, what="counts to grow")
         assert live.query_one("#live-chart").samples, "the rate chart got points"
@@ -344,10 +344,16 @@ async def test_a_step_that_cannot_run_says_why_and_does_not_run(tmp_path):
         step = await wait_screen(pilot, StepScreen)
         assert step.view.unavailable  # this recording has no latency run
         assert "Cannot run on this host: not in this recording" in flat_text(app)
-        assert step.query_one("#run").disabled
+        # No dead Run button, no form to fill: what it would add, and what can run instead.
+        assert not step.query("#run") and not step.query("#step-form")
+        assert "What it would add: Timestamps each packet of the flow at every stage" in flat_text(app)
+        assert "Instead, what can run here (Ctrl+R: the first): • Where does the kernel drop packets? " \
+               "(drop-summary, tier 1: Summary)" in flat_text(app)
         await pilot.press("ctrl+r")
-        assert isinstance(app.screen, StepScreen)
-        assert "cannot run here" in flat_text(app)
+        await wait_for(pilot, lambda: getattr(app.screen, "view", None) is not None
+                       and app.screen.view.ref == "packet-loss/drop-summary", what="the drop Summary step")
+        await pilot.press("escape")  # back to the step that cannot run, then to the question
+        await wait_for(pilot, lambda: app.screen.view.ref == "high-latency/system-latency-summary", what="back")
         await pilot.press("escape")
         await wait_screen(pilot, QuestionScreen)
     assert backend.sources == []
@@ -530,7 +536,8 @@ async def test_tun_drops_row_offers_drop_details_on_the_tap_instead(tmp_path):
         assert step.view.ref == "vm-network/tun-ring-monitor" and step.view.unavailable
         text = flat_text(app)
         assert "Cannot run on this host: not implemented" in text
-        assert "Instead: Capture the packets dropped on the VM's tap device (drop-details" in text
+        assert "Instead, what can run here (Ctrl+R: the first): • Capture the packets dropped on the VM's tap " \
+               "device (drop-details" in text
         await pilot.press("ctrl+r")
         step = await wait_screen(pilot, StepScreen)
         assert step.view.ref == "vm-network/tun-drop-details" and step.view.unavailable is None

@@ -45,6 +45,7 @@ from .session import sessions_dir as default_sessions_dir
 log = logging.getLogger("netsleuth.wizard")
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for running probes to detach when quitting
+UI_SWITCH_INTERVAL_S = 0.001
 
 
 def setup_log(directory: Path) -> Path:
@@ -90,6 +91,7 @@ class NetsleuthApp(App):
         self.recorder: Recorder | None = None
         self._recorded_runs: dict[str, int] = {}
         self.report_paths: dict[str, str] = {}
+        self.chosen_report_dir: Path | None = None
         self._report_events = 0  # the walk's events when the report was written
         self._runs: set[ProbeRun] = set()
         self._runs_lock = threading.Lock()
@@ -126,6 +128,10 @@ class NetsleuthApp(App):
     def choose_symptom(self, playbook_id: str, start: str) -> None:
         prefill = getattr(self.backend, "context_prefill", None)  # a replay: what was recorded
         initial = _context_form_values(prefill()) if callable(prefill) else None
+        recorded_start = getattr(self.backend, "replay_start", None)  # a replay: where its runs begin
+        if callable(recorded_start) and start == self.lib.playbooks[playbook_id].start and \
+                playbook_id == self.backend.recording.symptom:
+            start = recorded_start(self.lib) or start
         self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start, initial=initial))
 
     def start_walk(self, symptom: str, start: str, context: dict) -> None:
@@ -164,6 +170,7 @@ class NetsleuthApp(App):
         self.session.close()
         self.session = None
         self.report_paths = {}
+        self.chosen_report_dir = None  # the next session's report never overwrites this one's
 
     @property
     def report_is_current(self) -> bool:
@@ -294,14 +301,20 @@ class NetsleuthApp(App):
         return "replay" if self.backend.mode == "replay" else "interactive"
 
     def report_dir(self) -> Path:
+        """Where the report goes: the directory the user chose, else one per session."""
+        if self.chosen_report_dir is not None:
+            return self.chosen_report_dir
         return self.sessions_dir / (self.session.id if self.session else "reports")
 
-    def save_report(self, note: str = "report written") -> list[str]:
-        """Write the report (Markdown, JSON, HTML); the files, or [] after showing the error."""
+    def save_report(self, note: str = "report written", directory: str | Path | None = None) -> list[str]:
+        """Write the report (Markdown, JSON, HTML) to ``directory`` (kept for the session's later
+        rewrites) or report_dir(); the files, or [] after showing the error."""
         sid = self.session.id if self.session else None
+        if directory not in (None, ""):
+            self.chosen_report_dir = Path(directory).expanduser()
         try:
             rep = build_report(self.walk, self.backend.host_facts(), sid, command_for=command_for(self.backend),
-                               mode=self.mode)
+                               mode=self.mode, known_fixes=getattr(self.backend, "known_fixes", None))
             self.report_paths = write_reports(rep, self.report_dir())
         except Exception as e:  # noqa: BLE001 - disk full, permissions...: say so, keep the app up
             self.report_error(f"could not write the report: {e}", e)
@@ -472,6 +485,9 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     except OSError as e:
         print(f"netsleuth: cannot use the sessions directory {directory}: {e.strerror}", file=sys.stderr)
         return 1
+    # The probes' workers decode events in Python: the UI thread must get the GIL back
+    # quickly (keys answer within 200 ms under a flood), not after the default 5 ms slices.
+    sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
     app.run()
     return app.return_code or 0
 

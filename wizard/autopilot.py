@@ -6,17 +6,23 @@ left (or after ``max_steps``), then writes the report.  Everything goes to the
 session journal as it happens, and with ``record`` every probe record goes to
 a recording that ``netsleuth replay`` can play back.
 
-Exit codes (also `netsleuth diagnose --help`):
+Exit codes (also `netsleuth diagnose --help`, docs/autopilot.md):
   0  a cause was found (a finding that explains the symptom)
-  1  error: a probe failed, or the report could not be written
+  1  error: a probe broke while running, or the report could not be written
   2  bad command line (a flag's value; the message names it)
   3  the first probe cannot run on this host (not root, kernel lacks a feature)
-  4  the walk finished without finding a cause
+  4  the walk finished without finding a cause (steps skipped for a value this host could
+     not supply say which value and why)
   5  interrupted (Ctrl-C, SIGTERM, SIGHUP) before a cause was found; the report has what was seen
+
+Values a step needs that the user did not give come from the host where it knows them
+(hostvalues.py: the physical NIC, ovs-vswitchd's pid, the VM's tap); a step whose value is
+still missing or not valid here is "skipped", with the reason, and is no error.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -34,8 +40,9 @@ from .session import Session
 from .steprun import run_source
 
 EXIT_CAUSE, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NO_CAUSE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5
-EXIT_CODES_HELP = ("exit codes: 0 cause found, 1 error (a probe failed or the report could not be written), "
-                   "2 bad command line, 3 the first probe cannot run on this host, 4 no cause found, "
+EXIT_CODES_HELP = ("exit codes: 0 cause found, 1 error (a probe broke while running, or the report could not be "
+                   "written), 2 bad command line, 3 the first probe cannot run on this host, 4 no cause found "
+                   "(steps skipped for a value this host could not supply included), "
                    "5 interrupted before a cause was found")
 MAX_STEPS = 8
 
@@ -72,6 +79,16 @@ class Autopilot:
         self.stop = stop or threading.Event()
         self.failed: list[tuple[str, dict]] = []
         self.command = command_for(backend)
+        self.unknown: dict[str, str] = {}  # context field -> why this host cannot supply it
+
+    def _why_missing(self, view: StepView, error: ParamError) -> str:
+        """The step's flag that was missing or bad, and why the host could not supply it."""
+        step = self.lib.steps[view.ref]
+        flag = (error.args[0] or "").split(" ", 1)[0].split(":", 1)[0].lstrip("-")
+        fields = [f for p in step.params if p.flag == flag
+                  for f in re.findall(r"context\.(\w+)", str(p.template.source))]
+        why = "; ".join(f"{f}: {self.unknown[f]}" for f in fields if f in self.unknown)
+        return f"{error}" + (f" ({why})" if why else "")
 
     def _probe_has(self, probe: str, flag: str) -> bool:
         return any(f.name == flag for f in self.backend.flags(probe))
@@ -90,8 +107,13 @@ class Autopilot:
             values["duration"] = int(duration) if float(duration).is_integer() else duration
         try:
             source = self.backend.build(view.probe, values)
-        except (ParamError, KeyError) as e:
-            error = str(e.args[0]) if isinstance(e, KeyError) else str(e)
+        except ParamError as e:  # a value this host could not supply, or one not valid here: no broken probe
+            error = "skipped: " + self._why_missing(view, e)
+            self.log(f"  {error}")
+            walk.complete("skipped", error=error, params=view.params, command=self.command(view.probe, view.params))
+            return "skipped"
+        except KeyError as e:
+            error = str(e.args[0])
             self.log(f"  cannot start {view.probe}: {error}")
             walk.complete("error", error=error, params=view.params, command=self.command(view.probe, view.params))
             return "error"
@@ -115,8 +137,11 @@ class Autopilot:
 
     def next_step(self, walk: Walk) -> StepView | None:
         """The top runnable suggestion; else, when this step could not run, the step that stands in for it."""
-        for s in walk.suggestions() + [v for v in [walk.fallback()] if v is not None]:
+        instead = walk.fallbacks()
+        for s in walk.suggestions() + instead:
             if s.unavailable is None and not any(r == s.ref and p == s.params for r, p in self.failed):
+                if s in instead:
+                    self.log(f"  instead, what can run here: {s.title} [{s.probe}]")
                 return s
         return None
 
@@ -153,24 +178,40 @@ def exit_code(cause_found: bool, statuses: list[str]) -> int:
         return EXIT_CAUSE
     if "stopped" in statuses:  # a run or the walk was interrupted: the rest was not tried
         return EXIT_INTERRUPTED
-    if "error" in statuses:
+    if "error" in statuses:  # a probe broke while running (a step skipped for a value is no error)
         return EXIT_ERROR
     if statuses and statuses[0] == "unavailable" and "ok" not in statuses:
         return EXIT_UNAVAILABLE
     return EXIT_NO_CAUSE
 
 
+def _host_values(lib: Library, backend: Any, context: dict, host: dict) -> tuple[dict, dict, list[str]]:
+    """The context with what this host knows added (also in the report's host facts), why the
+    rest could not be known, and the lines that say what was found."""
+    find = getattr(backend, "host_values", None)
+    if not callable(find):
+        return context, {}, []
+    hv = find(context)
+    found = {k: v for k, v in hv.values.items() if k in lib.context}
+    if found:
+        host["found_here"] = "; ".join(f"{k} = {v} ({hv.how[k]})" for k, v in found.items())
+    return {**context, **found}, hv.unknown, [f"from this host: {k} = {v} ({hv.how[k]})" for k, v in found.items()]
+
+
 def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, report_dir: str,
                   duration: float | None = None, record: str | None = None, sessions: str | None = None,
                   max_steps: int = MAX_STEPS, log: Callable[[str], None] | None = None,
-                  host: dict | None = None) -> AutopilotResult:
-    """Diagnose ``symptom`` with no human; the report goes to ``report_dir``."""
+                  host: dict | None = None, start: str | None = None) -> AutopilotResult:
+    """Diagnose ``symptom`` with no human; the report goes to ``report_dir``.  ``start``: a
+    step or question of the symptom's playbook to begin at instead of its first."""
     if host is None:
         facts = getattr(backend, "host_facts", None)
         host = facts() if callable(facts) else host_facts(getattr(backend, "caps", None))
     netns = backend.netns() if hasattr(backend, "netns") else None
     if netns is not None and "netns" not in context:
         context = dict(context, netns=netns)
+    host = dict(host)
+    context, unknown, found_lines = _host_values(lib, backend, context, host)
     # The recording first: a bad --record path (RecordingError) leaves no session behind.
     recorder = Recorder(record, host, symptom, context) if record else None
     try:
@@ -180,12 +221,16 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
             recorder.close()
         raise
     pilot = Autopilot(lib, backend, duration, recorder, log)
+    pilot.unknown = unknown
     try:
-        walk = Walk(lib, context, symptom, availability=backend.availability, on_event=session.write)
+        walk = Walk(lib, context, symptom, start=start, availability=backend.availability, on_event=session.write)
         pilot.log(f"netsleuth autopilot: {lib.playbooks[symptom].title} — session {session.id}")
+        for line in found_lines:
+            pilot.log(line)
         statuses = pilot.walk(walk, max_steps)
         conclusion = walk.conclusion()
-        report = build_report(walk, host, session.id, pilot.command, mode="autopilot")
+        report = build_report(walk, host, session.id, pilot.command, mode="autopilot",
+                              known_fixes=getattr(backend, "known_fixes", None))
         code = exit_code(conclusion.cause_found, statuses)
         try:
             paths = write_reports(report, report_dir)
@@ -196,6 +241,10 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         pilot.log(f"{CONCLUSION_HEADS[conclusion.state]} {conclusion.summary}")
         for i, link in enumerate(conclusion.chain):
             pilot.log(("  → " if i else "  ") + link)
+        for text in conclusion.not_measured:
+            pilot.log(f"  not measured: {text}")
+        for fix in report["conclusion"]["fixes"]:
+            pilot.log(f"  fix: {fix}")
         for kind, path in paths.items():
             pilot.log(f"report ({kind}): {path}")
         return AutopilotResult(code, conclusion.summary, paths, str(session.path), statuses)

@@ -26,6 +26,18 @@ def flag_values(flags: tuple[Flag, ...], params: dict[str, Any]) -> dict[str, An
     return {k: v for k, v in dests(params).items() if k in known}
 
 
+def namespaced(flags: tuple[Flag, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """An interface picked in another namespace (``name@ns``, discovery's Interface.choice) as
+    the probe takes it: the name, and --netns when the probe has it."""
+    ns_flag = next((f.dest for f in flags if f.kind == "netns"), None)
+    out = dict(values)
+    for f in flags:
+        v = out.get(f.dest)
+        if f.kind == "interface" and ns_flag and isinstance(v, str) and "@" in v:
+            out[f.dest], out[ns_flag] = v.rsplit("@", 1)
+    return out
+
+
 class LiveBackend:
     """This host: real capabilities, real discovery, real probes."""
 
@@ -50,7 +62,25 @@ class LiveBackend:
         return report(self.caps)
 
     def inventory(self) -> discovery.Inventory:
-        return discovery.discover()
+        return discovery.discover(all_namespaces=True)
+
+    def known_fixes(self, causes: list) -> list[str]:
+        """Fixes read from this host (the nftables rule that drops a flow...)."""
+        from .fixes import known_fixes
+
+        return known_fixes(causes)
+
+    def validate(self, flag: Flag, value: Any) -> Any:
+        """A form field: as the probe parses it, or an interface of another namespace (name@ns)."""
+        from .contextvals import check_interface
+
+        return check_interface(flag, value)
+
+    def host_values(self, context: dict):
+        """Values of context fields the user did not give that this host knows (hostvalues.py)."""
+        from .hostvalues import discover_values
+
+        return discover_values(context)
 
     def netns(self) -> int | None:
         try:
@@ -77,7 +107,7 @@ class LiveBackend:
         cls = self.probe_class(name)
         if cls is None:
             raise KeyError(f"{name}: {NOT_IMPLEMENTED}")
-        return cls(self.caps, **flag_values(cls.flags, values))
+        return cls(self.caps, **namespaced(cls.flags, flag_values(cls.flags, values)))
 
     def check(self, name: str, values: dict[str, Any]) -> None:
         """Validate a whole set of values the way the probe will (ParamError)."""
@@ -129,7 +159,7 @@ class ReplayBackend(RecordedBackend):
                 P.interface("--" + flag.name, value)  # raises the usual message
             return value
         if flag.kind == "netns" and value not in (None, ""):
-            return value  # a namespace of the recorded host (qdisc-drops --netns)
+            return value  # a namespace of the recorded host
         if flag.kind in ("pid", "tids") and value not in (None, ""):
             text = str(value).replace(",", " ").split()
             if not text or not all(t.isdigit() for t in text):

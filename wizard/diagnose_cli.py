@@ -153,7 +153,8 @@ def run_replay(args: argparse.Namespace) -> int:
     # A recorded run ends when its records do; --duration only cuts a paced (--speed) replay short.
     try:
         result = run_autopilot(lib, backend, rec.symptom, context, args.report, duration=nums[0] or 86400,
-                               sessions=getattr(args, "sessions", None), max_steps=nums[1])
+                               sessions=getattr(args, "sessions", None), max_steps=nums[1],
+                               start=backend.replay_start(lib))
     except OSError as e:  # the sessions directory
         return _cannot_journal("replay", e)
     return result.exit_code

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from probes.runtime.vmproc import tap_devices_of
+from probes.runtime.netns import Namespace, current_netns, namespaces
 
 SYS_NET = Path("/sys/class/net")
 
@@ -47,6 +48,13 @@ class Interface:
     ovs_bridge: str | None = None  # OVS bridge it is a port of
     vm: str | None = None  # VM using it (tap/vnet)
     driver: str | None = None  # netlink kind or bus of a physical NIC
+    namespace: str | None = None  # another network namespace it lives in (its label), None = ours
+    namespace_ref: str | None = None  # that namespace as --netns takes it (name or pid)
+
+    @property
+    def choice(self) -> str:
+        """The value a picker gives: the name, ``name@namespace`` for another namespace's."""
+        return f"{self.name}@{self.namespace_ref}" if self.namespace_ref else self.name
 
     def label(self) -> str:
         """One line for a picker: name, kind, address, what it is attached to."""
@@ -63,6 +71,8 @@ class Interface:
             parts.append(f"peer {self.peer}")
         if not self.up:
             parts.append("down")
+        if self.namespace:
+            parts.append(f"namespace {self.namespace}")
         return f"{self.name} ({'; '.join(parts)})"
 
 
@@ -102,11 +112,17 @@ class Flow:
     state: str
     pid: int | None
     process: str | None
+    namespace: str | None = None  # another network namespace's socket: its label
+    namespace_ref: str | None = None  # and its --netns value
 
     def label(self) -> str:
         remote = f"{self.remote_ip}:{self.remote_port}" if self.remote_ip else "*"
         who = f" [{self.process}]" if self.process else ""
-        return f"{self.protocol.upper()} {self.local_ip}:{self.local_port} -> {remote} {self.state}{who}"
+        return f"{self.protocol.upper()} {self.local_ip}:{self.local_port} -> {remote} {self.state}{who}{_in_ns(self)}"
+
+
+def _in_ns(thing) -> str:
+    return f" in namespace {thing.namespace}" if thing.namespace else ""
 
 
 @dataclass
@@ -118,6 +134,7 @@ class Inventory:
     ovs: Ovs | None
     flows: list[Flow]
     notes: list[str] = field(default_factory=list)  # sources that could not be read, in words
+    namespaces: list[tuple[str, str]] = field(default_factory=list)  # (label, --netns value) of the others
 
     def interface(self, name: str) -> Interface | None:
         return next((i for i in self.interfaces if i.name == name), None)
@@ -128,8 +145,9 @@ class Inventory:
 
 # --- netlink (ip -j) ----------------------------------------------------------
 
-def _ip_json(args: list[str], netns: str | None) -> list[dict]:
-    cmd = ["ip"] + (["-n", netns] if netns else []) + ["-j"] + args
+def _ip_json(args: list[str], netns: str | None, enter: str = "") -> list[dict]:
+    """``ip -j ARGS`` here, in a named namespace, or after an ``enter`` prefix (nsenter ...)."""
+    cmd = enter.split() + ["ip"] + (["-n", netns] if netns else []) + ["-j"] + args
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True).stdout
     return json.loads(out or "[]")
 
@@ -158,17 +176,17 @@ def classify(link: dict, has_device: bool) -> str:
     return PHYSICAL if has_device else "virtual"
 
 
-def _addresses(netns: str | None) -> dict[str, tuple[str, ...]]:
+def _addresses(netns: str | None, enter: str = "") -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
-    for entry in _ip_json(["-4", "addr", "show"], netns):
+    for entry in _ip_json(["-4", "addr", "show"], netns, enter):
         cidrs = tuple(f"{a['local']}/{a['prefixlen']}" for a in entry.get("addr_info", [])
                       if a.get("family") == "inet")
         out[entry["ifname"]] = cidrs
     return out
 
 
-def _links(netns: str | None) -> list[dict]:
-    return _ip_json(["-d", "link", "show"], netns)
+def _links(netns: str | None, enter: str = "") -> list[dict]:
+    return _ip_json(["-d", "link", "show"], netns, enter)
 
 
 # --- VMs -------------------------------------------------------------------------
@@ -322,6 +340,112 @@ def find_flows(limit: int = 200) -> list[Flow]:
     return flows[:limit]
 
 
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+              7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+
+
+def _hex_addr(text: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (/proc/net/tcp, little-endian IPv4) -> ("127.0.0.1", 8080)."""
+    ip, port = text.split(":")
+    return socket.inet_ntoa(int(ip, 16).to_bytes(4, "little")), int(port, 16)
+
+
+def proc_net_sockets(pid: int) -> list[tuple[str, str, int, str | None, int | None, str, int]]:
+    """IPv4 TCP/UDP sockets of the namespace process ``pid`` is in, from /proc/PID/net/{tcp,udp}
+    (psutil reads only our own namespace's): (proto, lip, lport, rip, rport, state, inode)."""
+    out = []
+    for proto in ("tcp", "udp"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) < 10:
+                continue
+            (lip, lport), (rip, rport) = _hex_addr(f[1]), _hex_addr(f[2])
+            state = int(f[3], 16)
+            if proto == "tcp" and state == 10 or rip == "0.0.0.0":
+                rip, rport = None, None
+            out.append((proto, lip, lport, rip, rport, TCP_STATES.get(state, "") if proto == "tcp" else "",
+                        int(f[9])))
+    return out
+
+
+def socket_owners(pids: list[int]) -> dict[int, tuple[int, str]]:
+    """Socket inode -> (pid, name) of the processes given (their /proc/PID/fd)."""
+    owners: dict[int, tuple[int, str]] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owners.setdefault(int(link[8:-1]), (pid, comm))
+    return owners
+
+
+def namespace_flows(ns: Namespace, pids: list[int], limit: int = 200) -> list[Flow]:
+    """Sockets of another namespace, with their processes, named with the namespace."""
+    if not pids:
+        return []
+    owners = socket_owners(pids)
+    flows = []
+    for proto, lip, lport, rip, rport, state, inode in proc_net_sockets(pids[0]):
+        pid, comm = owners.get(inode, (None, None))
+        flows.append(Flow(proto, lip, lport, rip, rport, state, pid, comm, ns.label, ns.ref or None))
+    flows.sort(key=lambda f: (f.state != "ESTABLISHED", f.protocol, f.local_port))
+    return flows[:limit]
+
+
+def pids_by_namespace() -> dict[int, list[int]]:
+    """Network namespace inode -> the processes in it (lowest pid first)."""
+    out: dict[int, list[int]] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                out.setdefault(os.stat(p / "ns" / "net").st_ino, []).append(int(p.name))
+            except OSError:
+                continue
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def other_namespaces(notes: list[str], with_flows: bool) -> tuple[list[Interface], list[Flow]]:
+    """Interfaces and sockets of every other network namespace (named in `ip netns`, or held
+    by a process): hypervisors are full of them (qrouter/qdhcp, containers)."""
+    interfaces: list[Interface] = []
+    flows: list[Flow] = []
+    own = current_netns()
+    pids = pids_by_namespace() if with_flows else {}
+    for ns in namespaces():
+        if ns.inode == own or not ns.enter:
+            continue
+        try:
+            links = _links(None, ns.enter)
+            addrs = _addresses(None, ns.enter)
+        except (subprocess.SubprocessError, OSError, ValueError) as e:
+            notes.append(f"namespace {ns.label}: `ip link` failed ({_short(e)})")
+            continue
+        for link in links:
+            if link.get("link_type") == "loopback":
+                continue
+            info = link.get("linkinfo") or {}
+            interfaces.append(Interface(
+                name=link["ifname"], ifindex=link["ifindex"], kind=classify(link, False),
+                up="UP" in link.get("flags", []), mac=link.get("address"), mtu=link.get("mtu"),
+                addresses=addrs.get(link["ifname"], ()), master=link.get("master"),
+                driver=info.get("info_kind"), namespace=ns.label, namespace_ref=ns.ref or None))
+        if with_flows:
+            flows += namespace_flows(ns, pids.get(ns.inode, []))
+    return interfaces, flows
+
+
 @dataclass(frozen=True)
 class FlowFilter:
     """One way to fill the context's flow fields from a socket on this host."""
@@ -347,10 +471,11 @@ def flow_filters(flows: list[Flow]) -> list[FlowFilter]:
     def add(label: str, fill: dict) -> None:
         if label not in seen:
             seen.add(label)
+            fill = dict(fill, namespace=f.namespace_ref)  # a field this choice leaves out is cleared
             out.append(FlowFilter(label, {k: v for k, v in fill.items() if v not in (None, "")}))
 
     for f in flows:
-        proto, who = f.protocol, f" [{f.process}]" if f.process else ""
+        proto, who = f.protocol, (f" [{f.process}]" if f.process else "") + _in_ns(f)
         if _is_listener(f):
             ip = None if f.local_ip == "0.0.0.0" else f.local_ip
             add(f"{proto.upper()} to the service on {f.local_ip}:{f.local_port}{who}",
@@ -395,8 +520,9 @@ def _short(e: BaseException) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
 
 
-def discover(netns: str | None = None, with_flows: bool = True) -> Inventory:
-    """Everything the context screen offers.  ``netns`` looks inside a named namespace."""
+def discover(netns: str | None = None, with_flows: bool = True, all_namespaces: bool = False) -> Inventory:
+    """Everything the context screen offers.  ``netns`` looks inside a named namespace;
+    ``all_namespaces`` adds every other namespace's interfaces and sockets, named with it."""
     notes: list[str] = []
     try:
         links = _links(netns)
@@ -433,14 +559,21 @@ def discover(netns: str | None = None, with_flows: bool = True) -> Inventory:
             vm=vm_of.get(name),
             driver=info.get("info_kind") or link.get("parentbus"),
         ))
+    flows = find_flows() if with_flows and netns is None else []
+    if all_namespaces and netns is None:
+        more_ifaces, more_flows = other_namespaces(notes, with_flows)
+        interfaces += more_ifaces
+        flows += more_flows
     return Inventory(
         hostname=socket.gethostname(),
         kernel=os.uname().release,
         interfaces=interfaces,
         vms=vms,
         ovs=ovs,
-        flows=find_flows() if with_flows and netns is None else [],
+        flows=flows,
         notes=notes,
+        namespaces=[(f"{ns.label} ({ns.enter})", ns.ref) for ns in namespaces()
+                    if all_namespaces and netns is None and ns.inode != current_netns() and ns.ref],
     )
 
 
@@ -452,19 +585,27 @@ _FIRST_KINDS = {
 }
 
 
-def choices_for(inv: Inventory | None, kind: str, hint: str | None = None) -> list[tuple[str, str]]:
+def choices_for(inv: Inventory | None, kind: str, hint: str | None = None,
+                netns: str | None = None) -> list[tuple[str, str]]:
     """(label, value) choices a form field of this kind offers, from what was discovered.
 
     ``hint`` is a context field's ``discover:`` (interfaces, physical-interfaces,
-    vm-interfaces, process:NAME); the kinds it names come first.
+    vm-interfaces, process:NAME); the kinds it names come first.  Interfaces are our
+    namespace's by name and others' as ``name@namespace``; with ``netns`` (a form that
+    names a namespace), that namespace's interfaces by name, first.
     """
     if inv is None:
         return []
     if kind == "interface":
         first = _FIRST_KINDS.get(hint or "", ())
         ordered = sorted(inv.interfaces, key=lambda i: (i.kind not in first, first.index(i.kind) if i.kind in first
-                                                        else 0, i.kind == LOOPBACK))
-        return [(i.label(), i.name) for i in ordered]
+                                                        else 0, i.namespace is not None, i.kind == LOOPBACK))
+        if netns:
+            ordered.sort(key=lambda i: i.namespace_ref != str(netns))
+            return [(i.label(), i.name if i.namespace_ref == str(netns) else i.choice) for i in ordered]
+        return [(i.label(), i.choice) for i in ordered]
+    if kind == "netns":
+        return list(inv.namespaces)
     if kind == "pid":
         out = []
         if inv.ovs and inv.ovs.vswitchd_pid and hint in (None, "process:ovs-vswitchd"):

@@ -22,9 +22,14 @@ def build_parser(with_diagnose: bool = True) -> argparse.ArgumentParser:
     add_probe_parsers(sub)
     doctor = sub.add_parser("doctor", help="what this host's kernel offers the probes, and how to fix what is missing")
     doctor.add_argument("--json", action="store_true")
-    from exporter.cli import add_parser as add_exporter_parser
-
-    add_exporter_parser(sub)
+    try:
+        from exporter.cli import add_parser as add_exporter_parser
+    except ImportError as e:  # prometheus_client missing: every other command still works
+        missing = e.name or str(e)
+        exporter = sub.add_parser("exporter", help=f"unavailable here: needs the Python module {missing}")
+        exporter.set_defaults(exporter_missing=missing)
+    else:
+        add_exporter_parser(sub)
     if with_diagnose:
         from .diagnose_cli import add_parsers as add_diagnose_parsers
 
@@ -41,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_probe(args)
     if args.command == "exporter":
+        if getattr(args, "exporter_missing", None):
+            print(f"netsleuth exporter: needs the Python module {args.exporter_missing} "
+                  "(pip install prometheus-client)", file=sys.stderr)
+            return 1
         from exporter.cli import run as run_exporter
 
         return run_exporter(args)

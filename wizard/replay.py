@@ -212,8 +212,6 @@ class RecordedProbe:
     (headless replay); ``exhausted`` tells the step loop there is nothing more.
     """
 
-    streaming = False
-
     def __init__(self, run: RecordedRun, speed: float = 0.0):
         self.run = run
         self.name = run.probe
@@ -222,6 +220,12 @@ class RecordedProbe:
         self._t0: float | None = None
         self.recorded_duration_s = run.duration_s
         self.recorded_params = dict(run.params)  # what this run was recorded with (flag names)
+
+    @property
+    def streaming(self) -> bool:
+        """At a pace its wait returns as records come, like a live event stream's: the step
+        loop reads it at its own cadence, not once per record."""
+        return self.speed > 0
 
     def start(self) -> None:
         if self.run.status in ("unavailable", "error") and not self.run.records:
@@ -348,6 +352,10 @@ class RecordedBackend:
 
     source = build
 
+    def replay_start(self, lib) -> str | None:
+        """Where the recorded walk starts (see replay_start); None: the playbook's start."""
+        return replay_start(lib, self.recording)
+
     def context_prefill(self) -> dict:
         """The context the recording was made with: what the replayed runs measured."""
         return dict(self.recording.context)
@@ -360,6 +368,36 @@ class RecordedBackend:
         return generic_command(name, wanted)
 
 
+def replay_start(lib, recording: Recording) -> str | None:
+    """Where a replay of ``recording`` starts its walk: the symptom's first question when the
+    first recorded run's step is reached from it by answers alone, else that step itself (a
+    recording made from a later step, like the root-cause runs, lacks the probes that begin
+    the symptom's walk, and could never be reached).  None: the playbook's own start."""
+    from playbooks.model import Question
+
+    pb = lib.playbooks.get(recording.symptom)
+    first = next((r.step for r in recording.runs if r.step), None)
+    known = lambda ref: ref in lib.questions or ref in lib.steps  # noqa: E731
+    if pb is None or first is None or not known(first):
+        return None
+    seen, todo = set(), [pb.start]
+    while todo:
+        ref = todo.pop()
+        if ref == first:
+            return None
+        if ref in seen or not known(ref):
+            continue
+        seen.add(ref)
+        node = lib.node(ref)
+        if isinstance(node, Question):
+            todo += [a.goto for a in node.answers]
+    return first
+
+
 def recorded_with(run: RecordedRun) -> str:
-    """'recorded with: dst-ip=10.0.0.2, l4-protocol=udp' (what a replayed run measured)."""
-    return "recorded with: " + (", ".join(f"{k}={v}" for k, v in run.params.items()) or "no filters")
+    """'recorded with: Destination IP 10.0.0.2, Protocol udp' (what a replayed run measured),
+    each filter by its form label."""
+    from probes.registry import PROBES
+
+    titles = {f.name: f.title for f in getattr(PROBES.get(run.probe), "flags", ())}
+    return "recorded with: " + (", ".join(f"{titles.get(k, k)} {v}" for k, v in run.params.items()) or "no filters")

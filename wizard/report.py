@@ -12,6 +12,7 @@ import html
 import json
 import os
 import platform
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -30,6 +31,11 @@ TOP_ROWS = 10
 # How a conclusion starts, by its state (playbooks.engine.Conclusion.state).
 CONCLUSION_HEADS = {"cause": "Cause found.", "open": "No cause found yet.", "nothing-ran": "No result."}
 CommandFor = Callable[[str, dict], str]
+SUDO = "sudo "  # the probes need root: a reproduce line is pasted as it is
+
+
+def as_root(command: str) -> str:
+    return command if command.startswith(SUDO) else SUDO + command
 
 
 # host facts ---------------------------------------------------------------------------
@@ -81,6 +87,8 @@ def _key_results(spec: ProbeSpec, result: dict | None) -> dict | None:
     counters = {k: result.get(k) for k in ("records", "duration_s", "total") + spec.merge.totals if k in result}
     if result.get("other_records"):
         counters["other_records"] = result["other_records"]
+    if result.get("not_a_loss_total"):  # frees counted apart (probes.yaml results.apart)
+        counters["not_a_loss"] = {a["pattern"]: a["count"] for a in result.get("not_a_loss") or []}
     entries = result.get("entries") or []
     rows = []
     for e in entries[:TOP_ROWS]:
@@ -94,8 +102,11 @@ def _key_results(spec: ProbeSpec, result: dict | None) -> dict | None:
             "unit": e.get("unit", "us"), "buckets": e.get("buckets", []), "count": e.get("count"),
             "p50": e.get("p50"), "p99": e.get("p99"), "p99_9": e.get("p99_9"), "max": e.get("max"),
         } for e in entries[:TOP_ROWS]]
-    if entries and entries[0].get("stack"):
-        out["top_stack"] = entries[0]["stack"]
+    # Every shown entry's stack: each drop site has its own path through the kernel.
+    stacks = [{"rank": i, "what": " | ".join(str(v) for v in row if v), "stack": e["stack"]}
+              for i, (e, row) in enumerate(zip(entries[:TOP_ROWS], rows), 1) if e.get("stack")]
+    if stacks:
+        out["stacks"] = stacks
     if (result.get("chart") or {}).get("points"):
         out["chart"] = result["chart"]
     return out
@@ -129,8 +140,14 @@ def _step_view_dict(v: StepView, command_for: CommandFor) -> dict:
             "suggested_by": v.suggested_by, "level": v.level, "command": command_for(v.probe, v.params)}
 
 
+def _internal(lib: Library, name: str) -> bool:
+    cf = lib.context.get(name)
+    return cf is not None and cf.kind == "internal"
+
+
 def build_report(walk: Walk, host: dict, session_id: str | None = None, command_for: CommandFor | None = None,
-                 mode: str = "interactive") -> dict:
+                 mode: str = "interactive", known_fixes: Callable[[list], list[str]] | None = None) -> dict:
+    """``known_fixes(causes)``: fixes read from the live host (wizard.fixes), put before the advice."""
     lib: Library = walk.lib
     command_for = command_for or generic_command
     timeline = []
@@ -163,13 +180,15 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
         "mode": mode,
         "symptom": {"id": walk.symptom, "title": lib.playbooks[walk.symptom].title if walk.symptom in lib.playbooks
                     else walk.symptom},
-        "context": walk.context,
-        "host": host,
+        # What the user said; what netsleuth set itself (the namespace it runs in) is a host fact.
+        "context": {k: v for k, v in walk.context.items() if not _internal(lib, k)},
+        "host": {**host, **{k: v for k, v in walk.context.items() if _internal(lib, k)}},
         "timeline": timeline,
         "findings": [f.to_dict() for f in c.findings],
         "conclusion": {"cause_found": c.cause_found, "state": c.state, "summary": c.summary,
-                       "causes": [f.title for f in c.causes], "fixes": c.fixes,
-                       "chain_title": c.chain_title, "chain": c.chain},
+                       "causes": [f.title for f in c.causes],
+                       "fixes": [*(known_fixes(c.causes) if known_fixes else []), *c.fixes],
+                       "chain_title": c.chain_title, "chain": c.chain, "not_measured": c.not_measured},
         "next_steps": [_step_view_dict(v, command_for) for v in c.open_steps],
     }
 
@@ -229,6 +248,8 @@ def render_markdown(rep: dict) -> str:
         out += [f"### {c['chain_title']}", ""] + [f"{'→ ' if i else ''}{link}  " for i, link in enumerate(c["chain"])] + [""]
     if c["fixes"]:
         out += ["### Suggested fixes", ""] + [f"- {f}" for f in c["fixes"]] + [""]
+    if c.get("not_measured"):
+        out += ["### Not measured on this host", ""] + [f"- {x}" for x in c["not_measured"]] + [""]
     out += ["## Host", ""] + [f"- **{k}**: {v}" for k, v in rep["host"].items()] + [""]
     if rep["context"]:
         out += ["## What you told netsleuth", ""] + [f"- **{k}**: {v}" for k, v in rep["context"].items()] + [""]
@@ -247,7 +268,7 @@ def render_markdown(rep: dict) -> str:
         out += [f"- parameters: {_params_text(t['params'])}"]
         if t.get("asked_params") is not None:
             out += [f"- asked for: {_params_text(t['asked_params'])} (a replay shows the run as recorded)"]
-        out += [f"- reproduce: `{t['command']}`"]
+        out += [f"- reproduce: `{as_root(t['command'])}`"]
         kr = t["key_results"]
         if kr:
             out += [f"- counters: {_params_text(kr['counters'])}"]
@@ -259,8 +280,8 @@ def render_markdown(rep: dict) -> str:
                             f"P99.9 ≤ {h['p99_9']}, max ≤ {h['max']} {h['unit']}"]
             if kr.get("chart"):
                 out += ["", chart_text(kr["chart"])]
-            if kr.get("top_stack"):
-                out += ["", "Top entry's stack:", "", "```"] + kr["top_stack"] + ["```"]
+            for st in kr.get("stacks", []):
+                out += ["", f"Stack of entry {st['rank']} ({st['what']}):", "", "```"] + st["stack"] + ["```"]
         if t["findings"]:
             out += ["", "Findings: " + "; ".join(t["findings"])]
     out += ["", "## Findings", ""]
@@ -282,7 +303,7 @@ def render_markdown(rep: dict) -> str:
             state = f" — not possible here: {s['unavailable']}" if s["unavailable"] else ""
             out += [f"- **{s['title']}** (`{s['probe']}`, tier {s['tier']}, cost: {s['cost']}){state}",
                     f"  - because: {s['suggested_by']}", f"  - parameters: {_params_text(s['params'])}",
-                    f"  - command: `{s['command']}`"]
+                    f"  - command: `{as_root(s['command'])}`"]
     return "\n".join(out) + "\n"
 
 
@@ -355,20 +376,31 @@ svg .mark{fill:#b00020}
 """
 
 
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def inline(text: str) -> str:
+    """Prose as HTML: escaped, and the Markdown `code` spans the playbooks write as <code>."""
+    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text))
+
+
 def render_html(rep: dict) -> str:
-    e = html.escape
+    e, ic = html.escape, inline
     c = rep["conclusion"]
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>netsleuth report: {e(rep['symptom']['title'])}</title><style>{_CSS}</style></head><body>",
            f"<h1>netsleuth report: {e(rep['symptom']['title'])}</h1>",
            f"<p><em>Session {e(str(rep['session'] or '-'))}, {e(rep['created'])}, {e(rep['mode'])}.</em></p>",
            '<h2>Conclusion</h2><div class="conclusion">',
-           f"<p><strong>{e(CONCLUSION_HEADS[c['state']])}</strong> {e(c['summary'])}</p>"]
+           f"<p><strong>{e(CONCLUSION_HEADS[c['state']])}</strong> {ic(c['summary'])}</p>"]
     if c["chain"]:
         out.append(f"<h3>{e(c['chain_title'])}</h3><ol class=\"chain\">" +
-                   "".join(f"<li>{e(link)}</li>" for link in c["chain"]) + "</ol>")
+                   "".join(f"<li>{ic(link)}</li>" for link in c["chain"]) + "</ol>")
     if c["fixes"]:
-        out.append("<h3>Suggested fixes</h3><ul>" + "".join(f"<li>{e(f)}</li>" for f in c["fixes"]) + "</ul>")
+        out.append("<h3>Suggested fixes</h3><ul>" + "".join(f"<li>{ic(f)}</li>" for f in c["fixes"]) + "</ul>")
+    if c.get("not_measured"):
+        out.append("<h3>Not measured on this host</h3><ul>" + "".join(f"<li>{ic(x)}</li>" for x in c["not_measured"])
+                   + "</ul>")
     out.append("</div><h2>Host</h2><table>" +
                "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rep["host"].items()) + "</table>")
     if rep["context"]:
@@ -388,7 +420,7 @@ def render_html(rep: dict) -> str:
                    + f"<li>parameters: {e(_params_text(t['params']))}</li>"
                    + (f"<li>asked for: {e(_params_text(t['asked_params']))} (a replay shows the run as "
                       "recorded)</li>" if t.get("asked_params") is not None else "")
-                   + f"<li>reproduce: <code>{e(t['command'])}</code></li></ul>")
+                   + f"<li>reproduce: <code>{e(as_root(t['command']))}</code></li></ul>")
         kr = t["key_results"]
         if kr:
             out.append(f"<p>counters: {e(_params_text(kr['counters']))}</p>")
@@ -399,30 +431,31 @@ def render_html(rep: dict) -> str:
                 out.append(histogram_svg(h))
             if kr.get("chart"):
                 out.append(chart_svg(kr["chart"]))
-            if kr.get("top_stack"):
-                out.append("<p>Top entry's stack:</p><pre>" + e("\n".join(kr["top_stack"])) + "</pre>")
+            for st in kr.get("stacks", []):
+                out.append(f"<p>Stack of entry {st['rank']} ({e(st['what'])}):</p><pre>" + e("\n".join(st["stack"]))
+                           + "</pre>")
         if t["findings"]:
-            out.append("<p>Findings: " + e("; ".join(t["findings"])) + "</p>")
+            out.append("<p>Findings: " + "; ".join(inline(x) for x in t["findings"]) + "</p>")
     out.append("<h2>Findings</h2>")
     if not rep["findings"]:
         out.append("<p>None.</p>")
     for f in rep["findings"]:
-        out.append(f'<h3 class="{e(f["level"])}">[{e(f["level"])}] {e(f["title"])}</h3><p>{e(f["say"])}</p>')
+        out.append(f'<h3 class="{e(f["level"])}">[{e(f["level"])}] {ic(f["title"])}</h3><p>{ic(f["say"])}</p>')
         if f.get("seen_in"):
             out.append(f"<p>Seen by: {e(', '.join(f['seen_in']))}</p>")
         if f["evidence_lines"]:
-            out.append("<p>Evidence:</p><ul>" + "".join(f"<li>{e(x)}</li>" for x in f["evidence_lines"]) + "</ul>")
+            out.append("<p>Evidence:</p><ul>" + "".join(f"<li>{ic(x)}</li>" for x in f["evidence_lines"]) + "</ul>")
         if f["cause"]:
-            out.append(f"<p>Likely cause: {e(f['cause'])}</p>")
+            out.append(f"<p>Likely cause: {ic(f['cause'])}</p>")
         if f["advice"]:
-            out.append("<p>Advice:</p><ul>" + "".join(f"<li>{e(a)}</li>" for a in f["advice"]) + "</ul>")
+            out.append("<p>Advice:</p><ul>" + "".join(f"<li>{ic(a)}</li>" for a in f["advice"]) + "</ul>")
     if rep["next_steps"]:
         out.append("<h2>Next steps</h2><ul>")
         for s in rep["next_steps"]:
             state = f" — not possible here: {e(s['unavailable'])}" if s["unavailable"] else ""
             out.append(f"<li><strong>{e(s['title'])}</strong> (<code>{e(s['probe'])}</code>, tier {s['tier']}){state}"
-                       f"<br>because: {e(str(s['suggested_by']))}<br>parameters: {e(_params_text(s['params']))}"
-                       f"<br>command: <code>{e(s['command'])}</code></li>")
+                       f"<br>because: {ic(str(s['suggested_by']))}<br>parameters: {e(_params_text(s['params']))}"
+                       f"<br>command: <code>{e(as_root(s['command']))}</code></li>")
         out.append("</ul>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -22,6 +22,10 @@ from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
 READ_EVERY_S = 1.0
+# An event stream's wait returns as soon as events come: it is polled in slices (a stop is
+# seen within one) and read once per READ_EVERY_S, not once per poll (under a flood, every
+# poll would fold and show a handful of events).
+POLL_S = 0.1
 
 
 @dataclass
@@ -48,6 +52,7 @@ def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
     started = now_iso()
     t0 = time.monotonic()
     status, error = "ok", None
+    streaming = bool(getattr(source, "streaming", False) or callable(getattr(source, "poll_events", None)))
 
     def take() -> None:
         records = source.read()
@@ -62,12 +67,16 @@ def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
         source.start()
         t0 = time.monotonic()
         deadline = t0 + duration
+        next_read = t0 + read_every
         while True:
             now = time.monotonic()
             if now >= deadline or (stop is not None and stop.is_set()) or getattr(source, "exhausted", False):
                 break
-            source.wait(min(read_every, deadline - now))
-            take()
+            until = min(next_read, deadline) - now
+            source.wait(max(0.0, min(POLL_S, until) if streaming else until))
+            if not streaming or time.monotonic() >= next_read:
+                take()
+                next_read = max(next_read + read_every, time.monotonic())
         if stop is not None and stop.is_set():
             status = "stopped"
         finish = getattr(source, "finish", None)  # e.g. cpu-burst reports a burst still going on

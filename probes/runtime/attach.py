@@ -21,3 +21,9 @@ def attach_kprobe(bpf, function: str, fn_name: str) -> None:
     """A kprobe on ``function`` running ``fn_name``, or the program freed and a ProbeError."""
     attach_or_unload(bpf, f"kprobe {function}",
                      lambda: bpf.attach_kprobe(event=function.encode(), fn_name=fn_name.encode()))
+
+
+def attach_kretprobe(bpf, function: str, fn_name: str) -> None:
+    """A kretprobe on ``function`` running ``fn_name``, or the program freed and a ProbeError."""
+    attach_or_unload(bpf, f"kretprobe {function}",
+                     lambda: bpf.attach_kretprobe(event=function.encode(), fn_name=fn_name.encode()))

@@ -131,9 +131,16 @@ def _kprobes_available(config: dict[str, str]) -> bool:
     return config.get("CONFIG_KPROBES") == "y" and config.get("CONFIG_KPROBE_EVENTS") == "y"
 
 
-def _version(release: str) -> tuple[int, int]:
+def kernel_version(release: str) -> tuple[int, int]:
     m = re.match(r"(\d+)\.(\d+)", release)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def kernel_hz(config: dict[str, str] | None = None) -> int:
+    """Jiffies per second (CONFIG_HZ); 1000, the largest usual value, when the config is
+    not exposed: a window of HZ jiffies then lasts at least a second."""
+    value = (kernel_config() if config is None else config).get("CONFIG_HZ", "")
+    return int(value) if value.isdigit() and 24 <= int(value) <= 10000 else 1000
 
 
 def _lockdown() -> str | None:
@@ -169,7 +176,7 @@ def detect() -> KernelCaps:
         matching_headers=str(headers) if headers else None,
         tracefs=str(base) if base else None,
         kprobes=_kprobes_available(config),
-        raw_tracepoints=_version(release) >= (4, 17),
+        raw_tracepoints=kernel_version(release) >= (4, 17),
         uprobes=(base is not None and (base / "uprobe_events").exists())
         or Path("/sys/bus/event_source/devices/uprobe").exists(),
         drop_reasons=drop_reason_names(),

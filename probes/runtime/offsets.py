@@ -42,6 +42,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "PTR_RING_CONSUMER_HEAD": ("ptr_ring", "consumer_head"),
     "PTR_RING_SIZE": ("ptr_ring", "size"),
     "PTR_RING_QUEUE": ("ptr_ring", "queue"),
+    "TASK_TGID": ("task_struct", "tgid"),
+    "TASK_SUM_EXEC": ("task_struct", "se.sum_exec_runtime"),
+    "TASK_RUN_DELAY": ("task_struct", "sched_info.run_delay"),
 }
 
 # macro name -> struct whose size the program needs (e.g. netdev_priv() follows net_device).
@@ -80,9 +83,15 @@ MODULE_FIELDS: dict[str, tuple[str, str, str | None]] = {
     "VNET_NVQ_VQ": ("vhost_net", "vhost_net_virtqueue", "vq"),
     "VNET_NVQ_RXQ_HEAD": ("vhost_net", "vhost_net_virtqueue", "rxq.head"),
     "VNET_NVQ_RXQ_TAIL": ("vhost_net", "vhost_net_virtqueue", "rxq.tail"),
-    # kvm (include/linux/kvm_irqfd.h, in kvm.ko's BTF): the irqfd woken by a vq's call eventfd
+    # kvm's public structs (include/linux/kvm_*.h): in vmlinux's BTF when types deduplicate there
+    "IRQFD_KVM": ("kvm", "kvm_kernel_irqfd", "kvm"),
+    "IRQFD_GSI": ("kvm", "kvm_kernel_irqfd", "gsi"),
     "IRQFD_WAIT": ("kvm", "kvm_kernel_irqfd", "wait"),
-    "IRQFD_EVENTFD": ("kvm", "kvm_kernel_irqfd", "eventfd"),
+    "IRQFD_INJECT": ("kvm", "kvm_kernel_irqfd", "inject"),
+    "IRQFD_EVENTFD": ("kvm", "kvm_kernel_irqfd", "eventfd"),  # the eventfd a vhost vq signals
+    "KVM_USERSPACE_PID": ("kvm", "kvm", "userspace_pid"),
+    "VCPU_KVM": ("kvm", "kvm_vcpu", "kvm"),
+    "VCPU_ID": ("kvm", "kvm_vcpu", "vcpu_id"),
 }
 
 _CACHE_FORMAT = 1
@@ -195,12 +204,15 @@ def _btf_of(module: str) -> BTF:
 
 
 def _module_btf(module: str, struct_name: str) -> BTF:
-    try:
-        btf = _btf_of(module)
-        if btf.find(4, struct_name) is not None:  # BTF_KIND_STRUCT
-            return btf
-    except BTFError:
-        pass
+    """The BTF that defines the struct: the module's, else vmlinux's (pahole moves a type
+    that vmlinux also uses there, e.g. struct kvm on Debian 6.1)."""
+    for source in (module, "vmlinux"):
+        try:
+            btf = _btf_of(source)
+            if btf.find(4, struct_name) is not None:  # BTF_KIND_STRUCT
+                return btf
+        except BTFError:
+            pass
     raise OffsetsUnavailable(
         f"needs the {module} module's BTF (/sys/kernel/btf/{module}) for struct {struct_name}: load the module "
         f"(`modprobe {module}`); a kernel without BTF for modules (CONFIG_DEBUG_INFO_BTF_MODULES) cannot tell "

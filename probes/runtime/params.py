@@ -12,6 +12,8 @@ import re
 import socket
 import struct
 
+from .netns import Namespace, ifindex_in, resolve
+
 
 class ParamError(ValueError):
     """A flag's value is not acceptable.  The message names the flag and the accepted form."""
@@ -86,15 +88,27 @@ def choice(flag: str, value: str | None, allowed: tuple[str, ...], default: str)
     return name
 
 
-def interface(flag: str, value: str | None) -> int:
-    """Interface name -> ifindex in this network namespace (0 = any)."""
+def interface(flag: str, value: str | None, ns: "Namespace | None" = None) -> int:
+    """Interface name -> ifindex in this network namespace, or in ``ns`` (0 = any)."""
     name = ifname(flag, value)
     if name is None:
         return 0
     try:
-        return socket.if_nametoindex(name)
+        return ifindex_in(ns, name) if ns is not None else socket.if_nametoindex(name)
     except OSError:
-        raise ParamError(flag, value, "an existing interface (see `ip link`)") from None
+        where = f"`{ns.enter} ip link`" if ns is not None else "`ip link`; in another namespace also give --netns"
+        raise ParamError(flag, value, f"an existing interface (see {where})") from None
+
+
+def netns(flag: str, value: str | int | None) -> "Namespace | None":
+    """A network namespace by its name in `ip netns`, or by a process id inside it (None = ours)."""
+    if value in (None, ""):
+        return None
+    try:
+        return resolve(value)
+    except ValueError:
+        raise ParamError(flag, value, "a network namespace: a name from `ip netns list`, the id of a "
+                                      "process inside it, or its inode as the drop probes report it") from None
 
 
 def ifname(flag: str, value: str | None) -> str | None:
@@ -105,36 +119,6 @@ def ifname(flag: str, value: str | None) -> str | None:
     if not IFNAME_RE.match(name):
         raise ParamError(flag, value, "an interface name (1-15 letters, digits, '_', '.', '-', ':', '@')")
     return name
-
-
-NETNS_DIR = "/run/netns"  # where `ip netns add` names namespaces
-
-
-def netns(flag: str, value: str | int | None) -> str | None:
-    """A named network namespace (`ip netns`), given by name or by its inode number (as the
-    drop probes report it); None for this process's own namespace."""
-    if value in (None, ""):
-        return None
-    text = str(value).strip()
-    try:
-        names = sorted(os.listdir(NETNS_DIR))
-    except OSError:
-        names = []
-    if text.isdigit():
-        inode = int(text)
-        if inode == os.stat("/proc/self/ns/net").st_ino:
-            return None
-        for name in names:
-            try:
-                if os.stat(os.path.join(NETNS_DIR, name)).st_ino == inode:
-                    return name
-            except OSError:
-                continue
-        raise ParamError(flag, value, "a namespace named in `ip netns` (this inode has no name there)")
-    if text not in names or "/" in text:
-        raise ParamError(flag, value, "a namespace named in `ip netns`" + (f" ({', '.join(names[:8])})" if names else
-                                                                            " (there is none)"))
-    return text
 
 
 def integer(flag: str, value: str | int | float | None, lo: int, hi: int, default: int | None = None,

@@ -25,7 +25,8 @@ GUEST_TIMEOUT_S = 900
 VM_GUEST_TIMEOUT_S = 900
 
 
-def guest_run(tmp_path_factory, module: str, results_name: str, timeout: float) -> dict:
+def guest_run(tmp_path_factory, module: str, results_name: str, timeout: float, args: str = "",
+              **run_kw) -> dict:
     """Boot the lab guest once, run ``python3 -m <module>``, return its results JSON."""
     mode = os.environ.get("NETSLEUTH_LAB", "require")
     if mode == "skip":
@@ -34,8 +35,8 @@ def guest_run(tmp_path_factory, module: str, results_name: str, timeout: float) 
         start = time.monotonic()
         image = ensure_image()
         image_s = time.monotonic() - start
-        guest = run(f"python3 -m {module} /lab/{results_name}", timeout=timeout,
-                    results=tmp_path_factory.mktemp("lab"), image=image)
+        guest = run(f"python3 -m {module} /lab/{results_name} {args}", timeout=timeout,
+                    results=tmp_path_factory.mktemp("lab"), image=image, **run_kw)
     except LabUnavailable as e:
         if mode == "require":
             pytest.fail(f"lab VM unavailable: {e} (NETSLEUTH_LAB=auto skips the lab tests on such a host)")
@@ -65,3 +66,16 @@ def vmlab(tmp_path_factory) -> dict:
         pytest.fail(f"the lab guest cannot run a nested VM: {results['nesting_unavailable']}")
     return results
 
+
+
+# The soak's size in CI; a longer one on demand (NETSLEUTH_SOAK_CYCLES=1000, docs/lab.md).
+SOAK_CYCLES = int(os.environ.get("NETSLEUTH_SOAK_CYCLES", "60"))
+
+
+@pytest.fixture(scope="session")
+def soaklab(tmp_path_factory) -> dict:
+    """The attach/detach soak (tests/lab/soak.py), a boot of its own.  Single-threaded TCG:
+    multi-threaded TCG crashes the guest in kernel text patching (docs/lab.md)."""
+    timeout = 300 + SOAK_CYCLES * 4
+    return guest_run(tmp_path_factory, "tests.lab.soak", "soak.json", timeout,
+                     f"--cycles {SOAK_CYCLES} --kills 2", tcg=os.environ.get("NETSLEUTH_LAB_TCG", "single"))

@@ -74,10 +74,10 @@ class GuestRun:
 TCG_THREAD = os.environ.get("NETSLEUTH_LAB_TCG", "multi")
 
 
-def qemu_command(image: Image, results: Path, memory: str = "5G") -> list[str]:
+def qemu_command(image: Image, results: Path, memory: str = "5G", tcg: str = TCG_THREAD) -> list[str]:
     return [
         "qemu-system-x86_64", "-name", "netsleuth-lab",
-        "-accel", f"tcg,thread={TCG_THREAD}", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",
+        "-accel", f"tcg,thread={tcg}", "-cpu", "max", "-smp", "2", "-m", memory, "-M", "q35",
         "-nic", "none", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-bios", str(QBOOT),
         "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_ARGS,
@@ -138,7 +138,8 @@ def _wait_watching_console(proc: subprocess.Popen, console: Path, limit: float) 
     return False
 
 
-def run(command: str, timeout: float = 600, results: Path | None = None, image: Image | None = None) -> GuestRun:
+def run(command: str, timeout: float = 600, results: Path | None = None, image: Image | None = None,
+        tcg: str = TCG_THREAD) -> GuestRun:
     """Boot the guest, run ``command`` with /bin/sh in /netsleuth, power off.
 
     ``timeout`` bounds the command inside the guest; the whole guest gets
@@ -159,7 +160,7 @@ def run(command: str, timeout: float = 600, results: Path | None = None, image: 
     with open(root / "guest.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one guest at a time on this machine
         started = time.monotonic()
-        proc = subprocess.Popen(qemu_command(image, results), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(qemu_command(image, results, tcg=tcg), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         timed_out = False
         try:

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     from probes.registry import PROBES
 
-    out: dict = {"cycles": args.cycles, "kills": args.kills, "uname": " ".join(os.uname())}
+    out: dict = {"steps": {}, "cycles": args.cycles, "kills": args.kills, "uname": " ".join(os.uname())}
     T.modprobe("veth")
     T.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
     T.start_ovs()
@@ -86,7 +86,9 @@ def main(argv: list[str]) -> int:
     load = traffic(sysnet)
     times = []
     try:
-        for _ in range(args.cycles):
+        for n in range(args.cycles):
+            if n % 10 == 0:
+                print(f"[soak] cycle {n}", flush=True)  # where a crash happened, in the output
             t0 = time.monotonic()
             for p, h in hooks:
                 cycle(p.bpf, h)
@@ -106,7 +108,7 @@ def main(argv: list[str]) -> int:
         for _ in range(args.kills):
             proc = subprocess.Popen(NETSLEUTH + ["probe", "drop-summary", "--attach", "kprobe", "--json"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            attached = "Tracing" in proc.stderr.readline()
+            attached = any("Tracing" in line for line in iter(proc.stderr.readline, ""))
             time.sleep(random.uniform(0, 2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -119,7 +121,7 @@ def main(argv: list[str]) -> int:
     out["kill_runs"] = kills
     out["upcalls_total"] = br.upcall_stats()["missed"] - missed_before
     out["kprobes_left"] = kprobes_registered()
-    out["total_s"] = round(time.monotonic() - start, 1)
+    out["total_s"] = out["steps"]["soak"] = round(time.monotonic() - start, 1)
     args.out.write_text(json.dumps(out, indent=1))
     return 0
 

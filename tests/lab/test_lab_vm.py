@@ -49,3 +49,10 @@ def test_vm_probes_detach(vmlab):
     for name, p in vmlab["probes"].items():
         assert p["returncode"] == 0, (name, p["stderr"])
         assert "Traceback" not in p["stderr"], (name, p["stderr"])
+
+
+def test_the_autopilot_names_the_full_tap_ring_from_the_vm_symptom(vmlab):
+    a = vmlab["autopilot_ring"]
+    assert a["returncode"] == 0, a["stderr"]
+    assert a["causes"][0] == "tun-ring-overflow", a
+    assert "Traceback" not in a["stderr"]

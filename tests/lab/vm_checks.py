@@ -10,6 +10,8 @@ counter, the VM's own counters (tests/lab/nested_vm.py), a pause of known length
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +20,11 @@ from pathlib import Path
 from tests.lab import nested_vm
 from tests.lab import topology as T
 from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe
+from tests.lab.vm_checks_kvm import check_kvm_irqfd, start_kvm_probe
 from tests.lab.vm_checks_vhost import check_vhost
-from tests.netenv import send_udp
+from tests.netenv import NETSLEUTH, send_udp
 
+AUTOPILOT_LIMIT_S = 420  # compiles under TCG take tens of seconds per step
 RING = 64  # the tap's txqueuelen during the overflow check: its ring's size
 OVERFLOW = dict(sport=41001, dport=7801, count=1000)
 CONTROL = dict(sport=41002, dport=7802, count=200)
@@ -66,6 +70,32 @@ def check_ring_overflow(br: T.Bridge, sysnet: T.SystemPath, vm: nested_vm.Nested
     return out
 
 
+def check_autopilot_ring_overflow(vm: nested_vm.NestedVm) -> dict:
+    """The autopilot, told only the VM's tap, while the VM is stopped and datagrams keep
+    coming for it (from before its first probe attaches until it is done)."""
+    T.sh("ip", "link", "set", vm.tap, "txqueuelen", str(RING))
+    report = Path("/tmp/autopilot-ring")
+    cmd = NETSLEUTH + ["diagnose", "--symptom", "vm-network", "--vm-interface", vm.tap, "--autopilot",
+                       "--duration", "8", "--report", str(report), "--sessions", "/tmp/autopilot-sessions"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    vm.pause()
+    try:
+        while proc.poll() is None and time.monotonic() - start < AUTOPILOT_LIMIT_S:
+            send_udp(vm.ip, 7803, 100, sport=41003)
+            time.sleep(1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        vm.resume()
+    out, err = proc.communicate()
+    path = report / "report.json"
+    findings = json.loads(path.read_text())["findings"] if path.exists() else []
+    return {"returncode": proc.returncode, "seconds": round(time.monotonic() - start, 1),
+            "causes": [f["rule"] for f in findings if f["explains"]], "rules": [f["rule"] for f in findings],
+            "stderr": err[-3000:]}
+
+
 def main(argv: list[str]) -> int:
     rec = Recorder(Path(argv[0] if argv else "/lab/vm_results.json"))
     rec.data["boot_uptime_s"] = T.uptime()
@@ -89,12 +119,17 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         ring_f = pool.submit(start_probe, "tun-ring-monitor", "--device", vm.tap, "-i", "1", "--json")
+        kvm_probe = start_kvm_probe(vm)  # compiles in its own process meanwhile
         with rec.step("probes_attach"):
             ring_probe = ring_f.result()
         with rec.step("tun_ring"):
             rec.data["tun_ring"] = check_ring_overflow(br, sysnet, vm, ring_probe)
         with rec.step("probes_stop"):
             rec.data["probes"] = {"tun-ring-monitor": stop_probe(ring_probe)}
+        with rec.step("kvm_irqfd"):
+            rec.data["kvm_irqfd"] = check_kvm_irqfd(br, vm, kvm_probe)
+        with rec.step("autopilot_ring"):
+            rec.data["autopilot_ring"] = check_autopilot_ring_overflow(vm)
         with rec.step("vhost"):
             check_vhost(br, vm, rec.data.setdefault("vhost", {}))  # what a failed phase leaves is kept
     finally:

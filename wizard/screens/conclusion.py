@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Static
+from textual.widgets import Button, Input, Static
 
 from ..report import CONCLUSION_HEADS
 from .base import WizardScreen
@@ -16,7 +16,8 @@ HEAD_STYLE = {"cause": "green", "open": "yellow", "nothing-ran": "red"}
 
 class ConclusionScreen(WizardScreen):
     HELP = ("The diagnosis so far: the cause when one was found, the fixes the guide suggests, and "
-            "what is still open. w writes the report (Markdown, JSON and HTML) with every step, "
+            "what is still open. w writes the report (Markdown, JSON and HTML; to the directory in the "
+            "field beside the button, Enter there writes it too) with every step, "
             "its parameters, results and the commands to reproduce it. Esc goes back to pick "
             "another step.")
     BINDINGS = [Binding("w", "save", "Write report"), Binding("n", "new", "New diagnosis")]
@@ -34,8 +35,13 @@ class ConclusionScreen(WizardScreen):
                     f"  {'→ ' if i else '  '}{escape(link)}" for i, link in enumerate(c.chain)), id="conclusion-chain")
             for f in c.causes:
                 yield Static(finding_markup(f), classes=f"finding level-{f.level}")
-            if c.fixes:
-                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in c.fixes))
+            known = getattr(self.app.backend, "known_fixes", None)
+            fixes = [*(known(c.causes) if known else []), *c.fixes]
+            if fixes:
+                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in fixes))
+            if c.not_measured:
+                yield Static("[b]Not measured on this host[/b]\n" + "\n".join(f"  • {escape(x)}" for x in c.not_measured),
+                             id="not-measured")
             others = [f for f in c.findings if f not in c.causes]
             if others:
                 yield Static("[b]Other findings[/b]\n" + "\n".join(f"  • {escape(f.title)}" for f in others))
@@ -46,17 +52,25 @@ class ConclusionScreen(WizardScreen):
                     for s in c.open_steps[:5]))
         yield Static("", id="report-paths")
         with Horizontal(classes="buttons"):
+            yield Input(str(self.app.report_dir()), id="report-dir", compact=True,
+                        tooltip="Report directory: report.md, report.json and report.html go there")
             yield Button("Write report (w)", id="save", variant="primary", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#save", Button).focus()
+        self.query_one("#conclusion-body").focus()  # ↑↓ / PgUp PgDn scroll it at once; w writes the report
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
             self.action_save()
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "report-dir":
+            self.action_save()
+
     def action_save(self) -> None:
-        paths = self.app.save_report()
+        directory = self.query_one("#report-dir", Input).value.strip()
+        changed = directory and directory != str(self.app.report_dir())
+        paths = self.app.save_report(directory=directory if changed else None)
         if paths:
             self.clear_error()
             self.query_one("#report-paths", Static).update(

@@ -10,8 +10,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Select, Static
 
 from probes.base import Flag
+from probes.runtime.params import ParamError
 
-from ..contextvals import context_flag, typed
+from ..contextvals import NAMESPACE, context_flag, split_namespaced, typed
 from ..discovery import choices_for, flow_filters
 from ..widgets.param_form import ParamForm
 from .base import WizardScreen
@@ -24,7 +25,7 @@ def optional(validate):
     return check
 
 
-FLOW_FIELDS = ("src_ip", "dst_ip", "src_port", "dst_port", "l4_protocol")
+FLOW_FIELDS = ("src_ip", "dst_ip", "src_port", "dst_port", "l4_protocol", NAMESPACE)
 
 
 class ContextScreen(WizardScreen):
@@ -76,6 +77,10 @@ class ContextScreen(WizardScreen):
             if dest in present:
                 form.set_value(dest, fill.get(dest))
 
+    def on_param_form_changed(self, event: ParamForm.Changed) -> None:
+        if not event.form.validate():  # fixed: the error said on Continue is over
+            self.clear_error()
+
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.action_next()
 
@@ -91,5 +96,10 @@ class ContextScreen(WizardScreen):
             return
         self.clear_error()
         kinds = {cf.name: cf.kind for cf in self.fields}
-        context = {k: typed(kinds.get(k, ""), v) for k, v in form.values().items()}
+        try:  # an interface picked in another namespace sets the namespace too
+            values = split_namespaced(self.app.lib, form.values())
+        except ParamError as e:
+            self.show_error(str(e))
+            return
+        context = {k: typed(kinds.get(k, ""), v) for k, v in values.items()}
         self.app.start_walk(self.playbook.id, self.start, context)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Static
+from textual.widgets import Button, Markdown, Static
 
 from .base import WizardModal
 
@@ -25,8 +27,10 @@ GENERAL_HELP = """\
   3 Root cause  stacks, locks, CPU: why?
 
 Every probe the wizard runs is also a plain command (`netsleuth probe …`),
-shown on the step screen so you can rerun it by hand.
-"""
+shown on the step screen so you can rerun it by hand."""
+
+# The diagnosis guide shipped with netsleuth (the wizard's help opens it).
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 
 
 class Confirm(WizardModal):
@@ -67,8 +71,29 @@ class ConfirmDiscard(Confirm):
     TITLE, YES, NO = "Discard this run?", "Discard (y)", "Keep running (n)"
 
 
+class GuideScreen(WizardModal):
+    """docs/guide.md, readable inside the wizard (scroll with the arrows, PgUp/PgDn)."""
+
+    BINDINGS = [Binding("escape,q", "dismiss_modal", "Close")]
+
+    def compose(self):
+        try:
+            text = GUIDE.read_text(encoding="utf-8")
+        except OSError as e:
+            text = f"# The guide\n\nIt should be at `{GUIDE}` but cannot be read: {e.strerror}."
+        with VerticalScroll(classes="dialog help guide", id="guide-scroll"):
+            yield Markdown(text, id="guide")
+            yield Static(f"[dim]{escape(str(GUIDE))} — Esc closes[/dim]")
+
+    def on_mount(self) -> None:
+        self.query_one("#guide-scroll").focus()
+
+
 class HelpScreen(WizardModal):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss_modal", "Close")]
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss_modal", "Close"), Binding("g", "guide", "The guide")]
+
+    def action_guide(self) -> None:
+        self.app.push_screen(GuideScreen())
 
     def __init__(self, screen_help: str, keys: list[tuple[str, str]]):
         super().__init__()
@@ -77,6 +102,8 @@ class HelpScreen(WizardModal):
 
     def compose(self):
         with VerticalScroll(classes="dialog help"):
+            yield Static("[b]The method[/b] behind the wizard (decision tree, tools, a worked case): "
+                         "[b]g[/b] opens the guide, docs/guide.md", classes="dialog-body", id="guide-link")
             if self.screen_help:
                 yield Static(self.screen_help, classes="dialog-body")
             if self.keys:

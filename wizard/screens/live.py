@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 from rich.markup import escape
 from textual.binding import Binding
@@ -21,11 +22,16 @@ from textual.widgets import DataTable, Static
 
 from ..replay import same_filters
 from ..report import hist_title
-from ..steprun import run_source
+from ..steprun import READ_EVERY_S, run_source
 from ..widgets.charts import Log2Plot, RatePlot, TimelinePlot
 from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
 from .base import WizardScreen
 from .dialogs import ConfirmDiscard
+
+
+# The share of the time an event stream may spend decoding: under a flood the rest is counted
+# as lost in the kernel, and the UI keeps the GIL most of the time (keys within 200 ms).
+DECODE_SHARE = 0.1
 
 
 class ProbeRun:
@@ -33,13 +39,17 @@ class ProbeRun:
     (wizard.steprun.run_source: start, read every second, stop at the duration or on request,
     close on every way out).  Progress goes to the screen as messages (thread-safe)."""
 
-    def __init__(self, source, probe: str, spec, duration: float, post, on_records=None):
+    def __init__(self, source, probe: str, spec, duration: float, post, on_records=None,
+                 read_every: float = READ_EVERY_S):
         self.source = source
+        if hasattr(source, "decode_share"):  # an event stream shares the GIL with the UI
+            source.decode_share = DECODE_SHARE
         self.probe = probe
         self.spec = spec  # playbooks.model.ProbeSpec
         self.duration = duration
         self.post = post
         self.on_records = on_records  # e.g. a Recorder (--record)
+        self.read_every = read_every
         self.stop_requested = threading.Event()
         self.closed = threading.Event()
         self.started_at: float | None = None
@@ -48,6 +58,9 @@ class ProbeRun:
 
     def stop(self) -> None:
         self.stop_requested.set()
+        interrupt = getattr(self.source, "interrupt", None)  # an event stream: end its poll now
+        if callable(interrupt):
+            interrupt()
 
     @property
     def elapsed(self) -> float:
@@ -59,7 +72,8 @@ class ProbeRun:
         try:
             self.outcome = run_source(_Announced(self.source, self._started), self.probe, self.spec,
                                       self.duration, stop=self.stop_requested, on_records=self._records,
-                                      on_update=lambda result: self.post(ProbeUpdate(result)))
+                                      on_update=lambda result: self.post(ProbeUpdate(result)),
+                                      read_every=self.read_every)
             self.post(ProbeFinished(self.outcome.status, self.outcome.error))
         except Exception as exc:  # noqa: BLE001 - a bug below run_source: shown in the panel, logged
             self.post(ProbeFinished("error", f"{type(exc).__name__}: {exc}", exc))
@@ -131,6 +145,7 @@ class LiveScreen(WizardScreen):
     """What both live views share: the run, the status line, the counters, stop and back."""
 
     BINDINGS = [Binding("s", "stop", "Stop & see findings"), Binding("escape", "back", "Back (discard, asks)")]
+    READ_EVERY_S = READ_EVERY_S
 
     def __init__(self, view, values: dict, spec, depth: int):
         super().__init__()
@@ -162,7 +177,7 @@ class LiveScreen(WizardScreen):
             note.update(("[yellow]A replay shows the run as recorded, not the filters asked for[/yellow]: "
                          if differs else "") + escape(describe()))
         self.run = ProbeRun(source, self.view.probe, self.spec, self.duration, self.post_message,
-                            self.app.recorder_for(self.view, self.values))
+                            self.app.recorder_for(self.view, self.values), self.READ_EVERY_S)
         self.app.track_run(self.run)
         self.run_worker(self.run, thread=True, group="probe", name=f"probe {self.view.probe}", exit_on_error=False)
         self.set_interval(0.5, self._tick)
@@ -217,8 +232,8 @@ class LiveScreen(WizardScreen):
                  "stopping": "stopping…", "done": f"done after {elapsed:.0f} s",
                  "failed": "[red]failed[/red]"}.get(self.state, self.state)
         attach = f" — {escape(self.attach)}" if self.attach else ""
-        self.query_one("#live-status", Static).update(state + attach)
-        self.query_one("#live-counters", Static).update(self.counters())
+        _update(self.query_one("#live-status", Static), state + attach)
+        _update(self.query_one("#live-counters", Static), self.counters())
 
     def counters(self) -> str:
         return ""
@@ -251,6 +266,13 @@ class LiveScreen(WizardScreen):
             self.run.stop()
             self.app.untrack_run(self.run)
         self.app.pop_screen()
+
+
+def _update(widget: Static, text: str) -> None:
+    """Update a line only when it changed: each update lays the screen out again."""
+    if getattr(widget, "_shown", None) != text:
+        widget._shown = text
+        widget.update(text)
 
 
 DEFAULT_TOP = 10
@@ -375,10 +397,23 @@ def _short(v) -> str:
     return str(v)
 
 
+EVENT_ROWS = 60  # the newest events listed (the selected one in full below); each read redraws them
+
+
 class LiveDetailsScreen(LiveScreen):
+    READ_EVERY_S = 0.5  # the list's newest rows are at most this old (plus a poll)
     HELP = ("The Details probe reports each matching event (here: each dropped packet) as it happens. "
             "Move in the list with ↑/↓: the selected packet's fields and kernel stack show below.\n"
+            "While you look at an older row the list stands still; End goes back to the newest. Under a "
+            "flood only the newest events are listed and the others counted as 'not listed' (the findings "
+            "count every event received); "
+            "'lost' are events the kernel held back because the probe fell behind.\n"
             "Press s to stop early and see the findings. Esc discards this run.")
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.skipped = 0  # events not listed (more in a read than the list holds)
+        self.waiting: deque = deque(maxlen=EVENT_ROWS)  # newest events, while the user looks at older ones
 
     def body(self):
         yield Static("", id="live-status")
@@ -388,7 +423,7 @@ class LiveDetailsScreen(LiveScreen):
             yield TimelinePlot(self.spec.chart.title, id="live-chart")
         with Vertical(id="details-split"):
             m = self.spec.merge
-            yield EntryTable(event_columns(m.record, m.key, m.distinct), limit=500, id="live-events")
+            yield EntryTable(event_columns(m.record, m.key, m.distinct), limit=EVENT_ROWS, id="live-events")
             with VerticalScroll(id="event-detail-box"):
                 yield Static("[dim]no event yet[/dim]", id="event-detail")
 
@@ -399,21 +434,45 @@ class LiveDetailsScreen(LiveScreen):
             for point in filter(None, map(chart.point, records)):
                 plot.push(*point)
         events = [r for r in records if r.get("type") == m.record]
-        if events:
-            table = self.query_one("#live-events", EntryTable)
-            if not table.items and m.record != "drop":  # columns from what the events carry
-                table.set_columns(event_columns(m.record, m.key, m.distinct, events[0]))
-            table.append(events)
+        if not events:
+            return
+        table = self.query_one("#live-events", EntryTable)
+        if not table.items and not self.waiting and m.record != "drop":  # columns from what the events carry
+            table.set_columns(event_columns(m.record, m.key, m.distinct, events[0]))
+        # Only the newest rows of a read are listed: a flood's thousands a second are counted
+        # (the findings fold every event received), not drawn.  While the user looks at an
+        # older row, the list stands still and the newest wait.
+        newest = events[-table.limit:]
+        self.skipped += len(events) - len(newest)
+        if table.following:
+            table.append(newest)
             self._show_event(table.selected())
+        else:
+            self.skipped += max(0, len(self.waiting) + len(newest) - table.limit)
+            self.waiting.extend(newest)
+        self._tick()
+
+    def _catch_up(self) -> None:
+        """Back on the newest row: the rows that waited meanwhile are listed."""
+        table = self.query_one("#live-events", EntryTable)
+        if self.waiting and table.following:
+            waiting, self.waiting = list(self.waiting), deque(maxlen=table.limit)
+            table.append(waiting)
 
     def _show_event(self, e: dict | None) -> None:
         if e is not None:
             self.query_one("#event-detail", Static).update(event_text(e))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._catch_up()
         self._show_event(self.query_one("#live-events", EntryTable).selected())
 
     def counters(self) -> str:
         r = self.result
+        listed = ""
+        if self.skipped:
+            listed = f"  ·  not listed {self.skipped:,}"
+        if self.waiting:
+            listed += f"  ·  [yellow]{len(self.waiting):,} newer: End[/yellow]"
         return (f"events [b]{r.get('total', 0):,}[/b]  ·  {len(r['entries'])} distinct  ·  "
-                f"lost {lost_count(r):,}")
+                f"lost {lost_count(r):,}{listed}")

@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Static
 
+from playbooks.engine import first_sentence
 from probes.runtime.params import ParamError
 
 from ..backends import flag_values
@@ -19,8 +20,20 @@ from ..widgets.param_form import ParamForm
 from .base import WizardScreen
 
 TIER_NAMES = {1: "Summary", 2: "Details", 3: "Root cause"}
+# Flags that narrow what a Details probe reports to one flow, device or process.
+FILTER_KINDS = ("ipv4", "port", "interface", "mac", "pid", "tids")
+UNFILTERED = ("[yellow]No filter set[/yellow]: this Details probe reports [b]every[/b] matching event on the host "
+              "(each dropped packet, say). Fill in the flow (at least the destination) or run the Summary "
+              "first: it finds the flow and fills these fields for you.")
+
+
+def unfiltered(view, flags, values: dict) -> bool:
+    """A Details step (one event each) with none of its flow / device / process filters set."""
+    filters = [f for f in flags if f.kind in FILTER_KINDS]
+    return view.tier == 2 and bool(filters) and not any(values.get(f.dest) not in (None, "") for f in filters)
 # Flags the wizard sets itself: it reads the probe every second and stops it at the duration.
 HIDDEN_FLAGS = ("interval",)
+
 
 
 def replay_note(backend, probe: str, values: dict) -> str:
@@ -45,8 +58,10 @@ class StepScreen(WizardScreen):
         self.view = view
         self.depth = depth
         walk = self.app.walk
-        # This step cannot run here, but another one does the job (vm-network's TUN steps).
-        self.instead = walk.fallback() if view.unavailable and walk and walk.current_ref == view.ref else None
+        # This step cannot run here: the steps the playbook offers instead that can (its `fallback:`).
+        current = bool(view.unavailable) and walk is not None and walk.current_ref == view.ref
+        self.alternatives = [v for v in walk.fallbacks() if v.unavailable is None] if current else []
+        self.instead = self.alternatives[0] if self.alternatives else None
 
     def heading(self) -> str:
         return f"Next step: {self.view.title}"
@@ -67,27 +82,36 @@ class StepScreen(WizardScreen):
             ], width=9), id="step-facts")
             yield Static(escape(" ".join(v.why.split())), classes="hint")
             if v.unavailable:
-                yield Static(f"[b]Cannot run on this host:[/b] {escape(v.unavailable)}", classes="unavailable")
-            if self.instead is not None:
-                yield Static(f"[b]Instead:[/b] {escape(self.instead.title)} ({escape(self.instead.probe)}, tier "
-                             f"{self.instead.tier}) — Ctrl+R opens it.", classes="hint", id="instead")
-            if flags:
+                yield Static(f"[b]Cannot run on this host:[/b] {escape(v.unavailable)}\n"
+                             f"[b]What it would add:[/b] {escape(first_sentence(v.why))}", classes="unavailable")
+                if self.alternatives:
+                    yield Static("[b]Instead, what can run here[/b] (Ctrl+R: the first):\n" + "\n".join(
+                        f"  • {escape(a.title)} ({escape(a.probe)}, tier {a.tier}: {TIER_NAMES.get(a.tier, '')})"
+                        for a in self.alternatives), classes="hint", id="instead")
+                else:
+                    yield Static("Nothing else can stand in for it on this host. Esc goes back to pick another "
+                                 "step.", classes="hint", id="instead")
+            if flags and not v.unavailable:  # a probe that cannot run has nothing to fill in
                 inv = self.app.inventory
-                options = {f.dest: choices_for(inv, f.kind) for f in flags}
+                options = {f.dest: choices_for(inv, f.kind, netns=values.get("netns")) for f in flags}
                 yield ParamForm(flags, values, options=options, hide=HIDDEN_FLAGS,
                                 validator=self.app.backend_validator, id="step-form")
         yield Static("", id="replay-note")
+        yield Static(UNFILTERED, id="unfiltered")
         yield Static("", id="command-line")
         with Horizontal(classes="buttons"):
-            label = "Run (Ctrl+R)" if self.instead is None else f"Instead: {self.instead.probe} (Ctrl+R)"
-            yield Button(label, id="run", variant="primary", disabled=bool(v.unavailable) and self.instead is None,
-                         compact=True)
+            if not v.unavailable:
+                yield Button("Run (Ctrl+R)", id="run", variant="primary", compact=True)
+            for i, alt in enumerate(self.alternatives):
+                yield Button(f"Instead: {alt.probe}" + (" (Ctrl+R)" if i == 0 else ""), id=f"instead-{i}",
+                             variant="primary" if i == 0 else "default", compact=True)
 
     def on_mount(self) -> None:
         self._update_command()
         fields = self.query("#step-form Input, #step-form Select, #step-form Checkbox")
-        if not self.view.unavailable or self.instead is not None:
-            self.query_one("#run", Button).focus()
+        buttons = self.query("#run, #instead-0")
+        if buttons:
+            buttons.first().focus()
         elif fields:
             fields.first().focus()
 
@@ -97,6 +121,8 @@ class StepScreen(WizardScreen):
 
     def _update_command(self) -> None:
         form = self.form()
+        self.query_one("#unfiltered", Static).display = form is not None and unfiltered(
+            self.view, form.flags, form.values())
         line = self.query_one("#command-line", Static)
         if form is None:
             line.update("")
@@ -115,8 +141,10 @@ class StepScreen(WizardScreen):
         self.query_one("#replay-note", Static).update(note)
         self.query_one("#replay-note", Static).display = bool(note)
 
-    def on_param_form_changed(self, _event: ParamForm.Changed) -> None:
+    def on_param_form_changed(self, event: ParamForm.Changed) -> None:
         self._update_command()
+        if not event.form.validate():  # fixed: the error said when Run was pressed is over
+            self.clear_error()
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.action_run()
@@ -124,6 +152,8 @@ class StepScreen(WizardScreen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "run":
             self.action_run()
+        elif (event.button.id or "").startswith("instead-"):
+            self.app.choose_step(self.alternatives[int(event.button.id.split("-", 1)[1])])
 
     def action_run(self) -> None:
         if self.instead is not None:
@@ -141,7 +171,7 @@ class StepScreen(WizardScreen):
         try:
             self.app.backend.check(self.view.probe, values)  # the whole set, as the probe will see it
         except ParamError as e:
-            self.show_error(str(e))
+            self.show_error(form.explain(e) if form else str(e))
             return
         self.clear_error()
         kinds = {f.name: f.kind for f in self.app.backend.flags(self.view.probe)}

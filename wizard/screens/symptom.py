@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from rich.markup import escape
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from playbooks.engine import first_sentence
+
 from .base import WizardScreen
+from .dialogs import GuideScreen
 
 
 class SymptomScreen(WizardScreen):
     HEADING = "What is the problem?"
+    # Said in the footer (the list's own keys are not): how to move and choose.
+    BINDINGS = [Binding("up", "move('up')", "Move", key_display="↑↓", priority=True),
+                Binding("down", "move('down')", "Move", show=False, priority=True),
+                Binding("enter", "choose", "Choose", key_display="⏎", priority=True),
+                Binding("g", "guide", "The guide")]
     HELP = ("Pick the symptom you see. netsleuth then asks for what it needs to know (addresses, "
             "interface…) and runs the cheap Summary probe first.\n"
             "The rows under 'Jump straight to' are the guide's quick-reference table: they start at "
@@ -20,8 +29,11 @@ class SymptomScreen(WizardScreen):
     def body(self):
         lib = self.app.lib
         options: list[Option | None] = []
+        recorded = _recorded_symptom(self.app.backend)
         for pb in sorted(lib.playbooks.values(), key=_guide_order):
-            label = Text.from_markup(f"[b]{escape(pb.title)}[/b]\n  [dim]{escape(_first_sentence(pb.summary))}[/dim]")
+            mark = "  [green](the recording's: replays it)[/green]" if pb.id == recorded else ""
+            label = Text.from_markup(f"[b]{escape(pb.title)}[/b]{mark}\n  "
+                                     f"[dim]{escape(first_sentence(pb.summary))}[/dim]")
             options.append(Option(label, id="symptom:" + pb.id))
         if lib.quick_reference:
             options.append(None)
@@ -32,7 +44,20 @@ class SymptomScreen(WizardScreen):
         yield OptionList(*options, id="symptoms")
 
     def on_mount(self) -> None:
-        self.query_one("#symptoms", OptionList).focus()
+        symptoms = self.query_one("#symptoms", OptionList)
+        symptoms.focus()
+        recorded = _recorded_symptom(self.app.backend)
+        if recorded is not None:  # a replay: its symptom is the one to pick
+            symptoms.highlighted = symptoms.get_option_index("symptom:" + recorded)
+
+    def action_move(self, way: str) -> None:
+        getattr(self.query_one("#symptoms", OptionList), f"action_cursor_{way}")()
+
+    def action_choose(self) -> None:
+        self.query_one("#symptoms", OptionList).action_select()
+
+    def action_guide(self) -> None:
+        self.app.push_screen(GuideScreen())
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         kind, _, key = (event.option.id or "").partition(":")
@@ -52,7 +77,7 @@ def _guide_order(pb) -> tuple[int, str]:
     return (GUIDE_ORDER.index(pb.id) if pb.id in GUIDE_ORDER else len(GUIDE_ORDER), pb.title)
 
 
-def _first_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    end = text.find(". ")
-    return text if end < 0 else text[: end + 1]
+
+def _recorded_symptom(backend) -> str | None:
+    recording = getattr(backend, "recording", None)
+    return getattr(recording, "symptom", None)

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from probes.base import Flag
+from probes.base import Flag, MissingFlag
 from probes.runtime.params import ParamError
 
 from .panels import Guarded
@@ -27,6 +27,26 @@ PLACEHOLDERS = {
 
 def yes_no(checked: bool) -> str:
     return "yes" if checked else "no"
+
+
+class YesNo(Checkbox):
+    """A checkbox whose box is empty when off (Textual's shows a dimmed X either way, which
+    reads as "checked" on a terminal without colours), labelled yes / no."""
+
+    def __init__(self, checked: bool, **kw):
+        super().__init__(yes_no(checked), value=checked, **kw)
+        self.BUTTON_INNER = "X" if checked else " "
+
+    def watch_value(self) -> None:
+        self.BUTTON_INNER = "X" if self.value else " "
+        self.label = yes_no(self.value)
+
+
+def in_words(error: ParamError, label: str) -> str:
+    """A flag's error said with the form's name of the field (the flag is for the command line)."""
+    if isinstance(error, MissingFlag):
+        return f"{label} is required"
+    return f"{label}: {error.value!r} is not valid; expected {error.accepted}"
 
 
 def field_id(flag: Flag) -> str:
@@ -51,7 +71,7 @@ class ParamField(Vertical):
                  validator: Validator = parse_with_flag, label: str | None = None):
         super().__init__(classes="param-field")
         self.flag = flag
-        self.label = label or flag.name
+        self.label = label or flag.title
         self.initial = value
         self.options = list(options)  # (label, value): discovered choices
         self.validator = validator
@@ -71,7 +91,7 @@ class ParamField(Vertical):
         fid = field_id(f)
         if f.kind == "bool":
             checked = str(v).strip().lower() in ("1", "true", "yes", "on") if v not in (None, "") else bool(f.default)
-            return Checkbox(yes_no(checked), value=checked, id=fid, compact=True)
+            return YesNo(checked, id=fid, compact=True)
         if self.options or f.kind == "interface":
             options = [(label, str(value)) for label, value in self.options]
             if v not in (None, "") and str(v) not in [value for _, value in options]:
@@ -88,13 +108,13 @@ class ParamField(Vertical):
                           prompt="any" if f.kind == "protocol" else "(not set)")
         return Input("" if v is None else str(v), placeholder=PLACEHOLDERS.get(f.kind, ""), id=fid, compact=True)
 
-    # The help line shows while the field has the focus (and says nothing the error line says).
-    # Set here, not with :focus-within in CSS: Textual restyles the field, not its children.
+    # The help line shows while the field has the focus, and under an error (it says what the
+    # field wants).  Set here, not with :focus-within in CSS: Textual restyles the field, not its children.
     def on_descendant_focus(self, _event) -> None:
-        self.query_one(".param-help", Static).display = self.error is None
+        self.query_one(".param-help", Static).display = True
 
     def on_descendant_blur(self, _event) -> None:
-        self.query_one(".param-help", Static).display = False
+        self.query_one(".param-help", Static).display = self.error is not None
 
     def raw(self) -> Any:
         w = self.query_one("#" + field_id(self.flag))
@@ -109,13 +129,12 @@ class ParamField(Vertical):
             self.validator(self.flag, self.raw())
             self.error = None
         except ParamError as e:
-            self.error = str(e)
+            self.error = in_words(e, self.label)
         err = self.query_one(".param-error", Static)
         err.update(self.error or "")
         err.display = self.error is not None
         self.set_class(self.error is not None, "-invalid")
-        if self.error is not None:
-            self.query_one(".param-help", Static).display = False
+        self.query_one(".param-help", Static).display = self.error is not None or self.has_focus_within
         return self.error
 
 
@@ -166,6 +185,12 @@ class ParamForm(Guarded, Vertical):
         """Errors by flag dest; also shown under each field."""
         return {f.flag.dest: e for f in self.fields() if (e := f.validate())}
 
+    def explain(self, error: ParamError) -> str:
+        """An error about one of this form's flags (the probe's check of the whole set), in
+        the form's words."""
+        field = next((f for f in self.fields() if "--" + f.flag.name == error.flag), None)
+        return in_words(error, field.label) if field is not None else str(error)
+
     def set_value(self, dest: str, value: Any) -> None:
         w = self.query_one("#f-" + dest)
         if isinstance(w, Select):
@@ -188,5 +213,4 @@ class ParamForm(Guarded, Vertical):
         self._changed(event)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
-        event.checkbox.label = yes_no(event.value)  # the box alone does not say which state is which
         self._changed(event)

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""drop-summary's cost when every packet is dropped, from short slices of one long blast
+with the probe's program attached and detached in turn (run as root).
+
+The other bench (drop_summary_overhead.py) starts the CLI for each round of seconds; on a
+shared host the load moves between rounds more than the cost to be measured.  Here one
+blast to a closed port runs throughout; the probes are loaded once and their raw
+tracepoint attached and detached every --slice seconds, in the order off, A, off, B, ...
+Per slice: the drops (the namespace's own Udp NoPorts counter, read from /proc/PID/net/snmp
+of a process inside it) per second of the sender's CPU time (/proc/PID/schedstat: the
+veth receive path and the drop run in its context) and per second of wall time.  Each
+attached slice is compared with the mean of the detached slices on either side.
+
+    sudo .venv/bin/python bench/drop_summary_toggle.py [--seconds 60] [--slice 0.25] [--write]
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.drop_summary_overhead import FILTERED, build_blaster  # noqa: E402
+from bench.report import bench_arguments, publish  # noqa: E402
+from probes.drop_summary import DropSummary  # noqa: E402
+from tests.netenv import veth_ns  # noqa: E402
+
+VARIANTS = {
+    "drop-summary (no filter: the flow breakdown sampled in a flood)": {},
+    f"drop-summary `{' '.join(FILTERED)}` (every drop parsed)": {"l4_protocol": "udp"},
+}
+
+
+def no_ports(pid: int) -> int:
+    rows = [line.split() for line in Path(f"/proc/{pid}/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("NoPorts")])
+
+
+def cpu_ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+class Toggle:
+    """A loaded probe whose raw tracepoint program can be attached and detached."""
+
+    def __init__(self, probe: DropSummary):
+        self.probe = probe
+        probe.start()
+        if probe.hook.kind != "raw-tracepoint":
+            raise SystemExit("this bench toggles the raw tracepoint; the kernel gave " + probe.hook.kind)
+        self.off()
+
+    def on(self) -> None:
+        self.probe.bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"ns_raw_drop")
+
+    def off(self) -> None:
+        self.probe.bpf.detach_raw_tracepoint(b"kfree_skb")
+
+
+def main() -> int:
+    args = bench_arguments(__doc__, ("--seconds", float, 60.0), ("--slice", float, 0.25))
+    probes = {label: Toggle(DropSummary(interval="3600", **flags)) for label, flags in VARIANTS.items()}
+    order = [x for t in probes.values() for x in (None, t)]  # off, A, off, B, then again
+    slices: list[tuple[Toggle | None, int, int, float]] = []  # (attached, drops, sender CPU ns, wall s)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, veth_ns() as env:
+            blast = build_blaster(Path(tmp))
+            inside = subprocess.Popen(["ip", "netns", "exec", env.ns, "sleep", str(args.seconds + 30)])
+            sender = subprocess.Popen([str(blast), "send", env.peer_ip, "9", str(args.seconds + 2)],
+                                      stdout=subprocess.DEVNULL)
+            try:
+                time.sleep(1.0)  # the namespace process has exec'd, the blast is going
+                last = (no_ports(inside.pid), cpu_ns(sender.pid), time.monotonic())
+                end = last[2] + args.seconds
+                i = 0
+                while time.monotonic() < end and sender.poll() is None:
+                    current = order[i % len(order)]
+                    if current:
+                        current.on()
+                    time.sleep(args.slice)
+                    now = (no_ports(inside.pid), cpu_ns(sender.pid), time.monotonic())
+                    if current:
+                        current.off()
+                    slices.append((current, now[0] - last[0], now[1] - last[1], now[2] - last[2]))
+                    last, i = now, i + 1
+            finally:
+                sender.kill()
+                inside.kill()
+                sender.wait()
+                inside.wait()
+    finally:
+        for t in probes.values():
+            t.probe.close()
+    lines = ["| program attached | metric | detached (median) | attached (median) | ratio (median of slices) "
+             "| cost | ratios: middle half | slices |", "|---|---|---|---|---|---|---|---|"]
+    metrics = {"drops per sender CPU-second": lambda s: s[1] / (s[2] / 1e9),
+               "drops per second": lambda s: s[1] / s[3]}
+    summary = {}
+    for label, t in probes.items():
+        for metric, value in metrics.items():
+            # A slice where the sender never ran (descheduled throughout) has no rate.
+            ratios, on, off = [], [], [value(s) for s in slices if s[0] is None and s[2] > 0]
+            for j, s in enumerate(slices):
+                if s[0] is t and 0 < j < len(slices) - 1 and all(x[2] > 0 for x in slices[j - 1:j + 2]):
+                    on.append(value(s))
+                    ratios.append(value(s) / ((value(slices[j - 1]) + value(slices[j + 1])) / 2))
+            q = statistics.quantiles(ratios, n=4)
+            r = statistics.median(ratios)
+            summary[(label, metric)] = r
+            lines.append(f"| {label} | {metric} | {statistics.median(off):,.0f} | {statistics.median(on):,.0f} "
+                         f"| {r:.3f} | {100 * (1 - r):.1f} % | {q[0]:.3f}–{q[2]:.3f} | {len(ratios)} |")
+    cpu = [v for (label, metric), v in summary.items() if metric.endswith("CPU-second")]
+    verdict = (f"Against ≤ 3 % when every packet is dropped, per sender CPU-second: "
+               f"{100 * (1 - cpu[0]):.1f} % without a filter ({'met' if 1 - cpu[0] <= 0.03 else 'not met'}), "
+               f"{100 * (1 - cpu[1]):.1f} % with every drop parsed.\n")
+    publish("drop-summary-toggle", "drop-summary, attached and detached within one blast (this machine)",
+            f"kernel {platform.release()}, {os.cpu_count()} CPUs: one {args.seconds:g} s UDP blast to a closed port "
+            f"in a namespace (`bench/udpblast.c`), the probes loaded once and their raw tracepoint attached for "
+            f"every other slice of {args.slice:g} s, in turn; each attached slice against the detached slices on "
+            "either side.", "\n".join(lines), "bench/drop_summary_toggle.py", args.write, verdict)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,6 +52,40 @@ def symbol_range(name: str) -> tuple[int, int] | None:
     return (start, min(after)) if after else None
 
 
+def symbol_address(name: str) -> int | None:
+    """Address of a kernel symbol of any kind (a function, or data such as an ops table),
+    modules' included; None when absent or hidden (addresses read as zero without root)."""
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == name:
+                    return int(parts[0], 16) or None
+    except OSError:
+        pass
+    return None
+
+
+def function_symbol(name: str) -> tuple[str | None, str | None]:
+    """(the kallsyms name to probe for function ``name``, why there is none).
+
+    The function itself, or else its one ``.constprop.N`` clone (GCC dropped arguments that
+    were constant: a hook must not read arguments from it).  An ``.isra.N`` or ``.part.N``
+    clone alone is refused: its arguments were rewritten, or it is a fragment."""
+    names = kallsyms()
+    if name in names:
+        return name, None
+    clones = sorted(n for n in names if n.startswith(name + "."))
+    constprop = [n for n in clones if n.startswith(name + ".constprop.")]
+    if len(constprop) == 1:
+        return constprop[0], None
+    if constprop:
+        return None, f"{name} exists only as several specialised copies ({', '.join(constprop)}): one kprobe cannot see every call"
+    if clones:
+        return None, f"{name} exists only as {clones[0]} (compiler-rewritten arguments or a fragment): cannot be probed reliably"
+    return None, None
+
+
 def has_function(name: str) -> bool:
     return name in kallsyms()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]  # the VM boot of the lab takes minutes
 
 
 def ring_records(vmlab: dict, phase: str) -> list[dict]:

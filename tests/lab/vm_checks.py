@@ -21,6 +21,7 @@ from tests.lab import nested_vm
 from tests.lab import topology as T
 from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe
 from tests.lab.vm_checks_kvm import check_kvm_irqfd, start_kvm_probe
+from tests.lab.vm_checks_vhost import check_vhost
 from tests.netenv import NETSLEUTH, send_udp
 
 AUTOPILOT_LIMIT_S = 420  # compiles under TCG take tens of seconds per step
@@ -129,6 +130,8 @@ def main(argv: list[str]) -> int:
             rec.data["kvm_irqfd"] = check_kvm_irqfd(br, vm, kvm_probe)
         with rec.step("autopilot_ring"):
             rec.data["autopilot_ring"] = check_autopilot_ring_overflow(vm)
+        with rec.step("vhost"):
+            check_vhost(br, vm, rec.data.setdefault("vhost", {}))  # what a failed phase leaves is kept
     finally:
         vm.stop()
     rec.data["kprobes_left"] = kprobes_registered()

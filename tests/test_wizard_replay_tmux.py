@@ -139,7 +139,7 @@ def test_a_trainee_walks_the_netfilter_recording(tmp_path, size):
 
         # The conclusion scrolls with the arrows at once (no Tab first).
         term.keys("c")
-        before = term.wait_for("Write report (w)")
+        before = term.wait_for("w Write report")  # the footer (the button may sit past the edge)
         term.keys("PageDown")
         time.sleep(0.5)
         after = term.screen()

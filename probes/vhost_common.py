@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .base import Flag, kprobe_reason
+from .base import Flag, Probe, kprobe_reason
 from .runtime import params as P
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps, function_symbol, symbol_address
@@ -170,3 +170,19 @@ def cstr(raw: bytes) -> str:
 
 def cpu_list(mask: int) -> list[int]:
     return [i for i in range(64) if mask >> i & 1]
+
+
+class VhostProbe(Probe):
+    """What the two vhost probes share: the VM's flags checked together, the hooks' reason."""
+
+    hooks: tuple[Hook, ...] = ()
+
+    @classmethod
+    def parse_options(cls, raw):
+        options = super().parse_options(raw)
+        check_vm_flags(raw, options.values)
+        return options
+
+    @classmethod
+    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
+        return super().unavailable_reason(caps) or hooks_reason(caps, cls.hooks, "on vhost-net's functions")

@@ -9,8 +9,8 @@ from .base import DURATION, Probe
 from .runtime.kernel import KernelCaps, function_symbol
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
-from .vhost_common import (INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
-                           arg_index, attach_hooks, check_vm_flags, cpu_list, cstr, hooks_reason, qemu_pid_of_worker,
+from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
+                           arg_index, attach_hooks, cpu_list, cstr, qemu_pid_of_worker,
                            vq_defines)
 
 # Counters of the C's struct vq_stats that are summed per interval, in record order.
@@ -45,7 +45,7 @@ def irqfd_available() -> bool:
     return True
 
 
-class VhostEventfdCount(Probe):
+class VhostEventfdCount(VhostProbe):
     name = "vhost-eventfd-count"
     title = "vhost eventfd kicks and signals"
     tier = 1
@@ -53,16 +53,11 @@ class VhostEventfdCount(Probe):
     description = ("Per vhost worker thread and virtqueue: guest kicks, tap socket wakeups, runs, busy %, "
                    "weight-limit hits, signal attempts and the interrupts KVM actually received.")
     flags = (QEMU_PID, TAP, INTERVAL, DURATION)
-
-    @classmethod
-    def parse_options(cls, raw):
-        options = super().parse_options(raw)
-        check_vm_flags(raw, options.values)
-        return options
+    hooks = HOOKS
 
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps) or hooks_reason(caps, HOOKS, "on vhost-net's functions")
+        reason = super().unavailable_reason(caps)
         if reason:
             return reason
         if not any(caps.function(fn) for fn in EVENTFD_FNS):

@@ -11,10 +11,9 @@ from .base import DURATION, Flag, Probe
 from .events import EventStream
 from .runtime.clock import iso
 from .runtime.hist import Log2Hist, render_text
-from .runtime.kernel import KernelCaps
 from .runtime.loader import load
-from .vhost_common import (INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
-                           attach_hooks, check_vm_flags, cpu_list, cstr, hooks_reason, qemu_pid_of_worker,
+from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
+                           attach_hooks, cpu_list, cstr, qemu_pid_of_worker,
                            vq_defines)
 
 THRESHOLD = Flag("latency-threshold", "int", "report work items that waited at least this many microseconds",
@@ -45,7 +44,7 @@ class Event(ct.Structure):
                 ("device", ct.c_char * 16)]
 
 
-class VhostQueueCorrelationDetails(EventStream, Probe):
+class VhostQueueCorrelationDetails(EventStream, VhostProbe):
     name = "vhost-queue-correlation-details"
     title = "vhost queue correlation Details"
     tier = 2
@@ -56,16 +55,8 @@ class VhostQueueCorrelationDetails(EventStream, Probe):
                    "per-queue wait histograms every --interval.")
     streaming = True
     flags = (TAP, QEMU_PID, THRESHOLD, INTERVAL, DURATION)
+    hooks = HOOKS
 
-    @classmethod
-    def parse_options(cls, raw):
-        options = super().parse_options(raw)
-        check_vm_flags(raw, options.values)
-        return options
-
-    @classmethod
-    def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        return super().unavailable_reason(caps) or hooks_reason(caps, HOOKS, "on vhost-net's functions")
 
     def load(self):
         defines = vq_defines().set("NS_THRESHOLD_NS", self.options.latency_threshold * 1000)

@@ -18,22 +18,28 @@ from .runtime.params import ParamError
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
+def _text(text: str) -> str:
+    """Words for argparse, which reads % as a format ("busy %" would break --help)."""
+    return text.replace("%", "%%")
+
+
 def add_probe_parsers(sub: argparse._SubParsersAction) -> None:
     probe = sub.add_parser("probe", help="run one probe directly (for experts and scripts)")
     names = probe.add_subparsers(dest="probe_name", metavar="PROBE")
     names.required = True
     for name, cls in sorted(PROBES.items()):
-        p = names.add_parser(name, help=cls.description, description=f"{cls.title} (tier {cls.tier}). {cls.description}")
+        p = names.add_parser(name, help=_text(cls.description),
+                             description=_text(f"{cls.title} (tier {cls.tier}). {cls.description}"))
         for f in cls.flags:
             opts = ["--" + f.name] + (["-" + f.short] if f.short else [])
             if f.kind == "bool":
-                p.add_argument(*opts, dest=f.dest, action="store_true", help=f.help)
+                p.add_argument(*opts, dest=f.dest, action="store_true", help=_text(f.help))
             elif f.kind == "tids":  # repeatable, each a comma list: --tid 12 --tid 13,14
-                p.add_argument(*opts, dest=f.dest, action="append", default=None, help=f.help, metavar="TID[,TID...]")
+                p.add_argument(*opts, dest=f.dest, action="append", default=None, help=_text(f.help), metavar="TID[,TID...]")
             else:
                 # Strings only: validation (with a message naming the flag) is the probe's.
                 extra = f" (default {f.default})" if f.default not in (None, "") else ""
-                p.add_argument(*opts, dest=f.dest, default=None, help=f.help + extra,
+                p.add_argument(*opts, dest=f.dest, default=None, help=_text(f.help + extra),
                                metavar=f.kind.upper() if not f.choices else "{" + ",".join(f.choices) + "}")
         p.add_argument("--json", action="store_true", help="one JSON object per report/event on stdout")
 

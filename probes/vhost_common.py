@@ -42,8 +42,8 @@ VQ_FIELDS = STAGE_FIELDS + [
     "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
     "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
 
-QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm)", short="p")
-TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3")
+QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm)", short="p", label="QEMU process PID")
+TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3", label="VM interface")
 
 
 def check_vm_flags(raw: dict, values: dict) -> None:

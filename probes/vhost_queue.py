@@ -17,7 +17,7 @@ from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_
                            vq_defines)
 
 THRESHOLD = Flag("latency-threshold", "int", "report work items that waited at least this many microseconds",
-                 default=1000, lo=0, hi=60_000_000)
+                 default=1000, lo=0, hi=60_000_000, label="Latency threshold (µs)")
 TRIGGERS = {1: "guest_kick", 2: "socket", 3: "requeue"}
 FIELDS = VQ_FIELDS + ["VQ_NUM", "VQ_LAST_USED_IDX", "VQ_LAST_AVAIL_IDX", "VQ_AVAIL_IDX", "TFILE_TX_RING",
                       "PTR_RING_PRODUCER", "PTR_RING_CONSUMER_HEAD", "PTR_RING_SIZE", "PTR_RING_QUEUE",

@@ -124,12 +124,22 @@ _cache_lock = threading.Lock()
 _refreshed = 0.0
 
 
+def _still(ns: Namespace) -> bool:
+    """Does the name or process the cache gave this namespace still lead to it?"""
+    try:
+        return os.stat(ns.path).st_ino == ns.inode if (ns.name or ns.pid) else True
+    except OSError:
+        return False
+
+
 def describe(inode: int | None) -> Namespace | None:
     """The namespace of this inode, or None when it is netsleuth's own (or 0/unknown)."""
     global _refreshed
     if not inode or inode == current_netns():
         return None
     with _cache_lock:
+        if inode in _cache and not _still(_cache[inode]):  # an inode reused by a new namespace
+            del _cache[inode]
         if inode not in _cache and time.monotonic() - _refreshed >= REFRESH_S:
             _refreshed = time.monotonic()
             _cache.clear()

@@ -5,7 +5,6 @@ against a real nested VM in the lab (tests/lab/vm_checks_kvm.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -18,23 +17,9 @@ from probes.runtime.kernel import KernelCaps, detect
 from probes.runtime.loader import load, unload
 from probes.runtime.vmproc import is_kvm_process
 from tests.netenv import our_bpf_programs
+from tests.test_ovs_probes_unavailable import _caps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class CapsWithFunctions(KernelCaps):
-    functions: frozenset[str] = frozenset()
-
-    def function(self, name: str) -> bool:
-        return name in self.functions
-
-
-def _caps(functions=(), **changes) -> KernelCaps:
-    fields = {f.name: getattr(detect(), f.name) for f in dataclasses.fields(KernelCaps)}
-    fields.update({"privileged": True, **changes})
-    caps = CapsWithFunctions(**fields)
-    caps.functions = frozenset(functions)
-    return caps
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

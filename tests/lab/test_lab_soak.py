@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]  # the soak boot takes minutes
 
 
 def test_every_cycle_ran_under_traffic(soaklab):

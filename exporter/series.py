@@ -8,8 +8,8 @@ by name in SERIES; a probe without one runs nowhere (it shows as down, and why).
 
 from __future__ import annotations
 
-from probes.runtime.hist import slot_of
-from probes.runtime.stacks import function_of
+from vocab.hist import slot_of
+from vocab.stacks import function_of
 
 from .families import Families
 

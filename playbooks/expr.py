@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from probes.flows import flow_text
-from probes.runtime.netns import Namespace
-from probes.runtime.stacks import function_of
+from vocab.flows import flow_text
+from vocab.netns import Namespace
+from vocab.stacks import function_of
 
 from .errors import PlaybookError
 

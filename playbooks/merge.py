@@ -26,8 +26,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from probes.runtime.hist import Log2Hist, slot_of
-from probes.runtime.stacks import function_of
+from vocab.hist import Log2Hist, slot_of
+from vocab.stacks import function_of
 
 MERGE_KINDS = ("sum-entries", "group-events", "sum-histograms", "last")
 MAX_SAMPLES = 20

@@ -12,7 +12,7 @@ from .base import DURATION, PID, TID, Flag, Probe, Unavailable
 from .offcpu import raw_tp_has_state
 from .runtime import clock, stop
 from .runtime.cgroup import CpuCgroup, cpu_cgroup
-from .runtime.hist import Log2Hist
+from vocab.hist import Log2Hist
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
 from .runtime.params import CDefines

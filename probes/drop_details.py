@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes as ct
 
+from vocab.stacks import function_of
+
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .events import EventStream
@@ -11,7 +13,7 @@ from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
 from .runtime.netns import ns_dict
 from .runtime.params import CDefines
-from .runtime.stacks import function_of, kernel_stack, ksym
+from .runtime.stacks import kernel_stack, ksym
 
 FIELDS = drop_hook.FIELDS + ["SKB_LEN"]
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from vocab.stacks import function_of
+
 from .base import Flag, Probe, Unavailable
 from .runtime.attach import attach_kprobe, attach_or_unload
 from .runtime.btf import BTF, VMLINUX_BTF, BTFError
@@ -14,7 +16,6 @@ from .runtime.kernel import KernelCaps, symbol_range
 from .runtime.loader import load
 from .runtime.netns import current_netns
 from .runtime.params import CDefines
-from .runtime.stacks import function_of
 
 # The struct fields the drop probes read (offsets from BTF or matching headers).
 FIELDS = ["SKB_DEV", "SKB_HEAD", "SKB_DATA", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER",

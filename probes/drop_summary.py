@@ -6,9 +6,11 @@ import ctypes as ct
 import time
 from datetime import datetime
 
+from vocab.flows import flow_text
+
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
-from .flows import NsFlow, flow_dict, flow_text
+from .flows import NsFlow, flow_dict
 from .runtime.netns import ns_dict
 from .runtime.kernel import kernel_hz, kernel_version
 from .runtime.attach import attach_or_unload

@@ -24,17 +24,6 @@ def flow_dict(flow) -> dict:
     }
 
 
-def flow_text(flow: dict | None) -> str:
-    if flow is None:  # drop-summary: a flood's drops counted by location/reason/device only
-        return "(not broken down by flow: sampled)"
-    if not flow.get("protocol"):
-        return "(not IPv4)"
-    proto = flow["protocol"].upper()
-    if flow.get("src_port") is not None:
-        return f"{flow['src_ip']}:{flow['src_port']} -> {flow['dst_ip']}:{flow['dst_port']} ({proto})"
-    return f"{flow['src_ip']} -> {flow['dst_ip']} ({proto})"
-
-
 class NsFlow(ct.Structure):
     """Mirror of struct ns_flow in netsleuth.h."""
 

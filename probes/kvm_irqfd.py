@@ -12,7 +12,7 @@ from .base import DURATION, Flag, Probe, kprobe_reason
 from .runtime import params as P
 from .runtime import tracefs
 from .runtime.attach import attach_kprobe, attach_kretprobe
-from .runtime.hist import Log2Hist, render_text
+from vocab.hist import Log2Hist, render_text
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
 from .runtime.offsets import OffsetsUnavailable, module_params

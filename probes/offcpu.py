@@ -6,6 +6,8 @@ import ctypes as ct
 import re
 import time
 
+from vocab.stacks import function_of
+
 from . import target
 from .base import DURATION, PID, TID, Flag, Probe, Unavailable
 from .events import EventStream
@@ -14,7 +16,7 @@ from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines, ParamError
-from .runtime.stacks import UserSymbols, function_of, kernel_stack
+from .runtime.stacks import UserSymbols, kernel_stack
 
 FIELDS = ["TASK_PID"]
 

@@ -6,7 +6,7 @@ import ctypes as ct
 
 from .base import DST_IP, SRC_IP, Flag, Probe, kprobe_reason
 from .runtime.attach import attach_kprobe
-from .runtime.hist import Log2Hist, render_text
+from vocab.hist import Log2Hist, render_text
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines

@@ -8,7 +8,9 @@ from datetime import datetime
 
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Options, Unavailable
-from .flows import flow_dict, flow_text
+from vocab.flows import flow_text
+
+from .flows import flow_dict
 from .qdisc_stats import COUNTERS, QdiscReader, QdiscSample, find_device, handle_text, parent_text
 from .runtime import stop
 from .runtime.kernel import KernelCaps

@@ -16,7 +16,7 @@ from .base import Probe, Unavailable, kprobe_reason
 from .events import EventStream
 from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
-from .runtime.hist import Log2Hist
+from vocab.hist import Log2Hist
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.netns import current_netns
@@ -265,7 +265,7 @@ class StageLatency(EventStream, Probe):
         return out
 
     def format_text(self, r: dict) -> str:
-        from .runtime.hist import render_text
+        from vocab.hist import render_text
 
         if r["type"].endswith("_summary"):
             lines = [f"=== {self.title}: {r['direction'].upper()} ({' -> '.join(r['stages'])}) ===",

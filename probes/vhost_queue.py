@@ -10,7 +10,7 @@ import time
 from .base import DURATION, Flag, Probe
 from .events import EventStream
 from .runtime.clock import iso
-from .runtime.hist import Log2Hist, render_text
+from vocab.hist import Log2Hist, render_text
 from .runtime.loader import load
 from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
                            attach_hooks, cpu_list, cstr, qemu_pid_of_worker,

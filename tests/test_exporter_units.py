@@ -16,7 +16,7 @@ from exporter.collector import ProbeCollector
 from exporter.families import FINITE_SLOTS, Families
 from exporter.runner import DOWN, UP, ProbeRunner
 from exporter.series import OTHER, BoundedCounters, StageSeries, UpcallSeries
-from probes.runtime.hist import Log2Hist
+from vocab.hist import Log2Hist
 from probes.runtime.kernel import detect
 from probes.runtime.params import ParamError
 from probes.system_latency import SystemLatencySummary

@@ -1,4 +1,4 @@
-from probes.runtime.hist import Log2Hist, bucket_bounds, render_text
+from vocab.hist import Log2Hist, bucket_bounds, render_text
 from probes.runtime.tracefs import parse_format, parse_print_symbolic
 
 

@@ -327,7 +327,7 @@ def latency_summary(pairs, family="system"):
 
 
 def pair(frm, to, values, total=False):
-    from probes.runtime.hist import Log2Hist
+    from vocab.hist import Log2Hist
 
     return {"from": frm, "to": to, "total": total, "unit": "us", **Log2Hist.from_values(values).summary()}
 
@@ -350,7 +350,7 @@ def test_ovs_stage_tail_prefills_details_threshold_and_upcall_step():
 
 
 def test_upcall_tail_over_timeout_suggests_root_cause_with_handler_threads():
-    from probes.runtime.hist import Log2Hist
+    from vocab.hist import Log2Hist
 
     h = Log2Hist.from_values([65] * 995 + [134_000] * 5).summary()
     rec = {"type": "ovs_upcall_summary", "upcalls": 1000, "answered": 1000, "unanswered": 0, "avg_us": 87,
@@ -377,7 +377,7 @@ def test_executes_without_an_upcall_are_named_only_when_there_are_some():
 
 
 def test_no_upcalls_says_so_and_points_along_the_path_not_at_the_handlers():
-    from probes.runtime.hist import Log2Hist
+    from vocab.hist import Log2Hist
 
     rec = {"type": "ovs_upcall_summary", "upcalls": 0, "answered": 0, "unanswered": 0, "executes_without_upcall": 0,
            "avg_us": None, "max_us": None, "max_us_since_start": None, "histogram": Log2Hist({}).summary(),
@@ -425,7 +425,7 @@ CASE_CONTEXT = {"dst_ip": "10.0.0.2", "l4_protocol": "icmp", "reported_loss": 23
 
 
 def upcall_record():
-    from probes.runtime.hist import Log2Hist
+    from vocab.hist import Log2Hist
 
     h = Log2Hist.from_values([65] * 995 + [134_000] * 5).summary()
     return {"type": "ovs_upcall_summary", "upcalls": 1000, "answered": 1000, "unanswered": 0, "avg_us": 87,

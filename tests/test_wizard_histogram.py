@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.runtime.hist import Log2Hist
+from vocab.hist import Log2Hist
 from tests.wizard_pilot import SIZE, choose, screen_text, to_context, wait_for, wait_screen
 from wizard.app import NetsleuthApp
 from wizard.backends import ReplayBackend

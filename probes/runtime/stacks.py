@@ -31,11 +31,6 @@ def kernel_stack(stack_map, stack_id: int) -> list[str]:
     return without_probe_frames([ksym(a) for a in addrs])
 
 
-def function_of(frame: str) -> str:
-    """``tun_get_user+0x4d2`` -> ``tun_get_user``."""
-    return re.split(r"\+0x", frame, maxsplit=1)[0]
-
-
 # ---- user stacks -------------------------------------------------------------
 
 # Functions a complete user stack ends in: the entry point of a process or thread.

@@ -7,8 +7,8 @@ from typing import Callable
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from probes.flows import flow_text
-from probes.runtime.stacks import function_of
+from vocab.flows import flow_text
+from vocab.stacks import function_of
 
 Column = tuple[str, Callable[[dict], str]]
 

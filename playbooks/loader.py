@@ -10,7 +10,7 @@ naming the file and the key, so the data cannot rot silently.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol, Sequence
 
 import yaml
 
@@ -77,8 +77,27 @@ def _chart(raw: Any, where: Where) -> ProbeChart:
                       _text(raw["mark"], where.child("mark")) if "mark" in raw else None)
 
 
+class ProbeIdentity(Protocol):
+    """What an implemented probe says of itself (probes/registry.py's classes): the one declaration."""
+
+    title: str
+    tier: int
+    cost: str
+    description: str
+    flags: Sequence[Any]  # each with a .name ("src-ip")
+
+
+# probes.yaml keys: a planned probe's stub of what implemented probes declare themselves,
+# and the playbooks' own (how a step runs it, how its records add up and read).
+IDENTITY_REQUIRED = ("title", "tier", "cost", "flags")
+IDENTITY_OPTIONAL = ("description",)
+PLAYBOOK_REQUIRED = ("duration", "results")
+PLAYBOOK_OPTIONAL = ("guide", "columns", "evidence", "chart")
+
+
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, implemented: Mapping[str, ProbeIdentity]) -> None:
+        self.implemented = implemented
         self.files: list[tuple[str, dict]] = []
         self.context: dict[str, ContextField] = {}
         self.probes: dict[str, ProbeSpec] = {}
@@ -163,14 +182,30 @@ class _Builder:
                         _text(spec["why"], where.child(f"{name}.why"))))
         return tuple(out)
 
+    def _identity(self, name: str, spec: dict, w: Where) -> dict:
+        """Title, tier, cost, description and flag names: the implemented probe's own
+        (``probes``), else the planned probe's stub in probes.yaml."""
+        probe = self.implemented.get(name)
+        if probe is None:
+            spec = _fields(spec, w, IDENTITY_REQUIRED + PLAYBOOK_REQUIRED, IDENTITY_OPTIONAL + PLAYBOOK_OPTIONAL)
+            if spec["tier"] not in (1, 2, 3):
+                raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
+            return {"title": _text(spec["title"], w.child("title")), "tier": spec["tier"],
+                    "cost": _text(spec["cost"], w.child("cost")), "description": str(spec.get("description", "")).strip(),
+                    "flags": tuple(str(f) for f in _list(spec["flags"], w.child("flags"), allow_empty=True))}
+        declared = [k for k in IDENTITY_REQUIRED + IDENTITY_OPTIONAL if k in spec]
+        if declared:
+            raise w.child(declared[0]).error(f"{name} is implemented: its {', '.join(declared)} come from the "
+                                             "probe's class (probes/registry.py); remove them here")
+        _fields(spec, w, PLAYBOOK_REQUIRED, PLAYBOOK_OPTIONAL)
+        return {"title": probe.title, "tier": probe.tier, "cost": probe.cost, "description": probe.description,
+                "flags": tuple(f.name for f in probe.flags)}
+
     def _probes(self, raw: dict, where: Where) -> None:
         _fields(raw, where, ("kind", "probes"), ("note",))
         for name, spec in _fields(raw["probes"], where.child("probes"), (), tuple(raw["probes"] or {})).items():
             w = where.child(f"probes.{name}")
-            spec = _fields(spec, w, ("title", "tier", "cost", "duration", "flags", "results"),
-                           ("description", "guide", "columns", "evidence", "chart"))
-            if spec["tier"] not in (1, 2, 3):
-                raise w.child("tier").error("tier is 1 (Summary), 2 (Details) or 3 (root cause)")
+            identity = self._identity(name, spec, w)
             res = _fields(spec["results"], w.child("results"), ("merge",),
                           ("record", "entries", "key", "sum", "totals", "distinct", "max", "sort_by", "totalled",
                            "apart"))
@@ -184,15 +219,17 @@ class _Builder:
             cols = spec.get("columns") or {}
             _fields(cols, w.child("columns"), (), tuple(cols))
             self.probes[name] = ProbeSpec(
-                name=name, title=_text(spec["title"], w.child("title")), tier=spec["tier"],
-                cost=_text(spec["cost"], w.child("cost")), duration=_number(spec["duration"], w.child("duration")),
-                flags=tuple(str(f) for f in _list(spec["flags"], w.child("flags"), allow_empty=True)),
-                merge=merge, description=str(spec.get("description", "")).strip(), guide=str(spec.get("guide", "")),
+                name=name, **identity, duration=_number(spec["duration"], w.child("duration")),
+                merge=merge, guide=str(spec.get("guide", "")),
                 columns=tuple((t, self.template(v, w.child(f"columns.{t}"))) for t, v in cols.items()),
                 evidence=tuple(self.template(t, w.child(f"evidence[{i}]"))
                                for i, t in enumerate(_list(spec.get("evidence", []), w, allow_empty=True))),
                 chart=_chart(spec["chart"], w.child("chart")) if "chart" in spec else None,
             )
+        unlisted = sorted(set(self.implemented) - set(self.probes))
+        if unlisted:
+            raise where.child("probes").error(f"implemented probe(s) {', '.join(unlisted)} (probes/registry.py) "
+                                              "have no entry: add their duration and results")
 
     # kind: playbook -----------------------------------------------------------------
     def _qualify(self, book: str, ref: Any, where: Where) -> str:
@@ -377,13 +414,14 @@ class _Builder:
             self.chains.append(Chain(c["id"], _text(c["title"], w.child("title")), tuple(links)))
 
 
-def load_library(directory: str | Path | None = None) -> Library:
-    """Every *.yaml in the directory (default: the packaged playbooks/data), validated."""
+def load_library(directory: str | Path | None = None, *, probes: Mapping[str, ProbeIdentity]) -> Library:
+    """Every *.yaml in the directory (default: the packaged playbooks/data), validated, with the
+    implemented probes' identity from ``probes`` (name -> probe class: probes.registry.PROBES)."""
     base = Path(directory) if directory else DATA_DIR
     paths = sorted(base.glob("*.yaml"))
     if not paths:
         raise PlaybookError(str(base), "-", "no playbook files (*.yaml) here")
-    b = _Builder()
+    b = _Builder(probes)
     for p in paths:
         b.read(p)
     return b.build()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from playbooks import load_library
+from probes.registry import PROBES
 from tests.netenv import ROOT, TAP, ns_pair, sh, tun_in_namespace
 from wizard.autopilot import EXIT_NO_CAUSE, run_autopilot
 from wizard.backends import LiveBackend
@@ -61,7 +62,7 @@ def test_the_vms_tap_from_its_address():
 @pytest.mark.skipif(find_process("ovs-vswitchd") is not None, reason="ovs-vswitchd runs here: its pid is known")
 def test_a_step_whose_value_this_host_lacks_is_skipped_with_the_reason(tmp_path: Path):
     lines: list[str] = []
-    result = run_autopilot(load_library(), LiveBackend(), "ovs-slow", {}, str(tmp_path / "report"),
+    result = run_autopilot(load_library(probes=PROBES), LiveBackend(), "ovs-slow", {}, str(tmp_path / "report"),
                            sessions=str(tmp_path / "s"), start="ovs-slow/cpu-burst", log=lines.append)
     assert result.exit_code == EXIT_NO_CAUSE and result.statuses == ["skipped"]
     why = "--pid is required: the process to watch (ovs_pid: ovs-vswitchd is not running on this host)"

@@ -245,9 +245,10 @@ def test_a_recording_cut_short_by_a_crash_keeps_what_was_written(tmp_path):
 
 def test_autopilot_takes_the_fallback_of_a_step_that_cannot_run():
     from playbooks import Walk, load_library
+    from probes.registry import PROBES
     from wizard.autopilot import Autopilot
 
-    lib = load_library()
+    lib = load_library(probes=PROBES)
     backend = RecordedBackend(Recording.load(RECORDING))
     walk = Walk(lib, {"vm_interface": "veth-nf0"}, start="vm-network/tun-ring-monitor",
                 availability=backend.availability)

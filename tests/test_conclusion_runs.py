@@ -5,9 +5,10 @@ tied counts keep one order whatever order the kernel reported them in, and a dro
 from __future__ import annotations
 
 from playbooks import load_library
+from probes.registry import PROBES
 from tests.test_playbooks_engine import drop_summary, entry, flow, merged, walk_to_summary
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 NF = entry(600, "nft_do_chain+0x46f", "NETFILTER_DROP", fl=flow(dport=9999))
 CLOSED = entry(600, "__udp4_lib_rcv+0x4bc", "NO_SOCKET", fl=flow(dport=9997))
 

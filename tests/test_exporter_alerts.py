@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from playbooks import load_library
+from probes.registry import PROBES
 from tests.netenv import ROOT
 from wizard.main import build_parser
 
@@ -41,7 +42,7 @@ def test_every_alert_with_a_command_is_covered_and_the_commands_parse():
     tests = yaml.safe_load((RULES / "netsleuth-alerts.test.yml").read_text())["tests"]
     tested = {case["alertname"] for t in tests for case in t["alert_rule_test"] if case.get("exp_alerts")}
     assert with_command <= tested
-    symptoms = set(load_library().playbooks)
+    symptoms = set(load_library(probes=PROBES).playbooks)
     parser = build_parser()
     commands = _rendered_commands()
     assert len(commands) >= 4

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from playbooks import load_library
+from probes.registry import PROBES
 from probes.runtime import netns as N
 from probes.runtime.params import ParamError
 from tests.autopilot_scenario import CLOSED, DROPPED, PASSING, diagnose_cmd, drop_scenario
@@ -22,7 +23,7 @@ from wizard import discovery as D
 from wizard.contextvals import validate_context
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="creates namespaces and loads BPF (needs root)")
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 
 
 def commands(text: str) -> list[str]:

@@ -225,6 +225,7 @@ def test_a_filtered_run_skips_deletes_of_flows_it_never_saw_installed(probe):
 def test_the_playbook_rules_read_the_pattern_records(probe):
     """The storm threshold is the probe's: its pattern records are what the rules count."""
     from playbooks import Accumulator, Walk, load_library
+    from probes.registry import PROBES
 
     T = 1_000 * MS
     feed(probe, (T, EV_UPCALL, A), (T + 1 * MS, EV_UPCALL, B),
@@ -233,7 +234,7 @@ def test_the_playbook_rules_read_the_pattern_records(probe):
     probe._process_batch()
     probe.tracker.expire(T + 10_000 * MS)
     records = probe.take_events() + probe._summary(elapsed=1.0)
-    lib = load_library()
+    lib = load_library(probes=PROBES)
     acc = Accumulator("ovs-megaflow", lib.probes["ovs-megaflow"].merge)
     acc.add(records)
     findings = Walk(lib, {}, start="ovs-slow/ovs-megaflow").complete("ok", acc.result(1.0))

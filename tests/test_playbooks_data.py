@@ -15,7 +15,7 @@ from playbooks.loader import DATA_DIR
 from playbooks.model import Question, resolve_params
 from probes.registry import PROBES
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 FULL_CONTEXT = {"src_ip": "10.0.0.1", "dst_ip": "10.0.0.2", "l4_protocol": "tcp", "src_port": 40000,
                 "dst_port": 443, "device": "eth0", "reported_loss": 10, "phy_interface": "ens11",
                 "vm_interface": "vnet3", "direction": "rx", "latency_threshold_us": 1000, "timeout_ms": 200,
@@ -28,10 +28,19 @@ def test_every_file_is_loaded():
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))
-def test_implemented_probes_match_the_catalogue(name):
+def test_an_implemented_probe_is_described_once(name):
+    """Its class says who it is; probes.yaml adds only the playbooks' own (run time, results, views)."""
+    raw = yaml.safe_load((DATA_DIR / "probes.yaml").read_text())["probes"][name]
+    assert not {"title", "tier", "cost", "description", "flags"} & set(raw), f"probes.yaml re-describes {name}"
     spec, cls = LIB.probes[name], PROBES[name]
-    assert set(spec.flags) == {f.name for f in cls.flags}, f"probes.yaml flags of {name} differ from the probe's"
-    assert spec.tier == cls.tier
+    assert (spec.title, spec.tier, spec.cost, spec.description) == (cls.title, cls.tier, cls.cost, cls.description)
+    assert spec.flags == tuple(f.name for f in cls.flags)
+
+
+def test_planned_probes_keep_their_stub():
+    planned = set(LIB.probes) - set(PROBES)
+    assert {"virtnet-poll-monitor", "virtio-rx-path-monitor"} <= planned
+    assert all(LIB.probes[n].title and LIB.probes[n].cost and LIB.probes[n].flags for n in planned)
 
 
 def test_every_step_names_a_known_probe_and_its_flags():
@@ -132,8 +141,14 @@ def chain(doc, cid):
     ("rules-drops.yaml", lambda d: rule(d, "loss-vs-latency", "latency-not-loss").update(
         let={"late": {"pow": ["context.reported_loss", 2]}}),
      "groups.loss-vs-latency.rules.latency-not-loss.let.late", "a let value is one of"),
-    ("probes.yaml", lambda d: d["probes"]["drop-summary"].update(tier=4),
-     "probes.drop-summary.tier", "tier is 1"),
+    ("probes.yaml", lambda d: d["probes"]["virtnet-poll-monitor"].update(tier=4),
+     "probes.virtnet-poll-monitor.tier", "tier is 1"),
+    ("probes.yaml", lambda d: d["probes"]["offcpu"].update(cost="high"),
+     "probes.offcpu.cost", "offcpu is implemented: its cost come from the probe's class"),
+    ("probes.yaml", lambda d: d["probes"].pop("futex"),
+     "probes", "implemented probe(s) futex (probes/registry.py) have no entry"),
+    ("probes.yaml", lambda d: d["probes"]["virtnet-poll-monitor"].pop("cost"),
+     "probes.virtnet-poll-monitor", "missing key(s): cost"),
     ("probes.yaml", lambda d: d["probes"]["drop-summary"]["results"].update(merge="average"),
      "probes.drop-summary.results.merge", "one of sum-entries"),
     ("quick-reference.yaml", lambda d: d["rows"][0].update(summary="vm-network/nothing"),
@@ -148,7 +163,7 @@ def chain(doc, cid):
 def test_bad_playbook_names_file_and_key(data, file, change, key, message):
     edit(data / file, change)
     with pytest.raises(PlaybookError) as err:
-        load_library(data)
+        load_library(data, probes=PROBES)
     assert err.value.file == file and err.value.key == key, str(err.value)
     assert message in err.value.message
     assert str(err.value).startswith(f"{file}: {key}: ")
@@ -157,18 +172,18 @@ def test_bad_playbook_names_file_and_key(data, file, change, key, message):
 def test_yaml_syntax_error_names_the_line(data):
     (data / "ovs-slow.yaml").write_text("kind: playbook\nid: ovs-slow\ntitle: [unclosed\n")
     with pytest.raises(PlaybookError, match=r"ovs-slow.yaml: line \d+: not valid YAML"):
-        load_library(data)
+        load_library(data, probes=PROBES)
 
 
 def test_file_without_kind(data):
     (data / "notes.yaml").write_text("hello: world\n")
     with pytest.raises(PlaybookError, match="notes.yaml: kind: the file must start with 'kind:'"):
-        load_library(data)
+        load_library(data, probes=PROBES)
 
 
 def test_empty_directory(tmp_path):
     with pytest.raises(PlaybookError, match="no playbook files"):
-        load_library(tmp_path)
+        load_library(tmp_path, probes=PROBES)
 
 
 # --- the vocabulary ------------------------------------------------------------------------
@@ -265,4 +280,4 @@ def test_every_quick_reference_rows_details_step_is_reachable_from_its_summary()
 def test_a_fallback_must_be_a_step(data):
     edit(data / "vm-network.yaml", lambda d: d["steps"]["tun-ring-monitor"].update(fallback="which-part"))
     with pytest.raises(PlaybookError, match="tun-ring-monitor.fallback: 'vm-network/which-part' is a question"):
-        load_library(data)
+        load_library(data, probes=PROBES)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import pytest
 
 from playbooks import Accumulator, Walk, WalkError, load_library
+from probes.registry import PROBES
 from playbooks.engine import NOT_IMPLEMENTED
 from wizard.replay import Recording
 from tests.autopilot_scenario import RECORDING
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 
 
 def merged(probe: str, records: list[dict], duration: float = 30.0) -> dict:

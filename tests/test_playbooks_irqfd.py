@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from playbooks import Accumulator, Walk, load_library
+from probes.registry import PROBES
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 LAB = json.loads((Path(__file__).resolve().parent / "data" / "kvm_irqfd_lab.json").read_text())
 PROBE = "kvm-irqfd-stats-summary"
 

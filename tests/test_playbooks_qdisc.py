@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from playbooks import Accumulator, Walk, load_library
+from probes.registry import PROBES
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 RECORDS = Path(__file__).resolve().parent / "data" / "qdisc-drops-tbf.json"
 
 

@@ -14,11 +14,12 @@ import time
 import pytest
 
 from playbooks import Accumulator, Walk, load_library
+from probes.registry import PROBES
 from probes.drop_summary import DropSummary
 from probes.qdisc_drops import QDISC_REASONS, QdiscDrops
 from tests.netenv import NETSLEUTH, ROOT, ProbeProcess, send_udp, sh, veth_ns
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 OUR_NETNS = os.stat("/proc/self/ns/net").st_ino
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]

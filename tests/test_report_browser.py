@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from playbooks import Walk, load_library
+from probes.registry import PROBES
 from tests.autopilot_scenario import RECORDING
 from tests.test_playbooks_engine import latency_summary, merged, pair
 from tests.test_session_report import drive
@@ -25,7 +26,7 @@ from wizard.screens.findings import FindingsScreen
 from wizard.screens.question import QuestionScreen
 from wizard.screens.step import StepScreen
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 CHROMIUM = shutil.which("chromium")
 browser = pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by scripts/setup.sh --test")
 

@@ -15,13 +15,14 @@ import os
 import pytest
 
 from playbooks import Accumulator, Walk, load_library
+from probes.registry import PROBES
 from probes.futex import Futex
 from probes.offcpu import OffCpu
 from probes.pthread_lock import PthreadLock
 from probes.runtime.params import ParamError
 from tests.rootcause_support import Target, bpf_watch, requires_root, run_for, target_binary  # noqa: F401
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 # Where a futex or kernel lock wait blocks (the rules' list; this kernel's is futex_do_wait).
 LOCK_WAITS = {"futex_do_wait", "futex_wait_queue", "futex_wait_queue_me", "__mutex_lock", "__mutex_lock_slowpath"}
 

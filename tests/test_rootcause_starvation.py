@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from playbooks import load_library
+from probes.registry import PROBES
 from probes.cpu_starvation import CpuStarvation
 from tests.rootcause_support import (QuotaCgroup, Target, assert_documented, bpf_watch, busy_loop,  # noqa: F401
                                      requires_root, run_for, target_binary)
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.bpf, requires_root]
 
 def autopilot(tmp: Path, pid: int, start: str, duration: float, max_steps: int = 6) -> tuple[int, dict, list[str]]:
     lines: list[str] = []
-    result = run_autopilot(load_library(), LiveBackend(), "ovs-slow", {"ovs_pid": pid}, str(tmp / "report"),
+    result = run_autopilot(load_library(probes=PROBES), LiveBackend(), "ovs-slow", {"ovs_pid": pid}, str(tmp / "report"),
                            duration=duration, sessions=str(tmp / "s"), max_steps=max_steps, log=lines.append,
                            start=start)
     return result.exit_code, json.loads((tmp / "report" / "report.json").read_text()), lines

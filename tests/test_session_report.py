@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from playbooks import Walk, load_library
+from probes.registry import PROBES
 from wizard.autopilot import command_for
 from wizard.replay import RecordedBackend, Recording
 from wizard.report import build_report, histogram_svg, host_facts, write_atomic, write_reports
@@ -18,7 +19,7 @@ from wizard.session import (Session, SessionError, interrupted_sessions, list_se
 from tests.autopilot_scenario import RECORDING
 from tests.test_playbooks_engine import latency_summary, merged, pair
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 
 
 def mode(path: Path) -> int:

@@ -164,13 +164,14 @@ def record_root_cause_fixture(out: Path = ROOT_CAUSE) -> None:
     import threading
 
     from playbooks import load_library
+    from probes.registry import PROBES
     from tests.rootcause_support import SOURCE, Target
     from wizard.backends import LiveBackend
     from wizard.flagnames import names
     from wizard.replay import Recorder
     from wizard.steprun import run_source
 
-    lib, backend = load_library(), LiveBackend()
+    lib, backend = load_library(probes=PROBES), LiveBackend()
     targets = [("mutex", [("ovs-slow/pthread-lock", "pthread-lock", {"min_wait_us": 1000}),
                           ("ovs-slow/offcpu", "offcpu", {"min_block_us": 10000})], 4),
                ("burst 2500", [("ovs-slow/cpu-burst", "cpu-burst", {"threshold": 50})], 6)]

@@ -24,6 +24,7 @@ from textual.binding import Binding
 from playbooks import Walk, WalkError, load_library
 from playbooks.model import Question
 from probes.base import Flag
+from probes.registry import PROBES
 from probes.runtime.params import ParamError
 
 from .autopilot import command_for
@@ -78,7 +79,7 @@ class NetsleuthApp(App):
                  resume: Path | None = None):
         super().__init__()
         self.backend = backend
-        self.lib = library or load_library()
+        self.lib = library or load_library(probes=PROBES)
         self.sessions_dir = Path(sessions_dir) if sessions_dir else default_sessions_dir()
         self.log_path = setup_log(self.sessions_dir)
         self.sub_title = backend.describe()
@@ -473,7 +474,7 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     directory = Path(sessions) if sessions else default_sessions_dir()
     try:
         resume_path = find_session(resume, directory) if resume is not None else None
-        library = load_library()
+        library = load_library(probes=PROBES)
         problem = record_path_problem(record) if record else None
         if problem:
             raise ValueError(problem)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from playbooks import PlaybookError, load_library
+from probes.registry import PROBES
 from probes.runtime import params as P
 from probes.runtime import stop
 from probes.runtime.params import ParamError
@@ -16,7 +17,7 @@ from .contextvals import validate_context
 
 def _library_or_none():
     try:
-        return load_library()
+        return load_library(probes=PROBES)
     except PlaybookError:
         return None  # reported when a subcommand that needs it runs
 
@@ -86,7 +87,7 @@ def _needs(cmd: str, args: argparse.Namespace) -> int | None:
 def run_diagnose(args: argparse.Namespace) -> int:
     stop.install_signal_handlers()  # Ctrl-C / SIGTERM / SIGHUP: stop, then write the report
     try:
-        lib = load_library()
+        lib = load_library(probes=PROBES)
     except PlaybookError as e:
         print(f"netsleuth: the playbooks are broken: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -129,7 +130,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from .replay import RecordedBackend, Recording, RecordingError
 
     try:
-        lib = load_library()
+        lib = load_library(probes=PROBES)
     except PlaybookError as e:
         print(f"netsleuth: the playbooks are broken: {e}", file=sys.stderr)
         return EXIT_ERROR

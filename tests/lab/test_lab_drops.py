@@ -188,8 +188,9 @@ def test_vm_sending_through_a_downed_tap(lab, scenarios):
 def test_each_real_drop_gets_the_finding_that_names_its_cause(lab, scenarios, name, rule):
     """The packet-loss playbook over what drop-summary really reported for each fault."""
     from playbooks import Accumulator, Walk, load_library
+    from probes.registry import PROBES
 
-    lib = load_library()
+    lib = load_library(probes=PROBES)
     s = scenarios[name]
     entries = summary_entries(lab, s)
     record = {"type": "drop_summary", "time": None, "interval_s": 10.0, "total": sum(e["count"] for e in entries),

@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 
 from playbooks import Accumulator, Walk, load_library
+from probes.registry import PROBES
 from tests.lab.expect import step_ok
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
-LIB = load_library()
+LIB = load_library(probes=PROBES)
 
 
 def walk(lab: dict, phase: str, worker: str, probe: str, start: str, context: dict | None = None):

@@ -11,6 +11,7 @@ from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
+from .runtime.layout import CMirror
 from .runtime.netns import ns_dict
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
@@ -48,9 +49,10 @@ def normal_pattern(reason: str | None, functions: set[str]) -> str | None:
     return None
 
 
-class DropEvent(ct.Structure):
+class DropEvent(CMirror):
     """Mirror of struct drop_event in drop_details.bpf.c."""
 
+    _c_struct_ = "drop_event"
     _fields_ = [
         ("ts_ns", ct.c_uint64), ("location", ct.c_uint64), ("pid", ct.c_uint32), ("tgid", ct.c_uint32),
         ("cpu", ct.c_uint32), ("reason", ct.c_uint32), ("stack_id", ct.c_int32), ("ifindex", ct.c_uint32),

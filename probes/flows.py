@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import socket
 
+from .runtime.layout import CMirror
 from .runtime.params import ipv4_text
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -24,16 +25,18 @@ def flow_dict(flow) -> dict:
     }
 
 
-class NsFlow(ct.Structure):
+class NsFlow(CMirror):
     """Mirror of struct ns_flow in netsleuth.h."""
 
+    _c_struct_ = "ns_flow"
     _fields_ = [("saddr", ct.c_uint32), ("daddr", ct.c_uint32), ("sport", ct.c_uint16),
                 ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3)]
 
 
-class NsPkt(ct.Structure):
+class NsPkt(CMirror):
     """Mirror of struct ns_pkt in netsleuth.h (perf events need explicit ctypes)."""
 
+    _c_struct_ = "ns_pkt"
     _fields_ = [
         ("flow", NsFlow), ("eth_src", ct.c_uint8 * 6), ("eth_dst", ct.c_uint8 * 6),
         ("eth_type", ct.c_uint16), ("vlan_id", ct.c_uint16), ("has_vlan", ct.c_uint8),

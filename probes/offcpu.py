@@ -14,6 +14,7 @@ from .events import EventStream
 from .runtime import clock, stop
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
+from .runtime.layout import CMirror
 from .runtime.loader import load
 from .runtime.params import CDefines, ParamError
 from .runtime.stacks import UserSymbols, kernel_stack
@@ -48,9 +49,10 @@ def raw_tp_has_state(release: str) -> bool:
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= (5, 18)
 
 
-class BlockEvent(ct.Structure):
+class BlockEvent(CMirror):
     """Mirror of struct block_event in offcpu.bpf.c."""
 
+    _c_struct_ = "block_event"
     _fields_ = [("start_ns", ct.c_uint64), ("end_ns", ct.c_uint64), ("tgid", ct.c_uint32), ("tid", ct.c_uint32),
                 ("state", ct.c_uint32), ("cpu", ct.c_uint32), ("kstack", ct.c_int32), ("ustack", ct.c_int32),
                 ("comm", ct.c_char * 16)]

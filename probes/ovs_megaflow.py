@@ -13,6 +13,7 @@ from .ovs_netlink import NetlinkDecodeError, decode_flow_msg, significant_key
 from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
 from .runtime.kernel import KernelCaps
+from .runtime.layout import CMirror
 from .runtime.loader import load
 from .runtime.params import CDefines
 from .stage_latency import FIELDS as STAGE_FIELDS
@@ -34,9 +35,10 @@ REPEATS_PER_FLOW = 2  # upcalls of one flow after its install, in one interval, 
 TOP_FLOWS = 10  # flows listed in a pattern record
 
 
-class MfEvent(ct.Structure):
+class MfEvent(CMirror):
     """Mirror of struct mf_event in ovs_megaflow.bpf.c."""
 
+    _c_struct_ = "mf_event"
     _fields_ = [("ts_ns", ct.c_uint64), ("kind", ct.c_uint32), ("tid", ct.c_uint32), ("nl_len", ct.c_uint32),
                 ("comm", ct.c_char * 16), ("pkt", NsPkt), ("nl", ct.c_uint8 * (NL_COPY + NL_SLACK))]
 

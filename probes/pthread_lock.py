@@ -11,6 +11,7 @@ from .events import EventStream
 from .runtime import clock
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps
+from .runtime.layout import CMirror
 from .runtime.loader import ProbeError, load
 from .runtime.offsets import OffsetsUnavailable, resolve
 from .runtime.params import CDefines
@@ -45,9 +46,10 @@ REQUIRED = ("pthread_mutex_lock", "pthread_rwlock_rdlock", "pthread_rwlock_wrloc
             "pthread_mutex_unlock", "pthread_rwlock_unlock")
 
 
-class WaitEvent(ct.Structure):
+class WaitEvent(CMirror):
     """Mirror of struct wait_event in pthread_lock.bpf.c."""
 
+    _c_struct_ = "wait_event"
     _fields_ = [("start_ns", ct.c_uint64), ("end_ns", ct.c_uint64), ("lock", ct.c_uint64),
                 ("holder_since", ct.c_uint64), ("release_ns", ct.c_uint64), ("releaser_since", ct.c_uint64),
                 ("releaser_caller", ct.c_uint64), ("releaser_ran_ns", ct.c_uint64),

@@ -18,6 +18,7 @@ from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
 from vocab.hist import Log2Hist
 from .runtime.kernel import KernelCaps
+from .runtime.layout import CMirror
 from .runtime.loader import load
 from .runtime.netns import current_netns
 from .runtime.params import CDefines
@@ -68,9 +69,11 @@ VPORT_SEND = kp("OVS_VPORT_SEND", ("ovs_vport_send", 2))
 QDISC_XMIT = kp("DEV_XMIT", ("__dev_queue_xmit", 1), ("dev_queue_xmit", 1))
 
 
-class PktState(ct.Structure):
+class PktState(CMirror):
     """Mirror of struct pkt_state in stage_latency.bpf.c (with NS_DETAILS: what events carry)."""
 
+    _c_struct_ = "pkt_state"
+    _c_when_ = "NS_DETAILS"
     _fields_ = [
         ("first_ns", ct.c_uint64), ("last_ns", ct.c_uint64), ("last_stage", ct.c_uint32),
         ("stages_seen", ct.c_uint32), ("stage_ns", ct.c_uint64 * MAX_STAGES),

@@ -11,6 +11,7 @@ from .base import DURATION, Flag, Probe
 from .events import EventStream
 from .runtime.clock import iso
 from vocab.hist import Log2Hist, render_text
+from .runtime.layout import CMirror
 from .runtime.loader import load
 from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
                            attach_hooks, cpu_list, cstr, qemu_pid_of_worker,
@@ -33,7 +34,10 @@ HOOKS = (
 TOTALS = ("works", "unseen", "wait_ns", "run_ns", "packets", "guest_empty", "weight_exhausted", "slow")
 
 
-class Event(ct.Structure):
+class Event(CMirror):
+    """Mirror of struct event in vhost_queue.bpf.c."""
+
+    _c_struct_ = "event"
     _fields_ = [("ts", ct.c_uint64), ("vq", ct.c_uint64), ("wait_ns", ct.c_uint64), ("run_ns", ct.c_uint64),
                 ("cpu", ct.c_uint32), ("tid", ct.c_uint32), ("pid", ct.c_uint32),
                 ("waker_tid", ct.c_uint32), ("waker_pid", ct.c_uint32),

@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 
 from .includes import choose_include_tree
+from .layout import layout_checks
 from .offsets import OffsetsUnavailable, resolve, window_cflags
 from .params import CDefines
 
@@ -44,14 +45,19 @@ atexit.register(_cleanup_all)
 _MAIN_FILE_INCLUDE = re.compile(r'^#include "(netsleuth_\w+\.inc\.c)"[ \t]*$', re.M)
 
 
+_SHARED_HEADER = re.compile(r'^#include "(\w+\.h)"[ \t]*$', re.M)
+
+
 def program_text(source: str) -> str:
-    """The C text of ``probes/<source>`` with its main-file includes pasted in."""
+    """The C text of ``probes/<source>`` with its main-file includes pasted in, and the
+    layout checks of the ctypes mirrors of the structs it or its shared headers mention."""
     path = BPF_DIR / source
     try:
-        text = path.read_text()
-        return _MAIN_FILE_INCLUDE.sub(lambda m: (BPF_DIR / m.group(1)).read_text(), text)
+        text = _MAIN_FILE_INCLUDE.sub(lambda m: (BPF_DIR / m.group(1)).read_text(), path.read_text())
+        headers = [(BPF_DIR / h).read_text() for h in _SHARED_HEADER.findall(text) if (BPF_DIR / h).is_file()]
     except OSError as e:
         raise ProbeError(f"could not read the BPF program {path}: {e.strerror}") from None
+    return text + layout_checks([text, *headers])
 
 
 def load(source: str, defines: CDefines, fields: list[str]):

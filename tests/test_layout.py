@@ -1,0 +1,74 @@
+"""Every ctypes mirror of a C struct is checked by the compiler (probes/runtime/layout.py):
+a mirror that differs from its struct makes the real program fail to build."""
+
+from __future__ import annotations
+
+import ast
+import ctypes as ct
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import probes.registry  # noqa: F401 - imports every driver, so every mirror is registered
+from probes.offcpu import BlockEvent, OffCpu
+from probes.runtime.layout import MIRRORS, CMirror, layout_checks, static_asserts
+from probes.runtime.loader import ProbeError, program_text
+from probes.stage_latency import PktState
+
+PROBES_DIR = Path(__file__).resolve().parent.parent / "probes"
+C_TEXT = "\n".join(p.read_text() for p in sorted(PROBES_DIR.glob("*.[ch]")))
+
+
+def test_every_ctypes_struct_in_probes_is_a_checked_mirror():
+    direct = []
+    for path in PROBES_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b) in ("ct.Structure", "ctypes.Structure")
+                                                      for b in node.bases):
+                direct.append(f"{path.name}:{node.name}")
+    assert direct == ["layout.py:CMirror"], "subclass CMirror and name the C struct: " + ", ".join(direct)
+    assert len(MIRRORS) >= 8
+    for name, mirror in MIRRORS.items():
+        assert issubclass(mirror, CMirror)
+        assert re.search(rf"^struct {name} {{", C_TEXT, re.M), f"{mirror.__name__}: no struct {name} in probes/"
+
+
+def test_a_program_gets_the_checks_of_the_structs_it_and_its_header_mention():
+    text = program_text("drop_details.bpf.c")
+    for name in ("drop_event", "ns_pkt", "ns_flow"):  # ns_*: from netsleuth.h
+        assert f"sizeof(struct {name}) ==" in text
+    assert f"sizeof(struct drop_event) == {ct.sizeof(probes.drop_details.DropEvent)}" in text
+    assert "struct block_event" not in program_text("futex.bpf.c")
+    assert layout_checks(["int x;"]) == ""
+
+
+def test_a_layout_under_a_condition_is_checked_under_it():
+    c = static_asserts(PktState)
+    assert c.startswith("#if NS_DETAILS\n") and c.endswith("\n#endif")
+    assert f"__builtin_offsetof(struct pkt_state, ip_len) == {PktState.ip_len.offset}" in c
+
+
+def _unregistered(fields) -> type:
+    """A mirror of struct block_event that is not in MIRRORS (set by the test)."""
+    return type("BadBlockEvent", (ct.Structure,), {"_c_struct_": "block_event", "_c_when_": "", "_fields_": fields})
+
+
+SWAPPED = [(n, t) for n, t in BlockEvent._fields_]
+SWAPPED[2], SWAPPED[3] = SWAPPED[3], SWAPPED[2]  # tgid <-> tid: same size, other offsets
+
+
+@pytest.mark.bpf
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("fields, message", [
+    (BlockEvent._fields_[:-1], r"struct block_event: \d+ bytes in its ctypes mirror BadBlockEvent"),
+    (SWAPPED, r"struct block_event.tgid: at byte 20 in its ctypes mirror BadBlockEvent"),
+], ids=["field-missing", "fields-swapped"])
+def test_a_mismatched_mirror_fails_to_load(monkeypatch, capfd, fields, message):
+    with OffCpu(pid=os.getpid(), duration=1):  # the real mirror builds and loads
+        pass
+    monkeypatch.setitem(MIRRORS, "block_event", _unregistered(fields))
+    with pytest.raises(ProbeError, match="could not load offcpu.bpf.c"):
+        OffCpu(pid=os.getpid(), duration=1).start()
+    assert re.search(message, capfd.readouterr().err)  # the compiler names the struct and the mirror

@@ -53,6 +53,7 @@ class BlockEvent(CMirror):
     """Mirror of struct block_event in offcpu.bpf.c."""
 
     _c_struct_ = "block_event"
+    _c_when_ = "!NS_AGGREGATE"  # --aggregate sends no events
     _fields_ = [("start_ns", ct.c_uint64), ("end_ns", ct.c_uint64), ("tgid", ct.c_uint32), ("tid", ct.c_uint32),
                 ("state", ct.c_uint32), ("cpu", ct.c_uint32), ("kstack", ct.c_int32), ("ustack", ct.c_int32),
                 ("comm", ct.c_char * 16)]

@@ -35,6 +35,28 @@ def test_every_ctypes_struct_in_probes_is_a_checked_mirror():
         assert re.search(rf"^struct {name} {{", C_TEXT, re.M), f"{mirror.__name__}: no struct {name} in probes/"
 
 
+def conditions_around(text: str, struct: str) -> list[str]:
+    """The preprocessor conditions a struct's definition stands under (include guards aside)."""
+    stack: list[str] = []
+    for line in text.splitlines():
+        if re.match(r"#\s*if", line):
+            stack.append(line)
+        elif re.match(r"#\s*endif", line):
+            stack.pop()
+        elif line.startswith(f"struct {struct} {{"):
+            return [c for c in stack if not re.match(r"#ifndef NETSLEUTH_H\b", c)]
+    return []
+
+
+@pytest.mark.parametrize("name", sorted(MIRRORS))
+def test_a_struct_defined_under_a_condition_is_checked_under_it(name):
+    """Else the checks name a struct the program does not have (offcpu --aggregate has no block_event)."""
+    for path in sorted(PROBES_DIR.glob("*.[ch]")):
+        if conditions_around(path.read_text(), name):
+            assert MIRRORS[name]._c_when_, f"struct {name} is conditional in {path.name}: set _c_when_"
+    assert conditions_around("#if A\nstruct x {\n};\n#endif\n", "x") == ["#if A"]
+
+
 def test_a_program_gets_the_checks_of_the_structs_it_and_its_header_mention():
     text = program_text("drop_details.bpf.c")
     for name in ("drop_event", "ns_pkt", "ns_flow"):  # ns_*: from netsleuth.h

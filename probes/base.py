@@ -106,6 +106,12 @@ TID = Flag("tid", "tids", "only these threads (thread ids, comma-separated; the 
            label="Threads (TIDs)")
 DURATION = Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
                 lo=0.1, hi=31 * 86400, label="Run for (s)")
+
+
+def interval_flag(default: float | None, help: str = "seconds between reports", label: str = "Report every (s)",
+                  hi: float = 86400) -> Flag:
+    """--interval: how often the probe reports; each probe says its default (None: no periodic report)."""
+    return Flag("interval", "seconds", help, short="i", default=default, lo=0.1, hi=hi, label=label)
 ATTACH = Flag("attach", "choice", "attach point: auto (best available), raw-tracepoint, tracepoint or kprobe",
               default="auto", choices=("auto", "raw-tracepoint", "tracepoint", "kprobe"), label="Attach point")
 

@@ -7,7 +7,7 @@ import dataclasses
 import time
 
 from . import target
-from .base import DURATION, PID, Flag, Probe
+from .base import DURATION, PID, Flag, Probe, interval_flag
 from .runtime import clock, stop
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError
@@ -41,8 +41,7 @@ class CpuBurst(Probe):
     reads_kernel_structs = False
     flags = (
         dataclasses.replace(PID, help="the process to watch", required=True),
-        Flag("interval", "seconds", "sampling interval in seconds", short="i", default=1.0, lo=0.1, hi=60,
-             label="Sample every (s)"),
+        interval_flag(1.0, "sampling interval in seconds", "Sample every (s)", hi=60),
         Flag("threshold", "int", "a burst is CPU above this percent of one core (can exceed 100 for "
              "several threads)", short="t", default=80, lo=1, hi=100000, label="Burst above (% CPU)"),
         Flag("merge-gap", "seconds", "dips below the threshold up to this long do not end a burst "

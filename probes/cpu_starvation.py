@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from vocab.hist import Log2Hist
+
 from . import target
-from .base import DURATION, PID, TID, Flag, Probe, Unavailable
+from .base import DURATION, PID, TID, Probe, Unavailable, interval_flag
 from .offcpu import raw_tp_has_state
 from .runtime import clock, stop
 from .runtime.cgroup import CpuCgroup, cpu_cgroup
-from vocab.hist import Log2Hist
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
 from .runtime.params import CDefines
@@ -34,8 +35,7 @@ class CpuStarvation(Probe):
     flags = (
         dataclasses.replace(PID, help="the process to watch", required=True),
         TID,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400,
-             label="Report every (s)"),
+        interval_flag(1.0),
         DURATION,
     )
 

@@ -7,7 +7,7 @@ import ctypes as ct
 from vocab.stacks import function_of
 
 from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
+from .base import ATTACH, DST_IP, DST_PORT, DURATION, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
 from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .runtime.clock import iso
@@ -85,8 +85,7 @@ class DropDetails(EventStream, drop_hook.DropHookProbe):
         Flag("disable-normal-filter", "bool", "also show frees that the guide calls normal (TCP read done, socket "
              "close, ICMP handled; judged by stack, for drops without a specific kernel drop reason)",
              label="Show normal frees too"),
-        Flag("duration", "seconds", "stop after this many seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        DURATION,
         ATTACH,
         drop_hook.NO_OVS_ACTIONS,
     )

@@ -9,11 +9,12 @@ from datetime import datetime
 from vocab.flows import flow_text
 
 from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag
+from .base import ATTACH, DST_IP, DST_PORT, DURATION, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, interval_flag
 from .flows import NsFlow, flow_dict
 from .runtime.netns import ns_dict
 from .runtime.kernel import kernel_hz, kernel_version
 from .runtime.attach import attach_or_unload
+from .runtime.counters import Deltas
 from .runtime.loader import recursion_misses
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
@@ -33,10 +34,8 @@ class DropSummary(drop_hook.DropHookProbe):
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
         Flag("device", "interface", "only drops whose skb->dev is this interface", short="n", label="Interface"),
         drop_hook.NETNS,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
-             label="Report every (s)"),
-        Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        interval_flag(10.0),
+        DURATION,
         Flag("top", "int", "entries shown per report", short="t", default=5, lo=1, hi=1000, label="Entries per report"),
         Flag("group-by", "choice", "aggregate by stack, fivetuple or all", default="all",
              choices=("stack", "fivetuple", "all"), label="Group drops by"),
@@ -61,14 +60,13 @@ class DropSummary(drop_hook.DropHookProbe):
         if self._dev_gen():
             attach_or_unload(bpf, "raw tracepoint notifier_run",
                              lambda: bpf.attach_raw_tracepoint(tp=b"notifier_run", fn_name=b"ns_raw_notifier"))
-        self._seen: dict[bytes, int] = {}
-        self._group_seen: dict[bytes, int] = {}
+        self._seen = Deltas()  # flow keys
+        self._group_seen = Deltas()  # group-only slots
         self._idle: dict[bytes, int] = {}  # key -> reads in a row without new drops
         self._popped: list[bytes] = []
         self._evicted = 0
         self._can_pop = True
-        self._overflow_seen = 0
-        self._misses_seen = 0
+        self._lost_seen = Deltas()  # table overflow, nested runs the kernel skipped
         self._last_read = time.monotonic()
         return bpf
 
@@ -152,7 +150,7 @@ class DropSummary(drop_hook.DropHookProbe):
         for key, per_cpu in items:
             raw = bytes(key)
             folded = self._fold(key, per_cpu)
-            unchanged = folded is not None and folded[1] == self._seen.get(raw)
+            unchanged = folded is not None and folded[1] == self._seen.last(raw)
             if crowded and unchanged and self._idle.get(raw, 0) + 1 >= self.IDLE_READS:
                 final = self._pop(key)
                 if final is None:
@@ -189,12 +187,11 @@ class DropSummary(drop_hook.DropHookProbe):
         }
 
     @staticmethod
-    def _deltas(totals: dict, seen: dict[bytes, int], idle: dict[bytes, int] | None = None) -> list[tuple]:
+    def _deltas(totals: dict, seen: Deltas, idle: dict[bytes, int] | None = None) -> list[tuple]:
         """The keys with new drops since the last read, with those drops as their count."""
         out = []
         for raw, (key, total, stack_id, dev, netns) in totals.items():
-            delta = total - seen.get(raw, 0)
-            seen[raw] = total
+            delta = seen.of(raw, total)
             if idle is not None:
                 idle[raw] = 0 if delta > 0 else idle.get(raw, 0) + 1
             if delta > 0:
@@ -214,7 +211,7 @@ class DropSummary(drop_hook.DropHookProbe):
         self._last_read = now
         in_table = self._deltas(self._totals(), self._seen, self._idle)
         for raw in self._popped:  # counted above with their final values: forget them
-            self._seen.pop(raw, None)
+            self._seen.forget(raw)
             self._idle.pop(raw, None)
         detailed = [d for d in in_table if d[0].stack_id != GROUP_ONLY]
         groups: dict[tuple, list] = {}  # group -> [key, count, stack_id, dev, netns]
@@ -238,12 +235,8 @@ class DropSummary(drop_hook.DropHookProbe):
             flow = flow_dict(NsFlow()) if mode == GROUPS_ONLY else None
             entries.append(self._entry(key, count, stack_id, dev, netns, flow, mode == SAMPLED))
         entries.sort(key=lambda e: -e["count"])
-        overflow = sum(self.bpf[b"overflow"][0])
-        lost = overflow - self._overflow_seen
-        self._overflow_seen = overflow
-        misses = recursion_misses(self.bpf, but=(b"ns_raw_notifier",))
-        nested = misses - self._misses_seen
-        self._misses_seen = misses
+        lost = self._lost_seen.of("overflow", sum(self.bpf[b"overflow"][0]))
+        nested = self._lost_seen.of("nested", recursion_misses(self.bpf, but=(b"ns_raw_notifier",)))
         not_broken_down = sum(g[1] for g in groups.values()) if mode == SAMPLED else 0
         return [{
             "type": "drop_summary",

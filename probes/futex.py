@@ -6,8 +6,9 @@ import os
 import time
 
 from . import target
-from .base import DURATION, PID, TID, Flag, Probe
+from .base import DURATION, PID, TID, Probe, interval_flag
 from .runtime import clock, stop
+from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines
@@ -26,8 +27,7 @@ class Futex(Probe):
     reads_kernel_structs = False
     flags = (
         PID, TID,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=1.0, lo=0.1, hi=86400,
-             label="Report every (s)"),
+        interval_flag(1.0),
         DURATION,
     )
 
@@ -55,8 +55,8 @@ class Futex(Probe):
         d.set("NS_MAX_THREADS", self.MAX_THREADS)
         bpf = load("futex.bpf.c", d, [])
         target.fill_thread_filter(bpf, o.tid)
-        self._seen: dict[int, tuple[int, ...]] = {}  # tid -> its counters at the previous read
-        self._waited: dict[int, int] = {}  # tid -> ns waited up to the previous read, ongoing wait included
+        self._seen = Deltas()  # tid -> its counters
+        self._waited = Deltas()  # tid -> ns waited, the ongoing wait included
         self._last_read = time.monotonic()
         return bpf
 
@@ -87,19 +87,16 @@ class Futex(Probe):
         ongoing = self._ongoing_waits(now_ns)
         threads = []
         for tid, (key, s, current) in counters.items():
-            before = self._seen.get(tid, (0,) * len(_COUNTERS))
-            self._seen[tid] = current
-            d = dict(zip(_COUNTERS, (a - b for a, b in zip(current, before))))
+            d = dict(zip(_COUNTERS, self._seen.of(tid, current)))
             # Waited so far: the waits that ended plus the part of the one going on.  Never
             # lower than at the previous read (a wait that ended between the two map reads).
-            waited = max(self._waited.get(tid, 0), s.wait_ns + ongoing.get(tid, 0))
-            waited_ns, self._waited[tid] = waited - self._waited.get(tid, 0), waited
+            waited_ns = self._waited.rise(tid, s.wait_ns + ongoing.get(tid, 0))
             if not os.path.exists(f"/proc/{s.tgid}/task/{tid}"):
                 # Exited: its counts are final; free the slots (a reused id starts afresh).
                 del stats[key]
                 self.bpf[b"pending"].pop(self.bpf[b"pending"].Key(tid), None)
-                self._seen.pop(tid, None)
-                self._waited.pop(tid, None)
+                self._seen.forget(tid)
+                self._waited.forget(tid)
             if not any(d.values()) and not waited_ns and tid not in ongoing:
                 continue
             ended = d["waits_ended"]

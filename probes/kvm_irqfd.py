@@ -8,17 +8,18 @@ from __future__ import annotations
 import ctypes as ct
 from pathlib import Path
 
-from .base import DURATION, Flag, Probe, kprobe_reason
+from vocab.hist import Log2Hist, render_text
+
+from .base import DURATION, Flag, Probe, interval_flag, kprobe_reason
 from .runtime import params as P
 from .runtime import tracefs
 from .runtime.attach import attach_kprobe, attach_kretprobe
-from vocab.hist import Log2Hist, render_text
+from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
 from .runtime.offsets import OffsetsUnavailable, module_params
 from .runtime.params import CDefines
 from .runtime.vmproc import is_kvm_process
-from .system_latency import INTERVAL
 
 KVM_HINT = "is the kvm module loaded? `modprobe kvm_intel` or `modprobe kvm_amd`"
 WAKEUP_FN, FAST_FN, SLOW_FN, VCPU_LOAD_FN = ("irqfd_wakeup", "kvm_arch_set_irq_inatomic", "irqfd_inject",
@@ -57,7 +58,7 @@ class KvmIrqfdSummary(Probe):
              label="VM process (PID)"),
         Flag("gsi", "int", "only this interrupt line (a gsi, as the records name it; -1: every line)",
              default=-1, lo=0, hi=4095, label="Interrupt line (gsi)"),
-        INTERVAL,
+        interval_flag(5.0),
         DURATION,
     )
 
@@ -112,7 +113,7 @@ class KvmIrqfdSummary(Probe):
 
     def start_reading(self) -> None:
         """Nothing read yet: every count is a delta against what was read last."""
-        self._seen: dict[tuple[int, int], list[int]] = {}
+        self._seen = Deltas()  # (pid, gsi) -> counters + histogram slots
         self._run_max_ns: dict[tuple[int, int], int] = {}
         self._epoch = 0
         self._posted = posted_interrupts()
@@ -153,9 +154,7 @@ class KvmIrqfdSummary(Probe):
         entries = []
         totals = dict.fromkeys(COUNTERS[:-1], 0)
         for key, acc in sorted(self._totals().items()):
-            prev = self._seen.get(key, [0] * len(acc))
-            delta = [a - b for a, b in zip(acc, prev)]
-            self._seen[key] = acc
+            delta = self._seen.of(key, acc)
             if not any(delta):
                 continue
             counts = dict(zip(COUNTERS, delta))

@@ -9,10 +9,11 @@ import time
 from vocab.stacks import function_of
 
 from . import target
-from .base import DURATION, PID, TID, Flag, Probe, Unavailable
+from .base import DURATION, PID, TID, Flag, Probe, Unavailable, interval_flag
 from .events import EventStream
 from .runtime import clock, stop
 from .runtime.attach import attach_or_unload
+from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.layout import CMirror
 from .runtime.loader import load
@@ -108,8 +109,7 @@ class OffCpu(EventStream, Probe):
              lo=1, hi=3600 * 10**6, label="Shortest block (µs)"),
         Flag("aggregate", "bool", "total the off-CPU time by thread and stack instead of one line per block",
              label="Total by stack"),
-        Flag("interval", "seconds", "with --aggregate: seconds between reports (default: one report at the end)",
-             short="i", lo=0.1, hi=86400, label="Report every (s)"),
+        interval_flag(None, "with --aggregate: seconds between reports (default: one report at the end)"),
         Flag("top", "int", "with --aggregate: stacks per report, largest total first (0: all)", default=0, lo=0,
              hi=100000, label="Stacks per report"),
         Flag("attach", "choice", "attach point: auto (raw tracepoint where available), raw-tracepoint or tracepoint",
@@ -162,9 +162,8 @@ class OffCpu(EventStream, Probe):
         self.symbols = UserSymbols()
         for pid in ({o.pid} | {target.tgid_of(t) for t in o.tid}) - {0}:
             self.symbols.warm(pid)  # while it lives: its memory map is read now
-        self._seen: dict[bytes, tuple[int, int]] = {}
+        self._seen = Deltas()  # stack key -> (total ns, blocks); "lost" -> blocks not counted
         self._last_read = time.monotonic()
-        self._uncounted_seen = 0
         if not o.aggregate:
             self.open_events(bpf, self._on_event)
         return bpf
@@ -221,10 +220,8 @@ class OffCpu(EventStream, Probe):
         out = []
         for key, val in self.bpf[b"totals"].items():
             raw = bytes(key)
-            total, count = val.total_ns, val.count
-            prev_total, prev_count = self._seen.get(raw, (0, 0))
-            self._seen[raw] = (total, count)
-            if count <= prev_count:
+            total_ns, count = self._seen.of(raw, (val.total_ns, val.count))
+            if count <= 0:
                 continue
             out.append({
                 "type": "offcpu_stack",
@@ -234,8 +231,8 @@ class OffCpu(EventStream, Probe):
                 "tid": key.tid,
                 "comm": key.comm.decode("utf-8", "replace"),
                 "state": state_letter(key.state, self.raw_tp),
-                "total_us": (total - prev_total) // 1000,
-                "count": count - prev_count,
+                "total_us": total_ns // 1000,
+                "count": count,
                 "max_us": val.max_ns // 1000,  # over the whole run
                 **self._stacks(key.tgid, key.kstack, key.ustack),
             })
@@ -249,10 +246,10 @@ class OffCpu(EventStream, Probe):
             records = self.take_events()
         # Blocks the kernel could not time or total (its tables full): counted, reported once.
         uncounted = sum(sum(per_cpu) for per_cpu in self.bpf[b"lost"].values())
-        if uncounted > self._uncounted_seen:
-            records.append({"type": "uncounted", "count": uncounted - self._uncounted_seen, "total": uncounted,
+        new = self._seen.of("lost", uncounted)
+        if new > 0:
+            records.append({"type": "uncounted", "count": new, "total": uncounted,
                             "why": "the probe's thread or stack table was full"})
-            self._uncounted_seen = uncounted
         return records
 
     # text ------------------------------------------------------------------------

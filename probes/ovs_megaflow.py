@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes as ct
 import time
 
-from .base import Flag, Probe, kprobe_reason
+from .base import DURATION, Flag, Probe, interval_flag, kprobe_reason
 from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .ovs_flow_match import WAIT_S, MegaflowTracker, flow_fields
@@ -17,7 +17,6 @@ from .runtime.layout import CMirror
 from .runtime.loader import load
 from .runtime.params import CDefines
 from .stage_latency import FIELDS as STAGE_FIELDS
-from .system_latency import DURATION
 
 FIELDS = STAGE_FIELDS
 UPCALL_FN, NEW_FN, DEL_FN = "ovs_dp_upcall", "ovs_flow_cmd_new", "ovs_flow_cmd_del"
@@ -87,8 +86,7 @@ class OvsMegaflow(EventStream, Probe):
              label="Protocol"),
         Flag("l4-src-port", "port", "L4 source port", label="Source port"),
         Flag("l4-dst-port", "port", "L4 destination port", label="Destination port"),
-        Flag("interval", "seconds", "seconds between lifecycle summaries", short="i", default=5.0, lo=0.1, hi=86400,
-             label="Summary every (s)"),
+        interval_flag(5.0, "seconds between lifecycle summaries", "Summary every (s)"),
         Flag("storm-threshold", "int", "upcalls per second called a storm", default=STORM_PER_S, lo=1, hi=10_000_000,
              label="Storm above (upcalls/s)"),
         DURATION,

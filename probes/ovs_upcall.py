@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import ctypes as ct
 
-from .base import DST_IP, SRC_IP, Flag, Probe, kprobe_reason
-from .runtime.attach import attach_kprobe
 from vocab.hist import Log2Hist, render_text
+
+from .base import DST_IP, DURATION, SRC_IP, Flag, Probe, interval_flag, kprobe_reason
+from .runtime.attach import attach_kprobe
+from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
 from .runtime.params import CDefines
 from .stage_latency import FIELDS
-from .system_latency import DURATION
 
 # The answer: OVS_PACKET_CMD_EXECUTE builds the packet and extracts its key here (see the .bpf.c).
 UPCALL_FN, ANSWER_FN = "ovs_dp_upcall", "ovs_flow_key_extract_userspace"
@@ -29,8 +30,7 @@ class OvsUpcallSummary(Probe):
         SRC_IP, DST_IP,
         Flag("proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all"),
              label="Protocol"),
-        Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400,
-             label="Report every (s)"),
+        interval_flag(5.0),
         DURATION,
     )
 
@@ -51,34 +51,28 @@ class OvsUpcallSummary(Probe):
 
     def start_reading(self) -> None:
         """Nothing read yet: every count is a delta against what was read last."""
-        self._seen_slots = [0] * 64
-        self._seen_totals = [0] * len(TOTALS)
+        self._seen = Deltas()  # "slots", "totals", ("handler", tid)
         self._epoch = 0
         self._run_max_ns = 0
-        self._seen_handlers: dict[int, tuple[int, int]] = {}
 
     def describe_attach(self) -> str:
         return f"kprobes {UPCALL_FN} + {ANSWER_FN}"
 
     def read(self) -> list[dict]:
-        slots = [sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)]
-        counts = {i: s - seen for i, (s, seen) in enumerate(zip(slots, self._seen_slots)) if s - seen > 0}
-        self._seen_slots = slots
-        totals = [sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(len(TOTALS))]
-        upcalls, answered, sum_ns, unmatched = (t - s for t, s in zip(totals, self._seen_totals))
-        self._seen_totals = totals
+        slots = self._seen.of("slots", tuple(sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)))
+        counts = {i: n for i, n in enumerate(slots) if n > 0}
+        totals = tuple(sum(self.bpf[b"totals"][ct.c_int(i)]) for i in range(len(TOTALS)))
+        upcalls, answered, sum_ns, unmatched = self._seen.of("totals", totals)
         max_ns = self._interval_max_ns()
         self._run_max_ns = max(self._run_max_ns, max_ns)
         hist = Log2Hist(counts)
         handlers = []
         for tid, h in self.bpf[b"handlers"].items():
-            prev_count, prev_total = self._seen_handlers.get(tid.value, (0, 0))
-            if h.count > prev_count:
-                handlers.append({"tid": tid.value, "comm": h.comm.decode("utf-8", "replace"),
-                                 "upcalls": h.count - prev_count,
-                                 "avg_us": round((h.total_ns - prev_total) / (h.count - prev_count) / 1000, 1),
+            count, total_ns = self._seen.of(("handler", tid.value), (h.count, h.total_ns))
+            if count > 0:
+                handlers.append({"tid": tid.value, "comm": h.comm.decode("utf-8", "replace"), "upcalls": count,
+                                 "avg_us": round(total_ns / count / 1000, 1),
                                  "max_us_since_start": round(h.max_ns / 1000, 1)})
-            self._seen_handlers[tid.value] = (h.count, h.total_ns)
         handlers.sort(key=lambda h: -h["max_us_since_start"])
         summary = hist.summary()
         return [{

@@ -6,15 +6,17 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Options, Unavailable
 from vocab.flows import flow_text
 
+from . import drop_hook
+from .base import (ATTACH, DST_IP, DST_PORT, DURATION, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Options, Unavailable,
+                   interval_flag)
 from .flows import flow_dict
 from .qdisc_stats import COUNTERS, QdiscReader, QdiscSample, find_device, handle_text, parent_text
 from .runtime import stop
 from .runtime.kernel import KernelCaps
 from .runtime.attach import attach_or_unload
+from .runtime.counters import Deltas, per_cpu_total
 from .runtime.loader import load, unload
 from .runtime.params import CDefines
 from .runtime.stacks import kernel_stack, ksym
@@ -44,10 +46,8 @@ class QdiscDrops(drop_hook.DropHookProbe):
         Flag("netns", "netns", "the network namespace the device is in: a name from `ip netns` (or its inode)",
              label="Namespace"),
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
-             label="Report every (s)"),
-        Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        interval_flag(10.0),
+        DURATION,
         Flag("top", "int", "flows listed per qdisc and report", short="t", default=5, lo=1, hi=1000,
              label="Flows per report"),
         ATTACH,
@@ -83,9 +83,9 @@ class QdiscDrops(drop_hook.DropHookProbe):
             unload(bpf)
             self.close()
             raise
-        self._seen_drops: dict[bytes, int] = {}
-        self._seen_flows: dict[bytes, int] = {}
-        self._lost_seen = [0, 0]
+        self._seen_drops = Deltas()
+        self._seen_flows = Deltas()
+        self._lost_seen = Deltas()
         self._last_read = time.monotonic()
         return bpf
 
@@ -133,14 +133,10 @@ class QdiscDrops(drop_hook.DropHookProbe):
             stop.sleep(min(end, self._next_sample) - now)
 
     # BPF maps --------------------------------------------------------------------
-    def _deltas(self, table: str, seen: dict[bytes, int]):
+    def _deltas(self, table: str, seen: Deltas):
         """(key, delta, a per-CPU value) for keys with new counts since the last read."""
         for key, per_cpu in self.bpf[table.encode()].items():
-            raw = bytes(key)
-            counts = [v if isinstance(v, int) else v.count for v in per_cpu]
-            total = sum(counts)
-            delta = total - seen.get(raw, 0)
-            seen[raw] = total
+            delta = seen.of(bytes(key), per_cpu_total(per_cpu))
             if delta > 0:
                 yield key, delta, per_cpu
 
@@ -170,10 +166,7 @@ class QdiscDrops(drop_hook.DropHookProbe):
         return out
 
     def _lost(self) -> tuple[int, int]:
-        now = [sum(self.bpf[b"overflow"][i]) for i in (0, 1)]
-        out = (now[0] - self._lost_seen[0], now[1] - self._lost_seen[1])
-        self._lost_seen = now
-        return out
+        return self._lost_seen.of("overflow", tuple(sum(self.bpf[b"overflow"][i]) for i in (0, 1)))
 
     def read(self) -> list[dict]:
         """One qdisc_drop record per qdisc of the device, covering the time since the last read."""

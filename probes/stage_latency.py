@@ -12,11 +12,13 @@ import ctypes as ct
 import time
 from dataclasses import dataclass
 
+from vocab.hist import Log2Hist
+
 from .base import Probe, Unavailable, kprobe_reason
 from .events import EventStream
 from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
-from vocab.hist import Log2Hist
+from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.layout import CMirror
 from .runtime.loader import load
@@ -165,9 +167,7 @@ class StageLatency(EventStream, Probe):
 
     def start_reading(self) -> None:
         """Nothing read yet: every count is a delta against what was read last."""
-        self._seen_hist: dict[tuple[int, int, int], int] = {}
-        self._seen_counters = [0, 0, 0, 0]
-        self._seen_evicted = 0
+        self._seen = Deltas()  # (prev, cur, slot) -> packets; "counters"; "evicted" (highest seen)
         self._last_summary = time.monotonic()
 
     def describe_attach(self) -> str:
@@ -180,12 +180,9 @@ class StageLatency(EventStream, Probe):
     def _hist_deltas(self) -> dict[tuple[int, int], Log2Hist]:
         out: dict[tuple[int, int], dict[int, int]] = {}
         for k, per_cpu in self.bpf[b"hists"].items():
-            total = sum(per_cpu)
-            key = (k.prev, k.cur, k.slot)
-            delta = total - self._seen_hist.get(key, 0)
-            self._seen_hist[key] = total
+            delta = self._seen.of((k.prev, k.cur, k.slot), sum(per_cpu))
             if delta > 0:
-                out.setdefault(key[:2], {})[key[2]] = delta
+                out.setdefault((k.prev, k.cur), {})[k.slot] = delta
         return {pair: Log2Hist(c) for pair, c in out.items()}
 
     def _counter_totals(self) -> list[int]:
@@ -195,8 +192,7 @@ class StageLatency(EventStream, Probe):
     def summary_record(self) -> dict:
         hists = self._hist_deltas()
         totals = self._counter_totals()
-        started, completed, orphan, replaced = (t - s for t, s in zip(totals, self._seen_counters))
-        self._seen_counters = totals
+        started, completed, orphan, replaced = self._seen.of("counters", tuple(totals))
         inflight = len(self.bpf[b"inflight"].items())
         # The table holds every packet started and not completed or replaced, until the LRU
         # pushes it out to make room: what is missing from it was pushed out.
@@ -214,11 +210,10 @@ class StageLatency(EventStream, Probe):
             "packets_completed": completed,
             "stage_without_start": orphan,
             "replaced_unfinished": replaced,
-            "evicted_unfinished": max(0, evicted - self._seen_evicted),
+            "evicted_unfinished": self._seen.rise("evicted", evicted),
             "in_flight": inflight,
             "pairs": pairs,
         }
-        self._seen_evicted = max(self._seen_evicted, evicted)
         return record
 
     # details ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DST_IP, SRC_IP, Flag
+from .base import DST_IP, DURATION, SRC_IP, Flag, interval_flag
 from .stage_latency import (FLOW_EXTRACT, OVS_PROCESS, OVS_RX, OVS_UPCALL, QDISC_XMIT, VPORT_SEND, Stage,
                             StageLatency, device, kp, tp)
 
@@ -27,10 +27,7 @@ PHY = Flag("phy-interface", "interface", "the physical NIC the traffic leaves / 
 PROTOCOL = Flag("protocol", "protocol", "tcp, udp or icmp", choices=("tcp", "udp", "icmp"), label="Protocol")
 DIRECTION = Flag("direction", "choice", "tx (host -> NIC) or rx (NIC -> host)", choices=("tx", "rx"), required=True,
                  label="Direction")
-INTERVAL = Flag("interval", "seconds", "seconds between reports", short="i", default=5.0, lo=0.1, hi=86400,
-                label="Report every (s)")
-DURATION = Flag("duration", "seconds", "stop after this many seconds", short="d", lo=0.1, hi=31 * 86400,
-                label="Run for (s)")
+INTERVAL = interval_flag(5.0)
 THRESHOLD = Flag("latency-threshold", "int", "only packets slower than this many microseconds", default=0,
                  lo=0, hi=60_000_000, label="Latency threshold (µs)")
 

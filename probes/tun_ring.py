@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 from . import drop_hook
-from .base import ATTACH, DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Unavailable
+from .base import ATTACH, DST_IP, DST_PORT, DURATION, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Unavailable, interval_flag
 from .runtime.attach import attach_kprobe
+from .runtime.counters import Deltas
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
 from .runtime.params import CDefines, ParamError
@@ -41,10 +42,8 @@ class TunRingMonitor(drop_hook.DropHookProbe):
     flags = (
         Flag("device", "interface", "the tap (vnet) device", short="n", required=True, label="Interface"),
         SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL,
-        Flag("interval", "seconds", "seconds between reports", short="i", default=10.0, lo=0.1, hi=86400,
-             label="Report every (s)"),
-        Flag("duration", "seconds", "total run time in seconds (default: until Ctrl-C)", short="d",
-             lo=0.1, hi=31 * 86400, label="Run for (s)"),
+        interval_flag(10.0),
+        DURATION,
         ATTACH,
     )
 
@@ -85,7 +84,7 @@ class TunRingMonitor(drop_hook.DropHookProbe):
         hook.attach(bpf)
         if self.no_ring is None:
             attach_kprobe(bpf, XMIT_FN, "ns_tun_net_xmit")
-        self._seen: dict[tuple, int] = {}
+        self._seen = Deltas()
         self._last_read = time.monotonic()
         return bpf
 
@@ -93,10 +92,6 @@ class TunRingMonitor(drop_hook.DropHookProbe):
         ring = f" + kprobe {XMIT_FN} (ring fill)" if self.no_ring is None else f" (ring fill: {self.no_ring})"
         return self.hook.describe() + ring
 
-    def _delta(self, key: tuple, total: int) -> int:
-        delta = total - self._seen.get(key, 0)
-        self._seen[key] = total
-        return delta
 
     def _txqueuelen(self) -> int | None:
         try:
@@ -116,7 +111,7 @@ class TunRingMonitor(drop_hook.DropHookProbe):
                                          "max_pending": None, "size": None})
 
         for key, per_cpu in self.bpf[b"drops"].items():
-            delta = self._delta(("drop", key.queue, key.reason), sum(per_cpu))
+            delta = self._seen.of(("drop", key.queue, key.reason), sum(per_cpu))
             if delta > 0:
                 entry = queue(key.queue)
                 reason = self.hook.reason_name(key.reason, self.caps.drop_reasons) or "NOT_SPECIFIED"
@@ -126,8 +121,8 @@ class TunRingMonitor(drop_hook.DropHookProbe):
             sizes = {k.value: max(per_cpu) for k, per_cpu in self.bpf[b"ring_size"].items()}
             for key, per_cpu in self.bpf[b"ring_counts"].items():
                 q = key.value
-                xmits = self._delta(("xmit", q), sum(v.xmits for v in per_cpu))
-                full = self._delta(("full", q), sum(v.found_full for v in per_cpu))
+                xmits = self._seen.of(("xmit", q), sum(v.xmits for v in per_cpu))
+                full = self._seen.of(("full", q), sum(v.found_full for v in per_cpu))
                 if xmits > 0:
                     queue(q).update(xmits=xmits, found_full=full, size=sizes.get(q))
             maxima = self.bpf[b"ring_max"]

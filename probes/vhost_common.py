@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .base import Flag, Probe, kprobe_reason
+from .base import Flag, Probe, interval_flag, kprobe_reason
 from .runtime import params as P
 from .runtime.attach import attach_or_unload
 from .runtime.kernel import KernelCaps, function_symbol, symbol_address
@@ -19,7 +19,6 @@ from .runtime.offsets import MODULE_FIELDS, OffsetsUnavailable, module_offset, m
 from .runtime.params import CDefines
 from .runtime.vmproc import is_kvm_process
 from .stage_latency import FIELDS as STAGE_FIELDS
-from .system_latency import INTERVAL  # noqa: F401 (the vhost probes' --interval)
 from .tun_ring import is_tap
 
 VHOST_HINT = "load vhost-net: `modprobe vhost_net` (a VM with `-netdev tap,vhost=on` loads it)"
@@ -42,6 +41,7 @@ VQ_FIELDS = STAGE_FIELDS + [
     "VHOST_POLL_WAIT", "VHOST_POLL_WORK", "VHOST_POLL_MASK", "VHOST_POLL_SIZE", "VHOST_WORK_FN",
     "VQ_POLL", "VQ_PRIVATE_DATA", "VQ_CALL_CTX", "VNET_VQS", "VNET_POLL", "VNET_NVQ_SIZE", "VNET_NVQ_VQ"]
 
+INTERVAL = interval_flag(5.0)  # the vhost probes' --interval
 QEMU_PID = Flag("pid", "pid", "the VM's QEMU process (it holds /dev/kvm)", short="p", label="QEMU process PID")
 TAP = Flag("device", "interface", "only the virtqueues of this tap device, e.g. vnet3", label="VM interface")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from .base import DURATION, Probe
+from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps, function_symbol
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
@@ -82,7 +83,7 @@ class VhostEventfdCount(VhostProbe):
         return "kprobes " + ", ".join(self.attached)
 
     def start_reading(self) -> None:
-        self._seen: dict[int, tuple[int, ...]] = {}  # vq address -> counters + busy_ns last read
+        self._seen = Deltas()  # vq address -> counters + busy_ns
         self._last_read = time.monotonic()
 
     def read(self) -> list[dict]:
@@ -91,9 +92,7 @@ class VhostEventfdCount(VhostProbe):
         workers: dict[int, dict] = {}
         for key, s in self.bpf[b"vqs"].items():
             totals = tuple(getattr(s, c) for c in COUNTERS) + (s.busy_ns,)
-            prev = self._seen.get(key.value, (0,) * len(totals))
-            self._seen[key.value] = totals
-            delta = dict(zip(COUNTERS + ("busy_ns",), (t - p for t, p in zip(totals, prev))))
+            delta = dict(zip(COUNTERS + ("busy_ns",), self._seen.of(key.value, totals)))
             if not any(delta.values()):
                 continue
             vq = self._vq_record(s, delta, elapsed)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import ctypes as ct
 import time
 
+from vocab.hist import Log2Hist, render_text
+
 from .base import DURATION, Flag, Probe
 from .events import EventStream
 from .runtime.clock import iso
-from vocab.hist import Log2Hist, render_text
+from .runtime.counters import Deltas
 from .runtime.layout import CMirror
 from .runtime.loader import load
 from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
@@ -75,8 +77,8 @@ class VhostQueueCorrelationDetails(EventStream, VhostProbe):
         return "kprobes " + ", ".join(self.attached)
 
     def start_reading(self) -> None:
-        self._seen: dict[int, tuple[int, ...]] = {}
-        self._seen_hist: dict[tuple[int, int], int] = {}
+        self._seen = Deltas()  # vq address -> TOTALS
+        self._seen_hist = Deltas()  # (vq, log2 slot) -> works
         self._seen_max: dict[int, tuple[int, int]] = {}
         self._last_summary = time.monotonic()
 
@@ -137,9 +139,7 @@ class VhostQueueCorrelationDetails(EventStream, VhostProbe):
     def _hist_deltas(self) -> dict[int, dict[int, int]]:
         per_vq: dict[int, dict[int, int]] = {}
         for k, v in self.bpf[b"wait_hist"].items():
-            key = (k.vq, k.slot)
-            d = v.value - self._seen_hist.get(key, 0)
-            self._seen_hist[key] = v.value
+            d = self._seen_hist.of((k.vq, k.slot), v.value)
             if d > 0:
                 per_vq.setdefault(k.vq, {})[k.slot] = d
         return per_vq
@@ -149,9 +149,7 @@ class VhostQueueCorrelationDetails(EventStream, VhostProbe):
         out = []
         for key, t in self.bpf[b"vqs"].items():
             totals = tuple(getattr(t, c) for c in TOTALS)
-            prev = self._seen.get(key.value, (0,) * len(totals))
-            self._seen[key.value] = totals
-            d = dict(zip(TOTALS, (a - b for a, b in zip(totals, prev))))
+            d = dict(zip(TOTALS, self._seen.of(key.value, totals)))
             # Maxima since start in the kernel; this interval's when they rose in it.
             maxima = (t.wait_max_ns, t.run_max_ns)
             rose = [m if m > p else None for m, p in zip(maxima, self._seen_max.get(key.value, (0, 0)))]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .base import DST_IP, SRC_IP, Flag
+from .base import DST_IP, DURATION, SRC_IP, Flag
 from .stage_latency import (FLOW_EXTRACT, OVS_PROCESS, OVS_RX, OVS_UPCALL, QDISC_XMIT, VPORT_SEND, Stage,
                             StageLatency, device, kp, tp)
-from .system_latency import DURATION, INTERVAL, PHY, PROTOCOL, THRESHOLD
+from .system_latency import INTERVAL, PHY, PROTOCOL, THRESHOLD
 
 # tx: the VM sends (tun receive on vnet) -> OVS -> physical NIC
 TX = [tp("VNET_RX"), OVS_RX, FLOW_EXTRACT, OVS_PROCESS, OVS_UPCALL, VPORT_SEND, QDISC_XMIT]

@@ -185,6 +185,8 @@ class _Builder:
     def _identity(self, name: str, spec: dict, w: Where) -> dict:
         """Title, tier, cost, description and flag names: the implemented probe's own
         (``probes``), else the planned probe's stub in probes.yaml."""
+        if not isinstance(spec, dict):
+            raise w.error(f"expected a mapping, got {type(spec).__name__}")
         probe = self.implemented.get(name)
         if probe is None:
             spec = _fields(spec, w, IDENTITY_REQUIRED + PLAYBOOK_REQUIRED, IDENTITY_OPTIONAL + PLAYBOOK_OPTIONAL)

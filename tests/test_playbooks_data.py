@@ -149,6 +149,8 @@ def chain(doc, cid):
      "probes", "implemented probe(s) futex (probes/registry.py) have no entry"),
     ("probes.yaml", lambda d: d["probes"]["virtnet-poll-monitor"].pop("cost"),
      "probes.virtnet-poll-monitor", "missing key(s): cost"),
+    ("probes.yaml", lambda d: d["probes"].update(futex=None),
+     "probes.futex", "expected a mapping, got NoneType"),
     ("probes.yaml", lambda d: d["probes"]["drop-summary"]["results"].update(merge="average"),
      "probes.drop-summary.results.merge", "one of sum-entries"),
     ("quick-reference.yaml", lambda d: d["rows"][0].update(summary="vm-network/nothing"),

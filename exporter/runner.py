@@ -151,8 +151,9 @@ class ProbeRunner:
         if ticket is None:
             return
         with self._cv:
-            done = self._cv.wait_for(lambda: self._answered >= ticket or self.state != UP or not self.thread.is_alive(),
-                                     timeout=max(0.0, deadline - time.monotonic()))
+            done = self._cv.wait_for(
+                lambda: self._answered >= ticket or self.state != UP or not self.thread.is_alive(),
+                timeout=max(0.0, deadline - time.monotonic()))
         if not done:
             with self.lock:
                 self.read_timeouts += 1

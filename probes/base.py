@@ -219,7 +219,8 @@ class Probe:
                 for f in self.flags if f.kind == "interface" and self.options.values.get(f.dest)]
 
     def _pids(self) -> list[int]:
-        return [self.options.values[f.dest] for f in self.flags if f.kind == "pid" and self.options.values.get(f.dest)]
+        return [self.options.values[f.dest] for f in self.flags
+                if f.kind == "pid" and self.options.values.get(f.dest)]
 
     def gone(self) -> str | None:
         """Why what the attached probe follows (a kernel module, a device, a process) is gone, or None."""

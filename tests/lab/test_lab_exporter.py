@@ -70,7 +70,7 @@ def test_histogram_quantile_lands_in_the_bucket_the_known_pauses_allow(lab, hist
     assert n == len(ex["pauses_ms"]) and ex["missed"] == n, ex["missed"]  # one upcall each, no other
     buckets = increase(ex, name, labels)
     assert buckets[math.inf] == n, buckets  # every datagram counted once, nothing else
-    assert buckets[33.554432] == n  # none past the last finite bucket
+    assert max(v for le, v in buckets.items() if le != math.inf) == n  # none past the last finite bucket
     assert_samples_within(as_slots(buckets), bounds)
     lows, highs = sorted(lo for lo, _ in bounds), sorted(hi for _, hi in bounds)
     for q in QUANTILES:

@@ -57,6 +57,8 @@ def _start_time(pid: int) -> str | None:
 def module_of_functions(functions: set[bytes], kallsyms: Path = Path("/proc/kallsyms")) -> dict[bytes, str]:
     """Function (as BCC names its kprobe event: '.' made '_') -> the module it is in; vmlinux's are left out."""
     out = {}
+    if not functions:  # no kprobe: spare every probe start a read of the whole symbol table
+        return out
     try:
         with open(kallsyms, "rb") as f:
             for line in f:

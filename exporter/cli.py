@@ -33,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="longest a scrape waits for the probes' reads; past it, the previous totals are served "
                         "(default 2)")
     p.add_argument("--max-drop-series", metavar="N", default="2000",
-                   help="most label sets of netsleuth_drops_total; past it new ones are counted in one 'other' "
-                        "series (default 2000)")
+                   help="most label sets of netsleuth_drops_total (and most VMs, and virtqueues, of the VM-path "
+                        "series); past it new ones are counted in one 'other' series (default 2000)")
 
 
 def parse_listen(text: str) -> tuple[str, int]:

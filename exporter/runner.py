@@ -4,7 +4,9 @@ and closes it; every BPF call of that probe happens in that thread.
 A scrape asks every runner at once and waits for each until one shared deadline:
 a slow read is served from the previous read's totals (and counted), never waited
 for.  A probe that fails to load, or whose read fails, is closed and marked down
-with the reason; the other runners go on.
+with the reason; one whose hooks went (a module unloaded, its device deleted, its
+process exited: Probe.gone()) is closed and marked detached, with the reason; the
+other runners go on.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from probes.runtime.stop import ProbeStopped
 from .series import SERIES, ProbeSeries
 from .specs import NO_SERIES, Spec
 
-STARTING, UP, DOWN, STOPPED = "starting", "up", "down", "stopped"
+STARTING, UP, DOWN, DETACHED, STOPPED = "starting", "up", "down", "detached", "stopped"
 
 # BCC compiles with an environment variable (the include tree) set process-wide:
 # one probe loads at a time.
@@ -30,6 +32,10 @@ _START_LOCK = threading.Lock()
 
 def _log(line: str) -> None:
     print(f"netsleuth exporter: {line}", file=sys.stderr, flush=True)
+
+
+class Detached(Exception):
+    """What the probe follows is gone (the message says what)."""
 
 
 def _why(e: BaseException) -> str:
@@ -73,6 +79,10 @@ class ProbeRunner:
             self._serve()
         except ProbeStopped:  # a stop signal seen inside the probe's own code: shutting down
             pass
+        except Detached as e:
+            with self.lock:
+                self.state, self.reason = DETACHED, str(e)
+            _log(f"{self.id}: detached: {self.reason}")
         except Exception as e:  # load or read failed: this probe is down, the others go on
             with self.lock:
                 self.state, self.reason = DOWN, _why(e)
@@ -101,6 +111,9 @@ class ProbeRunner:
 
     def _read(self) -> None:
         began = time.monotonic()
+        gone = self.probe.gone()
+        if gone:
+            raise Detached(gone)  # the totals up to the previous read stay served
         try:
             records = self.probe.read()
             maps = map_fill(self.probe.bpf) if getattr(self.probe, "bpf", None) is not None else []
@@ -138,8 +151,9 @@ class ProbeRunner:
         if ticket is None:
             return
         with self._cv:
-            done = self._cv.wait_for(lambda: self._answered >= ticket or not self.thread.is_alive(),
-                                     timeout=max(0.0, deadline - time.monotonic()))
+            done = self._cv.wait_for(
+                lambda: self._answered >= ticket or self.state != UP or not self.thread.is_alive(),
+                timeout=max(0.0, deadline - time.monotonic()))
         if not done:
             with self.lock:
                 self.read_timeouts += 1

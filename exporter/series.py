@@ -57,12 +57,18 @@ class BoundedCounters:
         self.counts: dict[tuple[str, ...], int] = {}
         self._folded: set[int] = set()
 
-    def add(self, key: tuple[str, ...], count: int) -> None:
+    def admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        """``key``, or the all-``other`` key once the bound is reached (a new key is counted from 0)."""
         if key not in self.counts and len(self.counts) >= self.limit:
             if len(self._folded) < self.FOLDED_MEMORY:
                 self._folded.add(hash(key))
             key = (OTHER,) * len(self.labels)
-        self.counts[key] = self.counts.get(key, 0) + count
+        self.counts.setdefault(key, 0)
+        return key
+
+    def add(self, key: tuple[str, ...], count: int) -> None:
+        key = self.admit(key)
+        self.counts[key] += count
 
     @property
     def folded(self) -> int:
@@ -71,6 +77,14 @@ class BoundedCounters:
     def samples(self):
         for key, count in self.counts.items():
             yield dict(zip(self.labels, key)), count
+
+
+def emit_bound(fams: Families, metric: str, bounded: BoundedCounters) -> None:
+    """The bound of ``metric``'s label sets, and how many were folded past it."""
+    fams.gauge("netsleuth_series_limit", "Most label sets a metric keeps; past it new ones are folded into "
+               "one whose labels are all 'other'.", {"metric": metric}, bounded.limit)
+    fams.counter("netsleuth_series_folded", "Distinct label sets folded into the 'other' series "
+                 "(a lower bound past 65536).", {"metric": metric}, bounded.folded)
 
 
 class DropSeries(ProbeSeries):
@@ -101,10 +115,7 @@ class DropSeries(ProbeSeries):
         fams.get(self.METRIC, doc, "counter")  # the family exists before the first drop
         for labels, count in self.drops.samples():
             fams.counter(self.METRIC, doc, labels, count)
-        fams.gauge("netsleuth_series_limit", "Most label sets a metric keeps; past it new ones are folded into "
-                   "one whose labels are all 'other'.", {"metric": self.METRIC + "_total"}, self.max_series)
-        fams.counter("netsleuth_series_folded", "Distinct label sets folded into the 'other' series "
-                     "(a lower bound past 65536).", {"metric": self.METRIC + "_total"}, self.drops.folded)
+        emit_bound(fams, self.METRIC + "_total", self.drops)
 
 
 class UpcallSeries(ProbeSeries):
@@ -218,10 +229,128 @@ class TapRingSeries(ProbeSeries):
                        slots)
 
 
+def vm_name(pid: int) -> str:
+    """A QEMU process's VM name (`-name guest=NAME` or `-name NAME`), "" when it has none or is gone:
+    a label that outlives the pid (a VM restarted keeps its series; pids are never labels)."""
+    from wizard.discovery import qemu_vm_name
+
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return ""
+    return qemu_vm_name(cmdline) or ""
+
+
+class IrqfdSeries(ProbeSeries):
+    """kvm-irqfd-stats-summary: per VM (its name), the injection latency histogram and the
+    signal/interrupt counts.  At most ``max_series`` VMs; past it, new ones are folded into
+    vm="other" (netsleuth_series_folded_total says how many)."""
+
+    # (record field, metric without _total, help); docs/output-virt.md has each field.
+    COUNTERS = (
+        ("signals", "netsleuth_kvm_irqfd_signals", "irqfd signals (an eventfd write KVM turns into an interrupt)."),
+        ("fast_path", "netsleuth_kvm_irqfd_fast_path_signals", "Signals delivered from the signaller's context."),
+        ("slow_path", "netsleuth_kvm_irqfd_slow_path_signals", "Signals handed to a kworker (irqfd_inject)."),
+        ("no_target", "netsleuth_kvm_irqfd_no_target_signals", "Signals that made no interrupt pending in any vCPU."),
+        ("accepted", "netsleuth_kvm_irqfd_accepted_interrupts", "Interrupts made pending in a vCPU."),
+        ("coalesced", "netsleuth_kvm_irqfd_coalesced_interrupts",
+         "Accepted interrupts merged into the same vector still pending."),
+        ("posted", "netsleuth_kvm_irqfd_posted_interrupts", "Interrupts posted by APICv/AVIC (not timed)."),
+        ("injected", "netsleuth_kvm_irqfd_injected_interrupts", "Interrupts injected into a vCPU (timed)."),
+        ("untracked", "netsleuth_kvm_irqfd_untracked_interrupts",
+         "Accepted interrupts for a vCPU thread not seen yet (not timed)."),
+    )
+    LATENCY = "netsleuth_kvm_irqfd_injection_latency_seconds"
+
+    def __init__(self, probe, max_series: int) -> None:
+        super().__init__(probe, max_series)
+        self.names: dict[int, str] = {}  # pid -> VM name, looked up once (a VM gone keeps its name)
+        self.vms = BoundedCounters(("vm",), max_series)  # which VMs get series of their own
+        self.counts: dict[str, dict[tuple[str, ...], int]] = {field: {} for field, _, _ in self.COUNTERS}
+        self.slots: dict[tuple[str, ...], dict[int, int]] = {}
+
+    def add(self, records: list[dict]) -> None:
+        for r in records:
+            if r.get("type") != "irqfd_summary":
+                continue
+            for e in r["entries"]:
+                pid = int(e["pid"])
+                if pid not in self.names:
+                    self.names[pid] = vm_name(pid)
+                vm = self.vms.admit((self.names[pid],))
+                for field, counts in self.counts.items():
+                    counts[vm] = counts.get(vm, 0) + int(e.get(field) or 0)
+                _add_slots(self.slots.setdefault(vm, {}), e.get("buckets") or [])
+
+    def emit(self, fams: Families) -> None:
+        doc = "Time from an irqfd signal to the interrupt injected into the vCPU (posted interrupts are not timed)."
+        fams.get(self.LATENCY, doc, "histogram")
+        for (vm,), slots in sorted(self.slots.items()):
+            fams.log2_histogram(self.LATENCY, doc, {"vm": vm}, slots)
+        for field, name, fdoc in self.COUNTERS:
+            fams.get(name, fdoc, "counter")
+            for (vm,), count in sorted(self.counts[field].items()):
+                fams.counter(name, fdoc, {"vm": vm}, count)
+        emit_bound(fams, self.LATENCY, self.vms)
+
+
+class VhostSeries(ProbeSeries):
+    """vhost-eventfd-count: per tap device, queue and virtqueue (rx/tx), the kicks, wakeups,
+    runs and signals of vhost-net.  At most ``max_series`` virtqueues; past it, new ones are
+    folded into device/queue/vq "other"."""
+
+    # (record field, metric without _total, help); docs/output-virt.md has each field.
+    COUNTERS = (
+        ("kicks", "netsleuth_vhost_kicks", "Guest kicks: the guest notified vhost of new buffers."),
+        ("net_wakeups", "netsleuth_vhost_socket_wakeups",
+         "Tap socket wakeups: packets for the VM arrived (rx) or room to send again (tx)."),
+        ("runs", "netsleuth_vhost_runs", "vhost work function runs."),
+        ("weight_exhausted", "netsleuth_vhost_weight_exhausted_runs",
+         "Runs stopped at the weight limit and requeued."),
+        ("signal_attempts", "netsleuth_vhost_signal_attempts",
+         "Used-ring batches after which vhost may interrupt the guest."),
+        ("eventfd_signals", "netsleuth_vhost_eventfd_signals",
+         "Signal attempts that wrote the virtqueue's call eventfd."),
+        ("suppressed", "netsleuth_vhost_suppressed_signals",
+         "Signal attempts the guest asked to skip (no eventfd write)."),
+        ("signals", "netsleuth_vhost_irqfd_signals",
+         "Eventfd signals KVM received through an irqfd (absent where kvm is not loaded)."),
+        ("signals_no_irqfd", "netsleuth_vhost_signals_without_irqfd",
+         "Eventfd signals with no KVM irqfd behind them (QEMU reads the eventfd itself)."),
+    )
+    LABELS = ("device", "queue", "vq")
+
+    def __init__(self, probe, max_series: int) -> None:
+        super().__init__(probe, max_series)
+        self.vqs = BoundedCounters(self.LABELS, max_series)  # decides which virtqueues get their own series
+        self.counts: dict[str, dict[tuple[str, ...], int]] = {field: {} for field, _, _ in self.COUNTERS}
+
+    def add(self, records: list[dict]) -> None:
+        for r in records:
+            if r.get("type") != "vhost_eventfd":
+                continue
+            for v in r["vqs"]:
+                key = self.vqs.admit((v.get("device") or "", "" if v.get("queue") is None else str(v["queue"]),
+                                      v["vq"]))
+                for field, counts in self.counts.items():
+                    if v.get(field) is not None:  # signals: null without kvm; the series is then absent
+                        counts[key] = counts.get(key, 0) + int(v[field])
+
+    def emit(self, fams: Families) -> None:
+        for field, name, doc in self.COUNTERS:
+            fams.get(name, doc, "counter")
+            for key, count in sorted(self.counts[field].items()):
+                fams.counter(name, doc, dict(zip(self.LABELS, key)), count)
+        emit_bound(fams, "netsleuth_vhost_kicks_total", self.vqs)
+
+
 SERIES: dict[str, type[ProbeSeries]] = {
     "tun-ring-monitor": TapRingSeries,
     "drop-summary": DropSeries,
     "ovs-upcall-summary": UpcallSeries,
     "system-latency-summary": StageSeries,
     "vm-latency-summary": StageSeries,
+    "kvm-irqfd-stats-summary": IrqfdSeries,
+    "vhost-eventfd-count": VhostSeries,
 }

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable
 
+from .runtime import following
 from .runtime import params as P
 from .runtime import stop
 from .runtime.kernel import KernelCaps, detect
@@ -161,6 +162,7 @@ class Probe:
         self.options = self.parse_options(raw)
         self.bpf = None
         self.started_at: float | None = None
+        self.following: following.Following | None = None
 
     @classmethod
     def parse_options(cls, raw: dict[str, Any]) -> Options:
@@ -214,6 +216,21 @@ class Probe:
             raise Unavailable(f"{self.name}: {reason}")
         self.started_at = time.monotonic()
         self.bpf = self.load()
+        self.following = following.snapshot(self.bpf, self._devices(), self._pids())
+
+    def _devices(self) -> list[following.Device]:
+        ns_flag = next((f for f in self.flags if f.kind == "netns"), None)
+        ns = self.options.values.get(ns_flag.dest) if ns_flag else None
+        return [following.Device(f.name, str(self.options.raw[f.dest]), self.options.values[f.dest], ns)
+                for f in self.flags if f.kind == "interface" and self.options.values.get(f.dest)]
+
+    def _pids(self) -> list[int]:
+        return [self.options.values[f.dest] for f in self.flags
+                if f.kind == "pid" and self.options.values.get(f.dest)]
+
+    def gone(self) -> str | None:
+        """Why what the attached probe follows (a kernel module, a device, a process) is gone, or None."""
+        return following.gone(self.following) if self.bpf is not None and self.following else None
 
     def load(self):  # pragma: no cover - each probe implements it
         raise NotImplementedError

@@ -134,14 +134,14 @@ TUN, TAP = 0x1, 0x2  # device kinds for open_tun
 
 
 @contextlib.contextmanager
-def open_tun(kind: int, vnet_hdr: bool = False):
-    """A new tun (L3) or tap (Ethernet) device, up; yields (name, fd).  It goes away with
-    its descriptor."""
+def open_tun(kind: int, vnet_hdr: bool = False, name: str | None = None):
+    """A new tun (L3) or tap (Ethernet) device (``name``, or a new one), up; yields
+    (name, fd).  It goes away with its descriptor (closing it deletes the device)."""
     import fcntl
     import struct
 
     tunsetiff, iff_no_pi, iff_vnet_hdr = 0x400454CA, 0x1000, 0x4000
-    name = f"nsv{uuid.uuid4().hex[:6]}"
+    name = name or f"nsv{uuid.uuid4().hex[:6]}"
     fd = os.open("/dev/net/tun", os.O_RDWR)
     try:
         flags = kind | iff_no_pi | (iff_vnet_hdr if vnet_hdr else 0)
@@ -149,7 +149,8 @@ def open_tun(kind: int, vnet_hdr: bool = False):
         sh("ip", "link", "set", name, "up")
         yield name, fd
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):  # a test may close it first, to delete the device
+            os.close(fd)
 
 
 def write_refused_by_tun(packets: list[bytes], kind: int) -> int:

@@ -9,6 +9,7 @@ the exporter where the probes run, point ``Prometheus(targets=[...])`` at it.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import socket
@@ -48,8 +49,9 @@ def wait_until(what: str, check, timeout: float, every: float = 0.3):
 class Exporter:
     """`netsleuth exporter --listen 127.0.0.1:PORT ARGS...` as a subprocess."""
 
-    def __init__(self, *args: str, wrapper: list[str] = ()):
-        """``wrapper``: a command the exporter runs under (setpriv with fewer capabilities)."""
+    def __init__(self, *args: str, wrapper: list[str] = (), env: dict[str, str] | None = None):
+        """``wrapper``: a command the exporter runs under (setpriv with fewer capabilities);
+        ``env``: its environment (default: ours)."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
 
@@ -59,7 +61,7 @@ class Exporter:
 
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([*wrapper] + NETSLEUTH + ["exporter", "--listen", self.address, *args], cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                     stdout=self.log, stderr=subprocess.STDOUT, text=True, env=env,
                                      preexec_fn=default_signals)
 
     def metrics(self) -> str:
@@ -148,3 +150,50 @@ class Prometheus:
                 self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def scraped_buckets(text: str, name: str, labels: dict[str, str] | None = None) -> dict[float, float]:
+    """``le`` -> cumulative count of histogram ``name`` in a /metrics text, for the one label
+    set that has ``labels`` (le excluded)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[float, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name + "_bucket" and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
+                out[float(s.labels["le"])] = s.value
+    return out
+
+
+def bucket_increase(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    """What came between two scrapes (a counter only grows while the exporter runs)."""
+    return {le: count - before.get(le, 0.0) for le, count in after.items()}
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+    """Prometheus's histogram_quantile over cumulative ``buckets`` (le -> count): its
+    documented algorithm (promql/quantile.go, bucketQuantile, 2.42): the bucket the rank
+    q * count falls in, linear interpolation inside it, the lowest bucket starting at 0, a
+    rank in +Inf giving the highest finite bound.  tests/test_exporter_histograms.py checks
+    it against a real Prometheus."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0 or q > 1:
+        return -math.inf if q < 0 else math.inf
+    bounds = sorted(buckets)
+    if not bounds or not math.isinf(bounds[-1]):
+        return math.nan
+    counts = []
+    for le in bounds:  # ensureMonotonic: a lower count than the previous bucket's is raised to it
+        counts.append(max(buckets[le], counts[-1]) if counts else buckets[le])
+    if len(bounds) < 2 or counts[-1] == 0:
+        return math.nan
+    rank = q * counts[-1]
+    b = next(i for i in range(len(bounds) - 1) if counts[i] >= rank) if counts[-2] >= rank else len(bounds) - 1
+    if b == len(bounds) - 1:
+        return bounds[-2]
+    if b == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, count = (bounds[b - 1], counts[b] - counts[b - 1]) if b > 0 else (0.0, counts[b])
+    rank -= counts[b - 1] if b > 0 else 0
+    return start + (bounds[b] - start) * (rank / count)

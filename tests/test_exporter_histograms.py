@@ -22,7 +22,7 @@ from probes.ovs_upcall import OvsUpcallSummary
 from probes.runtime.loader import load
 from probes.stage_latency import FIELDS
 from probes.system_latency import SystemLatencySummary
-from tests.promenv import Prometheus, free_port, wait_until
+from tests.promenv import Prometheus, free_port, histogram_quantile, http_get, scraped_buckets, wait_until
 from tests.test_kprobe_programs_verify import CAPS
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF"),
@@ -108,6 +108,16 @@ def test_histogram_quantiles_land_where_the_slots_put_them(served):
         stage = ('netsleuth_stage_latency_seconds_bucket{path="system",direction="tx",device="lo",'
                  'stage="OVS_PROCESS->OVS_VPORT_SEND"}')
         assert prom.value(f"histogram_quantile(0.5, {stage})") == pytest.approx(24e-6, rel=1e-9)
+        # The lab computes quantiles from scraped text (no Prometheus in its guest): the same
+        # algorithm must give what Prometheus gives, edges included (a rank on a bucket's bound, q=1).
+        text = http_get(f"http://{address}/metrics")
+        for q in (0.01, 0.5, 0.98, 0.99, 1.0):
+            ours = histogram_quantile(q, scraped_buckets(text, "netsleuth_ovs_upcall_latency_seconds"))
+            assert ours == pytest.approx(prom.value(upcall_q.format(q=q)), rel=1e-12), q
+        stage_labels = {"path": "system", "direction": "tx", "device": "lo", "stage": "OVS_PROCESS->OVS_VPORT_SEND"}
+        for q in (0.5, 1.0):
+            ours = histogram_quantile(q, scraped_buckets(text, "netsleuth_stage_latency_seconds", stage_labels))
+            assert ours == pytest.approx(prom.value(f"histogram_quantile({q}, {stage})"), rel=1e-12), q
         # A second scrape reads again: counts only grow (nothing cleared).
         slots[ct.c_int(6)] = per_cpu(slots, 198)
         wait_until("the new upcalls scraped",

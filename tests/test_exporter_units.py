@@ -118,6 +118,9 @@ class FakeProbe:
     def describe_attach(self):
         return "nowhere"
 
+    def gone(self):
+        return None
+
     def read(self):
         self.reads += 1
         if self.stall is not None:

@@ -23,7 +23,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.lab import fake_vm
+from tests.lab import exporter_checks, fake_vm
 from tests.lab import topology as T
 from tests.lab.latency_checks import check_latency, start_latency_probes
 from tests.netenv import NETSLEUTH, ProbeProcess, send_udp
@@ -246,6 +246,9 @@ def main(argv: list[str]) -> int:
         latency_probes = start_latency_probes(sysnet, vm)  # they compile during the next steps
     if "topology" in rec.data["errors"]:
         return 1
+    exporter = None
+    with rec.step("exporter_start"):
+        exporter = exporter_checks.start_exporter(sysnet)  # its probes compile meanwhile too
 
     with rec.step("doctor"):
         # Thirteen BCC compiles share the 2 vCPUs meanwhile: doctor takes minutes.
@@ -276,6 +279,10 @@ def main(argv: list[str]) -> int:
             for w in latency_probes.values():
                 w.close()  # after a failure too: no probe may stay attached
 
+    if exporter is not None:
+        with rec.step("exporter"):
+            rec.data["exporter"] = exporter_checks.check_exporter(br, sysnet, exporter)
+
     if probes:
         with rec.step("drops"):
             rec.data["scenarios"] = drop_scenarios(br, sysnet, vm)
@@ -287,6 +294,12 @@ def main(argv: list[str]) -> int:
     # replies) paired with the upcall before its own (CI, 2026-12-01).
     with rec.step("slow_vswitchd"):
         rec.data["slow_vswitchd"] = check_slow_vswitchd(br, sysnet)
+    if exporter is not None:
+        # Last, as it takes OVS away: the exporter's OVS probes must show as detached.
+        with rec.step("exporter_module_unload"):
+            rec.data["exporter_unload"] = exporter_checks.check_module_unload(exporter)
+        with rec.step("exporter_stop"):
+            rec.data["exporter_stop"] = exporter_checks.stop_exporter(exporter)
     rec.data["kprobes_left"] = kprobes_registered()
     rec.data["total_s"] = round(T.uptime() - rec.data["boot_uptime_s"], 1)
     rec.save()

@@ -10,6 +10,7 @@ and makes sure that probes are closed and errors are shown and logged.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import shlex
@@ -18,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 
@@ -38,6 +41,7 @@ from .screens.preflight import PreflightScreen
 from .screens.question import QuestionScreen
 from .screens.step import StepScreen
 from .screens.symptom import SymptomScreen
+from .widgets.panels import HandlerFailed
 from .session import Session, SessionError, list_sessions
 from .session import resume as resume_session
 from .session import sessions_dir as default_sessions_dir
@@ -96,6 +100,8 @@ class NetsleuthApp(App):
         self._runs: set[ProbeRun] = set()
         self._runs_lock = threading.Lock()
         self._quitting = False
+        # Textual prints an unhandled error's traceback here on exit: into the log, never the terminal.
+        self.error_console = Console(file=io.StringIO(), width=120, markup=False, highlight=False)
 
     # start -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -400,20 +406,21 @@ class NetsleuthApp(App):
         if not (callable(shown) and shown(message, str(self.log_path))):
             self.push_screen(ErrorDialog(message, str(self.log_path)))
 
-    async def _dispatch_action(self, namespace, action_name, params) -> bool:
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:
         try:
-            return await super()._dispatch_action(namespace, action_name, params)
+            return await super().run_action(action, default_namespace, namespaces)
         except Exception as exc:  # noqa: BLE001 - an action's bug goes to the panel, the app stays up
-            self.report_error(f"{action_name}: {type(exc).__name__}: {exc}", exc)
+            self.report_error(f"{action}: {type(exc).__name__}: {exc}", exc)
             return True
 
-    def _handle_exception(self, error: Exception) -> None:
-        """Last resort (a crash outside any guarded handler): log it, detach the probes, exit
-        with one plain line — never a traceback on the terminal."""
-        log.critical("unexpected error", exc_info=error)
-        if self._exception is None:
-            self._exception = error  # run_test() re-raises it: tests see the bug
-            self._exception_event.set()
+    @on(HandlerFailed)
+    def _show_handler_failure(self, event: HandlerFailed) -> None:
+        self.report_error(event.text, event.exc)
+
+    def close_after_crash(self) -> str:
+        """Last resort, after run() ended on an unhandled error (Textual wrote its traceback to
+        error_console, i.e. the log): detach the probes, keep the session; one plain line to say."""
+        log.critical("unexpected error:\n%s", self.error_console.file.getvalue())
         with self._runs_lock:
             runs = list(self._runs)
         for run in runs:
@@ -427,8 +434,7 @@ class NetsleuthApp(App):
                 self.recorder.close()
         except Exception:  # noqa: BLE001 - already failing: the log has the first error
             log.exception("could not close the session")
-        self.exit(return_code=1, message=f"netsleuth stopped on an internal error: {error}\n"
-                                         f"details: {self.log_path}")
+        return f"netsleuth stopped on an internal error; details: {self.log_path}"
 
 
 def screen_keys(screen) -> list[tuple[str, str]]:
@@ -489,6 +495,8 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     # quickly (keys answer within 200 ms under a flood), not after the default 5 ms slices.
     sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
     app.run()
+    if app.return_code == 1 and not app.quitting:
+        print(app.close_after_crash(), file=sys.stderr)
     return app.return_code or 0
 
 

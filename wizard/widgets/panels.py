@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 from rich.markup import escape
@@ -11,17 +12,17 @@ from textual.message import Message
 from textual.widgets import Static
 
 
-class HandlerFailed(Message):
-    """A handler raised: the app shows it in the current screen's panel and logs it."""
+@dataclass
+class Failure(Message):
+    """Something failed (a handler raised, a check in a worker): the app shows it in the
+    current screen's panel and logs it."""
 
-    def __init__(self, text: str, exc: BaseException):
-        super().__init__()
-        self.text = text
-        self.exc = exc
+    text: str
+    exc: BaseException
 
 
 def guard(handler: Callable) -> Callable:
-    """A message handler whose exception becomes a HandlerFailed message (panel and log)
+    """A message handler whose exception becomes a Failure message (panel and log)
     instead of ending the app."""
     if inspect.iscoroutinefunction(handler):
         @functools.wraps(handler)
@@ -29,7 +30,7 @@ def guard(handler: Callable) -> Callable:
             try:
                 return await handler(node, *args)
             except Exception as exc:  # noqa: BLE001 - any bug must land in the panel, not on the terminal
-                node.post_message(HandlerFailed(f"{type(exc).__name__}: {exc}", exc))
+                node.post_message(Failure(f"{type(exc).__name__}: {exc}", exc))
         return guarded_async
 
     @functools.wraps(handler)
@@ -37,7 +38,7 @@ def guard(handler: Callable) -> Callable:
         try:
             return handler(node, *args)
         except Exception as exc:  # noqa: BLE001
-            node.post_message(HandlerFailed(f"{type(exc).__name__}: {exc}", exc))
+            node.post_message(Failure(f"{type(exc).__name__}: {exc}", exc))
     return guarded
 
 

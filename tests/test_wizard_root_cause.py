@@ -13,6 +13,7 @@ from tests.wizard_pilot import ROOT_CAUSE, SIZE, replay_app, wait_for, wait_scre
 from wizard.replay import Recording
 from wizard.report import build_report, render_html, render_markdown
 from wizard.screens.context import ContextScreen
+from wizard.screens.messages import SymptomChosen
 from wizard.screens.findings import FindingsScreen
 from wizard.screens.live import LiveDetailsScreen
 from wizard.screens.preflight import PreflightScreen
@@ -33,7 +34,7 @@ async def run_step(pilot, step: str) -> None:
     await wait_screen(pilot, PreflightScreen)
     await wait_for(pilot, lambda: not app.screen.query_one("#continue").disabled, what="preflight")
     await pilot.press("enter")
-    app.choose_symptom("ovs-slow", step)
+    app.post_message(SymptomChosen("ovs-slow", step))
     await wait_screen(pilot, ContextScreen)
     await pilot.press("ctrl+n")
     await wait_screen(pilot, StepScreen)

@@ -3,7 +3,6 @@ resuming, errors (panel + log, never a traceback), and probes closed on every wa
 
 from __future__ import annotations
 
-
 import pytest
 
 from probes.runtime.loader import ProbeError
@@ -256,6 +255,38 @@ async def test_a_bug_in_a_handler_goes_to_the_panel_and_the_app_stays_up(tmp_pat
     assert "Traceback" in log and "boom in command_line" in log
 
 
+async def test_a_crash_no_handler_guards_stops_the_probe_and_keeps_the_session(tmp_path, monkeypatch):
+    """The last resort: an error outside any handler (here the live view's timer) ends the app;
+    the probe is stopped and closed at once, the traceback is in the log, the session kept."""
+    backend = CountingBackend(speed=0.3)
+    app = NetsleuthApp(backend, tmp_path / "sessions")
+    with pytest.raises(RuntimeError, match="boom in the timer"):
+        async with app.run_test(size=SIZE) as pilot:
+            await to_step(pilot)
+            await pilot.press("ctrl+r")
+            live = await wait_screen(pilot, LiveSummaryScreen)
+            await wait_for(pilot, lambda: live.result.get("total", 0) > 0, what="first counts")
+
+            def boom(_self):
+                raise RuntimeError("boom in the timer")
+
+            monkeypatch.setattr(LiveSummaryScreen, "counters", boom)
+            await pilot.pause(2)
+    # told to stop as the app ended: run() waits for the worker threads, which then end at once
+    assert live.run.stop_requested.is_set()
+    line = app.close_after_crash()
+    log_path = tmp_path / "sessions" / "wizard.log"
+    assert line == f"netsleuth stopped on an internal error; details: {log_path}"
+    assert backend.sources[0].closed == 1
+    log = log_path.read_text()
+    assert "CRITICAL netsleuth.wizard: unexpected error" in log and "boom in the timer" in log
+    (journal,) = (tmp_path / "sessions").glob("*.jsonl")
+    _, events = read_journal(journal)
+    assert events[-1]["event"] == "note" and "stopped on an internal error; resume with" in events[-1]["text"]
+    (stopped,) = [e for e in events if e["event"] == "result"]
+    assert stopped["status"] == "stopped" and stopped["result"]["total"] > 0
+
+
 async def test_help_shows_the_screen_keys_and_closes(tmp_path):
     app = replay_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -430,12 +461,12 @@ async def test_every_form_field_is_visible_when_focused_at_80x24(tmp_path):
         for ref, step in sorted(app.lib.steps.items()):
             if not app.backend.flags(step.probe):
                 continue  # not implemented here: no form
-            app.push_screen(StepScreen(Walk(app.lib, {}, start=ref).current, 1))
+            app.push_screen(app.step_screen(Walk(app.lib, {}, start=ref).current, 1))
             await pilot.pause(0.05)
             hidden += await _tab_through(pilot, ref)
             app.pop_screen()
         for pb in app.lib.playbooks.values():
-            app.push_screen(ContextScreen(pb, pb.start))
+            app.push_screen(app.context_screen(pb, pb.start))
             await pilot.pause(0.05)
             hidden += await _tab_through(pilot, f"context of {pb.id}")
             app.pop_screen()

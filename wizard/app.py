@@ -10,35 +10,41 @@ and makes sure that probes are closed and errors are shown and logged.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import shlex
 import signal
-import threading
 from pathlib import Path
-from typing import Any
 
+from rich.console import Console
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 
 from playbooks import Walk, WalkError, load_library
 from playbooks.model import Question
-from probes.base import Flag
 from probes.registry import PROBES
 from probes.runtime.params import ParamError
 
 from .autopilot import command_for
+from .contracts import RecordedSource
 from .replay import Recorder, RecordingError, record_path_problem
 from .report import build_report, write_reports
+from .screens.base import WizardScreen
 from .screens.conclusion import ConclusionScreen
 from .screens.context import ContextScreen
 from .screens.dialogs import ConfirmQuit, ErrorDialog, HelpScreen
 from .screens.findings import FindingsScreen, NextStepScreen
-from .screens.live import LiveDetailsScreen, LiveScreen, LiveSummaryScreen, ProbeRun
+from .screens.live import LiveDetailsScreen, LiveRuns, LiveScreen, LiveSummaryScreen
+from .screens.messages import (Answered, Back, ConclusionWanted, ContextGiven, NewDiagnosis, NextStepsWanted,
+                               PreflightAccepted, PreflightDone, ReportWanted, RunEnded, RunRequested,
+                               StepChosen, SymptomChosen)
 from .screens.preflight import PreflightScreen
 from .screens.question import QuestionScreen
 from .screens.step import StepScreen
 from .screens.symptom import SymptomScreen
+from .widgets.panels import Failure, guard
 from .session import Session, SessionError, list_sessions
 from .session import resume as resume_session
 from .session import sessions_dir as default_sessions_dir
@@ -47,6 +53,11 @@ log = logging.getLogger("netsleuth.wizard")
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for running probes to detach when quitting
 UI_SWITCH_INTERVAL_S = 0.001
+
+
+def handles(message_type):
+    """@on(message_type), the handler guarded: its bug goes to the panel, the app stays up."""
+    return lambda handler: on(message_type)(guard(handler))
 
 
 def setup_log(directory: Path) -> Path:
@@ -94,9 +105,10 @@ class NetsleuthApp(App):
         self.report_paths: dict[str, str] = {}
         self.chosen_report_dir: Path | None = None
         self._report_events = 0  # the walk's events when the report was written
-        self._runs: set[ProbeRun] = set()
-        self._runs_lock = threading.Lock()
+        self.live_runs = LiveRuns()
         self._quitting = False
+        # Textual prints an unhandled error's traceback here on exit: into the log, never the terminal.
+        self.error_console = Console(file=io.StringIO(), width=120, markup=False, highlight=False)
 
     # start -------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -105,10 +117,15 @@ class NetsleuthApp(App):
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.shutdown, "signal SIGTERM"))
             loop.add_signal_handler(signal.SIGHUP, lambda: self.call_later(self.shutdown, "signal SIGHUP", True))
-        self.push_screen(PreflightScreen())
+        self.push_screen(PreflightScreen(self.backend))
 
-    def after_preflight(self) -> None:
-        self.push_screen(SymptomScreen())
+    @handles(PreflightDone)
+    def _keep_host(self, event: PreflightDone) -> None:
+        self.doctor, self.inventory = event.doctor, event.inventory
+
+    @handles(PreflightAccepted)
+    def _after_preflight(self) -> None:
+        self.push_screen(SymptomScreen(self.lib, self.backend.recorded_symptom()))
         if self.resume_path is not None:
             path, self.resume_path = self.resume_path, None
             self.resume(path)
@@ -122,18 +139,25 @@ class NetsleuthApp(App):
             return
         log.info("resumed session %s", self.session.id)
         pb = self.lib.playbooks[self.walk.symptom]
-        self.push_screen(ContextScreen(pb, self.walk.frames[0].ref, initial=_context_form_values(self.walk.context)))
+        self.push_screen(self.context_screen(pb, self.walk.frames[0].ref, _context_form_values(self.walk.context)))
         self.show_current()
 
+    def context_screen(self, playbook, start: str, initial: dict | None = None) -> ContextScreen:
+        return ContextScreen(playbook, start, self.lib, self.backend.validate, self.inventory, initial)
+
     # the walk ------------------------------------------------------------------------------
-    def choose_symptom(self, playbook_id: str, start: str) -> None:
-        prefill = getattr(self.backend, "context_prefill", None)  # a replay: what was recorded
-        initial = _context_form_values(prefill()) if callable(prefill) else None
-        recorded_start = getattr(self.backend, "replay_start", None)  # a replay: where its runs begin
-        if callable(recorded_start) and start == self.lib.playbooks[playbook_id].start and \
-                playbook_id == self.backend.recording.symptom:
-            start = recorded_start(self.lib) or start
-        self.push_screen(ContextScreen(self.lib.playbooks[playbook_id], start, initial=initial))
+    @handles(SymptomChosen)
+    def _choose_symptom(self, event: SymptomChosen) -> None:
+        playbook_id, start = event.playbook_id, event.start
+        prefill = self.backend.context_prefill()  # a replay: what was recorded
+        initial = _context_form_values(prefill) if prefill is not None else None
+        if start == self.lib.playbooks[playbook_id].start and playbook_id == self.backend.recorded_symptom():
+            start = self.backend.replay_start(self.lib) or start  # a replay: where its runs begin
+        self.push_screen(self.context_screen(self.lib.playbooks[playbook_id], start, initial))
+
+    @handles(ContextGiven)
+    def _context_given(self, event: ContextGiven) -> None:
+        self.start_walk(event.playbook_id, event.start, event.context)
 
     def start_walk(self, symptom: str, start: str, context: dict) -> None:
         netns = self.backend.netns()
@@ -192,20 +216,32 @@ class NetsleuthApp(App):
         if isinstance(node, Question):
             self.push_screen(QuestionScreen(node, depth))
             return
-        self.push_screen(StepScreen(node, depth))
+        self.push_screen(self.step_screen(node, depth))
         result = self.walk.current_result
         if result is not None and result.status in ("ok", "stopped"):
             self.push_screen(FindingsScreen(node, result, list(self.walk.frames[-1].findings), depth))
 
-    def answer(self, choice: int) -> None:
-        self.walk.answer(choice)
+    def step_screen(self, view, depth: int) -> StepScreen:
+        """The step's form; a step that cannot run here offers the playbook's fallbacks that can."""
+        current = bool(view.unavailable) and self.walk is not None and self.walk.current_ref == view.ref
+        alternatives = [v for v in self.walk.fallbacks() if v.unavailable is None] if current else []
+        return StepScreen(view, depth, self.backend, self.inventory, alternatives)
+
+    @handles(Answered)
+    def _answer(self, event: Answered) -> None:
+        self.walk.answer(event.choice)
         self.show_current()
 
-    def choose_step(self, view) -> None:
-        self.walk.choose(view)
+    @handles(StepChosen)
+    def _choose_step(self, event: StepChosen) -> None:
+        self.walk.choose(event.view)
         self.show_current()
 
-    def back_from(self, screen, depth: int) -> None:
+    @handles(Back)
+    def _back(self, event: Back) -> None:
+        self.back_from(event.depth)
+
+    def back_from(self, depth: int) -> None:
         """Esc on a question or step screen: undo the walk's move that showed it, then pop."""
         if self.walk is not None and len(self.walk.frames) == depth:
             if depth > 1:
@@ -217,13 +253,26 @@ class NetsleuthApp(App):
         if self.walk is not None and isinstance(self.screen, ContextScreen):
             self.show_current()  # a resumed walk has no screens for its earlier frames: show them
 
-    def run_step(self, screen: StepScreen, params: dict, values: dict) -> None:
+    @handles(RunRequested)
+    def _run_step(self, event: RunRequested) -> None:
         view = self.walk.current
-        if params != view.params:
-            view = self.walk.edit(params)
+        if event.params != view.params:
+            view = self.walk.edit(event.params)
         spec = self.lib.probes[view.probe]
         live = LiveDetailsScreen if spec.merge.kind == "group-events" else LiveSummaryScreen
-        self.push_screen(live(view, values, spec, screen.depth))
+        source = self.backend.source(view.probe, event.values)
+        self.push_screen(live(view, event.values, spec, event.depth, source, self.live_runs,
+                              self.recorder_for(view, event.values), self.walk.context))
+
+    @handles(RunEnded)
+    def _run_ended(self, event: RunEnded) -> None:
+        if self.live_runs.closing:
+            return  # quitting: shutdown keeps what it saw
+        self.live_runs.discard(event.screen)
+        if event.failure is not None:
+            self.step_failed(event.screen, event.failure)
+        else:
+            self.step_finished(event.screen, event.outcome)
 
     def step_finished(self, screen: LiveScreen, outcome) -> None:
         findings = self._keep_run(screen, outcome)
@@ -231,10 +280,10 @@ class NetsleuthApp(App):
 
     def _keep_run(self, screen: LiveScreen, outcome) -> list:
         """The run's outcome into the walk (the journal) and the recording; its findings."""
-        source = screen.run.source if screen.run else None
+        source = screen.source
         # What ran: a replay serves a recorded run, whose filters may not be the form's.
-        params = getattr(source, "recorded_params", None) or self.walk.current.params
-        command = source.command_line() if callable(getattr(source, "command_line", None)) else self._command(screen)
+        params = (source.recorded_params if isinstance(source, RecordedSource) else None) or self.walk.current.params
+        command = source.command_line()
         findings = self.walk.complete(outcome.status, outcome.result, duration_s=outcome.duration_s,
                                       started=outcome.started, command=command, params=params)
         self._end_recorded_run(screen, outcome.status, outcome.duration_s, outcome.error)
@@ -242,9 +291,9 @@ class NetsleuthApp(App):
 
     def _keep_interrupted_runs(self) -> None:
         """Quitting during a run: what it saw until stopped is journaled, as a stopped run."""
-        for screen in self.screen_stack:
-            run = getattr(screen, "run", None)
-            if isinstance(screen, LiveScreen) and not screen.discarded and run is not None and \
+        for screen in self.live_runs.screens():
+            run = screen.run
+            if not screen.discarded and run is not None and \
                     run.outcome is not None and self.walk is not None and self.walk.current_result is None:
                 try:
                     self._keep_run(screen, run.outcome)
@@ -285,13 +334,23 @@ class NetsleuthApp(App):
         if self.recorder is not None and run is not None:
             self.recorder.end_run(run, status, duration_s, error)
 
-    def show_next_steps(self) -> None:
-        self.push_screen(NextStepScreen())
+    @handles(NextStepsWanted)
+    def _show_next_steps(self) -> None:
+        self.push_screen(NextStepScreen(self.walk.suggestions()))
 
-    def show_conclusion(self) -> None:
-        self.push_screen(ConclusionScreen())
+    @handles(ConclusionWanted)
+    def _show_conclusion(self) -> None:
+        c = self.walk.conclusion()
+        self.push_screen(ConclusionScreen(c, [*self.backend.known_fixes(c.causes), *c.fixes], self.report_dir()))
 
-    def new_diagnosis(self) -> None:
+    @handles(ReportWanted)
+    def _write_report(self, event: ReportWanted) -> None:
+        paths = self.save_report(directory=event.directory)
+        if paths:
+            event.screen.show_report(paths, self.report_dir())
+
+    @handles(NewDiagnosis)
+    def _new_diagnosis(self) -> None:
         self.end_session("new diagnosis")
         self.walk = None
         while len(self.screen_stack) > 2 and not isinstance(self.screen, SymptomScreen):
@@ -315,7 +374,7 @@ class NetsleuthApp(App):
             self.chosen_report_dir = Path(directory).expanduser()
         try:
             rep = build_report(self.walk, self.backend.host_facts(), sid, command_for=command_for(self.backend),
-                               mode=self.mode, known_fixes=getattr(self.backend, "known_fixes", None))
+                               mode=self.mode, known_fixes=self.backend.known_fixes)
             self.report_paths = write_reports(rep, self.report_dir())
         except Exception as e:  # noqa: BLE001 - disk full, permissions...: say so, keep the app up
             self.report_error(f"could not write the report: {e}", e)
@@ -325,27 +384,10 @@ class NetsleuthApp(App):
             self.session.write({"event": "note", "text": note, "reports": self.report_paths})
         return list(self.report_paths.values())
 
-    # validation shared by the forms -----------------------------------------------------
-    def backend_validator(self, flag: Flag, value: Any) -> Any:
-        validate = getattr(self.backend, "validate", None)
-        return validate(flag, value) if validate else flag.parse(value)
-
     # probes are closed on every way out -------------------------------------------------------
-    def track_run(self, run: ProbeRun) -> None:
-        with self._runs_lock:
-            self._runs.add(run)
-
-    def untrack_run(self, run: ProbeRun | None) -> None:
-        with self._runs_lock:
-            self._runs.discard(run)
-
     async def stop_probes(self) -> None:
         """Stop every running probe and wait until each has closed (detached) in its worker."""
-        with self._runs_lock:
-            runs = list(self._runs)
-        for run in runs:
-            run.stop()
-        for run in runs:
+        for run in self.live_runs.stop_all():
             await asyncio.to_thread(run.closed.wait, CLOSE_TIMEOUT)
 
     # quitting --------------------------------------------------------------------------------
@@ -374,7 +416,7 @@ class NetsleuthApp(App):
         """Stop and detach the probes, save the session, exit."""
         if self._quitting:
             return
-        self._quitting = True
+        self._quitting = self.live_runs.closing = True
         log.info("shutting down: %s", why)
         await self.stop_probes()
         self._keep_interrupted_runs()
@@ -397,29 +439,31 @@ class NetsleuthApp(App):
     def report_error(self, message: str, exc: BaseException | None = None) -> None:
         log.error("%s", message, exc_info=exc)
         screen = self.screen
-        shown = getattr(screen, "show_error", None)
-        if not (callable(shown) and shown(message, str(self.log_path))):
+        if not (isinstance(screen, WizardScreen) and screen.show_error(message, str(self.log_path))):
             self.push_screen(ErrorDialog(message, str(self.log_path)))
 
-    async def _dispatch_action(self, namespace, action_name, params) -> bool:
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:
         try:
-            return await super()._dispatch_action(namespace, action_name, params)
+            return await super().run_action(action, default_namespace, namespaces)
         except Exception as exc:  # noqa: BLE001 - an action's bug goes to the panel, the app stays up
-            self.report_error(f"{action_name}: {type(exc).__name__}: {exc}", exc)
+            self.report_error(f"{action}: {type(exc).__name__}: {exc}", exc)
             return True
 
-    def _handle_exception(self, error: Exception) -> None:
-        """Last resort (a crash outside any guarded handler): log it, detach the probes, exit
-        with one plain line — never a traceback on the terminal."""
-        log.critical("unexpected error", exc_info=error)
-        if self._exception is None:
-            self._exception = error  # run_test() re-raises it: tests see the bug
-            self._exception_event.set()
-        with self._runs_lock:
-            runs = list(self._runs)
-        for run in runs:
-            run.stop()
-        for run in runs:
+    @on(Failure)  # not guarded itself: its own failure must not post another
+    def _show_failure(self, event: Failure) -> None:
+        self.report_error(event.text, event.exc)
+
+    def on_unmount(self) -> None:
+        """Every way out, a crash too: the probes are told to stop now (run() then waits for
+        their worker threads, which close them)."""
+        self.live_runs.stop_all()
+
+    def close_after_crash(self) -> str:
+        """Last resort, after run() ended on an unhandled error (Textual wrote its traceback to
+        error_console, i.e. the log): detach the probes, keep the session; one plain line to say."""
+        log.critical("unexpected error:\n%s", self.error_console.file.getvalue())
+        self.live_runs.closing = True
+        for run in self.live_runs.stop_all():
             run.closed.wait(CLOSE_TIMEOUT)
         try:
             self._keep_interrupted_runs()
@@ -428,8 +472,7 @@ class NetsleuthApp(App):
                 self.recorder.close()
         except Exception:  # noqa: BLE001 - already failing: the log has the first error
             log.exception("could not close the session")
-        self.exit(return_code=1, message=f"netsleuth stopped on an internal error: {error}\n"
-                                         f"details: {self.log_path}")
+        return f"netsleuth stopped on an internal error; details: {self.log_path}"
 
 
 def screen_keys(screen) -> list[tuple[str, str]]:
@@ -490,6 +533,8 @@ def run_wizard(backend, sessions: str | None = None, record: str | None = None,
     # quickly (keys answer within 200 ms under a flood), not after the default 5 ms slices.
     sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
     app.run()
+    if app.return_code == 1 and not app.quitting:
+        print(app.close_after_crash(), file=sys.stderr)
     return app.return_code or 0
 
 

@@ -1,8 +1,8 @@
 """Where the app's probes and host facts come from: this host (live) or a recording (replay).
 
-The screens only talk to a backend: preflight facts, discovered host inventory,
-whether a probe can run, the probe's flags, and a *source* to pump (an object
-with start / wait / read / close, like a live probe).
+The screens only talk to a backend (wizard.contracts.Backend): preflight facts,
+discovered host inventory, whether a probe can run, the probe's flags, and a
+*source* to pump (contracts.ProbeSource, e.g. a live probe).
 """
 
 from __future__ import annotations
@@ -116,9 +116,22 @@ class LiveBackend:
     def command_line(self, name: str, values: dict[str, Any]) -> str:
         return self.build(name, values).command_line()
 
-    def source(self, name: str, values: dict[str, Any]):
+    def source(self, name: str, values: dict[str, Any]) -> Probe:
         """What the live view pumps: here, the probe itself."""
         return self.build(name, values)
+
+    # nothing recorded on a live host (contracts.Backend)
+    def recorded_symptom(self) -> None:
+        return None
+
+    def recorded_run(self, name: str, values: dict[str, Any]) -> None:
+        return None
+
+    def context_prefill(self) -> None:
+        return None
+
+    def replay_start(self, lib) -> None:
+        return None
 
 
 class ReplayBackend(RecordedBackend):
@@ -166,6 +179,9 @@ class ReplayBackend(RecordedBackend):
                 raise P.ParamError("--" + flag.name, value, "process/thread ids (numbers)")
             return value
         return flag.parse(value)
+
+    def known_fixes(self, causes: list) -> list[str]:
+        return []  # nothing to read from the recorded host
 
     def check(self, name: str, values: dict[str, Any]) -> None:
         for f in self.flags(name):

@@ -352,6 +352,9 @@ class RecordedBackend:
 
     source = build
 
+    def recorded_symptom(self) -> str | None:
+        return self.recording.symptom
+
     def replay_start(self, lib) -> str | None:
         """Where the recorded walk starts (see replay_start); None: the playbook's start."""
         return replay_start(lib, self.recording)

@@ -3,7 +3,8 @@
 ``build_report`` turns a walk into one JSON-ready dict (host facts, the path
 taken with parameters, durations and commands, each probe's key results,
 findings with evidence, the conclusion, suggested fixes, the next steps);
-the renderers only format that dict.  Histograms become inline SVG in HTML.
+the renderers only format that dict: Markdown is the layout, HTML is that Markdown
+rendered (markdown-it) with its charts drawn as inline SVG.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from markdown_it import MarkdownIt
 
 from playbooks.engine import StepView, Walk
 from playbooks.model import Library, ProbeSpec, Question
@@ -239,7 +242,10 @@ def _md_cell(v: Any) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(rep: dict) -> str:
+def render_markdown(rep: dict, figures: dict[str, str] | None = None) -> str:
+    """The report as Markdown: the one layout (render_html renders it).  Each chart is a text
+    block whose info string names it; ``figures`` (if given) gets its SVG under that name."""
+    figures = {} if figures is None else figures
     c = rep["conclusion"]
     out = [f"# netsleuth report: {rep['symptom']['title']}", ""]
     out += [f"*Session {rep['session'] or '-'}, {rep['created']}, {rep['mode']}.*", ""]
@@ -275,11 +281,12 @@ def render_markdown(rep: dict) -> str:
             if kr["rows"]:
                 out += ["", "| " + " | ".join(kr["columns"]) + " |", "|" + "---|" * len(kr["columns"])]
                 out += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in kr["rows"]]
-            for h in kr.get("histograms", []):
+            for i, h in enumerate(kr.get("histograms", []), 1):
                 out += ["", f"{h['title']}: {h['count']} samples, P50 ≤ {h['p50']}, P99 ≤ {h['p99']}, "
                             f"P99.9 ≤ {h['p99_9']}, max ≤ {h['max']} {h['unit']}"]
+                out += _figure(figures, f"histogram-{n}-{i}", histogram_text(h), histogram_svg(h))
             if kr.get("chart"):
-                out += ["", chart_text(kr["chart"])]
+                out += _figure(figures, f"chart-{n}", chart_text(kr["chart"]), chart_svg(kr["chart"]))
             for st in kr.get("stacks", []):
                 out += ["", f"Stack of entry {st['rank']} ({st['what']}):", "", "```"] + st["stack"] + ["```"]
         if t["findings"]:
@@ -307,12 +314,29 @@ def render_markdown(rep: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-# HTML -------------------------------------------------------------------------------------
+def _figure(figures: dict[str, str], name: str, text: str, svg: str) -> list[str]:
+    figures[name] = svg
+    return ["", f"```text {name}", text, "```"]
+
+
+# HTML: the Markdown rendered (markdown-it), its charts as SVG -------------------------------
 
 def _bucket_label(low: int, high: int | None, unit: str) -> str:
     def short(v: int) -> str:
         return short_us(v) if unit == "us" else f"{v:g}"
     return f"{short(low)}–{short(high)}" if high else short(low)
+
+
+def histogram_text(h: dict, width: int = 40) -> str:
+    """The log2 buckets as text bars, as BCC's histograms print them."""
+    buckets = [b for b in h.get("buckets", []) if b.get("count")]
+    if not buckets:
+        return "(no samples)"
+    peak = max(b["count"] for b in buckets)
+    labels = [_bucket_label(b.get("low", 0), b.get("high"), h.get("unit", "us")) for b in buckets]
+    pad = max(map(len, labels))
+    return "\n".join(f"{label:>{pad}} |{'█' * max(1, round(width * b['count'] / peak)):<{width}}| {b['count']}"
+                     for label, b in zip(labels, buckets))
 
 
 def histogram_svg(h: dict, width: int = 640, bar_h: int = 16) -> str:
@@ -376,86 +400,47 @@ svg .mark{fill:#b00020}
 """
 
 
-_CODE = re.compile(r"`([^`\n]+)`")
+LEVEL_HEADING = re.compile(r"\[(critical|warning|notice|info)\] ")  # a finding's "### [level] title"
 
 
-def inline(text: str) -> str:
-    """Prose as HTML: escaped, and the Markdown `code` spans the playbooks write as <code>."""
-    return _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text))
+def _markdown_it(figures: dict[str, str]) -> MarkdownIt:
+    """CommonMark with tables, raw HTML off (every value is escaped); a named chart block
+    becomes its SVG, a finding's heading gets its level's class, the conclusion its box."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    default_fence = md.renderer.rules["fence"]  # a bound method
+    in_box = []
+
+    def fence(renderer, tokens, idx, options, env):
+        name = tokens[idx].info.split()[1:2]
+        return figures[name[0]] if name and name[0] in figures else default_fence(tokens, idx, options, env)
+
+    def heading_open(renderer, tokens, idx, options, env):
+        token, title = tokens[idx], tokens[idx + 1].content
+        before = ""
+        if token.tag == "h2" and in_box:
+            before = "</div>\n" * in_box.pop()
+        level = LEVEL_HEADING.match(title)
+        if token.tag == "h3" and level:
+            token.attrSet("class", level.group(1))
+        return before + renderer.renderToken(tokens, idx, options, env)
+
+    def heading_close(renderer, tokens, idx, options, env):
+        html_ = renderer.renderToken(tokens, idx, options, env)
+        if tokens[idx].tag == "h2" and tokens[idx - 1].content == "Conclusion":
+            in_box.append(1)
+            html_ += '<div class="conclusion">\n'
+        return html_
+
+    md.add_render_rule("fence", fence)
+    md.add_render_rule("heading_open", heading_open)
+    md.add_render_rule("heading_close", heading_close)
+    return md
 
 
 def render_html(rep: dict) -> str:
-    e, ic = html.escape, inline
-    c = rep["conclusion"]
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>netsleuth report: {e(rep['symptom']['title'])}</title><style>{_CSS}</style></head><body>",
-           f"<h1>netsleuth report: {e(rep['symptom']['title'])}</h1>",
-           f"<p><em>Session {e(str(rep['session'] or '-'))}, {e(rep['created'])}, {e(rep['mode'])}.</em></p>",
-           '<h2>Conclusion</h2><div class="conclusion">',
-           f"<p><strong>{e(CONCLUSION_HEADS[c['state']])}</strong> {ic(c['summary'])}</p>"]
-    if c["chain"]:
-        out.append(f"<h3>{e(c['chain_title'])}</h3><ol class=\"chain\">" +
-                   "".join(f"<li>{ic(link)}</li>" for link in c["chain"]) + "</ol>")
-    if c["fixes"]:
-        out.append("<h3>Suggested fixes</h3><ul>" + "".join(f"<li>{ic(f)}</li>" for f in c["fixes"]) + "</ul>")
-    if c.get("not_measured"):
-        out.append("<h3>Not measured on this host</h3><ul>" + "".join(f"<li>{ic(x)}</li>" for x in c["not_measured"])
-                   + "</ul>")
-    out.append("</div><h2>Host</h2><table>" +
-               "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rep["host"].items()) + "</table>")
-    if rep["context"]:
-        out.append("<h2>What you told netsleuth</h2><table>" + "".join(
-            f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in rep["context"].items()) + "</table>")
-    out.append("<h2>Timeline</h2>")
-    n = 0
-    for t in rep["timeline"]:
-        if t["kind"] == "question":
-            out.append(f"<p><em>{e(t['title'])}</em> → {e(t['answer'] or '(not answered)')}</p>")
-            continue
-        n += 1
-        dur = f", {t['duration_s']:.1f} s" if isinstance(t["duration_s"], (int, float)) else ""
-        out.append(f"<h3>{n}. {e(t['title'])} (<code>{e(t['probe'])}</code>, tier {t['tier']})</h3><ul>"
-                   f"<li>status: <strong>{e(t['status'])}</strong>{dur}" + (f" — {e(t['error'])}" if t["error"] else "")
-                   + "</li>" + (f"<li>started: {e(t['started'])}</li>" if t["started"] else "")
-                   + f"<li>parameters: {e(_params_text(t['params']))}</li>"
-                   + (f"<li>asked for: {e(_params_text(t['asked_params']))} (a replay shows the run as "
-                      "recorded)</li>" if t.get("asked_params") is not None else "")
-                   + f"<li>reproduce: <code>{e(as_root(t['command']))}</code></li></ul>")
-        kr = t["key_results"]
-        if kr:
-            out.append(f"<p>counters: {e(_params_text(kr['counters']))}</p>")
-            if kr["rows"]:
-                out.append("<table><tr>" + "".join(f"<th>{e(col)}</th>" for col in kr["columns"]) + "</tr>" + "".join(
-                    "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in kr["rows"]) + "</table>")
-            for h in kr.get("histograms", []):
-                out.append(histogram_svg(h))
-            if kr.get("chart"):
-                out.append(chart_svg(kr["chart"]))
-            for st in kr.get("stacks", []):
-                out.append(f"<p>Stack of entry {st['rank']} ({e(st['what'])}):</p><pre>" + e("\n".join(st["stack"]))
-                           + "</pre>")
-        if t["findings"]:
-            out.append("<p>Findings: " + "; ".join(inline(x) for x in t["findings"]) + "</p>")
-    out.append("<h2>Findings</h2>")
-    if not rep["findings"]:
-        out.append("<p>None.</p>")
-    for f in rep["findings"]:
-        out.append(f'<h3 class="{e(f["level"])}">[{e(f["level"])}] {ic(f["title"])}</h3><p>{ic(f["say"])}</p>')
-        if f.get("seen_in"):
-            out.append(f"<p>Seen by: {e(', '.join(f['seen_in']))}</p>")
-        if f["evidence_lines"]:
-            out.append("<p>Evidence:</p><ul>" + "".join(f"<li>{ic(x)}</li>" for x in f["evidence_lines"]) + "</ul>")
-        if f["cause"]:
-            out.append(f"<p>Likely cause: {ic(f['cause'])}</p>")
-        if f["advice"]:
-            out.append("<p>Advice:</p><ul>" + "".join(f"<li>{ic(a)}</li>" for a in f["advice"]) + "</ul>")
-    if rep["next_steps"]:
-        out.append("<h2>Next steps</h2><ul>")
-        for s in rep["next_steps"]:
-            state = f" — not possible here: {e(s['unavailable'])}" if s["unavailable"] else ""
-            out.append(f"<li><strong>{e(s['title'])}</strong> (<code>{e(s['probe'])}</code>, tier {s['tier']}){state}"
-                       f"<br>because: {ic(str(s['suggested_by']))}<br>parameters: {e(_params_text(s['params']))}"
-                       f"<br>command: <code>{e(as_root(s['command']))}</code></li>")
-        out.append("</ul>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    """The Markdown report as a page: the same text, the charts drawn."""
+    figures: dict[str, str] = {}
+    body = _markdown_it(figures).render(render_markdown(rep, figures))
+    title = html.escape(f"netsleuth report: {rep['symptom']['title']}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{title}</title>'
+            f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")

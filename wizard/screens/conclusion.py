@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -10,6 +12,7 @@ from textual.widgets import Button, Input, Static
 from ..report import CONCLUSION_HEADS
 from .base import WizardScreen
 from .findings import finding_markup
+from .messages import NewDiagnosis, ReportWanted
 
 HEAD_STYLE = {"cause": "green", "open": "yellow", "nothing-ran": "red"}
 
@@ -22,11 +25,17 @@ class ConclusionScreen(WizardScreen):
             "another step.")
     BINDINGS = [Binding("w", "save", "Write report"), Binding("n", "new", "New diagnosis")]
 
+    def __init__(self, conclusion, fixes: list[str], report_dir: Path):
+        super().__init__()
+        self.conclusion = conclusion  # playbooks.engine.Conclusion
+        self.fixes = fixes  # read from the host first, then the playbooks' advice
+        self.report_dir = report_dir
+
     def heading(self) -> str:
         return "Conclusion"
 
     def body(self):
-        c = self.app.walk.conclusion()
+        c = self.conclusion
         with VerticalScroll(id="conclusion-body"):
             style = HEAD_STYLE[c.state]
             yield Static(f"[{style}]{CONCLUSION_HEADS[c.state]}[/{style}] {escape(c.summary)}", id="conclusion-summary")
@@ -35,10 +44,8 @@ class ConclusionScreen(WizardScreen):
                     f"  {'→ ' if i else '  '}{escape(link)}" for i, link in enumerate(c.chain)), id="conclusion-chain")
             for f in c.causes:
                 yield Static(finding_markup(f), classes=f"finding level-{f.level}")
-            known = getattr(self.app.backend, "known_fixes", None)
-            fixes = [*(known(c.causes) if known else []), *c.fixes]
-            if fixes:
-                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in fixes))
+            if self.fixes:
+                yield Static("[b]Suggested fixes[/b]\n" + "\n".join(f"  • {escape(x)}" for x in self.fixes))
             if c.not_measured:
                 yield Static("[b]Not measured on this host[/b]\n" + "\n".join(f"  • {escape(x)}" for x in c.not_measured),
                              id="not-measured")
@@ -52,7 +59,7 @@ class ConclusionScreen(WizardScreen):
                     for s in c.open_steps[:5]))
         yield Static("", id="report-paths")
         with Horizontal(classes="buttons"):
-            yield Input(str(self.app.report_dir()), id="report-dir", compact=True,
+            yield Input(str(self.report_dir), id="report-dir", compact=True,
                         tooltip="Report directory: report.md, report.json and report.html go there")
             yield Button("Write report (w)", id="save", variant="primary", compact=True)
 
@@ -69,12 +76,15 @@ class ConclusionScreen(WizardScreen):
 
     def action_save(self) -> None:
         directory = self.query_one("#report-dir", Input).value.strip()
-        changed = directory and directory != str(self.app.report_dir())
-        paths = self.app.save_report(directory=directory if changed else None)
-        if paths:
-            self.clear_error()
-            self.query_one("#report-paths", Static).update(
-                "[b]Report written[/b]\n" + "\n".join(f"  {escape(str(p))}" for p in paths))
+        changed = directory and directory != str(self.report_dir)
+        self.post_message(ReportWanted(self, directory if changed else None))
+
+    def show_report(self, paths: list[str], directory: Path) -> None:
+        """The report is written: where (the directory stays the session's for its rewrites)."""
+        self.report_dir = directory
+        self.clear_error()
+        self.query_one("#report-paths", Static).update(
+            "[b]Report written[/b]\n" + "\n".join(f"  {escape(str(p))}" for p in paths))
 
     def action_new(self) -> None:
-        self.app.new_diagnosis()
+        self.post_message(NewDiagnosis())

@@ -15,7 +15,9 @@ from probes.runtime.params import ParamError
 from ..contextvals import NAMESPACE, context_flag, split_namespaced, typed
 from ..discovery import choices_for, flow_filters
 from ..widgets.param_form import ParamForm
+from ..contracts import Validator
 from .base import WizardScreen
+from .messages import ContextGiven
 
 
 def optional(validate):
@@ -34,19 +36,22 @@ class ContextScreen(WizardScreen):
             "Errors show under the field as you type; Continue needs every field valid.")
     BINDINGS = [Binding("ctrl+n", "next", "Continue")]
 
-    def __init__(self, playbook, start: str, initial: dict | None = None):
+    def __init__(self, playbook, start: str, lib, validator: Validator, inventory=None,
+                 initial: dict | None = None):
         super().__init__()
         self.playbook = playbook
         self.start = start
+        self.lib = lib
+        self.validator = validator
+        self.inventory = inventory  # discovery.Inventory: the pickers' choices (None: none)
         self.initial = initial or {}
-        lib = self.app.lib
         self.fields = [lib.context[name] for name in playbook.asks if lib.context[name].kind != "internal"]
 
     def heading(self) -> str:
         return f"{self.playbook.title}: what do you know?"
 
     def body(self):
-        inv = self.app.inventory
+        inv = self.inventory
         names = {cf.name for cf in self.fields}
         self.flow_filters = flow_filters(inv.flows) if inv is not None else []
         with VerticalScroll(id="context-body"):
@@ -57,7 +62,7 @@ class ContextScreen(WizardScreen):
             flags = [context_flag(cf) for cf in self.fields]
             options = {cf.name: choices_for(inv, cf.kind, cf.discover) for cf in self.fields}
             yield ParamForm(flags, values=dict(self.initial), options=options,
-                            validator=optional(self.app.backend_validator), labels={cf.name: cf.label for cf in self.fields},
+                            validator=optional(self.validator), labels={cf.name: cf.label for cf in self.fields},
                             id="context-form")
         with Horizontal(classes="buttons"):
             yield Button("Continue (Ctrl+N)", id="continue", variant="primary", compact=True)
@@ -97,9 +102,9 @@ class ContextScreen(WizardScreen):
         self.clear_error()
         kinds = {cf.name: cf.kind for cf in self.fields}
         try:  # an interface picked in another namespace sets the namespace too
-            values = split_namespaced(self.app.lib, form.values())
+            values = split_namespaced(self.lib, form.values())
         except ParamError as e:
             self.show_error(str(e))
             return
         context = {k: typed(kinds.get(k, ""), v) for k, v in values.items()}
-        self.app.start_walk(self.playbook.id, self.start, context)
+        self.post_message(ContextGiven(self.playbook.id, self.start, context))

@@ -12,6 +12,7 @@ from textual.widgets.option_list import Option
 from playbooks.engine import rank
 
 from .base import WizardScreen
+from .messages import ConclusionWanted, NextStepsWanted, StepChosen
 from .step import TIER_NAMES
 
 LEVEL_STYLE = {"critical": "bold red", "warning": "yellow", "notice": "cyan", "info": "dim"}
@@ -73,13 +74,13 @@ class FindingsScreen(WizardScreen):
         self.query_one("#findings-body").focus()
 
     def action_next(self) -> None:
-        self.app.show_next_steps()
+        self.post_message(NextStepsWanted())
 
     def action_conclude(self) -> None:
-        self.app.show_conclusion()
+        self.post_message(ConclusionWanted())
 
     def go_back(self) -> None:
-        self.app.pop_screen()  # to the step's form: the result stays until the step runs again
+        self.dismiss()  # to the step's form: the result stays until the step runs again
 
 
 def suggestion_label(v) -> Text:
@@ -100,11 +101,14 @@ class NextStepScreen(WizardScreen):
             "Steps that cannot run on this host say why. The last entry concludes the diagnosis.")
     BINDINGS = [Binding("c", "conclude", "Conclusion")]
 
+    def __init__(self, suggestions: list):
+        super().__init__()
+        self.suggestions = suggestions  # StepViews, the most important first
+
     def heading(self) -> str:
         return "Next step"
 
     def body(self):
-        self.suggestions = self.app.walk.suggestions()
         options = [Option(suggestion_label(v), id=f"s{i}") for i, v in enumerate(self.suggestions)]
         if options:
             options.append(None)
@@ -132,9 +136,9 @@ class NextStepScreen(WizardScreen):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         oid = event.option.id or ""
         if oid == "conclude":
-            self.app.show_conclusion()
+            self.post_message(ConclusionWanted())
         elif oid.startswith("s"):
-            self.app.choose_step(self.suggestions[int(oid[1:])])
+            self.post_message(StepChosen(self.suggestions[int(oid[1:])]))
 
     def action_conclude(self) -> None:
-        self.app.show_conclusion()
+        self.post_message(ConclusionWanted())

@@ -13,13 +13,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
+from typing import Optional
 
 from rich.markup import escape
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
+from ..contracts import EventStream, ProbeSource, RecordedSource
 from ..replay import same_filters
 from ..report import hist_title
 from ..steprun import READ_EVERY_S, run_source
@@ -27,6 +31,7 @@ from ..widgets.charts import Log2Plot, RatePlot, TimelinePlot
 from ..widgets.tables import EVENT_COLUMNS, EntryTable, entry_flow, event_columns, playbook_columns
 from .base import WizardScreen
 from .dialogs import ConfirmDiscard
+from .messages import RunEnded
 
 
 # The share of the time an event stream may spend decoding: under a flood the rest is counted
@@ -42,7 +47,7 @@ class ProbeRun:
     def __init__(self, source, probe: str, spec, duration: float, post, on_records=None,
                  read_every: float = READ_EVERY_S):
         self.source = source
-        if hasattr(source, "decode_share"):  # an event stream shares the GIL with the UI
+        if isinstance(source, EventStream):  # it shares the GIL with the UI
             source.decode_share = DECODE_SHARE
         self.probe = probe
         self.spec = spec  # playbooks.model.ProbeSpec
@@ -58,9 +63,8 @@ class ProbeRun:
 
     def stop(self) -> None:
         self.stop_requested.set()
-        interrupt = getattr(self.source, "interrupt", None)  # an event stream: end its poll now
-        if callable(interrupt):
-            interrupt()
+        if isinstance(self.source, EventStream):  # end its poll now
+            self.source.interrupt()
 
     @property
     def elapsed(self) -> float:
@@ -100,39 +104,34 @@ class _Announced:
 
     def start(self) -> None:
         self._source.start()
-        describe = getattr(self._source, "describe_attach", None)
-        self._on_started(describe() if callable(describe) else "")
+        self._on_started(self._source.describe_attach())
 
     def __getattr__(self, name):
         return getattr(self._source, name)
 
 
+@dataclass
 class ProbeStarted(Message):
-    def __init__(self, attach: str):
-        super().__init__()
-        self.attach = attach
+    attach: str
 
 
+@dataclass
 class ProbeRecords(Message):
-    def __init__(self, records: list[dict]):
-        super().__init__()
-        self.records = records
+    records: list[dict]
 
 
+@dataclass
 class ProbeUpdate(Message):
     """The merged result so far (folded in the worker thread, not in the UI)."""
 
-    def __init__(self, result: dict):
-        super().__init__()
-        self.result = result
+    result: dict
 
 
+@dataclass
 class ProbeFinished(Message):
-    def __init__(self, status: str, error: str | None, exc: BaseException | None = None):
-        super().__init__()
-        self.status = status  # ok | stopped | error | unavailable
-        self.error = error
-        self.exc = exc
+    status: str  # ok | stopped | error | unavailable
+    error: Optional[str]
+    exc: Optional[BaseException] = None
 
 
 def lost_count(result: dict) -> int:
@@ -141,53 +140,88 @@ def lost_count(result: dict) -> int:
     return int(other.get("lost_events", 0) + other.get("uncounted", 0) + (result.get("uncounted_table_full") or 0))
 
 
+class LiveRuns:
+    """The live views whose run is not yet kept: every way out stops their probes and waits
+    until each is closed (thread-safe: the crash path runs outside the event loop)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._screens: set[LiveScreen] = set()
+        self.closing = False  # quitting: a run that ends now is kept by the app, not shown
+
+    def add(self, screen: LiveScreen) -> None:
+        with self._lock:
+            self._screens.add(screen)
+
+    def discard(self, screen: LiveScreen) -> None:
+        with self._lock:
+            self._screens.discard(screen)
+
+    def screens(self) -> list[LiveScreen]:
+        with self._lock:
+            return list(self._screens)
+
+    def stop_all(self) -> list[ProbeRun]:
+        """Ask every run to stop; the runs, to wait on (run.closed)."""
+        runs = [s.run for s in self.screens() if s.run is not None]
+        for run in runs:
+            run.stop()
+        return runs
+
+
 class LiveScreen(WizardScreen):
     """What both live views share: the run, the status line, the counters, stop and back."""
 
     BINDINGS = [Binding("s", "stop", "Stop & see findings"), Binding("escape", "back", "Back (discard, asks)")]
     READ_EVERY_S = READ_EVERY_S
+    state = reactive("starting", init=False)  # starting | running | stopping | done | failed
 
-    def __init__(self, view, values: dict, spec, depth: int):
+    def __init__(self, view, values: dict, spec, depth: int, source: ProbeSource, runs: LiveRuns,
+                 on_records=None, context: dict | None = None):
         super().__init__()
         self.view = view
         self.values = values  # probe options (dests), as validated on the step screen
         self.spec = spec  # the probe's ProbeSpec from probes.yaml
         self.depth = depth
+        self.source = source
+        self.runs = runs
+        self.on_records = on_records  # e.g. the --record Recorder's callback
+        self.context = context or {}  # the walk's context (the playbook's columns use it)
         self.result: dict = {"entries": [], "records": 0}
         self.run: ProbeRun | None = None
         self.attach = ""
-        self.state = "starting"
         self.discarded = False
         self._finished: ProbeFinished | None = None  # arrived while a dialog was on top
         self.duration = float(values.get("duration") or view.duration)
+        if isinstance(source, RecordedSource) and source.recorded_duration_s and source.speed:
+            # a replay lasts as long as the recorded run, at its pace
+            self.duration = min(self.duration, source.recorded_duration_s / source.speed)
 
     def heading(self) -> str:
         return f"{self.view.title} — {self.view.probe}"
 
     def on_mount(self) -> None:
-        source = self.app.backend.source(self.view.probe, self.values)
-        recorded, speed = getattr(source, "recorded_duration_s", None), getattr(source, "speed", None)
-        if recorded and speed:  # a replay lasts as long as the recorded run, at its pace
-            self.duration = min(self.duration, recorded / speed)
-        describe = getattr(source, "describe_recorded", None)
+        source = self.source
         note = self.query_one("#live-note", Static)
-        note.display = callable(describe)
-        if callable(describe):  # a replay: say which filters the shown run was recorded with
+        note.display = isinstance(source, RecordedSource)
+        if isinstance(source, RecordedSource):  # a replay: say which filters the shown run was recorded with
             differs = not same_filters(source.recorded_params, self.values)
             note.update(("[yellow]A replay shows the run as recorded, not the filters asked for[/yellow]: "
-                         if differs else "") + escape(describe()))
+                         if differs else "") + escape(source.describe_recorded()))
         self.run = ProbeRun(source, self.view.probe, self.spec, self.duration, self.post_message,
-                            self.app.recorder_for(self.view, self.values), self.READ_EVERY_S)
-        self.app.track_run(self.run)
+                            self.on_records, self.READ_EVERY_S)
+        self.runs.add(self)
         self.run_worker(self.run, thread=True, group="probe", name=f"probe {self.view.probe}", exit_on_error=False)
         self.set_interval(0.5, self._tick)
+        self._tick()
+
+    def watch_state(self) -> None:
         self._tick()
 
     # run events -----------------------------------------------------------------
     def on_probe_started(self, event: ProbeStarted) -> None:
         self.attach = event.attach
         self.state = "running"
-        self._tick()
 
     def on_probe_records(self, event: ProbeRecords) -> None:
         self.show_records(event.records)
@@ -198,10 +232,9 @@ class LiveScreen(WizardScreen):
         self._tick()
 
     def on_probe_finished(self, event: ProbeFinished) -> None:
-        self.app.untrack_run(self.run)
-        if self.discarded or self.app.quitting:
-            return  # Esc or quit: the run is dropped, not recorded as a result
-        if self.app.screen is not self:  # help or the quit dialog is open: go on when it closes
+        if self.discarded or self.runs.closing:
+            return  # Esc or quit: the run is dropped or kept by the app, not shown
+        if not self.is_active:  # help or the quit dialog is open: go on when it closes
             self._finished = event
             self.state = "done"
             return
@@ -213,14 +246,9 @@ class LiveScreen(WizardScreen):
             self._finish(pending)
 
     def _finish(self, event: ProbeFinished) -> None:
-        if event.status in ("error", "unavailable"):
-            self.state = "failed"
-            self._tick()
-            self.app.step_failed(self, event)
-            return
-        self.state = "done"
-        self._tick()
-        self.app.step_finished(self, self.run.outcome)
+        failed = event.status in ("error", "unavailable")
+        self.state = "failed" if failed else "done"
+        self.post_message(RunEnded(self, failure=event) if failed else RunEnded(self, outcome=self.run.outcome))
 
     # display --------------------------------------------------------------------
     def _tick(self) -> None:
@@ -249,7 +277,6 @@ class LiveScreen(WizardScreen):
         if self.run and self.state in ("starting", "running"):
             self.state = "stopping"
             self.run.stop()
-            self._tick()
 
     def go_back(self) -> None:
         """Esc: back to the step's form; a run still going is discarded, after asking."""
@@ -264,8 +291,8 @@ class LiveScreen(WizardScreen):
         self.discarded = True
         if self.run:
             self.run.stop()
-            self.app.untrack_run(self.run)
-        self.app.pop_screen()
+        self.runs.discard(self)
+        self.dismiss()
 
 
 def _update(widget: Static, text: str) -> None:
@@ -293,7 +320,7 @@ class LiveSummaryScreen(LiveScreen):
         else:
             yield RatePlot("events", id="live-chart")
         top = int(self.values.get("top") or DEFAULT_TOP)  # the probe's own --top when it has one
-        yield EntryTable(playbook_columns(self.spec, self.app.walk.context) or EVENT_COLUMNS, limit=top,
+        yield EntryTable(playbook_columns(self.spec, self.context) or EVENT_COLUMNS, limit=top,
                          id="live-table")
         yield Static("", id="live-selected")
 

@@ -10,7 +10,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Static
 
+from ..contracts import Backend
+from ..widgets.panels import Failure
 from .base import WizardScreen
+from .messages import PreflightAccepted, PreflightDone
 
 
 def doctor_text(rep: dict) -> str:
@@ -83,8 +86,13 @@ class PreflightScreen(WizardScreen):
             "`netsleuth doctor`) and what is on the host: interfaces, VMs, Open vSwitch.")
     BINDINGS = [Binding("enter", "next", "Continue", priority=True)]
 
+    def __init__(self, backend: Backend):
+        super().__init__()
+        self.backend = backend
+        self._go_when_ready = False
+
     def heading(self) -> str:
-        return "Replay: what was recorded" if self.app.backend.mode == "replay" else self.HEADING
+        return "Replay: what was recorded" if self.backend.mode == "replay" else self.HEADING
 
     def body(self):
         with VerticalScroll(id="preflight-body"):
@@ -94,27 +102,26 @@ class PreflightScreen(WizardScreen):
             yield Button("Continue (Enter)", id="continue", variant="primary", disabled=True, compact=True)
 
     def on_mount(self) -> None:
-        self._go_when_ready = False
         self.check()
 
     @work(thread=True, exclusive=True, group="preflight")
     def check(self) -> None:
-        backend = self.app.backend
+        """In a thread (discovery runs commands); post_message is thread-safe."""
         rep = inv = None
         try:
-            inv = backend.inventory()
+            inv = self.backend.inventory()
         except Exception as exc:  # noqa: BLE001 - shown in the panel; the wizard works without pickers
-            self.app.call_from_thread(self.app.report_error, f"host discovery failed: {exc}", exc)
+            self.post_message(Failure(f"host discovery failed: {exc}", exc))
         try:
-            rep = backend.preflight()
+            rep = self.backend.preflight()
         except Exception as exc:  # noqa: BLE001
-            self.app.call_from_thread(self.app.report_error, f"the capability check failed: {exc}", exc)
-        self.app.call_from_thread(self._show, rep, inv)
+            self.post_message(Failure(f"the capability check failed: {exc}", exc))
+        self.post_message(PreflightDone(rep, inv))
 
-    def _show(self, rep: dict | None, inv) -> None:
-        self.app.doctor, self.app.inventory = rep, inv
+    def on_preflight_done(self, event: PreflightDone) -> None:
+        rep, inv = event.doctor, event.inventory  # the app keeps them too (the message bubbles up)
         if inv is not None:
-            self.query_one("#inventory", Static).update(inventory_text(inv, self.app.backend.mode == "replay"))
+            self.query_one("#inventory", Static).update(inventory_text(inv, self.backend.mode == "replay"))
         if rep is not None:
             text = replay_text(rep) if rep.get("type") == "replay" else doctor_text(rep)
             self.query_one("#doctor", Static).update(text)
@@ -132,7 +139,7 @@ class PreflightScreen(WizardScreen):
             self._go_when_ready = True  # Enter pressed early: go on as soon as the checks are done
             self.query_one("#continue", Button).label = "Checking… (continues by itself)"
             return
-        self.app.after_preflight()
+        self.post_message(PreflightAccepted())
 
-    def go_back(self) -> None:
-        self.app.action_quit()
+    async def action_back(self) -> None:
+        await self.run_action("app.quit")

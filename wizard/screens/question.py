@@ -8,6 +8,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from .base import WizardScreen
+from .messages import Answered, Back
 
 
 class QuestionScreen(WizardScreen):
@@ -34,7 +35,7 @@ class QuestionScreen(WizardScreen):
         answers.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.app.answer(int(event.option.id))
+        self.post_message(Answered(int(event.option.id)))
 
     def go_back(self) -> None:
-        self.app.back_from(self, self.depth)
+        self.post_message(Back(self.depth))

@@ -11,6 +11,7 @@ from playbooks.engine import first_sentence
 from probes.runtime.params import ParamError
 
 from ..backends import flag_values
+from ..contracts import Backend
 from ..contextvals import typed
 from ..flagnames import names
 from ..replay import recorded_with, same_filters
@@ -18,6 +19,7 @@ from ..discovery import choices_for
 from ..widgets.panels import kv_lines
 from ..widgets.param_form import ParamForm
 from .base import WizardScreen
+from .messages import Back, RunRequested, StepChosen
 
 TIER_NAMES = {1: "Summary", 2: "Details", 3: "Root cause"}
 # Flags that narrow what a Details probe reports to one flow, device or process.
@@ -36,10 +38,9 @@ HIDDEN_FLAGS = ("interval",)
 
 
 
-def replay_note(backend, probe: str, values: dict) -> str:
+def replay_note(backend: Backend, probe: str, values: dict) -> str:
     """In a replay: the filters of the recorded run this step would show (markup), else ""."""
-    find = getattr(backend, "recorded_run", None)
-    run = find(probe, values) if callable(find) else None
+    run = backend.recorded_run(probe, values)
     if run is None:
         return ""
     if same_filters(run.params, values):
@@ -53,14 +54,14 @@ class StepScreen(WizardScreen):
             "The command line below is the same probe outside the wizard.")
     BINDINGS = [Binding("ctrl+r", "run", "Run probe")]
 
-    def __init__(self, view, depth: int):
+    def __init__(self, view, depth: int, backend: Backend, inventory=None, alternatives: list | tuple = ()):
         super().__init__()
         self.view = view
         self.depth = depth
-        walk = self.app.walk
+        self.backend = backend
+        self.inventory = inventory  # discovery.Inventory: the pickers' choices (None: none)
         # This step cannot run here: the steps the playbook offers instead that can (its `fallback:`).
-        current = bool(view.unavailable) and walk is not None and walk.current_ref == view.ref
-        self.alternatives = [v for v in walk.fallbacks() if v.unavailable is None] if current else []
+        self.alternatives = list(alternatives)
         self.instead = self.alternatives[0] if self.alternatives else None
 
     def heading(self) -> str:
@@ -68,8 +69,7 @@ class StepScreen(WizardScreen):
 
     def body(self):
         v = self.view
-        backend = self.app.backend
-        flags = backend.flags(v.probe)
+        flags = self.backend.flags(v.probe)
         values = flag_values(flags, v.params)
         if "duration" in {f.dest for f in flags} and "duration" not in values:
             values["duration"] = v.duration
@@ -92,10 +92,9 @@ class StepScreen(WizardScreen):
                     yield Static("Nothing else can stand in for it on this host. Esc goes back to pick another "
                                  "step.", classes="hint", id="instead")
             if flags and not v.unavailable:  # a probe that cannot run has nothing to fill in
-                inv = self.app.inventory
-                options = {f.dest: choices_for(inv, f.kind, netns=values.get("netns")) for f in flags}
+                options = {f.dest: choices_for(self.inventory, f.kind, netns=values.get("netns")) for f in flags}
                 yield ParamForm(flags, values, options=options, hide=HIDDEN_FLAGS,
-                                validator=self.app.backend_validator, id="step-form")
+                                validator=self.backend.validate, id="step-form")
         yield Static("", id="replay-note")
         yield Static(UNFILTERED, id="unfiltered")
         yield Static("", id="command-line")
@@ -132,12 +131,12 @@ class StepScreen(WizardScreen):
             line.update("[b]command:[/b] [dim](fix the fields marked in red)[/dim]")
             return
         try:
-            cmd = self.app.backend.command_line(self.view.probe, form.values())
+            cmd = self.backend.command_line(self.view.probe, form.values())
         except (ParamError, KeyError) as e:
             line.update(f"[b]command:[/b] [dim]{escape(str(e))}[/dim]")
             return
         line.update(f"[b]command:[/b] sudo {escape(cmd)}")
-        note = replay_note(self.app.backend, self.view.probe, form.values())
+        note = replay_note(self.backend, self.view.probe, form.values())
         self.query_one("#replay-note", Static).update(note)
         self.query_one("#replay-note", Static).display = bool(note)
 
@@ -153,11 +152,11 @@ class StepScreen(WizardScreen):
         if event.button.id == "run":
             self.action_run()
         elif (event.button.id or "").startswith("instead-"):
-            self.app.choose_step(self.alternatives[int(event.button.id.split("-", 1)[1])])
+            self.post_message(StepChosen(self.alternatives[int(event.button.id.split("-", 1)[1])]))
 
     def action_run(self) -> None:
         if self.instead is not None:
-            self.app.choose_step(self.instead)
+            self.post_message(StepChosen(self.instead))
             return
         if self.view.unavailable:
             self.show_error(f"{self.view.probe} cannot run here: {self.view.unavailable}")
@@ -169,17 +168,17 @@ class StepScreen(WizardScreen):
             self.show_error(f"{len(errors)} field(s) need fixing: " + "; ".join(errors.values()))
             return
         try:
-            self.app.backend.check(self.view.probe, values)  # the whole set, as the probe will see it
+            self.backend.check(self.view.probe, values)  # the whole set, as the probe will see it
         except ParamError as e:
             self.show_error(form.explain(e) if form else str(e))
             return
         self.clear_error()
-        kinds = {f.name: f.kind for f in self.app.backend.flags(self.view.probe)}
+        kinds = {f.name: f.kind for f in self.backend.flags(self.view.probe)}
         # The walk keeps filters, typed as the prefilled ones are (a port stays a number, so an
         # unchanged form is no edit); how long the probe runs is the run's, not the step's
         # identity (as in the autopilot), so an unchanged step is recognised as already run.
         params = {k: typed(kinds.get(k, ""), v) for k, v in names(values).items() if k != "duration"}
-        self.app.run_step(self, params, values)
+        self.post_message(RunRequested(params, values, self.depth))
 
     def go_back(self) -> None:
-        self.app.back_from(self, self.depth)
+        self.post_message(Back(self.depth))

@@ -12,6 +12,7 @@ from playbooks.engine import first_sentence
 
 from .base import WizardScreen
 from .dialogs import GuideScreen
+from .messages import SymptomChosen
 
 
 class SymptomScreen(WizardScreen):
@@ -26,10 +27,14 @@ class SymptomScreen(WizardScreen):
             "The rows under 'Jump straight to' are the guide's quick-reference table: they start at "
             "that problem's Summary step.")
 
+    def __init__(self, lib, recorded: str | None = None):
+        super().__init__()
+        self.lib = lib
+        self.recorded = recorded  # a replay's symptom: the one to pick
+
     def body(self):
-        lib = self.app.lib
+        lib, recorded = self.lib, self.recorded
         options: list[Option | None] = []
-        recorded = _recorded_symptom(self.app.backend)
         for pb in sorted(lib.playbooks.values(), key=_guide_order):
             mark = "  [green](the recording's: replays it)[/green]" if pb.id == recorded else ""
             label = Text.from_markup(f"[b]{escape(pb.title)}[/b]{mark}\n  "
@@ -46,9 +51,8 @@ class SymptomScreen(WizardScreen):
     def on_mount(self) -> None:
         symptoms = self.query_one("#symptoms", OptionList)
         symptoms.focus()
-        recorded = _recorded_symptom(self.app.backend)
-        if recorded is not None:  # a replay: its symptom is the one to pick
-            symptoms.highlighted = symptoms.get_option_index("symptom:" + recorded)
+        if self.recorded is not None:
+            symptoms.highlighted = symptoms.get_option_index("symptom:" + self.recorded)
 
     def action_move(self, way: str) -> None:
         getattr(self.query_one("#symptoms", OptionList), f"action_cursor_{way}")()
@@ -61,12 +65,12 @@ class SymptomScreen(WizardScreen):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         kind, _, key = (event.option.id or "").partition(":")
-        lib = self.app.lib
+        lib = self.lib
         if kind == "symptom":
-            self.app.choose_symptom(key, lib.playbooks[key].start)
+            self.post_message(SymptomChosen(key, lib.playbooks[key].start))
         elif kind == "quick":
             row = lib.quick_reference[int(key)]
-            self.app.choose_symptom(lib.playbook_of(row.summary).id, row.summary)
+            self.post_message(SymptomChosen(lib.playbook_of(row.summary).id, row.summary))
 
 
 # The guide's decision tree order; playbooks it does not name come after.
@@ -75,9 +79,3 @@ GUIDE_ORDER = ("packet-loss", "high-latency", "ovs-slow", "vm-network")
 
 def _guide_order(pb) -> tuple[int, str]:
     return (GUIDE_ORDER.index(pb.id) if pb.id in GUIDE_ORDER else len(GUIDE_ORDER), pb.title)
-
-
-
-def _recorded_symptom(backend) -> str | None:
-    recording = getattr(backend, "recording", None)
-    return getattr(recording, "symptom", None)

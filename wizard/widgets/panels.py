@@ -2,20 +2,54 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
 from rich.markup import escape
 from textual.message import Message
 from textual.widgets import Static
 
 
-class Guarded:
-    """Mixin: an exception in one of this node's message handlers goes to the error panel
-    and the log instead of killing the node's message loop (and the app)."""
+@dataclass
+class Failure(Message):
+    """Something failed (a handler raised, a check in a worker): the app shows it in the
+    current screen's panel and logs it."""
 
-    async def _on_message(self, message: Message) -> None:
+    text: str
+    exc: BaseException
+
+
+def guard(handler: Callable) -> Callable:
+    """A message handler whose exception becomes a Failure message (panel and log)
+    instead of ending the app."""
+    if inspect.iscoroutinefunction(handler):
+        @functools.wraps(handler)
+        async def guarded_async(node, *args):
+            try:
+                return await handler(node, *args)
+            except Exception as exc:  # noqa: BLE001 - any bug must land in the panel, not on the terminal
+                node.post_message(Failure(f"{type(exc).__name__}: {exc}", exc))
+        return guarded_async
+
+    @functools.wraps(handler)
+    def guarded(node, *args):
         try:
-            await super()._on_message(message)
-        except Exception as exc:  # noqa: BLE001 - any bug must land in the panel, not on the terminal
-            self.app.report_error(f"{type(exc).__name__}: {exc}", exc)
+            return handler(node, *args)
+        except Exception as exc:  # noqa: BLE001
+            node.post_message(Failure(f"{type(exc).__name__}: {exc}", exc))
+    return guarded
+
+
+class Guarded:
+    """Mixin: every ``on_*`` / ``watch_*`` handler a subclass defines is guarded (see guard)."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        for name, value in list(vars(cls).items()):
+            if name.startswith(("on_", "watch_")) and inspect.isfunction(value):
+                setattr(cls, name, guard(value))
 
 
 class ErrorPanel(Static):

@@ -15,7 +15,7 @@ with its uptime), the same per CPU-second of the VM's vhost worker and vCPU thre
 do the receiving), and what the sender handed the tap (tap tx_packets + tx_dropped) per
 CPU-second of the sender (it runs the path up to the tap's ring in its own context).
 
-    sudo .venv/bin/python bench/vm_path_overhead.py [--cycles 6] [--seconds 3] [--write]
+    sudo .venv/bin/python bench/vm_path_overhead.py [--cycles 5] [--seconds 3] [--write]
     sudo .venv/bin/python bench/vm_path_overhead.py --from /tmp/x/bench.json [--write]
 """
 
@@ -54,6 +54,11 @@ PROBES = [
     ("vm-latency-summary", lambda vm, phy: dict(vm_interface=vm.tap, phy_interface=phy, direction="rx",
                                                 protocol="udp", interval="3600"), "packets_completed",
      "7 stage hooks (1 tracepoint, 6 kprobes), 2 map updates"),
+    # Floors: a program that does nothing, on a per-packet hook (what the hook alone costs).
+    ("empty kprobe tun_net_xmit", lambda vm, phy: dict(function="tun_net_xmit"), None,
+     "an empty program: the dispatch of tun-ring-monitor's per-packet hook"),
+    ("empty kretprobe vhost_exceeds_weight", lambda vm, phy: dict(function="vhost_exceeds_weight", ret=True), None,
+     "an empty program: the per-packet hook vhost-eventfd-count had before it counted requeues instead"),
 ]
 REFERENCE = "vm-latency-summary"
 METRICS = {  # key in a round's figures -> its label in the table
@@ -90,6 +95,33 @@ def _record_attaches(calls: list) -> dict:
     return originals
 
 
+class EmptyProgram:
+    """A kprobe or kretprobe running a program that returns at once: the hook's own cost."""
+
+    streaming = False
+
+    def __init__(self, function: str, ret: bool = False):
+        self.function, self.ret, self.bpf = function, ret, None
+
+    def start(self) -> None:
+        from bcc import BPF
+
+        self.bpf = BPF(text="int empty(struct pt_regs *ctx) { return 0; }")
+        attach = self.bpf.attach_kretprobe if self.ret else self.bpf.attach_kprobe
+        attach(event=self.function.encode(), fn_name=b"empty")
+
+    def describe_attach(self) -> str:
+        return f"{'kretprobe' if self.ret else 'kprobe'} {self.function}"
+
+    def read(self) -> list[dict]:
+        return []
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+
 def toggle_child(name: str, flags: dict) -> int:
     """stdin: "off" / "on" (detach / attach every hook the probe placed) / "read" / "stop";
     one JSON line answers each."""
@@ -97,7 +129,7 @@ def toggle_child(name: str, flags: dict) -> int:
 
     calls: list = []
     originals = _record_attaches(calls)
-    probe = REGISTRY[name](**flags)
+    probe = EmptyProgram(**flags) if name.startswith("empty ") else REGISTRY[name](**flags)
     probe.start()
     bpf = probe.bpf
     lock = threading.Lock()
@@ -218,6 +250,43 @@ def vm_rx_rate(console: Path, start: int, end: int) -> tuple[float | None, int]:
     return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0]), len(points)
 
 
+TRACEFS = Path("/sys/kernel/tracing")
+WEIGHT_EVENT = "netsleuth_bench_weight"
+
+
+def weight_check(probe: Toggle, seconds: float = 4.0) -> dict:
+    """vhost-eventfd-count's weight_exhausted against ftrace's count of vhost_exceeds_weight
+    returning true (a kretprobe event with a hist trigger; no BPF), over the same seconds."""
+    from tests.lab.vm_checks_vhost import append
+
+    append(TRACEFS / "kprobe_events", f"r:{WEIGHT_EVENT} vhost_exceeds_weight ret=$retval:u8\n")
+    event = TRACEFS / "events/kprobes" / WEIGHT_EVENT
+
+    def hits() -> int:
+        for line in (event / "hist").read_text().splitlines():
+            m = re.match(r"\{ ret:\s*(\d+) \} hitcount:\s*(\d+)", line)
+            if m and int(m[1]) & 1:
+                return int(m[2])
+        return 0
+
+    try:
+        (event / "trigger").write_text("hist:keys=ret\n")
+        probe.command("on")
+        time.sleep(1.0)
+        probe.command("read")
+        before = hits()
+        time.sleep(seconds)
+        after = hits()
+        records = probe.command("read")
+        probe.command("off")
+        (event / "trigger").write_text("!hist:keys=ret\n")
+    finally:
+        append(TRACEFS / "kprobe_events", f"-:{WEIGHT_EVENT}\n")
+    return {"seconds": seconds, "ftrace_weight_true": after - before,
+            "probe_weight_exhausted": sum(r.get("weight_exhausted") or 0 for r in records),
+            "probe_runs": sum(r.get("runs") or 0 for r in records)}
+
+
 def guest(share: Path, seconds: float, cycles: int) -> int:
     from tests.lab import nested_vm
     from tests.lab import topology as T
@@ -283,8 +352,8 @@ def guest(share: Path, seconds: float, cycles: int) -> int:
                    "tap_in_per_s": (b["tap_in"] - a["tap_in"]) / wall,
                    "tap_dropped_per_s": (b["tap_dropped"] - a["tap_dropped"]) / wall,
                    "rx_side_cpu": round(rx_cpu / wall, 3), "sender_cpu": round(tx_cpu / wall, 3)}
-            if current:
-                field = next(p[2] for p in PROBES if p[0] == current.name)
+            field = next((p[2] for p in PROBES if current and p[0] == current.name), None)
+            if field:
                 records = current.command("read")
                 rnd["records"] = len(records)
                 rnd["seen"] = sum(r.get(field) or 0 for r in records if isinstance(r.get(field), (int, float)))
@@ -294,6 +363,8 @@ def guest(share: Path, seconds: float, cycles: int) -> int:
                 (share / "bench.json").write_text(json.dumps(out))
         for t in toggles:
             out["probes"][t.name]["toggle_s"] = statistics.median(t.toggle_s) if t.toggle_s else None
+        out["weight_check"] = weight_check(next(t for t in toggles if t.name == "vhost-eventfd-count"))
+        print(f"[bench] weight check: {out['weight_check']}", flush=True)
     finally:
         if sender:
             sender.kill()
@@ -344,7 +415,9 @@ def table(data: dict) -> tuple[str, str]:
                          f"| {100 * (1 - r):.1f} % | {min(ratio):.3f}–{max(ratio):.3f} | {len(ratio)} "
                          f"| {(f'{statistics.median(seen):,.0f}' if seen and None not in seen else '') if first else ''} |")
     verdicts = []
-    for name, *_ in PROBES[:-1]:
+    for name, *_ in PROBES:
+        if name == REFERENCE or name.startswith("empty "):
+            continue
         parts = []
         for metric in METRICS:
             if (name, metric) not in costs or (REFERENCE, metric) not in costs:
@@ -414,7 +487,7 @@ def host(args) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per round")
-    ap.add_argument("--cycles", type=int, default=6, help="rounds per probe attached")
+    ap.add_argument("--cycles", type=int, default=5, help="rounds per probe attached")
     ap.add_argument("--results", type=Path, help="the run's directory (default: a new one under /tmp)")
     ap.add_argument("--from", dest="from_file", type=Path, metavar="BENCH_JSON",
                     help="print (and --write) the figures of an earlier run's bench.json")

@@ -367,9 +367,9 @@ def guest(share: Path, seconds: float, cycles: int, per_attach: int) -> int:
                 rnd["seen"] = sum(r.get(field) or 0 for r in records if isinstance(r.get(field), (int, float)))
             out["rounds"].append(rnd)
             print(json.dumps(rnd), flush=True)
+            for t in toggles:
+                out["probes"][t.name]["toggle_s"] = statistics.median(t.toggle_s) if t.toggle_s else None
             (share / "bench.json").write_text(json.dumps(out))  # a crashed guest leaves what came before
-        for t in toggles:
-            out["probes"][t.name]["toggle_s"] = statistics.median(t.toggle_s) if t.toggle_s else None
         try:
             out["weight_check"] = weight_check(next(t for t in toggles if t.name == "vhost-eventfd-count"))
         except (OSError, RuntimeError, ValueError) as e:  # the rounds are worth keeping without it
@@ -474,7 +474,8 @@ def noise(data: dict) -> str:
 def method(data: dict) -> str:
     probes = data["probes"]
     attach = ", ".join(f"{n} {p['compile_attach_s']} s" for n, p in probes.items())
-    toggle = ", ".join(f"{n} {p.get('toggle_s')} s" for n, p in probes.items())
+    toggles = [f"{n} {p['toggle_s']} s" for n, p in probes.items() if p.get("toggle_s") is not None]
+    toggle = f" One attach or detach, median: {', '.join(toggles)}." if toggles else ""
     off = [r for r in data["rounds"] if r["probe"] is None]
     return (f"in the lab guest (kernel {data['kernel']}, QEMU TCG multi-threaded, 2 vCPUs, OVS kernel datapath) "
             f"with the nested KVM VM (tests/lab/nested_vm.py: 1 vCPU, virtio-net, tap vm1, vhost-net): one UDP "
@@ -485,7 +486,7 @@ def method(data: dict) -> str:
             f"detached rounds), each round {data['settle_s']:g} s after the toggle then {data['seconds']:g} s "
             f"measured; every probe compiled once and its hooks detached and attached again between rounds; each "
             f"attached round against the mean of the detached rounds just before and after its attachment. Compile + attach in the "
-            f"guest (five in parallel): {attach}. One attach or detach, median: {toggle}.")
+            f"guest, all in parallel, ready after: {attach}.{toggle}")
 
 
 def host(args) -> int:

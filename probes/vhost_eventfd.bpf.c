@@ -8,7 +8,9 @@
  *   vhost_signal is inlined into _signal_n on Debian 6.1).
  * eventfd_signals: eventfd_signal(_mask) on the vq's call eventfd during an attempt.
  * signals: irqfd_wakeup for that eventfd during the attempt: KVM got the interrupt.
- * weight_exhausted: vhost_exceeds_weight returning true during a run.
+ * weight_exhausted: the worker queueing again the vq it is running (vhost_exceeds_weight
+ *   does at the weight limit, through vhost_work_queue on 6.1: vhost_poll_queue is inlined
+ *   there); not a kretprobe on vhost_exceeds_weight, which runs for every packet.
  * Nothing is emitted: user space reads the table every interval (docs/output-virt.md).
  */
 #include "netsleuth.h"
@@ -127,19 +129,23 @@ int on_work_return(struct pt_regs *ctx)
     return 0;
 }
 
-int on_exceeds_weight_return(struct pt_regs *ctx)
+/* vhost_work_queue(dev, work) / vhost_vq_work_queue(vq, work) by the worker during a run,
+ * for the kick work of the vq it runs: a requeue at the weight limit (or by vhost's busy
+ * polling, when enabled).  Per requeue, not per packet; the argument by BTF name. */
+static __always_inline int on_queue(u64 work)
 {
-    if (!(PT_REGS_RC(ctx) & 1))  /* bool: only %al is defined */
-        return 0;
     u32 tid = bpf_get_current_pid_tgid();
     struct run *r = running.lookup(&tid);
-    if (!r)
+    if (!r || work - NS_OFF_VHOST_POLL_WORK - NS_OFF_VQ_POLL != r->vq)
         return 0;
     struct vq_stats *s = vqs.lookup(&r->vq);
     if (s)
         __sync_fetch_and_add(&s->weight_exhausted, 1);
     return 0;
 }
+
+int on_work_queue(struct pt_regs *ctx) { return on_queue(ns_kprobe_arg(ctx, NS_WORK_QUEUE_WORK_ARG)); }
+int on_vq_work_queue(struct pt_regs *ctx) { return on_queue(ns_kprobe_arg(ctx, NS_VQ_WORK_QUEUE_WORK_ARG)); }
 
 /* An attempt to signal the guest about used buffers; the vq argument is chosen by its
  * BTF parameter name (NS_SIGNAL_VQ_ARG*). Only vqs seen running are counted. */

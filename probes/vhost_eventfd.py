@@ -10,7 +10,7 @@ from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps, function_symbol
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
-from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
+from .vhost_common import (VHOST_HINT, VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
                            arg_index, attach_hooks, cpu_list, cstr, qemu_pid_of_worker,
                            vq_defines)
 
@@ -22,11 +22,15 @@ IRQFD_FN = "irqfd_wakeup"
 SIGNAL_FNS = (("vhost_add_used_and_signal_n", "on_signal_n", "NS_SIGNAL_N_VQ_ARG", True),
               ("vhost_add_used_and_signal", "on_signal_1", "NS_SIGNAL_1_VQ_ARG", False),
               ("vhost_signal", "on_signal_plain", "NS_SIGNAL_VQ_ARG", False))
+# Where a requeue at the weight limit is seen, and the C entry reading each one's `work`
+# argument (<= 6.4: vhost_work_queue(dev, work); later vhost_vq_work_queue(vq, work)).
+QUEUE_FNS = (("vhost_work_queue", "on_work_queue", "NS_WORK_QUEUE_WORK_ARG"),
+             ("vhost_vq_work_queue", "on_vq_work_queue", "NS_VQ_WORK_QUEUE_WORK_ARG"))
 
 HOOKS = (
     Hook(POLL_WAKEUP, entry="on_poll_wakeup"),
     *(Hook(fn, entry="on_" + fn.removeprefix("handle_"), ret="on_work_return") for fn in WORK_FNS),
-    Hook("vhost_exceeds_weight", ret="on_exceeds_weight_return", reads_args=False),
+    *(Hook(fn, entry=entry, required=False) for fn, entry, _ in QUEUE_FNS),
     *(Hook(fn, entry=entry, ret="on_signal_return", required=req) for fn, entry, _, req in SIGNAL_FNS),
     *(Hook(fn, entry="on_eventfd_signal", required=False) for fn in EVENTFD_FNS),
 )
@@ -63,12 +67,16 @@ class VhostEventfdCount(VhostProbe):
             return reason
         if not any(caps.function(fn) for fn in EVENTFD_FNS):
             return "kernel functions missing: eventfd_signal or eventfd_signal_mask"
+        if not any(caps.function(fn) for fn, _, _ in QUEUE_FNS):
+            return f"kernel functions missing: {' or '.join(fn for fn, _, _ in QUEUE_FNS)} ({VHOST_HINT})"
         return None
 
     def load(self):
         defines = vq_defines()
         for fn, _entry, macro, required in SIGNAL_FNS:
             defines.set(macro, arg_index("vhost", fn, "vq") if required or function_symbol(fn)[0] else 1)
+        for fn, _entry, macro in QUEUE_FNS:
+            defines.set(macro, arg_index("vhost", fn, "work") if function_symbol(fn)[0] else 1)
         hooks, fields = HOOKS, VQ_FIELDS
         self.irqfd = irqfd_available()
         if self.irqfd:

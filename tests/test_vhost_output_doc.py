@@ -73,7 +73,7 @@ def test_eventfd_count_program_and_records(lab_kernel, monkeypatch):
     probe = VhostEventfdCount(caps=CAPS)
     probe.bpf = probe.load()
     lab_kernel.append(probe.bpf)
-    verify(probe.bpf, ["on_poll_wakeup", "on_tx_kick", "on_rx_net", "on_work_return", "on_exceeds_weight_return",
+    verify(probe.bpf, ["on_poll_wakeup", "on_tx_kick", "on_rx_net", "on_work_return", "on_work_queue", "on_vq_work_queue",
                        "on_signal_n", "on_signal_return", "on_eventfd_signal", "on_irqfd_wakeup"])
     vqs = probe.bpf[b"vqs"]
     vqs[ct.c_uint64(VQ)] = vqs.Leaf(kicks=10, net_wakeups=2, runs=12, busy_ns=5_000_000, signal_attempts=9,

@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""Cost of the VM-path probes on traffic into a real VM, in the lab (run as root).
+
+The host side builds `bench/udpblast.c` (static) and boots the lab guest, which runs this
+file with `--guest`: OVS `br-int`, the uplink namespace, and the nested KVM VM of
+tests/lab/nested_vm.py (tap vm1, vhost-net).  The probes compile in parallel, each in a
+child process of its own, then are detached; one UDP blast from the namespace to the VM
+runs throughout, at the sender's full rate, while each probe in turn is attached for
+--per-attach rounds: off, A, A, off, B, B, ..., off, --cycles times.  Each attached round
+is compared with the detached rounds around its attachment (ratios of one run,
+interleaved; docs/performance.md says why max rate, and why few attachments).
+
+Per round: what the VM received per second (its own rx counter, printed on its console
+with its uptime), the same per CPU-second of the VM's vhost worker and vCPU thread (they
+do the receiving), and what the sender handed the tap (tap tx_packets + tx_dropped) per
+CPU-second of the sender (it runs the path up to the tap's ring in its own context).
+
+    sudo .venv/bin/python bench/vm_path_overhead.py [--cycles 2] [--per-attach 2] [--seconds 3] [--write]
+    sudo .venv/bin/python bench/vm_path_overhead.py --from /tmp/x/bench.json [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Multi-threaded TCG: under single-threaded TCG the nested VM did not boot in 120 s
+# (2026-12-03); multi-threaded TCG can crash while kprobes are re-attached under traffic
+# (docs/safety.md), hence few attachments per probe.
+TCG = "multi"
+PORT = 9  # nothing listens in the VM: its NIC and stack count the datagram, then drop it
+SENDER_CPU, VM_CPU = 0, 1
+SETTLE_S = 1.0  # after a toggle, before a round's first counter read
+
+# (probe, flags from (vm, uplink), the record field showing it saw the traffic,
+#  what runs for each packet of this traffic; docs/output-virt.md, the probes' BPF C)
+PROBES = [
+    ("tun-ring-monitor", lambda vm, phy: dict(device=vm.tap, interval="3600"), "xmits",
+     "kprobe tun_net_xmit (9 reads, 3 per-CPU hash lookups); the drop tracepoint per packet dropped on the tap"),
+    ("vhost-eventfd-count", lambda vm, phy: dict(pid=str(vm.pid), interval="3600"), "runs",
+     "nothing (per socket wakeup, run, requeue or signal: a map update each)"),
+    ("kvm-irqfd-stats-summary", lambda vm, phy: dict(pid=str(vm.pid), interval="3600"), "injected",
+     "nothing (per interrupt: irqfd kprobes, two kvm tracepoints; per vCPU load)"),
+    ("vhost-queue-correlation-details", lambda vm, phy: dict(pid=str(vm.pid), device=vm.tap, interval="3600"),
+     "works", "kretprobes vhost_get_vq_desc and vhost_exceeds_weight (per packet); an event per slow work item"),
+    ("vm-latency-summary", lambda vm, phy: dict(vm_interface=vm.tap, phy_interface=phy, direction="rx",
+                                                protocol="udp", interval="3600"), "packets_completed",
+     "7 stage hooks (1 tracepoint, 6 kprobes), 2 map updates"),
+    # Floors: a program that does nothing, on a per-packet hook (what the hook alone costs).
+    ("empty kprobe tun_net_xmit", lambda vm, phy: dict(function="tun_net_xmit"), None,
+     "an empty program: the dispatch of tun-ring-monitor's per-packet hook"),
+    ("empty kretprobe vhost_exceeds_weight", lambda vm, phy: dict(function="vhost_exceeds_weight", ret=True), None,
+     "an empty program: the per-packet hook vhost-eventfd-count had before it counted requeues instead"),
+]
+REFERENCE = "vm-latency-summary"
+METRICS = {  # key in a round's figures -> its label in the table
+    "vm_rx_per_s": "received by the VM, pkt/s (its counters)",
+    "vm_rx_per_cpu_s": "delivered to the VM (tap tx_packets) per CPU-second of its vhost worker + vCPU",
+    "tap_in_per_cpu_s": "sent to the tap per sender CPU-second",
+}
+
+
+# --- a probe that can be attached and detached without compiling again (a child process) ----
+
+ATTACHES = {"attach_kprobe": "detach_kprobe", "attach_kretprobe": "detach_kretprobe",
+            "attach_tracepoint": "detach_tracepoint", "attach_raw_tracepoint": "detach_raw_tracepoint"}
+
+
+def _record_attaches(calls: list) -> dict:
+    """Wrap bcc.BPF's attach methods so each call (the probe's own, BCC's autoload of its
+    TRACEPOINT_PROBEs) is recorded; the originals, for replaying them."""
+    import bcc
+
+    originals = {name: getattr(bcc.BPF, name) for name in ATTACHES}
+
+    def wrap(name, original):
+        def attach(self, *args, **kwargs):
+            if args or kwargs.get("event_re") or kwargs.get("tp_re"):
+                raise RuntimeError(f"{name} with positional arguments or a pattern: cannot replay it")
+            result = original(self, *args, **kwargs)
+            calls.append((name, kwargs))
+            return result
+        return attach
+
+    for name, original in originals.items():
+        setattr(bcc.BPF, name, wrap(name, original))
+    return originals
+
+
+class EmptyProgram:
+    """A kprobe or kretprobe running a program that returns at once: the hook's own cost."""
+
+    streaming = False
+
+    def __init__(self, function: str, ret: bool = False):
+        self.function, self.ret, self.bpf = function, ret, None
+
+    def start(self) -> None:
+        from bcc import BPF
+
+        self.bpf = BPF(text="int empty(struct pt_regs *ctx) { return 0; }")
+        attach = self.bpf.attach_kretprobe if self.ret else self.bpf.attach_kprobe
+        attach(event=self.function.encode(), fn_name=b"empty")
+
+    def describe_attach(self) -> str:
+        return f"{'kretprobe' if self.ret else 'kprobe'} {self.function}"
+
+    def read(self) -> list[dict]:
+        return []
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+
+def toggle_child(name: str, flags: dict) -> int:
+    """stdin: "off" / "on" (detach / attach every hook the probe placed) / "read" / "stop";
+    one JSON line answers each."""
+    from probes.registry import PROBES as REGISTRY
+
+    calls: list = []
+    originals = _record_attaches(calls)
+    probe = EmptyProgram(**flags) if name.startswith("empty ") else REGISTRY[name](**flags)
+    probe.start()
+    bpf = probe.bpf
+    lock = threading.Lock()
+    records: list[dict] = []
+    done = threading.Event()
+
+    def poll() -> None:  # event probes: their buffer drained all along, as the CLI does
+        while not done.is_set():
+            with lock:
+                probe.wait(0.1)
+                records.extend(probe.read())
+            time.sleep(0.05)
+
+    def detach() -> None:
+        for attach, kwargs in calls:
+            target = {k: v for k, v in kwargs.items() if k in ("event", "fn_name", "tp")}
+            if attach == "attach_tracepoint" or attach == "attach_raw_tracepoint":
+                target.pop("fn_name", None)
+            getattr(bpf, ATTACHES[attach])(**target)
+
+    def attach() -> None:
+        for attach_name, kwargs in calls:
+            originals[attach_name](bpf, **kwargs)
+
+    poller = threading.Thread(target=poll, daemon=True) if probe.streaming else None
+    if poller:
+        poller.start()
+    print(json.dumps({"attached": probe.describe_attach(), "hooks": len(calls)}), flush=True)
+    try:
+        for line in sys.stdin:
+            cmd = line.strip()
+            t0 = time.monotonic()
+            with lock:
+                if cmd == "off":
+                    detach()
+                elif cmd == "on":
+                    attach()
+                elif cmd == "read":
+                    got = records[:] if poller else probe.read()
+                    records.clear()
+                    print(json.dumps(got), flush=True)
+                    continue
+                elif cmd == "stop":
+                    break
+            print(json.dumps({"ok": cmd, "s": round(time.monotonic() - t0, 3)}), flush=True)
+    finally:
+        done.set()
+        probe.close()
+    return 0
+
+
+class Toggle:
+    """The parent's handle on a toggle_child."""
+
+    def __init__(self, name: str, flags: dict):
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, __file__, "--toggle", name, json.dumps(flags)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.started = time.monotonic()
+        self.ready_s: float | None = None
+        self.attached = ""
+        self.toggle_s: list[float] = []
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} ended: {self.proc.stderr.read()[-3000:]}")
+        return line
+
+    def ready(self) -> "Toggle":
+        first = json.loads(self._line())
+        self.ready_s = round(time.monotonic() - self.started, 1)
+        self.attached = first["attached"]
+        self.command("off")
+        return self
+
+    def command(self, cmd: str):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self._line())
+        if cmd in ("on", "off"):
+            self.toggle_s.append(answer["s"])
+        return answer
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- guest side ------------------------------------------------------------------
+
+def schedstat_ns(path: str) -> int:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+STATS = re.compile(r"STATS up=([\d.]+) rx=(\d+)")
+
+
+def vm_rx_rate(console: Path, start: int, end: int) -> tuple[float | None, int]:
+    """Datagrams/s the VM counted between the console lines it printed in [start, end)
+    (byte offsets), by its own uptime; and how many lines that was."""
+    with open(console, "rb") as f:
+        f.seek(start)
+        text = f.read(end - start).decode(errors="replace")
+    points = [(float(m[1]), int(m[2])) for m in STATS.finditer(text)]
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        return None, len(points)
+    return (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0]), len(points)
+
+
+TRACEFS = Path("/sys/kernel/tracing")
+WEIGHT_EVENT = "netsleuth_bench_weight"
+
+
+def weight_check(probe: Toggle, seconds: float = 4.0) -> dict:
+    """vhost-eventfd-count's weight_exhausted against ftrace's count of vhost_exceeds_weight
+    returning true (a kretprobe event with a hist trigger; no BPF), over the same seconds."""
+    from tests.lab.vm_checks_vhost import append
+
+    append(TRACEFS / "kprobe_events", f"r:{WEIGHT_EVENT} vhost_exceeds_weight ret=$retval:u8\n")
+    event = TRACEFS / "events/kprobes" / WEIGHT_EVENT
+
+    def hits() -> int:
+        for line in (event / "hist").read_text().splitlines():
+            m = re.match(r"\{ ret:\s*(\d+) \} hitcount:\s*(\d+)", line)
+            if m and int(m[1]) & 1:
+                return int(m[2])
+        return 0
+
+    try:
+        (event / "trigger").write_text("hist:keys=ret\n")
+        probe.command("on")
+        time.sleep(1.0)
+        probe.command("read")
+        before = hits()
+        time.sleep(seconds)
+        after = hits()
+        records = probe.command("read")
+        probe.command("off")
+        (event / "trigger").write_text("!hist:keys=ret\n")
+    finally:
+        append(TRACEFS / "kprobe_events", f"-:{WEIGHT_EVENT}\n")
+    return {"seconds": seconds, "ftrace_weight_true": after - before,
+            "probe_weight_exhausted": sum(r.get("weight_exhausted") or 0 for r in records),
+            "probe_runs": sum(r.get("runs") or 0 for r in records)}
+
+
+def guest(share: Path, seconds: float, cycles: int, per_attach: int) -> int:
+    from tests.lab import nested_vm
+    from tests.lab import topology as T
+
+    T.modprobe("tun", "veth")
+    T.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    T.start_ovs()
+    br = T.Bridge.create("br-int")
+    sysnet = T.system_path(br)
+    vm = nested_vm.start_nested_vm(br, sysnet)
+    T.static_neighbour(vm.ip, vm.mac, sysnet.peer_if, ns=sysnet.ns)
+    vhost, vcpus = vm.vhost_tids(), vm.vcpu_tids()
+    stats = Path("/sys/class/net") / vm.tap / "statistics"
+    # The receiving side (QEMU's threads, the vhost worker) on one vCPU, the sender on the other.
+    T.sh("taskset", "-a", "-p", "-c", str(VM_CPU), str(vm.pid))
+    for tid in vhost:
+        T.sh("taskset", "-p", "-c", str(VM_CPU), str(tid))
+    print(f"[bench] VM booted in {vm.boot_s} s: qemu {vm.pid}, vhost {vhost}, vCPUs {vcpus}", flush=True)
+    out = {"kernel": os.uname().release, "seconds": seconds, "cycles": cycles, "per_attach": per_attach,
+           "settle_s": SETTLE_S,
+           "vm_boot_s": vm.boot_s, "probes": {}, "rounds": []}
+    toggles = [Toggle(name, make(vm, sysnet.uplink)) for name, make, *_ in PROBES]
+    sender = None
+    try:
+        for t in toggles:
+            t.ready()
+            out["probes"][t.name] = {"attached": t.attached, "compile_attach_s": t.ready_s}
+            print(f"[bench] {t.name} ready in {t.ready_s} s: {t.attached}", flush=True)
+        total = cycles * (1 + per_attach) * len(toggles) * (seconds + SETTLE_S + 6) + 60
+        sender = subprocess.Popen(["ip", "netns", "exec", sysnet.ns, "taskset", "-c", str(SENDER_CPU),
+                                   str(share / "udpblast"), "send", vm.ip, str(PORT), str(total)],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(3)  # flows in the datapath, the rings full
+
+        def counters() -> dict:
+            t = time.monotonic()
+            sent, dropped = (int((stats / f).read_text()) for f in ("tx_packets", "tx_dropped"))
+            return {"t": t, "tap_in": sent + dropped, "tap_out": sent, "tap_dropped": dropped, "sender_ns": schedstat_ns(f"/proc/{sender.pid}/schedstat"),
+                    "rx_side_ns": sum(schedstat_ns(f"/proc/{tid}/schedstat") for tid in vhost)
+                    + sum(schedstat_ns(f"/proc/{vm.pid}/task/{tid}/schedstat") for tid in vcpus),
+                    "console": vm.console.stat().st_size}
+
+        order = [x for t in toggles for x in (None,) + (t,) * per_attach] * cycles + [None]
+        attached_now = None
+        for i, current in enumerate(order):
+            if sender.poll() is not None:
+                raise RuntimeError("the sender ended early")
+            if attached_now is not current:
+                if attached_now:
+                    attached_now.command("off")
+                if current:
+                    current.command("on")
+                attached_now = current
+            time.sleep(SETTLE_S)
+            a = counters()
+            time.sleep(seconds)
+            b = counters()
+            vm_rate, lines = vm_rx_rate(vm.console, a["console"], b["console"])
+            wall, rx_cpu, tx_cpu = b["t"] - a["t"], (b["rx_side_ns"] - a["rx_side_ns"]) / 1e9, \
+                (b["sender_ns"] - a["sender_ns"]) / 1e9
+            tap_out = b["tap_out"] - a["tap_out"]
+            rnd = {"probe": current.name if current else None, "wall_s": round(wall, 3),
+                   "vm_rx_per_s": vm_rate, "vm_lines": lines,
+                   "tap_out_per_s": tap_out / wall,
+                   "vm_rx_per_cpu_s": tap_out / rx_cpu if rx_cpu > 0 else None,
+                   "tap_in_per_cpu_s": (b["tap_in"] - a["tap_in"]) / tx_cpu if tx_cpu > 0 else None,
+                   "tap_in_per_s": (b["tap_in"] - a["tap_in"]) / wall,
+                   "tap_dropped_per_s": (b["tap_dropped"] - a["tap_dropped"]) / wall,
+                   "rx_side_cpu": round(rx_cpu / wall, 3), "sender_cpu": round(tx_cpu / wall, 3)}
+            field = next((p[2] for p in PROBES if current and p[0] == current.name), None)
+            if field:
+                records = current.command("read")
+                rnd["records"] = len(records)
+                rnd["seen"] = sum(r.get(field) or 0 for r in records if isinstance(r.get(field), (int, float)))
+            out["rounds"].append(rnd)
+            print(json.dumps(rnd), flush=True)
+            for t in toggles:
+                out["probes"][t.name]["toggle_s"] = statistics.median(t.toggle_s) if t.toggle_s else None
+            (share / "bench.json").write_text(json.dumps(out))  # a crashed guest leaves what came before
+        try:
+            out["weight_check"] = weight_check(next(t for t in toggles if t.name == "vhost-eventfd-count"))
+        except (OSError, RuntimeError, ValueError) as e:  # the rounds are worth keeping without it
+            out["weight_check"] = {"error": str(e)}
+        print(f"[bench] weight check: {out['weight_check']}", flush=True)
+    finally:
+        if sender:
+            sender.kill()
+            sender.wait()
+        for t in toggles:
+            t.stop()
+        vm.stop()
+    out["kprobes_left"] = Path("/sys/kernel/debug/kprobes/list").read_text().strip() \
+        if Path("/sys/kernel/debug/kprobes/list").exists() else None
+    (share / "bench.json").write_text(json.dumps(out))
+    return 0
+
+
+# --- host side -------------------------------------------------------------------
+
+def ratios(data: dict, probe: str, metric: str) -> tuple[list[float], list[float], list[float]]:
+    """(attached values, detached values, attached / mean of the detached rounds just before
+    and after its attachment) per round."""
+    rounds = data["rounds"]
+    on, ratio = [], []
+    off = [r[metric] for r in rounds if r["probe"] is None and r[metric]]
+    detached = [j for j, r in enumerate(rounds) if r["probe"] is None]
+    for j, r in enumerate(rounds):
+        if r["probe"] != probe:
+            continue
+        prev = [k for k in detached if k < j]
+        nxt = [k for k in detached if k > j]
+        if not prev or not nxt:
+            continue
+        before, after = rounds[prev[-1]][metric], rounds[nxt[0]][metric]
+        if r[metric] and before and after:
+            on.append(r[metric])
+            ratio.append(r[metric] / ((before + after) / 2))
+    return on, off, ratio
+
+
+def table(data: dict) -> tuple[str, str]:
+    per_packet = {p[0]: p[3] for p in PROBES}
+    lines = ["| probe | runs for each packet of this traffic | metric | detached: median | attached: median "
+             "| ratio: median of rounds | cost | ratios: min–max | rounds | counted per attached round |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    costs: dict[tuple[str, str], tuple[float, list[float]]] = {}
+    for name, *_ in PROBES:
+        seen = [r.get("seen") for r in data["rounds"] if r["probe"] == name]
+        for k, (metric, label) in enumerate(METRICS.items()):
+            on, off, ratio = ratios(data, name, metric)
+            if not ratio:
+                continue
+            r = statistics.median(ratio)
+            costs[(name, metric)] = (1 - r, ratio)
+            first = k == 0
+            lines.append(f"| {name if first else ''} | {per_packet[name] if first else ''} | {label} "
+                         f"| {statistics.median(off):,.0f} | {statistics.median(on):,.0f} | {r:.3f} "
+                         f"| {100 * (1 - r):.1f} % | {min(ratio):.3f}–{max(ratio):.3f} | {len(ratio)} "
+                         f"| {(f'{statistics.median(seen):,.0f}' if seen and None not in seen else '') if first else ''} |")
+    verdicts = []
+    for name, *_ in PROBES:
+        if name == REFERENCE or name.startswith("empty "):
+            continue
+        parts = []
+        for metric in METRICS:
+            if (name, metric) not in costs or (REFERENCE, metric) not in costs:
+                continue
+            cost, ratio = costs[(name, metric)]
+            ref_cost, ref_ratio = costs[(REFERENCE, metric)]
+            # Clearly less: its worst round beats the reference's best by more than detached
+            # rounds alone move from one to the next.
+            clearly = min(ratio) / max(ref_ratio) > max_step(data, metric)
+            parts.append(f"{100 * cost:.1f} % against {100 * ref_cost:.1f} %"
+                         + (" (clearly less)" if clearly else " (not resolved by this run's noise)"))
+        verdicts.append(f"{name}: " + "; ".join(parts))
+    return "\n".join(lines), "\n".join(f"- {v}" for v in verdicts) + "\n\n" + noise(data)
+
+
+def max_step(data: dict, metric: str) -> float:
+    """The largest factor between one detached round and the next, either way."""
+    off = [r[metric] for r in data["rounds"] if r["probe"] is None and r[metric]]
+    return max((max(b / a, a / b) for a, b in zip(off, off[1:])), default=float("inf"))
+
+
+def noise(data: dict) -> str:
+    """How far detached rounds alone move: the resolution of this run."""
+    out = []
+    for metric, label in METRICS.items():
+        off = [r[metric] for r in data["rounds"] if r["probe"] is None and r[metric]]
+        steps = [b / a for a, b in zip(off, off[1:])]
+        if len(off) > 1:
+            out.append(f"{label}: detached rounds {min(off):,.0f}–{max(off):,.0f}, one detached round to the next "
+                       f"×{min(steps):.2f}–×{max(steps):.2f}")
+    check = data.get("weight_check") or {}
+    weight = (f"\nWeight-limit count check (vhost-eventfd-count against an ftrace kretprobe on vhost_exceeds_weight, "
+              f"{check['seconds']:g} s, no BPF in the count): {check['probe_weight_exhausted']} against "
+              f"{check['ftrace_weight_true']} ({check['probe_runs']} runs).") if "ftrace_weight_true" in check else ""
+    return "Noise of this run, " + "; ".join(out) + "." + weight
+
+
+def method(data: dict) -> str:
+    probes = data["probes"]
+    attach = ", ".join(f"{n} {p['compile_attach_s']} s" for n, p in probes.items())
+    toggles = [f"{n} {p['toggle_s']} s" for n, p in probes.items() if p.get("toggle_s") is not None]
+    toggle = f" One attach or detach, median: {', '.join(toggles)}." if toggles else ""
+    off = [r for r in data["rounds"] if r["probe"] is None]
+    return (f"in the lab guest (kernel {data['kernel']}, QEMU TCG multi-threaded, 2 vCPUs, OVS kernel datapath) "
+            f"with the nested KVM VM (tests/lab/nested_vm.py: 1 vCPU, virtio-net, tap vm1, vhost-net): one UDP "
+            f"blast of 64-byte datagrams (`bench/udpblast.c`) from the uplink namespace -> phy0 -> br-int -> vm1 "
+            f"-> vhost -> the VM, at the sender's full rate throughout, the sender on vCPU 0 and QEMU with its "
+            f"vhost worker on vCPU 1; each probe attached {data['cycles']} times for "
+            f"{data.get('per_attach', 1)} rounds, in turn, with a detached round between attachments ({len(off)} "
+            f"detached rounds), each round {data['settle_s']:g} s after the toggle then {data['seconds']:g} s "
+            f"measured; every probe compiled once and its hooks detached and attached again between rounds; each "
+            f"attached round against the mean of the detached rounds just before and after its attachment. Compile + attach in the "
+            f"guest, all in parallel, ready after: {attach}.{toggle}")
+
+
+def host(args) -> int:
+    from bench.report import publish
+    from tests.lab.build import LabUnavailable
+    from tests.lab.runner import run
+
+    if args.from_file:
+        data = json.loads(args.from_file.read_text())
+    else:
+        if os.geteuid() != 0:
+            print("run as root (it builds and boots the lab VM)", file=sys.stderr)
+            return 2
+        share = args.results or Path(tempfile.mkdtemp(prefix="netsleuth-vmcost-"))
+        share.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-static", "-O2", "-o", str(share / "udpblast"), str(ROOT / "bench/udpblast.c")],
+                       check=True)
+        rounds = args.cycles * (1 + args.per_attach) * len(PROBES) + 1
+        budget = rounds * (args.seconds + SETTLE_S + 8) + 420
+        try:
+            guest_run = run(f"python3 bench/vm_path_overhead.py --guest /lab --seconds {args.seconds:g} "
+                            f"--cycles {args.cycles} --per-attach {args.per_attach}", timeout=budget,
+                            results=share, tcg=TCG)
+        except LabUnavailable as e:
+            print(f"lab VM unavailable: {e}", file=sys.stderr)
+            return 2
+        out = share / "bench.json"
+        print(f"guest run: exit {guest_run.exit_status}, {guest_run.wall_s:.0f} s; results in {share}")
+        if guest_run.exit_status != 0 or not out.exists():
+            print(guest_run.explain(), file=sys.stderr)
+            return 1
+        data = json.loads(out.read_text())
+    text, verdicts = table(data)
+    publish("vm-path", "VM-path probes on traffic into a nested VM (lab VM)", method(data), text,
+            "bench/vm_path_overhead.py", args.write,
+            "Each tier-1 probe's cost against vm-latency-summary's, per metric:\n" + verdicts + "\n")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per round")
+    ap.add_argument("--cycles", type=int, default=2, help="times each probe is attached")
+    ap.add_argument("--per-attach", type=int, default=2, help="rounds measured per attachment")
+    ap.add_argument("--results", type=Path, help="the run's directory (default: a new one under /tmp)")
+    ap.add_argument("--from", dest="from_file", type=Path, metavar="BENCH_JSON",
+                    help="print (and --write) the figures of an earlier run's bench.json")
+    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
+    ap.add_argument("--guest", type=Path, metavar="SHARE", help=argparse.SUPPRESS)  # inside the lab VM
+    ap.add_argument("--toggle", nargs=2, metavar=("PROBE", "FLAGS"), help=argparse.SUPPRESS)  # a child
+    args = ap.parse_args()
+    if args.toggle:
+        return toggle_child(args.toggle[0], json.loads(args.toggle[1]))
+    if args.guest:
+        return guest(args.guest, args.seconds, args.cycles, args.per_attach)
+    return host(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

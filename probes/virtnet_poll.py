@@ -126,6 +126,7 @@ class VirtnetPollMonitor(Probe):
     name = "virtnet-poll-monitor"
     title = "virtio-net NAPI poll monitor (in the guest)"
     tier = 1
+    runs_in_guest = True
     cost = "low: two tracepoints, per NAPI poll and per interrupt (not per packet); counters in the kernel"
     description = ("Inside a VM, per virtio-net RX queue: NAPI polls, packets, polls that used their whole "
                    "budget, interrupts, packets per poll, polls per interrupt, free RX descriptors, CPUs.")

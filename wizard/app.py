@@ -216,6 +216,12 @@ class NetsleuthApp(App):
         if self.walk is not None and isinstance(self.screen, ContextScreen):
             self.show_current()  # a resumed walk has no screens for its earlier frames: show them
 
+    def import_guest_run(self, run) -> None:
+        """A guest probe's imported records: its step runs from them from now on."""
+        from .guestimport import GuestImports
+
+        self.backend = GuestImports.adding(self.backend, run)
+
     def run_step(self, screen: StepScreen, params: dict, values: dict) -> None:
         view = self.walk.current
         if params != view.params:

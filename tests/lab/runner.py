@@ -71,7 +71,8 @@ class GuestRun:
 
 # Two virtio-net NICs on one QEMU hub and nothing else: what the guest sends on the first
 # arrives on the second and goes nowhere else (tests/lab/virtio_checks.py, docs/lab.md).
-# No option ROM (romfile=): nothing boots from them; modern virtio only (no I/O BAR for the firmware).
+# No option ROM (romfile=), modern virtio only (no I/O BAR).  KNOWN PROBLEM: a guest given them
+# has not reached its init yet (docs/lab.md, "virtio-net NICs"); nothing uses them by default.
 VIRTIO_HUB_NICS = (("gvtx", "52:54:00:67:76:01"), ("gvrx", "52:54:00:67:76:02"))
 
 

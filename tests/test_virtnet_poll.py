@@ -1,7 +1,7 @@
 """virtnet-poll-monitor on this host: its inputs (interface, /proc/interrupts) and its
-program on this kernel.  Its counts are checked against a real virtio-net NIC in the lab
-guest (tests/lab/virtio_checks.py, tests/lab/test_lab_virtio.py); its rules on the
-records of that run (tests/test_virtnet_rules.py)."""
+program on this kernel.  Its counts are to be checked against a real virtio-net NIC in the
+lab guest by tests/lab/virtio_checks.py (not yet run: docs/lab.md); its rules and the import
+of its file: tests/test_guest_import.py."""
 
 from __future__ import annotations
 

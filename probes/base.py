@@ -235,6 +235,10 @@ class Probe:
     def load(self):  # pragma: no cover - each probe implements it
         raise NotImplementedError
 
+    # Probes of a VM's own kernel (virtio-net) run inside the guest: the wizard shows the command
+    # to run there and imports its --json file (wizard/guestimport.py).
+    runs_in_guest: ClassVar[bool] = False
+
     # Event probes (one record per packet/wait) set this: the CLI prints as they come.
     streaming: ClassVar[bool] = False
 

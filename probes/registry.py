@@ -18,12 +18,13 @@ from .tun_ring import TunRingMonitor
 from .system_latency import SystemLatencyDetails, SystemLatencySummary
 from .vhost_eventfd import VhostEventfdCount
 from .vhost_queue import VhostQueueCorrelationDetails
+from .virtnet_poll import VirtnetPollMonitor
 from .vm_latency import VmLatencyDetails, VmLatencySummary
 
 PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
     OvsUpcallSummary, OvsMegaflow, TunRingMonitor, OffCpu, Futex, PthreadLock, CpuBurst, QdiscDrops,
     VhostEventfdCount, VhostQueueCorrelationDetails,
-    KvmIrqfdSummary, CpuStarvation,
+    KvmIrqfdSummary, CpuStarvation, VirtnetPollMonitor,
 )}
 

@@ -37,9 +37,9 @@ from .screens.context import ContextScreen
 from .screens.dialogs import ConfirmQuit, ErrorDialog, HelpScreen
 from .screens.findings import FindingsScreen, NextStepScreen
 from .screens.live import LiveDetailsScreen, LiveRuns, LiveScreen, LiveSummaryScreen
-from .screens.messages import (Answered, Back, ConclusionWanted, ContextGiven, NewDiagnosis, NextStepsWanted,
-                               PreflightAccepted, PreflightDone, ReportWanted, RunEnded, RunRequested,
-                               StepChosen, SymptomChosen)
+from .screens.messages import (Answered, Back, ConclusionWanted, ContextGiven, GuestRunImported, NewDiagnosis,
+                               NextStepsWanted, PreflightAccepted, PreflightDone, ReportWanted, RunEnded,
+                               RunRequested, StepChosen, SymptomChosen)
 from .screens.preflight import PreflightScreen
 from .screens.question import QuestionScreen
 from .screens.step import StepScreen
@@ -225,7 +225,7 @@ class NetsleuthApp(App):
         """The step's form; a step that cannot run here offers the playbook's fallbacks that can."""
         current = bool(view.unavailable) and self.walk is not None and self.walk.current_ref == view.ref
         alternatives = [v for v in self.walk.fallbacks() if v.unavailable is None] if current else []
-        return StepScreen(view, depth, self.backend, self.inventory, alternatives)
+        return StepScreen(view, depth, self.backend, self.lib, self.inventory, alternatives)
 
     @handles(Answered)
     def _answer(self, event: Answered) -> None:
@@ -252,6 +252,14 @@ class NetsleuthApp(App):
         self.pop_screen()
         if self.walk is not None and isinstance(self.screen, ContextScreen):
             self.show_current()  # a resumed walk has no screens for its earlier frames: show them
+
+    @handles(GuestRunImported)
+    def _import_guest_run(self, event: GuestRunImported) -> None:
+        """A guest probe's imported records: its step runs from them from now on."""
+        from .guestimport import GuestImports
+
+        self.backend = GuestImports.adding(self.backend, event.run)
+        self.post_message(RunRequested(event.params, {}, event.depth))
 
     @handles(RunRequested)
     def _run_step(self, event: RunRequested) -> None:

@@ -34,6 +34,7 @@ from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
 from .flagnames import dests
+from .guestimport import guest_command, guest_hint, runs_in_guest
 from .replay import Recorder, generic_command
 from .report import CONCLUSION_HEADS, build_report, host_facts, write_reports
 from .session import Session
@@ -96,9 +97,12 @@ class Autopilot:
     def run_step(self, walk: Walk, view: StepView) -> str:
         """Run the walk's current step for real (or from the recording); returns its status."""
         if view.unavailable:
-            self.log(f"  cannot run {view.probe} here: {view.unavailable}")
-            walk.complete("unavailable", error=view.unavailable, params=view.params,
-                          command=self.command(view.probe, view.params))
+            error, command = view.unavailable, self.command(view.probe, view.params)
+            if runs_in_guest(view.probe):
+                error = f"{error}; {guest_hint(view.probe, view.duration)}"
+                command = guest_command(view.probe, view.duration)
+            self.log(f"  cannot run {view.probe} here: {error}")
+            walk.complete("unavailable", error=error, params=view.params, command=command)
             return "unavailable"
         duration = self.duration or view.duration
         values = dests(view.params)

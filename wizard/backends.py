@@ -17,6 +17,7 @@ from probes.runtime import params as P
 
 from . import discovery
 from .flagnames import dests
+from .guestimport import GUEST_ONLY
 from .replay import RecordedBackend
 
 
@@ -99,6 +100,8 @@ class LiveBackend:
         cls = self.probe_class(name)
         if cls is None:
             return NOT_IMPLEMENTED
+        if cls.runs_in_guest:  # here it would watch this host's own NICs, not the VM's
+            return GUEST_ONLY
         return cls.unavailable_reason(self.caps)
 
     def build(self, name: str, values: dict[str, Any]) -> Probe:

@@ -29,6 +29,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "diagnose", help="diagnose a symptom; with --autopilot, without a human, down to a report",
         description="Walk the guide's decision tree for a symptom. " + EXIT_CODES_HELP + ".",
         epilog=EXIT_CODES_HELP)
+    d.add_argument("--guest-records", action="append", default=[], metavar="FILE",
+                   help="the --json output of a probe run inside the VM (virtnet-poll-monitor): "
+                        "its step is judged from the file")
     d.add_argument("--symptom", required=True, metavar="{" + ",".join(symptoms) + "}",
                    help="what is wrong: " + ", ".join(symptoms))
     if lib:
@@ -106,12 +109,21 @@ def run_diagnose(args: argparse.Namespace) -> int:
     except ParamError as e:
         return _usage("diagnose", str(e))
     from .backends import LiveBackend
+    from .guestimport import GuestFileError, GuestImports, guest_start, load_guest_file
     from .replay import RecordingError
 
     try:
-        result = run_autopilot(lib, LiveBackend(), args.symptom, context, args.report, duration=nums[0],
+        runs = {r.probe: r for r in (load_guest_file(path, lib) for path in args.guest_records)}
+    except GuestFileError as e:
+        return _usage("diagnose", f"--guest-records: {e}")
+    start = guest_start(lib, args.symptom, runs)
+    if runs and start is None:
+        return _usage("diagnose", f"--guest-records: {', '.join(runs)} is not a step of --symptom {args.symptom}")
+    backend = GuestImports(LiveBackend(), runs) if runs else LiveBackend()
+    try:
+        result = run_autopilot(lib, backend, args.symptom, context, args.report, duration=nums[0],
                                record=getattr(args, "record", None), sessions=getattr(args, "sessions", None),
-                               max_steps=nums[1])
+                               max_steps=nums[1], start=start)
     except RecordingError as e:
         return _usage("diagnose", str(e))
     except OSError as e:  # the sessions directory

@@ -45,6 +45,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "TASK_TGID": ("task_struct", "tgid"),
     "TASK_SUM_EXEC": ("task_struct", "se.sum_exec_runtime"),
     "TASK_RUN_DELAY": ("task_struct", "sched_info.run_delay"),
+    "NAPI_POLL": ("napi_struct", "poll"),
+    "NAPI_DEV": ("napi_struct", "dev"),
 }
 
 # macro name -> struct whose size the program needs (e.g. netdev_priv() follows net_device).
@@ -83,6 +85,12 @@ MODULE_FIELDS: dict[str, tuple[str, str, str | None]] = {
     "VNET_NVQ_VQ": ("vhost_net", "vhost_net_virtqueue", "vq"),
     "VNET_NVQ_RXQ_HEAD": ("vhost_net", "vhost_net_virtqueue", "rxq.head"),
     "VNET_NVQ_RXQ_TAIL": ("vhost_net", "vhost_net_virtqueue", "rxq.tail"),
+    # virtio-net (drivers/net/virtio_net.c): an RX queue's NAPI and virtqueue; struct
+    # virtqueue is public (include/linux/virtio.h) but lives where virtio is (module or built in)
+    "VIRTNET_RQ_NAPI": ("virtio_net", "receive_queue", "napi"),
+    "VIRTNET_RQ_VQ": ("virtio_net", "receive_queue", "vq"),
+    "VIRTQUEUE_INDEX": ("virtio_net", "virtqueue", "index"),
+    "VIRTQUEUE_NUM_FREE": ("virtio_net", "virtqueue", "num_free"),
     # kvm's public structs (include/linux/kvm_*.h): in vmlinux's BTF when types deduplicate there
     "IRQFD_KVM": ("kvm", "kvm_kernel_irqfd", "kvm"),
     "IRQFD_GSI": ("kvm", "kvm_kernel_irqfd", "gsi"),

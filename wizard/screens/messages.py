@@ -65,6 +65,15 @@ class RunRequested(Message):
 
 
 @dataclass
+class GuestRunImported(Message):
+    """A guest probe's --json file, checked: the step runs from its records."""
+
+    run: Any  # guestimport.RecordedRun
+    params: dict
+    depth: int
+
+
+@dataclass
 class RunEnded(Message):
     """A live view's run is over: ``outcome`` when it ran, else ``failure`` (a ProbeFinished)."""
 

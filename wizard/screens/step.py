@@ -14,12 +14,13 @@ from ..backends import flag_values
 from ..contracts import Backend
 from ..contextvals import typed
 from ..flagnames import names
+from ..guestimport import GuestFileError, guest_command, load_guest_file, runs_in_guest
 from ..replay import recorded_with, same_filters
 from ..discovery import choices_for
 from ..widgets.panels import kv_lines
 from ..widgets.param_form import ParamForm
 from .base import WizardScreen
-from .messages import Back, RunRequested, StepChosen
+from .messages import Back, GuestRunImported, RunRequested, StepChosen
 
 TIER_NAMES = {1: "Summary", 2: "Details", 3: "Root cause"}
 # Flags that narrow what a Details probe reports to one flow, device or process.
@@ -54,11 +55,12 @@ class StepScreen(WizardScreen):
             "The command line below is the same probe outside the wizard.")
     BINDINGS = [Binding("ctrl+r", "run", "Run probe")]
 
-    def __init__(self, view, depth: int, backend: Backend, inventory=None, alternatives: list | tuple = ()):
+    def __init__(self, view, depth: int, backend: Backend, library, inventory=None, alternatives: list | tuple = ()):
         super().__init__()
         self.view = view
         self.depth = depth
         self.backend = backend
+        self.library = library  # the playbook library: an imported guest file is checked against it
         self.inventory = inventory  # discovery.Inventory: the pickers' choices (None: none)
         # This step cannot run here: the steps the playbook offers instead that can (its `fallback:`).
         self.alternatives = list(alternatives)
@@ -81,7 +83,13 @@ class StepScreen(WizardScreen):
                 ("because", v.suggested_by),
             ], width=9), id="step-facts")
             yield Static(escape(" ".join(v.why.split())), classes="hint")
-            if v.unavailable:
+            if v.unavailable and runs_in_guest(v.probe):
+                yield Static(f"[b]Run it inside the VM[/b] (it watches the guest's kernel):\n"
+                             f"  {escape(guest_command(v.probe, v.duration))}\n"
+                             "then copy the file here and import it: the same rules judge it.", id="guest-how")
+                yield Input(placeholder="path of the file it wrote, e.g. /tmp/virtnet-poll-monitor.json",
+                            id="guest-file")
+            elif v.unavailable:
                 yield Static(f"[b]Cannot run on this host:[/b] {escape(v.unavailable)}\n"
                              f"[b]What it would add:[/b] {escape(first_sentence(v.why))}", classes="unavailable")
                 if self.alternatives:
@@ -99,6 +107,8 @@ class StepScreen(WizardScreen):
         yield Static(UNFILTERED, id="unfiltered")
         yield Static("", id="command-line")
         with Horizontal(classes="buttons"):
+            if v.unavailable and runs_in_guest(v.probe):
+                yield Button("Import the guest's file", id="import", variant="primary", compact=True)
             if not v.unavailable:
                 yield Button("Run (Ctrl+R)", id="run", variant="primary", compact=True)
             for i, alt in enumerate(self.alternatives):
@@ -145,11 +155,33 @@ class StepScreen(WizardScreen):
         if not event.form.validate():  # fixed: the error said when Run was pressed is over
             self.clear_error()
 
-    def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self.action_run()
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "guest-file":
+            self.action_import()
+        else:
+            self.action_run()
+
+    def action_import(self) -> None:
+        """The guest's --json file, checked, then judged like a run (a bad file: one line, nothing lost)."""
+        path = self.query_one("#guest-file", Input).value.strip()
+        if not path:
+            self.show_error("give the path of the file the probe wrote inside the VM")
+            return
+        try:
+            run = load_guest_file(path, self.library)
+        except GuestFileError as e:
+            self.show_error(str(e))
+            return
+        if run.probe != self.view.probe:
+            self.show_error(f"{path}: records of {run.probe}, not of {self.view.probe}")
+            return
+        self.clear_error()
+        self.post_message(GuestRunImported(run, self.view.params, self.depth))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "run":
+        if event.button.id == "import":
+            self.action_import()
+        elif event.button.id == "run":
             self.action_run()
         elif (event.button.id or "").startswith("instead-"):
             self.post_message(StepChosen(self.alternatives[int(event.button.id.split("-", 1)[1])]))

@@ -1,0 +1,159 @@
+"""virtnet-poll-monitor inside the lab guest (runs INSIDE the guest): the outer QEMU gives
+it two virtio-net NICs joined by a hub and nothing else (runner.VIRTIO_HUB_NICS); raw
+frames sent on one arrive on the other, whose NAPI weight is tiny so a burst outlasts it.
+Ground truth: the receiving NIC's rx_packets and its queue's /proc/interrupts line; the
+checks below assert the probe against it and the run exits 1 when one fails.
+
+    python3 -m tests.lab.runner --virtio-nics 'python3 -m tests.lab.virtio_checks /lab/virtio.json'
+
+NOT YET RUN: a lab guest given these NICs has not reached its init so far (docs/lab.md,
+"virtio-net NICs"), so this is not part of guest_checks.py's boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from tests.lab import topology as T
+from tests.lab.probe_worker import ProbeWorker
+from tests.lab.runner import VIRTIO_HUB_NICS
+
+NAPI_WEIGHT = 4  # virtio_net's napi_weight: the poll budget (default 64)
+ETHERTYPE = 0x88B5  # IEEE local experimental: no protocol takes it, the frames end at the NIC
+BURST, TRICKLE, TRICKLE_GAP_S = 400, 20, 0.05
+(TX, TX_MAC), (RX, RX_MAC) = VIRTIO_HUB_NICS
+
+
+def _by_mac(mac: str) -> str | None:
+    for dev in os.listdir("/sys/class/net"):
+        if Path(f"/sys/class/net/{dev}/address").read_text().strip() == mac:
+            return dev
+    return None
+
+
+def setup() -> None:
+    """Load virtio_net with the tiny weight, name the two NICs, bring them up (no addresses)."""
+    T.sh("modprobe", "virtio_net", f"napi_weight={NAPI_WEIGHT}")
+    for name, mac in VIRTIO_HUB_NICS:
+        T.wait_for(lambda: _by_mac(mac) is not None, True, timeout=10)
+        dev = _by_mac(mac)
+        if not dev:
+            raise RuntimeError(f"no virtio-net NIC with MAC {mac}")
+        if dev != name:
+            T.sh("ip", "link", "set", dev, "name", name)
+        T.sh("sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1")
+        T.sh("ip", "link", "set", name, "up")
+
+
+def start_worker() -> ProbeWorker:
+    return ProbeWorker("virtnet-poll-monitor", device=RX)
+
+
+def rx_packets() -> int:
+    return int(Path(f"/sys/class/net/{RX}/statistics/rx_packets").read_text())
+
+
+def rx_interrupts() -> int:
+    """The receiving queue's MSI-X vector, summed over CPUs (/proc/interrupts)."""
+    vdev = os.path.basename(os.readlink(f"/sys/class/net/{RX}/device"))
+    for line in Path("/proc/interrupts").read_text().splitlines():
+        parts = line.split()
+        if parts and parts[-1] == f"{vdev}-input.0":
+            return sum(int(x) for x in parts[1:] if x.isdigit())
+    raise RuntimeError(f"no {vdev}-input.0 line in /proc/interrupts")
+
+
+def send_frames(count: int, gap_s: float) -> None:
+    dst = bytes.fromhex(RX_MAC.replace(":", ""))
+    src = bytes.fromhex(TX_MAC.replace(":", ""))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((TX, 0))
+        for i in range(count):
+            s.send(dst + src + ETHERTYPE.to_bytes(2, "big") + i.to_bytes(4, "big") + bytes(46))
+            if gap_s:
+                time.sleep(gap_s)
+
+
+def phase(worker: ProbeWorker, count: int, gap_s: float) -> dict:
+    worker.read()  # nothing before this phase counts
+    packets, interrupts = rx_packets(), rx_interrupts()
+    send_frames(count, gap_s)
+    T.wait_for(lambda: rx_packets() - packets, count, timeout=30)
+    time.sleep(0.5)  # the last poll returns and its interrupt is counted
+    truth = {"sent": count, "rx_packets": rx_packets() - packets, "interrupts": rx_interrupts() - interrupts}
+    return {"truth": truth, "records": worker.read()}
+
+
+def check_virtnet(worker: ProbeWorker) -> dict:
+    try:
+        worker.ready()
+        out = {"attached": worker.attached, "attach_s": worker.attach_s, "device": RX, "weight": NAPI_WEIGHT,
+               "trickle": phase(worker, TRICKLE, TRICKLE_GAP_S), "burst": phase(worker, BURST, 0)}
+    finally:
+        worker.close()
+    return out
+
+
+def totals(phase: dict, field: str) -> int:
+    return sum(r[field] for r in phase["records"])
+
+
+def check_counts(v: dict) -> None:
+    """Packets == rx_packets delta and interrupts == /proc/interrupts delta, in both phases."""
+    for name in ("trickle", "burst"):
+        phase = v[name]
+        truth = phase["truth"]
+        assert truth["rx_packets"] == truth["sent"], (name, truth)
+        assert {(r["device"], r["queue"]) for r in phase["records"]} == {(v["device"], 0)}, name
+        assert totals(phase, "packets") == truth["rx_packets"], (name, truth, phase["records"])
+        assert totals(phase, "interrupts") == truth["interrupts"] > 0, (name, truth, phase["records"])
+
+
+def check_budget(v: dict) -> None:
+    """The budget is the napi weight; a burst runs it out, a trickle never does."""
+    for name in ("trickle", "burst"):
+        for r in v[name]["records"]:
+            assert r["budget"] == v["weight"] and r["max_work"] <= v["weight"], (name, r)
+    assert totals(v["trickle"], "budget_exhausted") == 0, v["trickle"]["records"]
+    burst = v["burst"]
+    assert totals(burst, "budget_exhausted") > 0, burst["records"]
+    assert max(r["max_work"] for r in burst["records"]) == v["weight"]
+    # a poll that used its budget leaves the rest for the next poll: more polls than interrupts
+    assert totals(burst, "polls") > totals(burst, "interrupts")
+
+
+def check_shape(v: dict) -> None:
+    records = v["trickle"]["records"] + v["burst"]["records"]
+    for r in records:
+        assert r["rx_queues"] == 1 and r["share_pct"] == 100.0 and r["cpus"]
+        assert r["ring_size"] and 0 <= r["rx_free_max"] <= r["ring_size"], r
+        assert r["hostname"] and r["kernel"].startswith("6.1.")
+    assert "napi:napi_poll" in v["attached"]
+
+
+CHECKS = (check_counts, check_budget, check_shape)
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0] if argv else "/lab/virtio.json")
+    setup()
+    result = check_virtnet(start_worker())
+    path.write_text(json.dumps(result, indent=1))
+    failed = 0
+    for check in CHECKS:
+        try:
+            check(result)
+            print("ok  ", check.__name__)
+        except AssertionError as e:
+            failed += 1
+            print("FAIL", check.__name__, str(e)[:1500])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netenv import ROOT, TAP, ProbeProcess, open_tun, send_udp, sh
+from tests.netenv import ROOT, TAP, ProbeProcess, open_tun, our_bpf_programs, send_udp, sh
 from tests.test_output_docs_drops import DOC, table_after
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -141,7 +141,13 @@ def autopilot_vm(tap: str, tmp_path: Path, traffic) -> tuple[subprocess.Complete
                              "--vm-interface", tap, "--autopilot", "--duration", "3",
                              "--report", str(tmp_path / "report"), "--sessions", str(tmp_path / "sessions")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)  # the tap step attaches (about 1 s here)
+    # The tap step is the first: traffic once it holds its BPF programs (bcc attaches them as it
+    # loads them), not after a guess (compiling under load took longer than the step's 3 s).
+    t0 = time.monotonic()
+    while not our_bpf_programs(proc.pid):
+        assert proc.poll() is None and time.monotonic() - t0 < 60, "the tap step never attached"
+        time.sleep(0.05)
+    print(f"the tap step attached after {time.monotonic() - t0:.2f} s")
     traffic()
     out, err = proc.communicate(timeout=120)
     cp = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -133,10 +133,13 @@ async def test_live_details_shows_packet_fields_and_stack(tmp_path):
                                                                           "stack"]
         # moving up the list shows that packet's fields (and the stream no longer drags the cursor)
         await pilot.press("up")
-        await pilot.pause(0.05)
-        row = table.cursor_row
-        assert row < len(table.items) - 1
-        assert str(live.query_one("#event-detail").render()) == str(Text.from_markup(event_text(table.items[row])))
+        await wait_for(pilot, lambda: table.cursor_row < len(table.items) - 1, what="the cursor off the newest row")
+
+        def detail_is_the_cursor_rows() -> bool:  # the pane follows the highlight by a message: waited for
+            row = table.cursor_row
+            return str(live.query_one("#event-detail").render()) == str(Text.from_markup(event_text(table.items[row])))
+        await wait_for(pilot, detail_is_the_cursor_rows, timeout=5, what="the detail pane showing the row moved to")
+        assert table.cursor_row < len(table.items) - 1, "the stream dragged the cursor back to the newest row"
         await wait_screen(pilot, FindingsScreen, timeout=20)
     assert all(s.started == 1 and s.closed == 1 for s in backend.sources) and len(backend.sources) == 2
 

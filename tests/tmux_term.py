@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -14,44 +15,53 @@ from tests.netenv import ROOT
 class Tmux:
     def __init__(self, command: str, env: dict[str, str], width: int = 100, height: int = 30):
         self.name = "nstest-" + uuid.uuid4().hex[:6]
-        args = ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), "-c", str(ROOT)]
+        # A tmux server of its own (-L): nothing else runs in it, and it may be signalled (exit_status).
+        self.tmux = ["tmux", "-L", self.name]
+        args = [*self.tmux, "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), "-c", str(ROOT)]
         for k, v in env.items():
             args += ["-e", f"{k}={v}"]
         # os.environ, passed explicitly: under pytest, readline has putenv()'d COLUMNS=80/LINES=24 into
         # the process environment (not os.environ), which would pin the app to 80x24 whatever tmux says.
         subprocess.run(args + [command], check=True, env=dict(os.environ))
         # Keep the pane after the app exits: its exit status and last screen are checked.
-        subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+        subprocess.run([*self.tmux, "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+        server = subprocess.run([*self.tmux, "display-message", "-p", "#{pid} #{socket_path}"], capture_output=True,
+                                text=True, check=True).stdout.split(maxsplit=1)
+        self.server_pid, self.socket = int(server[0]), Path(server[1].strip())
 
     def as_a_person_runs_it(self) -> None:
         """The terminal and the app at normal priority: a test run under `nice` would otherwise
         pass its niceness on to both, and timings would measure the scheduler, not the app
         (every thread of the app's main thread's, as the app starts its workers later)."""
-        server = subprocess.run(["tmux", "display-message", "-p", "-t", self.name, "#{pid}"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        for pid in (int(server), self.pid()):
+        for pid in (self.server_pid, self.pid()):
             for task in os.listdir(f"/proc/{pid}/task"):
                 os.setpriority(os.PRIO_PROCESS, int(task), 0)
 
     def screen(self) -> str:
-        out = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        out = subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
         return out.stdout
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, *keys], check=True)
 
     def exit_status(self) -> int | str | None:
         """The app's exit status once it has exited ("signal N" when a signal ended it), else None."""
-        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F",
+        out = subprocess.run([*self.tmux, "list-panes", "-t", self.name, "-F",
                               "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"],
                              capture_output=True, text=True, check=True).stdout.strip()
         dead, status, sig = out.split(":")
-        if dead != "1" or not (status or sig):  # tmux may not have reaped it yet
+        if dead != "1":
+            return None
+        if not (status or sig):
+            # The pane died (its pty closed) but tmux has not reaped the app: closing the pty runs
+            # libutempter, whose own SIGCHLD handler can swallow the app's exit (tmux/tmux#311);
+            # tmux then reaps only at the next SIGCHLD (seen: 59 s, till the test killed it).
+            os.kill(self.server_pid, signal.SIGCHLD)
             return None
         return int(status) if status else f"signal {sig}"
 
     def pid(self) -> int:
-        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"], capture_output=True,
+        out = subprocess.run([*self.tmux, "list-panes", "-t", self.name, "-F", "#{pane_pid}"], capture_output=True,
                              text=True, check=True)
         return int(out.stdout.split()[0])
 
@@ -66,7 +76,7 @@ class Tmux:
 
     def hangup(self) -> None:
         """Close the terminal: tmux sends the app SIGHUP."""
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-session", "-t", self.name], capture_output=True)
 
     def kill(self) -> None:
         """Cleanup: close the terminal and never leave the app behind, even if it hangs."""
@@ -74,7 +84,8 @@ class Tmux:
             pid = self.pid()
         except (subprocess.CalledProcessError, ValueError, IndexError):
             pid = None
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+        self.socket.unlink(missing_ok=True)  # a killed server leaves it behind
         deadline = time.monotonic() + 15
         while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.2)

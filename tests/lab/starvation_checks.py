@@ -95,6 +95,7 @@ class Pinger:
     def stop(self, grace_s: float = 5.0) -> dict:
         """Stop sending, wait up to grace_s for late replies; the counts."""
         self.sending = False
+        self.threads[0].join()
         deadline = time.monotonic() + grace_s
         while len(self.rtt_ms) < len(self.sent) and time.monotonic() < deadline:
             time.sleep(0.1)

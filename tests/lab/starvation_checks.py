@@ -5,7 +5,7 @@ nothing (the control).  Ground truth comes from the kernel (the cgroup's cpu.sta
 the hog's pid) and from the pinger's own round trips.
 
     check_starvation(br, sysnet)              # from guest_checks.py's boot
-    python3 -m tests.lab.starvation_checks [/lab/starvation.json]   # dev loop: ROUNDS rounds
+    python3 -m tests.lab.starvation_checks [/lab/starvation.json [ROUNDS]]   # the dev loop
 """
 
 from __future__ import annotations
@@ -106,23 +106,31 @@ class Pinger:
         return out
 
 
-@contextlib.contextmanager
-def flushing(br: T.Bridge):
-    """The datapath emptied every FLUSH_EVERY_S: every packet upcalls."""
-    stop = threading.Event()
-    count = [0]
+class Flushing:
+    """The datapath emptied every FLUSH_EVERY_S (every packet upcalls); meanwhile the handler
+    threads' ids: ovs-vswitchd makes new handlers when its CPU affinity changes."""
 
-    def loop():
-        while not stop.wait(FLUSH_EVERY_S):
-            T.sh("ovs-dpctl", "del-flows", check=False)
-            count[0] += 1
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    try:
-        yield count
-    finally:
-        stop.set()
-        t.join()
+    def __init__(self, br: T.Bridge):
+        self.br = br
+        self.count = 0
+        self.handler_tids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY_S):
+            self.br.flush_datapath()
+            self.count += 1
+            with contextlib.suppress(OSError):  # a thread that ended while listed
+                self.handler_tids.update(T.handler_threads())
+
+    def __enter__(self) -> "Flushing":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def cpu_stat(group: Path) -> dict[str, int]:
@@ -163,7 +171,7 @@ def longest_waits(records: list[dict]) -> dict[int, int]:
 def scenario(name: str, br: T.Bridge, sysnet: T.SystemPath, truth=None) -> dict:
     """Flushes and pings, the monitor's window, then the autopilot with its loss count;
     ``truth()`` brackets the autopilot (kernel counters before/after)."""
-    with flushing(br) as flushes:
+    with Flushing(br) as flushes:
         pinger = Pinger(sysnet.peer_ip)
         time.sleep(MONITOR_S)
         reported = pinger.late()
@@ -172,7 +180,7 @@ def scenario(name: str, br: T.Bridge, sysnet: T.SystemPath, truth=None) -> dict:
         after = truth() if truth else None
         result["pings"] = pinger.stop()
         result["reported_loss"] = reported
-        result["flushes"] = flushes[0]
+    result["flushes"], result["handler_tids"] = flushes.count, sorted(flushes.handler_tids)
     if truth:
         result["truth"] = {k: after[k] - before[k] for k in after if isinstance(after[k], int)}
     return result
@@ -207,7 +215,7 @@ def check_starvation(br: T.Bridge, sysnet: T.SystemPath) -> dict:
     T.static_neighbour(sysnet.peer_ip, T.mac_of(sysnet.peer_if, ns=sysnet.ns), sysnet.port)
     T.static_neighbour(sysnet.ip, T.mac_of(sysnet.port), sysnet.peer_if, ns=sysnet.ns)
     T.ping(sysnet.peer_ip, 2)
-    out = {"ovs_pid": T.ovs_pid(), "handler_tids": T.handler_threads()}
+    out = {"ovs_pid": T.ovs_pid()}
     for name, run in (("quota", quota_scenario), ("contention", contention_scenario),
                       ("control", lambda br, sysnet: scenario("control", br, sysnet))):
         out[name] = run(br, sysnet)
@@ -223,7 +231,7 @@ def main(argv: list[str]) -> int:
         T.start_ovs()
         br = T.Bridge.create("br-int")
         sysnet = T.system_path(br)
-    for i in range(ROUNDS):  # each round's results are saved as it ends (the runner may time out)
+    for i in range(int(argv[1]) if len(argv) > 1 else ROUNDS):  # each round's results are saved as it ends (the runner may time out)
         key = "starvation" if i == 0 else f"starvation_{i + 1}"
         with rec.step(key):
             rec.data[key] = check_starvation(br, sysnet)

@@ -32,16 +32,16 @@ def rules(run: dict) -> list[str]:
     return [f["rule"] for f in run["findings"]]
 
 
-def handler_wait_us(lab: dict, run: dict) -> int:
+def handler_wait_us(run: dict) -> int:
     """The longest wait for a CPU the probe measured in a handler thread (tids from /proc)."""
-    return max((us for tid, us in run["waited_us"].items() if int(tid) in lab["starvation"]["handler_tids"]), default=0)
+    return max((us for tid, us in run["waited_us"].items() if int(tid) in run["handler_tids"]), default=0)
 
 
-def check_chain_through_handlers(lab: dict, run: dict) -> None:
+def check_chain_through_handlers(run: dict) -> None:
     """Root → the handlers runnable, not running (the threads upcalls wait for) → late upcalls."""
     chain = run["conclusion"]["chain"]
     name, tid = chain[1].split(" waits up to")[0].split()
-    assert name.startswith("handler") and int(tid.strip("()")) in lab["starvation"]["handler_tids"], chain
+    assert name.startswith("handler") and int(tid.strip("()")) in run["handler_tids"], chain
     assert chain[2].startswith("upcalls wait up to"), chain
 
 
@@ -76,11 +76,11 @@ def check_quota(lab: dict) -> None:
     assert 0 < ev["nr_throttled"] <= truth["nr_throttled"] and 10 <= ev["nr_periods"] <= truth["nr_periods"], ev
     assert ev["nr_throttled"] / ev["nr_periods"] > 0.8, ev
     # The handlers, runnable but throttled: at least one waited half a period for a CPU.
-    assert handler_wait_us(lab, run) >= 50000, run["waited_us"]
+    assert handler_wait_us(run) >= 50000, run["waited_us"]
     summary = run["conclusion"]["summary"]
     assert f"{ev['nr_throttled']} of {ev['nr_periods']} periods throttled" in summary, summary
     assert run["conclusion"]["chain"][0].startswith(f"the CPU quota of {run['cgroup']}"), run["conclusion"]["chain"]
-    check_chain_through_handlers(lab, run)
+    check_chain_through_handlers(run)
     assert any(f"/sys/fs/cgroup{run['cgroup']}/cpu.max" in fix for fix in run["conclusion"]["fixes"])
     check_late_not_lost(run)
 
@@ -97,9 +97,9 @@ def check_contention(lab: dict) -> None:
     assert f"{HOG_COMM} (pid {hog['pid']}) ran" in causes(run)[0]["title"]
     assert any(f"taskset -a -p -c OTHER_CPUS {hog['pid']}" in a for a in causes(run)[0]["advice"])
     # A handler waited for the hog's spin, which bounds the wait (plus TCG's slack).
-    assert 20000 <= handler_wait_us(lab, run) <= HOG_SPIN_S * 2e6, run["waited_us"]
+    assert 20000 <= handler_wait_us(run) <= HOG_SPIN_S * 2e6, run["waited_us"]
     assert run["conclusion"]["chain"][0].startswith(f"{HOG_COMM} (pid {hog['pid']}) runs on the CPU"), run["conclusion"]
-    check_chain_through_handlers(lab, run)
+    check_chain_through_handlers(run)
     check_late_not_lost(run)
 
 

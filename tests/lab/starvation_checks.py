@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -138,17 +139,17 @@ def cpu_stat(group: Path) -> dict[str, int]:
 
 
 def autopilot(name: str, sysnet: T.SystemPath, reported_loss: int) -> dict:
-    report = Path(f"/tmp/starve-{name}")
+    base = Path(tempfile.mkdtemp(prefix=f"starve-{name}-"))  # each round its own (a recording is never overwritten)
+    report, recording = base / "report", base / "run.jsonl"
     cmd = NETSLEUTH + ["diagnose", "--symptom", "packet-loss", "--src-ip", sysnet.ip, "--dst-ip", sysnet.peer_ip,
                        "--l4-protocol", "icmp", "--reported-loss", str(reported_loss), "--timeout-ms", str(TIMEOUT_MS),
                        "--autopilot", "--duration", DURATION_S, "--max-steps", MAX_STEPS, "--report", str(report),
-                       "--sessions", "/tmp/starve-sessions", "--record", f"{report}.jsonl"]
+                       "--sessions", str(base / "sessions"), "--record", str(recording)]
     start = time.monotonic()
     cp = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     path = report / "report.json"
     rep = json.loads(path.read_text()) if path.exists() else {}
-    recorded = Path(f"{report}.jsonl")
-    lines = [json.loads(line) for line in recorded.read_text().splitlines()] if recorded.exists() else []
+    lines = [json.loads(line) for line in recording.read_text().splitlines()] if recording.exists() else []
     starvation = [x["record"] for x in lines if x.get("type") == "record" and x.get("probe") == "cpu-starvation"]
     return {"command": cmd[len(NETSLEUTH):], "returncode": cp.returncode, "seconds": round(time.monotonic() - start, 1),
             "stdout": cp.stdout[-6000:], "stderr": cp.stderr[-3000:],

@@ -79,6 +79,7 @@ class Autopilot:
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.stop = stop or threading.Event()
         self.failed: list[tuple[str, dict]] = []
+        self.ran: list[tuple[str, dict]] = []  # steps that ran, with their params
         self.command = command_for(backend)
         self.unknown: dict[str, str] = {}  # context field -> why this host cannot supply it
 
@@ -145,6 +146,9 @@ class Autopilot:
         for s in walk.suggestions() + instead:
             if s.unavailable is None and not any(r == s.ref and p == s.params for r, p in self.failed):
                 if s in instead:
+                    if (s.ref, s.params) in self.ran:  # it would only repeat what the walk measured
+                        self.log(f"  instead: {s.title} [{s.probe}] already ran with these filters")
+                        continue
                     self.log(f"  instead, what can run here: {s.title} [{s.probe}]")
                 return s
         return None
@@ -167,6 +171,8 @@ class Autopilot:
                         break
                     if status != "ok":
                         self.failed.append((node.ref, node.params))
+                    else:
+                        self.ran.append((node.ref, node.params))
                 nxt = self.next_step(walk)
                 if nxt is None:
                     break

@@ -21,7 +21,7 @@ import pytest
 from tests.lab.build import LabUnavailable, ensure_image
 from tests.lab.runner import run
 
-GUEST_TIMEOUT_S = 900
+GUEST_TIMEOUT_S = 1200  # the starvation scenarios' autopilot walks added ~5 min (docs/lab.md)
 VM_GUEST_TIMEOUT_S = 900
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from tests.lab import exporter_checks, fake_vm
 from tests.lab import topology as T
 from tests.lab.latency_checks import check_latency, start_latency_probes
+from tests.lab.starvation_checks import check_starvation
 from tests.netenv import NETSLEUTH, ProbeProcess, send_udp
 
 # Flows of the scenarios: (source port, destination port) tell them apart in the probes' output.
@@ -294,6 +295,9 @@ def main(argv: list[str]) -> int:
     # replies) paired with the upcall before its own (CI, 2026-12-01).
     with rec.step("slow_vswitchd"):
         rec.data["slow_vswitchd"] = check_slow_vswitchd(br, sysnet)
+    # Issue 13's CPU scenarios: the autopilot names a quota, a task on the handlers' CPU, or nothing.
+    with rec.step("starvation"):
+        rec.data["starvation"] = check_starvation(br, sysnet)
     if exporter is not None:
         # Last, as it takes OVS away: the exporter's OVS probes must show as detached.
         with rec.step("exporter_module_unload"):

@@ -36,6 +36,18 @@ HIDDEN_FLAGS = ("interval",)
 
 
 
+def found_here(step, flags, values: dict, context: dict, found: dict[str, str]) -> list[str]:
+    """A line per filter prefilled with a value this host found (not one the user gave), saying how."""
+    dest = {f.name: f.dest for f in flags}
+    out = []
+    for p in step.params:
+        value = values.get(dest.get(p.flag, ""))
+        out += [f"--{p.flag} {value}: {how}, found on this host; change it below if that is not the one"
+                for name, how in found.items() if name in p.context_fields and value not in (None, "")
+                and str(value) == str(context.get(name))]
+    return out
+
+
 def replay_note(backend, probe: str, values: dict) -> str:
     """In a replay: the filters of the recorded run this step would show (markup), else ""."""
     find = getattr(backend, "recorded_run", None)
@@ -45,6 +57,10 @@ def replay_note(backend, probe: str, values: dict) -> str:
     if same_filters(run.params, values):
         return f"[b]replay[/b]: {escape(recorded_with(run))}"
     return f"[yellow]A replay shows the run as recorded, not these filters[/yellow]: {escape(recorded_with(run))}"
+
+
+def walk_context(app) -> dict:
+    return app.walk.context if app.walk is not None else {}
 
 
 class StepScreen(WizardScreen):
@@ -80,6 +96,7 @@ class StepScreen(WizardScreen):
                 ("runs for", f"{v.duration:g} s (stop any time)"),
                 ("because", v.suggested_by),
             ], width=9), id="step-facts")
+            yield Static("", id="found-here")  # filled with the form's values (_update_command)
             yield Static(escape(" ".join(v.why.split())), classes="hint")
             if v.unavailable:
                 yield Static(f"[b]Cannot run on this host:[/b] {escape(v.unavailable)}\n"
@@ -121,6 +138,11 @@ class StepScreen(WizardScreen):
 
     def _update_command(self) -> None:
         form = self.form()
+        found = found_here(self.app.lib.steps[self.view.ref], form.flags, form.values(), walk_context(self.app),
+                           self.app.found_here) if form is not None else []
+        note = self.query_one("#found-here", Static)
+        note.update("\n".join(f"[b]From this host:[/b] {escape(line)}" for line in found))
+        note.display = bool(found)
         self.query_one("#unfiltered", Static).display = form is not None and unfiltered(
             self.view, form.flags, form.values())
         line = self.query_one("#command-line", Static)

@@ -50,12 +50,22 @@ def test_a_busy_worker_is_saturated():
 
 
 def test_signals_that_reach_no_irqfd():
-    """The lab's counts with 5 of the eventfd writes not reaching KVM."""
+    """The lab's counts with 10 of the eventfd writes not reaching KVM (of 62: 16 %)."""
     records = copy.deepcopy(DATA["counts"])
-    records[0]["signals"] -= 5
-    records[0]["signals_no_irqfd"] = 5
+    assert records[0]["eventfd_signals"] == 62
+    records[0]["signals"] -= 10
+    records[0]["signals_no_irqfd"] = 10
     (f,) = [f for f in findings("vhost-eventfd-count", records) if f.rule == "vhost-signals-no-irqfd"]
-    assert "5 went to an eventfd no KVM irqfd" in " ".join(f.say.split())
+    assert "10 went to an eventfd no KVM irqfd" in " ".join(f.say.split())
+
+
+def test_a_few_signals_astray_are_no_cause():
+    """3 of the 62 (5 %; the lab saw 8 of 279 while an RT task held the worker's CPU): not
+    the path the VM's interrupts take."""
+    records = copy.deepcopy(DATA["counts"])
+    records[0]["signals"] -= 3
+    records[0]["signals_no_irqfd"] = 3
+    assert rules(findings("vhost-eventfd-count", records)) == {"vhost-thread-activity"}
 
 
 def test_the_rt_hog_is_found_as_not_scheduled():

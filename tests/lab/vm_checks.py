@@ -99,7 +99,7 @@ def autopilot(vm: nested_vm.NestedVm, name: str, *flags: str, every_second=None)
     findings = rep["findings"]
     return {"returncode": proc.returncode, "seconds": round(time.monotonic() - start, 1),
             "causes": [f["rule"] for f in findings if f["explains"]], "rules": [f["rule"] for f in findings],
-            "steps": [[t["step"], t["status"]] for t in rep["timeline"] if t["kind"] == "step"],
+            "steps": [[t["step"], t["status"]] for t in rep["timeline"] if t["kind"] == "step" and t["status"] != "not run"],
             "timeline": [[t["step"], t["started"], t["duration_s"]] for t in rep["timeline"] if t["kind"] == "step"],
             "findings": findings, "stderr": err[-3000:]}
 

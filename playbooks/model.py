@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -60,6 +61,11 @@ class Param:
             return None
         v = self.template.value(scope)
         return None if v == "" else v
+
+    @property
+    def context_fields(self) -> list[str]:
+        """The context fields this param's template reads (``{context.vm_pid}``)."""
+        return re.findall(r"context\.(\w+)", str(self.template.source))
 
 
 def resolve_params(params: tuple[Param, ...], scope: dict) -> dict[str, Any]:

@@ -81,6 +81,12 @@ class VhostQueueCorrelationDetails(EventStream, VhostProbe):
         self._seen_hist = Deltas()  # (vq, log2 slot) -> works
         self._seen_max: dict[int, tuple[int, int]] = {}
         self._last_summary = time.monotonic()
+        self._ending = False
+
+    def finish(self) -> None:
+        """The run ends: the next read reports the interval so far (a run shorter than
+        --interval has no other summary)."""
+        self._ending = True
 
     def wait(self, timeout: float) -> None:
         self.poll_events(timeout)
@@ -131,8 +137,10 @@ class VhostQueueCorrelationDetails(EventStream, VhostProbe):
     def read(self) -> list[dict]:
         out = self.take_events()
         now = time.monotonic()
-        if now - self._last_summary >= self.options.interval:
-            out += self.summary_records(now - self._last_summary)
+        since = now - self._last_summary
+        # At the end, a part of at least 1 s (a shorter one would inflate busy_pct).
+        if since >= self.options.interval or (self._ending and since >= min(1.0, self.options.interval)):
+            out += self.summary_records(since)
             self._last_summary = now
         return out
 

@@ -115,3 +115,24 @@ def test_queue_program_and_records(lab_kernel):
     ev = probe.event_record(e)
     assert set(ev) == documented('"vhost_queue"')
     assert (ev["trigger"], ev["latency_us"], ev["qemu_pid"], ev["tun_ring_pending"]) == ("socket", 300000.0, 4000, 64)
+
+
+def test_queue_summary_of_a_run_shorter_than_the_interval(lab_kernel):
+    """A 4 s run of the Details (the autopilot's in the lab) with the default 5 s --interval:
+    its end (finish(), as the wizard calls it) reports the part so far, read from the real map."""
+    probe = VhostQueueCorrelationDetails(caps=CAPS)
+    probe.bpf = bpf = load("vhost_queue.bpf.c", vhost_common.vq_defines().set("NS_THRESHOLD_NS", 1_000_000),
+                           QUEUE_FIELDS)
+    lab_kernel.append(bpf)
+    probe.start_reading()
+    probe.take_events = lambda: []  # no perf buffer opened: only the interval records are read here
+    vqs = bpf[b"vqs"]
+    vqs[ct.c_uint64(VQ)] = vqs.Leaf(works=40, wait_ns=8_000_000, wait_max_ns=290_000_000, run_ns=80_000_000,
+                                    cpus=0b10, worker_tid=4242, worker_pid=4242, queue=0, rx=1, has_tap=1,
+                                    worker_comm=b"vhost-4000", device=b"vm1")
+    probe._last_summary -= 4.0  # the run so far
+    assert probe.read() == []  # 4 s of a 5 s interval: no summary yet
+    probe.finish()
+    (rec,) = probe.read()
+    assert rec["type"] == "vhost_queue_summary" and rec["works"] == 40 and 1.9 <= rec["busy_pct"] <= 2.1
+    assert probe.read() == []

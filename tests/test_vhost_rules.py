@@ -50,12 +50,22 @@ def test_a_busy_worker_is_saturated():
 
 
 def test_signals_that_reach_no_irqfd():
-    """The lab's counts with 5 of the eventfd writes not reaching KVM."""
+    """The lab's counts with 10 of the eventfd writes not reaching KVM (of 62: 16 %)."""
     records = copy.deepcopy(DATA["counts"])
-    records[0]["signals"] -= 5
-    records[0]["signals_no_irqfd"] = 5
+    assert records[0]["eventfd_signals"] == 62
+    records[0]["signals"] -= 10
+    records[0]["signals_no_irqfd"] = 10
     (f,) = [f for f in findings("vhost-eventfd-count", records) if f.rule == "vhost-signals-no-irqfd"]
-    assert "5 went to an eventfd no KVM irqfd" in " ".join(f.say.split())
+    assert "10 went to an eventfd no KVM irqfd" in " ".join(f.say.split())
+
+
+def test_a_few_signals_astray_are_no_cause():
+    """3 of the 62 (5 %; the lab saw 8 of 279 while an RT task held the worker's CPU): not
+    the path the VM's interrupts take."""
+    records = copy.deepcopy(DATA["counts"])
+    records[0]["signals"] -= 3
+    records[0]["signals_no_irqfd"] = 3
+    assert rules(findings("vhost-eventfd-count", records)) == {"vhost-thread-activity"}
 
 
 def test_the_rt_hog_is_found_as_not_scheduled():
@@ -63,6 +73,39 @@ def test_the_rt_hog_is_found_as_not_scheduled():
     slowest = max(found, key=lambda f: f.evidence.get("max_latency_us") or 0)
     assert slowest.rule == "vhost-not-scheduled", [(f.rule, f.evidence.get("max_latency_us")) for f in found]
     assert slowest.evidence["max_latency_us"] >= 250_000 and 1 in slowest.evidence["cpu_values"]
+
+
+def test_an_ordinary_tcg_wait_is_no_cpu_held_away():
+    """The hog phase with its slow item made 23 ms, the worst wait the lab saw without the hog
+    (nested under TCG): a wait worth saying, not the thread kept off its CPU."""
+    records = copy.deepcopy(DATA["hog"])
+    for r in records:
+        if r["type"] == "vhost_queue":
+            r["latency_us"] = 23_000.0
+        elif r["type"] == "vhost_queue_summary":
+            r["max_latency_us"] = 23_000.0 if r["max_latency_us"] else None
+            r["max_latency_us_since_start"] = min(r["max_latency_us_since_start"], 23_000.0)
+    found = rules(findings("vhost-queue-correlation-details", records))
+    assert "vhost-not-scheduled" not in found and "vhost-queue-wait" in found, found
+
+
+def test_a_vm_tap_that_drops_nothing_walks_to_the_vhost_thread_not_getting_cpu():
+    """The autopilot's walk from the VM's tap: no drop there, so the tap's reader (the vhost
+    Summary), its Details before the rest of the path, and the hog found as the cause."""
+    w = Walk(LIB, {"vm_interface": DATA["tap"], "vm_pid": DATA["qemu_pid"]}, "vm-network",
+             start="vm-network/tun-ring-monitor")
+    steps = [("tun-ring-monitor", []), ("vhost-eventfd-count", DATA["counts"]),
+             ("vhost-queue-correlation-details", DATA["hog"])]
+    for i, (probe, records) in enumerate(steps):
+        if i:
+            nxt = w.suggestions()[0]
+            assert nxt.ref == f"vm-network/{probe}", [s.ref for s in w.suggestions()]
+            w.choose(nxt)
+        w.complete("ok", merged(probe, records))
+    assert w.current.params == {"device": DATA["tap"], "pid": DATA["qemu_pid"]}
+    c = w.conclusion()
+    assert c.cause_found and [f.rule for f in c.causes] == ["vhost-not-scheduled"]
+    assert c.causes[0].advice and c.causes[0].evidence["max_latency_us"] >= 250_000
 
 
 def test_the_paused_vm_is_found_not_refilling_its_ring():

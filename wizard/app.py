@@ -29,6 +29,7 @@ from probes.runtime.params import ParamError
 
 from .autopilot import command_for
 from .contracts import RecordedSource
+from .hostvalues import qemu_of_tap
 from .replay import Recorder, RecordingError, record_path_problem
 from .report import build_report, write_reports
 from .screens.base import WizardScreen
@@ -96,6 +97,7 @@ class NetsleuthApp(App):
         self.sub_title = backend.describe()
         self.doctor: dict | None = None
         self.inventory = None
+        self.found_here: dict[str, str] = {}  # context field -> how this host found it (the user did not say)
         self.walk: Walk | None = None
         self.session: Session | None = None
         self.resume_path = resume
@@ -165,6 +167,9 @@ class NetsleuthApp(App):
             context = {**context, "netns": netns}
         self.end_session("started over with a new context")
         host = self.backend.host_facts()
+        context, self.found_here = self._found_on_host(context)
+        if self.found_here:  # said as the autopilot says it (the report's host facts)
+            host = {**host, "found_here": "; ".join(f"{k} = {context[k]} ({how})" for k, how in self.found_here.items())}
         if self.record_path is not None and self.recorder is None:
             try:  # before the session: a journal is only made for a walk that can start
                 self.recorder = Recorder(self.record_path, host, symptom, context)
@@ -176,6 +181,17 @@ class NetsleuthApp(App):
                          availability=self.backend.availability, on_event=self.session.write)
         log.info("session %s: %s", self.session.id, self.session.path)
         self.show_current()
+
+    def _found_on_host(self, context: dict) -> tuple[dict, dict[str, str]]:
+        """The VM's QEMU pid from its tap (discovery's vnet -> VM map), as the autopilot finds it
+        (hostvalues.py), when the user named the tap and not the pid; live only."""
+        tap = context.get("vm_interface")
+        live = callable(getattr(self.backend, "host_values", None))
+        if not (live and tap and self.inventory is not None and "vm_pid" in self.lib.context) \
+                or context.get("vm_pid") not in (None, ""):
+            return context, {}
+        pid, how = qemu_of_tap(self.inventory, tap)
+        return ({**context, "vm_pid": pid}, {"vm_pid": how}) if pid is not None else (context, {})
 
     def end_session(self, why: str) -> None:
         """Close the journal.  The session ends when its report says everything it found (the
@@ -225,7 +241,8 @@ class NetsleuthApp(App):
         """The step's form; a step that cannot run here offers the playbook's fallbacks that can."""
         current = bool(view.unavailable) and self.walk is not None and self.walk.current_ref == view.ref
         alternatives = [v for v in self.walk.fallbacks() if v.unavailable is None] if current else []
-        return StepScreen(view, depth, self.backend, self.lib, self.inventory, alternatives)
+        return StepScreen(view, depth, self.backend, self.lib, self.inventory, alternatives,
+                          context=self.walk.context if self.walk is not None else {}, found=self.found_here)
 
     @handles(Answered)
     def _answer(self, event: Answered) -> None:

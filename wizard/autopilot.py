@@ -22,7 +22,6 @@ still missing or not valid here is "skipped", with the reason, and is no error.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -87,8 +86,7 @@ class Autopilot:
         """The step's flag that was missing or bad, and why the host could not supply it."""
         step = self.lib.steps[view.ref]
         flag = (error.args[0] or "").split(" ", 1)[0].split(":", 1)[0].lstrip("-")
-        fields = [f for p in step.params if p.flag == flag
-                  for f in re.findall(r"context\.(\w+)", str(p.template.source))]
+        fields = [f for p in step.params if p.flag == flag for f in p.context_fields]
         why = "; ".join(f"{f}: {self.unknown[f]}" for f in fields if f in self.unknown)
         return f"{error}" + (f" ({why})" if why else "")
 

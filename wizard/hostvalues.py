@@ -77,6 +77,15 @@ def _tap_of_address(inv: Inventory, ip: str) -> str | None:
     return taps[0] if len(taps) == 1 else None
 
 
+def qemu_of_tap(inv: Inventory, tap: str) -> tuple[int | None, str]:
+    """The pid of the QEMU holding ``tap`` (discovery's vnet -> VM map) and how it was found,
+    else None and why not."""
+    vm = next((v for v in inv.vms if tap in v.interfaces), None)
+    if vm is None:
+        return None, f"no QEMU process holds {tap}"
+    return vm.pid, f"the QEMU process holding {tap} (VM {vm.name})"
+
+
 def find_values(context: dict, inv: Inventory) -> HostValues:
     """phy_interface, ovs_pid, vm_interface and vm_pid, for those not in ``context``."""
     hv = HostValues()
@@ -112,11 +121,11 @@ def find_values(context: dict, inv: Inventory) -> HostValues:
         hv.unknown["vm_interface"] = ("no tap carries the MAC of " + " or ".join(
             context[k] for k in ("dst_ip", "src_ip") if context.get(k)) if context.get("dst_ip") or
             context.get("src_ip") else "no VM address given (--dst-ip or --src-ip) to find its tap by")
-    vm = next((v for v in inv.vms if tap and tap in v.interfaces), None)
-    if vm is not None:
-        found("vm_pid", vm.pid, f"the QEMU process holding {tap} (VM {vm.name})")
+    pid, how = qemu_of_tap(inv, tap) if tap else (None, "the VM's tap is not known")
+    if pid is not None:
+        found("vm_pid", pid, how)
     else:
-        hv.unknown["vm_pid"] = f"no QEMU process holds {tap}" if tap else "the VM's tap is not known"
+        hv.unknown["vm_pid"] = how
     hv.unknown = {k: v for k, v in hv.unknown.items() if k not in context}
     return hv
 

@@ -38,17 +38,20 @@ EPOLLIN = 0x1
 PAUSED_PINGS = 400
 
 # Real-time only while it spins: Python's start and exit under TCG take longer than the hog.
+# ``times`` spins ``gap`` seconds apart, each window printed as it ends.
 HOG = """
 import os, time
 clock = time.CLOCK_MONOTONIC
 os.sched_setaffinity(0, {{{cpu}}})
-os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-t0 = time.clock_gettime_ns(clock)
-while time.clock_gettime_ns(clock) - t0 < {ms} * 1_000_000:
-    pass
-t1 = time.clock_gettime_ns(clock)
-os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-print(t0, t1, flush=True)
+for i in range({times}):
+    time.sleep({gap} if i else 0)
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    t0 = time.clock_gettime_ns(clock)
+    while time.clock_gettime_ns(clock) - t0 < {ms} * 1_000_000:
+        pass
+    t1 = time.clock_gettime_ns(clock)
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    print(t0, t1, flush=True)
 """
 
 
@@ -115,8 +118,12 @@ def ping_every(ip: str, seconds: float) -> subprocess.Popen:
                              "-W", "1", ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def hog_command(times: int = 1, gap: float = 0) -> list[str]:
+    return ["taskset", "-c", "0", sys.executable, "-c", HOG.format(cpu=HOG_CPU, ms=HOG_MS, times=times, gap=gap)]
+
+
 def run_hog() -> tuple[int, int]:
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", HOG.format(cpu=HOG_CPU, ms=HOG_MS)],
+    out = subprocess.run(hog_command(),
                          capture_output=True, text=True, check=True, timeout=60).stdout.split()
     return int(out[0]), int(out[1])
 
@@ -195,8 +202,8 @@ def _kprobes_left() -> list[str]:
         return [f"unreadable: {e}"]
 
 
-def main() -> int:
-    """The dev loop: the VM nested_vm.main started, rebuilt from its environment."""
+def running_vm():
+    """The dev loop's VM: the one nested_vm.main started, rebuilt from its environment."""
     from tests.lab.nested_vm import L2_MAC, WORK, NestedVm
 
     class RunningVm(NestedVm):
@@ -204,7 +211,11 @@ def main() -> int:
         def pid(self) -> int:
             return int(os.environ["NESTED_QEMU_PID"])
 
-    vm = RunningVm(None, os.environ["NESTED_TAP"], os.environ["NESTED_IP"], L2_MAC, WORK / "console.log")
+    return RunningVm(None, os.environ["NESTED_TAP"], os.environ["NESTED_IP"], L2_MAC, WORK / "console.log")
+
+
+def main() -> int:
+    vm = running_vm()
     res: dict = {}
     try:
         check_vhost(None, vm, res)

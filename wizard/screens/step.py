@@ -39,6 +39,18 @@ HIDDEN_FLAGS = ("interval",)
 
 
 
+def found_here(step, flags, values: dict, context: dict, found: dict[str, str]) -> list[str]:
+    """A line per filter prefilled with a value this host found (not one the user gave), saying how."""
+    dest = {f.name: f.dest for f in flags}
+    out = []
+    for p in step.params:
+        value = values.get(dest.get(p.flag, ""))
+        out += [f"--{p.flag} {value}: {how}, found on this host; change it below if that is not the one"
+                for name, how in found.items() if name in p.context_fields and value not in (None, "")
+                and str(value) == str(context.get(name))]
+    return out
+
+
 def replay_note(backend: Backend, probe: str, values: dict) -> str:
     """In a replay: the filters of the recorded run this step would show (markup), else ""."""
     run = backend.recorded_run(probe, values)
@@ -55,12 +67,15 @@ class StepScreen(WizardScreen):
             "The command line below is the same probe outside the wizard.")
     BINDINGS = [Binding("ctrl+r", "run", "Run probe")]
 
-    def __init__(self, view, depth: int, backend: Backend, library, inventory=None, alternatives: list | tuple = ()):
+    def __init__(self, view, depth: int, backend: Backend, library, inventory=None, alternatives: list | tuple = (),
+                 context: dict | None = None, found: dict[str, str] | None = None):
         super().__init__()
         self.view = view
         self.depth = depth
         self.backend = backend
         self.library = library  # the playbook library: an imported guest file is checked against it
+        self.context = context or {}  # the walk's context
+        self.found = found or {}  # context field -> how this host found it (the user did not say)
         self.inventory = inventory  # discovery.Inventory: the pickers' choices (None: none)
         # This step cannot run here: the steps the playbook offers instead that can (its `fallback:`).
         self.alternatives = list(alternatives)
@@ -82,6 +97,7 @@ class StepScreen(WizardScreen):
                 ("runs for", f"{v.duration:g} s (stop any time)"),
                 ("because", v.suggested_by),
             ], width=9), id="step-facts")
+            yield Static("", id="found-here")  # filled with the form's values (_update_command)
             yield Static(escape(" ".join(v.why.split())), classes="hint")
             if v.unavailable and runs_in_guest(v.probe):
                 yield Static(f"[b]Run it inside the VM[/b] (it watches the guest's kernel):\n"
@@ -130,6 +146,11 @@ class StepScreen(WizardScreen):
 
     def _update_command(self) -> None:
         form = self.form()
+        found = found_here(self.library.steps[self.view.ref], form.flags, form.values(), self.context,
+                           self.found) if form is not None else []
+        note = self.query_one("#found-here", Static)
+        note.update("\n".join(f"[b]From this host:[/b] {escape(line)}" for line in found))
+        note.display = bool(found)
         self.query_one("#unfiltered", Static).display = form is not None and unfiltered(
             self.view, form.flags, form.values())
         line = self.query_one("#command-line", Static)

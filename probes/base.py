@@ -137,6 +137,19 @@ def kprobe_reason(caps: KernelCaps, functions: Iterable[str | tuple[str, ...]], 
     return None
 
 
+def btf_reason(caps: KernelCaps, what: str, instead: str) -> str | None:
+    """Why a probe that reads ``what`` through BTF cannot run here, or None."""
+    if caps.btf:
+        return None
+    return f"needs BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) for {what}: {instead}"
+
+
+def tracepoint_reason(caps: KernelCaps, tracepoints: Iterable[tuple[str, str]], hint: str) -> str | None:
+    """Why ``tracepoints`` (category, event) cannot be used here, or None."""
+    missing = [f"{c}:{e}" for c, e in tracepoints if not caps.tracepoint(c, e)]
+    return f"tracepoints missing: {', '.join(missing)} ({hint})" if missing else None
+
+
 @dataclass
 class Options:
     raw: dict[str, Any] = field(default_factory=dict)  # as given (for the CLI equivalent)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vocab.hist import Log2Hist, render_text
 
-from .base import DURATION, Flag, Probe, interval_flag, kprobe_reason
+from .base import DURATION, Flag, Probe, btf_reason, interval_flag, kprobe_reason, tracepoint_reason
 from .runtime import params as P
 from .runtime import tracefs
 from .runtime.attach import attach_kprobe, attach_kretprobe
@@ -74,15 +74,8 @@ class KvmIrqfdSummary(Probe):
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
         reason = super().unavailable_reason(caps) or kprobe_reason(
             caps, (WAKEUP_FN, FAST_FN, SLOW_FN, VCPU_LOAD_FN), "on kvm's irqfd and vCPU functions", KVM_HINT)
-        if reason:
-            return reason
-        if not caps.btf:
-            return ("needs BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) for the layout of kvm's structs: "
-                    "use a kernel built with BTF")
-        missing = [f"{c}:{e}" for c, e in TRACEPOINTS if not caps.tracepoint(c, e)]
-        if missing:
-            return f"tracepoints missing: {', '.join(missing)} ({KVM_HINT})"
-        return None
+        return reason or btf_reason(caps, "the layout of kvm's structs", "use a kernel built with BTF") \
+            or tracepoint_reason(caps, TRACEPOINTS, KVM_HINT)
 
     def c_defines(self) -> CDefines:
         o = self.options

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import drop_hook
-from .base import Flag, Probe, Unavailable
+from .base import Flag, Probe, Unavailable, btf_reason, tracepoint_reason
 from .runtime.kernel import KernelCaps, symbol_address
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
@@ -148,15 +148,11 @@ class VirtnetPollMonitor(Probe):
 
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
-        reason = super().unavailable_reason(caps)
+        reason = super().unavailable_reason(caps) \
+            or btf_reason(caps, "virtio-net's queue layout", "use a guest kernel built with BTF") \
+            or tracepoint_reason(caps, TRACEPOINTS, "CONFIG_TRACEPOINTS")
         if reason:
             return reason
-        if not caps.btf:
-            return ("needs BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) for virtio-net's queue layout: "
-                    "use a guest kernel built with BTF")
-        missing = [f"{c}:{e}" for c, e in TRACEPOINTS if not caps.tracepoint(c, e)]
-        if missing:
-            return f"tracepoints missing: {', '.join(missing)} (CONFIG_TRACEPOINTS)"
         if not caps.function(POLL_FN):
             return f"{POLL_FN} is not in /proc/kallsyms: no virtio-net driver here; {GUEST_HINT}"
         return None

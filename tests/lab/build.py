@@ -47,6 +47,8 @@ GUEST_PACKAGES = (
     "linux-image-amd64", "linux-headers-amd64", "python3-bpfcc", "openvswitch-switch",
     "iproute2", "iputils-ping", "nftables", "kmod", "busybox-static", "python3-psutil",
     "python3-yaml", "procps", "mount",
+    # The autopilot's HTML report is its Markdown rendered by markdown-it (wizard/report.py).
+    "python3-markdown-it",
     # The nested VM (tests/lab/nested_vm.py): a real KVM guest with vhost-net inside the lab.
     "qemu-system-x86", "ethtool",
 )

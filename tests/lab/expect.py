@@ -25,3 +25,16 @@ def detail_events(lab: dict, scenario: dict) -> list[dict]:
     """drop-details events for the scenario's flow."""
     flow = scenario_flow(scenario)
     return [r for r in lab["probes"]["drop-details"]["records"] if r.get("type") == "drop" and r["flow"] == flow]
+
+
+def run_checks(checks, result: dict, label: str = "") -> int:
+    """A dev-loop result checked outside pytest: a line per check; how many failed."""
+    failed = 0
+    for check in checks:
+        try:
+            check(result)
+            print("ok  ", label, check.__name__)
+        except (AssertionError, KeyError) as e:
+            failed += 1
+            print("FAIL", label, check.__name__, repr(e)[:1500])
+    return failed

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.expect import step_ok
+from tests.lab.expect import run_checks, step_ok
 from tests.lab.starvation_checks import HOG_COMM, HOG_SPIN_S, QUOTA_PCT
 from wizard.autopilot import EXIT_CAUSE, EXIT_NO_CAUSE
 
@@ -130,13 +130,5 @@ def test_starvation(lab, check):
 
 if __name__ == "__main__":
     results = json.loads(Path(sys.argv[1]).read_text())
-    failed = 0
-    for key in sorted(k for k in results if k.startswith("starvation")):  # the dev loop's rounds
-        for check in CHECKS:
-            try:
-                check({**results, "starvation": results[key]})
-                print("ok  ", key, check.__name__)
-            except (AssertionError, KeyError) as e:
-                failed += 1
-                print("FAIL", key, check.__name__, repr(e)[:1500])
-    sys.exit(1 if failed else 0)
+    rounds = sorted(k for k in results if k.startswith("starvation"))  # the dev loop's rounds
+    sys.exit(1 if sum(run_checks(CHECKS, {**results, "starvation": results[k]}, k) for k in rounds) else 0)

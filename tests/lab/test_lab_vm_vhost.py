@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.expect import step_ok
+from tests.lab.expect import run_checks, step_ok
 from tests.lab.vm_checks_vhost import HOG_MS, PING_EVERY_S, THRESHOLD_US
 from tests.test_ovs_output_doc import documented
 
@@ -127,12 +127,4 @@ def test_vhost(vmlab, check):
 
 if __name__ == "__main__":
     results = json.loads(Path(sys.argv[1]).read_text())
-    failed = 0
-    for check in CHECKS:
-        try:
-            check(results)
-            print("ok  ", check.__name__)
-        except AssertionError as e:
-            failed += 1
-            print("FAIL", check.__name__, str(e)[:1500])
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if run_checks(CHECKS, results) else 0)

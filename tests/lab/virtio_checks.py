@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from tests.lab import topology as T
+from tests.lab.expect import run_checks
 from tests.lab.probe_worker import ProbeWorker
 from tests.lab.runner import VIRTIO_HUB_NICS
 
@@ -144,15 +145,7 @@ def main(argv: list[str]) -> int:
     setup()
     result = check_virtnet(start_worker())
     path.write_text(json.dumps(result, indent=1))
-    failed = 0
-    for check in CHECKS:
-        try:
-            check(result)
-            print("ok  ", check.__name__)
-        except AssertionError as e:
-            failed += 1
-            print("FAIL", check.__name__, str(e)[:1500])
-    return 1 if failed else 0
+    return 1 if run_checks(CHECKS, result) else 0
 
 
 if __name__ == "__main__":

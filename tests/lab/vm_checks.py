@@ -162,6 +162,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--autopilot-vhost"]:  # the dev loop, in tests.lab.nested_vm (docs/lab.md)
         Path(argv[1]).write_text(json.dumps(check_autopilot_vhost_not_scheduled(running_vm()), indent=1))
         return 0
+    if argv[:1] == ["--kvm-irqfd"]:  # the dev loop, likewise
+        Path(argv[1]).write_text(json.dumps(check_kvm_irqfd(running_vm()), indent=1))
+        return 0
     rec = Recorder(Path(argv[0] if argv else "/lab/vm_results.json"))
     rec.data["boot_uptime_s"] = T.uptime()
     T.modprobe("tun", "veth", "vhost_net")
@@ -192,7 +195,7 @@ def main(argv: list[str]) -> int:
         with rec.step("probes_stop"):
             rec.data["probes"] = {"tun-ring-monitor": stop_probe(ring_probe)}
         with rec.step("kvm_irqfd"):
-            rec.data["kvm_irqfd"] = check_kvm_irqfd(br, vm, kvm_probe)
+            rec.data["kvm_irqfd"] = check_kvm_irqfd(vm, kvm_probe)
         with rec.step("autopilot_ring"):
             rec.data["autopilot_ring"] = check_autopilot_ring_overflow(vm)
         # The autopilot on a starved vhost worker runs in the dev loop only (--autopilot-vhost): its

@@ -1,11 +1,12 @@
 """kvm-irqfd-stats-summary against a real nested VM (runs INSIDE the lab guest).
 
-    check_kvm_irqfd(br, vm) -> dict   # vm: tests.lab.nested_vm.NestedVm, vhost=on
+    check_kvm_irqfd(vm) -> dict   # vm: tests.lab.nested_vm.NestedVm, vhost=on
 
 Ground truth, each independent of the probe:
-- counts: an ftrace hist trigger on kvm:kvm_msi_set_irq (the kernel's own tracing, no BPF)
-  counts every MSI KVM resolves, on the fast and the slow path; the L2 guest counts the
-  virtio interrupts it handled (its /proc/interrupts);
+- counts: ftrace hist triggers (the kernel's own tracing, no BPF) count every MSI KVM
+  resolves (kvm:kvm_msi_set_irq, fast and slow path) and every vector it injects, first
+  tries and re-injections apart (kvm:kvm_inj_virq); the L2 guest counts the virtio
+  interrupts it handled (its /proc/interrupts);
 - latency: the L2's QEMU is stopped (SIGSTOP) for a known ~200 ms while it is pinged
   every 10 ms: vhost (a kthread on 6.1, not stopped) keeps signalling, the vCPU cannot
   take the interrupt until SIGCONT, so the slowest injection is about the stop; a control
@@ -26,33 +27,61 @@ from tests.netenv import NETSLEUTH
 
 PROBE = "kvm-irqfd-stats-summary"
 MSI_EVENT = Path("/sys/kernel/tracing/events/kvm/kvm_msi_set_irq")
+INJ_EVENT = Path("/sys/kernel/tracing/events/kvm/kvm_inj_virq")
 STOP_S = 0.4  # the control must stay below a quarter of it: injections took up to 67 ms under load
 CONTROL_PINGS = 20
 STOP_PING_INTERVAL_S = 0.01
 
 
-class MsiCounter:
-    """An ftrace hist trigger counting kvm:kvm_msi_set_irq per MSI data word (vector = low byte)."""
+class FtraceHist:
+    """An ftrace hist trigger on one kvm event: hit counts per key tuple, the kernel's own count."""
 
-    TRIGGER = "hist:keys=data.hex:vals=hitcount"
+    def __init__(self, event: Path, keys: str, where: str = ""):
+        self.event, self.trigger = event, f"hist:keys={keys}:vals=hitcount" + (f" if {where}" if where else "")
+        self.hex = [k.endswith(".hex") for k in keys.split(",")]
 
-    def __enter__(self) -> "MsiCounter":
-        (MSI_EVENT / "trigger").write_text(self.TRIGGER)
+    def __enter__(self) -> "FtraceHist":
+        (self.event / "trigger").write_text(self.trigger)
         return self
 
     def __exit__(self, *exc) -> None:
-        (MSI_EVENT / "trigger").write_text("!" + self.TRIGGER)
+        (self.event / "trigger").write_text("!" + self.trigger)
 
-    def per_vector(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for data, hits in re.findall(r"data:\s*(0x[0-9a-f]+|\d+)\s*\}\s*hitcount:\s*(\d+)",
-                                     (MSI_EVENT / "hist").read_text()):
-            vector = int(data, 0) & 0xFF
-            out[vector] = out.get(vector, 0) + int(hits)
+    def counts(self) -> dict[tuple[int, ...], int]:
+        """Hits per key tuple; a .hex key prints without "0x" (kernel/trace/trace_events_hist.c)."""
+        out: dict[tuple[int, ...], int] = {}
+        for keys, hits in re.findall(r"\{([^}]*)\}\s*hitcount:\s*(\d+)", (self.event / "hist").read_text()):
+            values = [v.split(":", 1)[1].strip() for v in keys.split(",")]
+            key = tuple(int(v, 16 if hex_ else 10) for v, hex_ in zip(values, self.hex))
+            out[key] = out.get(key, 0) + int(hits)
         return out
 
 
-def _delta(after: dict[int, int], before: dict[int, int]) -> dict[int, int]:
+def msi_counter() -> FtraceHist:
+    """Every MSI KVM resolves (fast and slow path), per MSI data word (vector = low byte)."""
+    return FtraceHist(MSI_EVENT, "data.hex")
+
+
+def injection_counter() -> FtraceHist:
+    """Every vector KVM injects into a vCPU, per (vector, re-injection); INTn excluded."""
+    fields = (INJ_EVENT / "format").read_text()
+    if "reinjected" in fields:
+        return FtraceHist(INJ_EVENT, "vector,reinjected", "soft == 0")
+    return FtraceHist(INJ_EVENT, "irq")  # before 6.0: no flags, no re-injections told apart
+
+
+def per_vector(counts: dict[tuple[int, ...], int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for key, hits in counts.items():
+        out[key[0] & 0xFF] = out.get(key[0] & 0xFF, 0) + hits
+    return out
+
+
+def injections(counts: dict[tuple[int, ...], int], reinjected: bool) -> dict[int, int]:
+    return per_vector({k: v for k, v in counts.items() if (len(k) > 1 and k[1]) == reinjected})
+
+
+def _delta(after: dict, before: dict) -> dict:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
@@ -74,19 +103,25 @@ def _settled(vm, before: dict[str, int], reads: int = 6) -> dict[str, int]:
     return last
 
 
-def _phase(worker: ProbeWorker, vm, msi: MsiCounter, action) -> dict:
-    """Run ``action``; the probe's records, the MSIs and the guest's interrupts over exactly it."""
+def _phase(worker: ProbeWorker, vm, msi: FtraceHist, inj: FtraceHist, action) -> dict:
+    """Run ``action``; the probe's records, KVM's MSIs and injections and the guest's
+    interrupts over exactly it."""
     # Quiet first: the interrupts of earlier packets (a reply's TX completion) land before
     # the counters are read, not between them (2026-12-03: 1 per queue when they did).
     time.sleep(1.0)
     worker.read()  # what came before
-    msi0, guest0 = msi.per_vector(), _guest_virtio_interrupts(vm)
+    msi0, inj0, guest0 = msi.counts(), inj.counts(), _guest_virtio_interrupts(vm)
     extra = action() or {}
     time.sleep(1.0)  # the last interrupts injected, vhost idle
     guest1 = _settled(vm, guest0)
-    msi1 = msi.per_vector()
+    msi1, inj1 = msi.counts(), inj.counts()
     records = worker.read()
-    return {"records": records, "msi_per_vector": _delta(msi1, msi0),
+    msis = per_vector(_delta(msi1, msi0))
+    injected = _delta(inj1, inj0)
+    ours = lambda counts: {v: n for v, n in counts.items() if v in msis}  # the VM's virtio vectors
+    return {"records": records, "msi_per_vector": msis,
+            "kvm_injected_per_vector": ours(injections(injected, reinjected=False)),
+            "kvm_reinjected_per_vector": ours(injections(injected, reinjected=True)),
             "guest_interrupts": {k: v - guest0.get(k, 0) for k, v in guest1.items()}, **extra}
 
 
@@ -95,7 +130,7 @@ def start_kvm_probe(vm) -> ProbeWorker:
     return ProbeWorker(PROBE, pid=str(vm.pid), interval="3600")
 
 
-def check_kvm_irqfd(br: T.Bridge, vm, worker: ProbeWorker | None = None) -> dict:
+def check_kvm_irqfd(vm, worker: ProbeWorker | None = None) -> dict:
     """``worker``: from start_kvm_probe(vm), else started here; detached either way."""
     out: dict = {"qemu_pid": vm.pid, "vcpu_tids": list(vm.vcpu_tids())}
     # A process that holds no /dev/kvm is refused in one line (no compile: parsed first).
@@ -108,10 +143,10 @@ def check_kvm_irqfd(br: T.Bridge, vm, worker: ProbeWorker | None = None) -> dict
         worker.ready()
         out["attach_s"], out["attached"] = worker.attach_s, worker.attached
         T.ping(vm.ip, 2)  # flows and neighbours in place
-        with MsiCounter() as msi:
-            out["control"] = _phase(worker, vm, msi, lambda: {
+        with msi_counter() as msi, injection_counter() as inj:
+            out["control"] = _phase(worker, vm, msi, inj, lambda: {
                 "pings": CONTROL_PINGS, "replies": T.ping(vm.ip, CONTROL_PINGS, interval=0.1)})
-            out["stopped"] = _phase(worker, vm, msi, lambda: _pinged_while_stopped(vm))
+            out["stopped"] = _phase(worker, vm, msi, inj, lambda: _pinged_while_stopped(vm))
         out["final"] = worker.stop()
     finally:
         worker.close()

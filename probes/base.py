@@ -162,7 +162,24 @@ class Options:
             raise AttributeError(name) from None
 
 
-class Probe:
+class SourceDefaults:
+    """What the wizard's step loop asks of any source (wizard.contracts.ProbeSource) beyond
+    start/wait/read/close, as a live probe answers it; a recorded run (wizard.replay) overrides it."""
+
+    # Its wait returns as soon as events come (event probes; a replay at a pace).
+    wakes_on_events: ClassVar[bool] = False
+    # Nothing more to serve (a recorded run); a live probe runs until stopped.
+    exhausted: bool = False
+    # A recorded run's length, the part of it served, and its filters; None on a live probe.
+    recorded_duration_s: float | None = None
+    replayed_s: float | None = None
+    recorded_params: dict | None = None
+
+    def finish(self) -> None:
+        """Called once after the last wait, before the last read (cpu-burst: a burst still going on)."""
+
+
+class Probe(SourceDefaults):
     name: ClassVar[str]
     title: ClassVar[str]
     tier: ClassVar[int]

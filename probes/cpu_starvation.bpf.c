@@ -1,22 +1,5 @@
-/* cpu-starvation: how long a process's threads wait for a CPU once they can run
- * (run-queue delay: woken, or preempted while runnable → switched in), as a log2
- * histogram per thread in the kernel, and which tasks held the CPU while a
- * waiting thread waited (who ran instead: the idle task when a CPU quota kept it
- * off an idle CPU, other tasks when the CPU was busy).  Each CPU keeps its last
- * NS_RUNS runs (process, start, end) while one of the traced threads waits; when
- * a thread gets the CPU after a wait, the runs of that CPU within the wait are
- * credited to their processes (named in user space, from /proc).
- *
- * This program runs at every context switch of the host: when none of the
- * traced threads waits it only stamps the CPU's current run (bench/cpu_starvation_cost.py).
- *
- * A thread is stamped when it is woken (sched_wakeup, sched_wakeup_new) or
- * switched out still runnable; switched out asleep, its stamp goes (a wake-up
- * that found it still on its CPU leaves none behind).  Raw tracepoints: the task
- * pointer gives the woken thread's process (task_struct tgid, pid from BTF).
- *
- * Constants: NS_RAW_HAS_STATE (sched_switch's raw args[3] is prev_state: >= 5.18),
- * the thread filter's (netsleuth_threads.inc.c), NS_MAX_THREADS, NS_MAX_KEYS. */
+/* cpu-starvation: run-queue delay per thread, and who held the CPU meanwhile (each CPU's
+ * last NS_RUNS runs while a traced thread waits): docs/bpf.md#cpu_starvationbpfc */
 
 struct hist_key {
     u32 tid;
@@ -74,7 +57,6 @@ static inline __attribute__((always_inline)) void add_waiting(s64 n)
         __sync_fetch_and_add(w, n);
 }
 
-/* Stamp ``tid`` runnable at ``now`` (counted once while it waits). */
 static inline __attribute__((always_inline)) void queue(u32 tid, u64 now)
 {
     if (queued.lookup(&tid)) {
@@ -110,7 +92,6 @@ int ns_runq_wakeup(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
-/* args: bool preempt, struct task_struct *prev, *next, unsigned int prev_state (>= 5.18) */
 /* The runs of this CPU within [from, to] credited to their tasks. */
 static inline __attribute__((always_inline)) void credit_runs(struct cpu_runs *ring, u64 from, u64 to)
 {
@@ -132,6 +113,7 @@ static inline __attribute__((always_inline)) void credit_runs(struct cpu_runs *r
     }
 }
 
+/* args: bool preempt, struct task_struct *prev, *next, unsigned int prev_state (>= 5.18) */
 int ns_runq_switch(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 now = bpf_ktime_get_ns();
@@ -141,8 +123,7 @@ int ns_runq_switch(struct bpf_raw_tracepoint_args *ctx)
     struct cpu_runs *ring = runs.lookup(&zero_idx);
     if (!ring)
         return 0;
-    /* prev's run on this CPU ends now: into the ring while a traced thread waits (our own
-     * threads too: they take turns). */
+    /* prev's run ends: into the ring while a traced thread waits (ours too: they take turns) */
     s64 *w = waiting.lookup(&zero_idx);
     if (ring->since && w && *w > 0) {
         u32 slot = ring->next % NS_RUNS;

@@ -1,26 +1,12 @@
-/* drop-summary: count dropped packets in the kernel by (drop location, flow,
- * device, reason).  The full stack and the device name are captured only the
- * first time a key is seen on a CPU: unwinding the stack on every drop costs
- * more than everything else together (measured: bench/).  With
- * NS_EXACT_STACKS the stack id is part of the key, as in the guide's tool.
- * Counts are per-CPU and cumulative: user space reads deltas, so nothing is
- * lost between a read and a clear.
- *
- * Under a flood, parsing every packet for its flow costs more than the rest
- * (docs/performance.md): with NS_SAMPLE_MODE 1 a CPU breaks down by flow its
- * first NS_DETAIL_PER_SECOND drops of each second and then one in
- * NS_DETAIL_ONE_IN; every other drop only counts into its group (location,
- * reason, device), so each drop is counted exactly once, in one of the two. */
+/* drop-summary: drops counted by (location, flow, device, reason), per-CPU and cumulative;
+ * stacks once per key, sampled flow parsing under a flood: docs/bpf.md#drop_summarybpfc */
 #include "netsleuth.h"
 
-/* NS_SAMPLE_MODE: 0 every drop broken down (flow filters or --exact-stacks need the
- * parse), 1 sampled as above, 2 none broken down (--group-by stack: the group is the key). */
+/* NS_SAMPLE_MODE: 0 every drop by flow, 1 sampled, 2 none (docs/bpf.md) */
 #ifndef NS_SAMPLE_MODE
 #define NS_SAMPLE_MODE 0
 #endif
 
-/* The device is its ifindex + struct net address (ns_dev_id): its namespace's inode
- * costs another read, taken once per key into the value. */
 struct drop_key {
     u64 location;     /* 0 when grouping by flow only */
     u64 net;          /* the device's struct net */
@@ -42,7 +28,6 @@ BPF_PERCPU_HASH(drops, struct drop_key, struct drop_val, NS_MAX_KEYS);
 /* [0] drops not counted because the key table was full */
 BPF_PERCPU_ARRAY(overflow, u64, 1);
 
-/* Fill a new key's value: representative stack, device name, namespace inode. */
 static __always_inline void ns_first_seen(void *ctx, void *dev, u64 net, s32 stack_id, struct drop_val *v)
 {
 #if NS_GROUP_STACK
@@ -60,8 +45,7 @@ static __always_inline void ns_count_lost(void)
         __sync_fetch_and_add(lost, 1);
 }
 
-/* Count a drop under key; a new key gets its first-seen value.  NOEXIST: if another
- * CPU inserted the key meanwhile, count into our slot of it. */
+/* Count a drop under key; insert failed: another CPU inserted it (count) or the table is full. */
 static __always_inline int ns_count_key(void *ctx, void *dev, struct drop_key *key)
 {
     struct drop_val *val = drops.lookup(key);
@@ -81,7 +65,6 @@ static __always_inline int ns_count_key(void *ctx, void *dev, struct drop_key *k
     return 0;
 }
 
-/* A drop broken down by flow: parse the packet, count it under its full key. */
 static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 reason, u64 location)
 {
     struct ns_pkt pkt = {};
@@ -108,18 +91,7 @@ static __always_inline int ns_count_detail(void *ctx, void *skb, void *dev, u32 
 }
 
 #if NS_SAMPLE_MODE
-/* A drop counted by its group only: (location, reason, device), no packet read.
- * A CPU's groups sit in a small direct-mapped per-CPU array (a lookup the verifier
- * inlines, cheaper than any hash lookup); a slot, once taken, stays its group's for
- * the run, so its count only grows.  A group whose slot another holds counts in
- * drops, with stack_id NS_GROUP_ONLY and no flow.
- *
- * With NS_DEV_GEN a slot also remembers its device's address: a drop on that address
- * counts without reading the device's ifindex and namespace again, as long as no
- * notifier has run since the slot last read them (dev_gen).  A device at an address
- * another had used is registered after that one's deletion, and both run the netdev
- * notifiers, so the slot reads the new device's identity before it counts
- * (docs/performance.md). */
+/* A drop counted by its group only, in a direct-mapped per-CPU slot: docs/bpf.md#drop_summarybpfc */
 struct group_key {
     u64 location;     /* 0 when grouping by flow only, as in drop_key */
     u64 net;
@@ -167,8 +139,7 @@ static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 
     u64 *g = dev_gen.lookup(&zero);
     if (g)
         gen = *g;
-    /* No atomic needed: the slot is this CPU's, the kernel never runs this program
-     * nested on a CPU, and the OVS consume kprobe never comes here. */
+    /* no atomic: the slot is this CPU's and never nested (docs/bpf.md) */
     if (slot->val.count && slot->dev == (u64)dev && slot->gen == gen && g &&
         slot->key.location == key.location && slot->key.reason == reason) {
         slot->val.count++;
@@ -205,8 +176,7 @@ struct sample_state {
 };
 BPF_PERCPU_ARRAY(sample_state, struct sample_state, 1);
 
-/* Break this drop down by flow?  The CPU's first NS_DETAIL_PER_SECOND drops of a
- * second, then one in NS_DETAIL_ONE_IN (a power of two). */
+/* By flow: a CPU's first NS_DETAIL_PER_SECOND drops a second, then 1 in NS_DETAIL_ONE_IN. */
 static __always_inline int ns_take_detail(void)
 {
     int zero = 0;

@@ -38,6 +38,7 @@ class EventStream:
     record whenever events went missing."""
 
     decode_share: float | None = None  # of the wall-clock time, for decoding; None: no limit
+    wakes_on_events = True  # poll_events returns as events come (base.SourceDefaults)
     _interrupted = False
 
     def open_events(self, bpf, on_event: Callable[[int, int], None], page_cnt: int = 64) -> None:

@@ -1,12 +1,5 @@
-/* futex: per thread, FUTEX_WAIT-family calls with the time spent in them and
- * FUTEX_WAKE-family calls with how many waiters they woke (the guide's futex.bt).
- * Counters are cumulative per thread; user space reports per-interval deltas,
- * and adds the elapsed part of the waits still going on (`pending`) so that a
- * wait counts in the intervals it spans, not in the one it ends in.  Each
- * thread only updates its own entry, and the adds are atomic anyway, so counts
- * are exact.
- *
- * Constants: the thread filter's (netsleuth_threads.inc.c), NS_MAX_THREADS. */
+/* futex: per thread, waits with their time and wakes with the waiters woken (the guide's
+ * futex.bt); cumulative counters, waits in progress in `pending`: docs/bpf.md#futexbpfc */
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif

@@ -1,15 +1,5 @@
-/* kvm-irqfd-stats-summary: how long an interrupt signalled through a KVM irqfd takes
- * to reach the guest, per VM (QEMU pid) and interrupt line (gsi).
- *
- * Path (x86, docs/output-virt.md): eventfd_signal -> irqfd_wakeup (the signaller, e.g.
- * the vhost worker, interrupts off) -> kvm_arch_set_irq_inatomic (fast path; returns
- * -EWOULDBLOCK when it cannot, then irqfd_inject runs in a kworker: slow path) ->
- * __apic_accept_irq (tracepoint kvm_apic_accept_irq: IRR set, vCPU kicked; t0) ->
- * the vCPU's next entry injects it (tracepoint kvm_inj_virq in the vCPU thread: t1).
- * Kprobes only say which accept an irqfd caused (a mark per thread while it delivers).
- * Constants: NS_F_PID (0 = every VM), NS_F_GSI_ON + NS_F_GSI, NS_INJ_HAS_FLAGS (kvm_inj_virq has soft and
- * reinjected: 6.0+), NS_VCPU_ARG (kvm_arch_vcpu_load's vcpu argument), NS_HAS_APICV_TP.
- */
+/* kvm-irqfd-stats-summary: an irqfd interrupt's time from accept (t0) to injection (t1), per
+ * VM and gsi; the path: docs/bpf.md#kvm_irqfdbpfc */
 #define NS_NO_PACKET_HELPERS  /* no packets here: no sk_buff offsets */
 #include "netsleuth.h"
 
@@ -89,8 +79,7 @@ BPF_HASH(vcpus, u32, struct vcpu_val, 4096);          /* vCPU thread -> its vCPU
 BPF_HASH(vcpu_seen, struct vcpu_key, u32, 4096);      /* vCPUs whose thread is known */
 BPF_HASH(pending, struct pend_key, struct pend_val, 16384);
 BPF_PERCPU_HASH(lines, struct line_key, struct line_val, 1024);
-/* The interval's maximum per line in half [epoch & 1]: user space bumps epoch[0] at each
- * read, then reads and deletes the other half. */
+/* The interval's maximum per line in half [epoch & 1] (docs/bpf.md#the-interval-maxima-ovs_upcall-kvm_irqfd) */
 BPF_ARRAY(epoch, u64, 1);
 BPF_PERCPU_HASH(maxes, struct max_key, u64, 2048);
 
@@ -113,8 +102,7 @@ static __always_inline u32 current_tid(void)
     return (u32)bpf_get_current_pid_tgid();
 }
 
-/* Mark this thread as delivering the irqfd at irqfd (a signal: counted); false when its VM
- * is filtered out. */
+/* Mark this thread as delivering irqfd (a signal: counted); false: its VM is filtered out. */
 static __always_inline int mark(void *irqfd, u32 slow)
 {
     struct irq_mark m = {.slow = slow};
@@ -147,8 +135,7 @@ int on_irqfd_wakeup(struct pt_regs *ctx)
     return 0;
 }
 
-/* kretprobe: the fast path's verdict; the mark ends here (interrupts were off since
- * irqfd_wakeup, so nothing else ran on this thread in between). */
+/* kretprobe: the fast path's verdict; the mark ends (interrupts off since irqfd_wakeup) */
 int on_set_irq_inatomic_return(struct pt_regs *ctx)
 {
     u32 tid = current_tid();
@@ -185,8 +172,7 @@ int on_irqfd_inject_return(struct pt_regs *ctx)
     return 0;
 }
 
-/* vCPU identity per thread: kvm_arch_vcpu_load runs when a vCPU thread enters KVM_RUN
- * and each time it is scheduled in, far less often than every VM entry. */
+/* vCPU identity per thread, at kvm_arch_vcpu_load (rarer than VM entries: docs/bpf.md) */
 int on_vcpu_load(struct pt_regs *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();

@@ -1,10 +1,4 @@
-/* Shared helpers for netsleuth's BPF programs.
- *
- * Kernel structs are never dereferenced through headers: every field is read
- * with bpf_probe_read_kernel at an offset that Python resolved from BTF for
- * the running kernel (NS_OFF_<FIELD>, passed with -D).  Packet headers are
- * declared here because the stand-in include tree has none.
- */
+/* Shared helpers of the BPF programs; kernel fields by BTF offset (NS_OFF_*): docs/bpf.md#netsleuthh */
 #ifndef NETSLEUTH_H
 #define NETSLEUTH_H
 
@@ -109,8 +103,7 @@ struct ns_pkt {
     u16 icmp_seq;      /* host order */
 };
 
-/* floor(log2(v)), 0 for v <= 1.  Without __builtin_clzll: LLVM 14's BPF backend
- * crashes legalizing ctlz (seen with BCC 0.26). */
+/* floor(log2(v)), 0 for v <= 1; by hand: LLVM 14 crashes on ctlz (docs/bpf.md) */
 static __always_inline u8 ns_log2(u64 v)
 {
     u8 r = 0;
@@ -126,8 +119,7 @@ static __always_inline u8 ns_log2(u64 v)
 static __always_inline u16 ns_ntohs(u16 x) { return __builtin_bswap16(x); }
 static __always_inline u32 ns_ntohl(u32 x) { return __builtin_bswap32(x); }
 
-/* Packet and device helpers: they need the sk_buff / net_device offsets, which a program
- * that reads no packets (kvm_irqfd.bpf.c) does not resolve: it defines NS_NO_PACKET_HELPERS. */
+/* Packet and device helpers: a program without sk_buff offsets defines NS_NO_PACKET_HELPERS. */
 #ifndef NS_NO_PACKET_HELPERS
 static __always_inline void *ns_skb_dev(void *skb)
 {
@@ -150,9 +142,7 @@ static __always_inline void ns_dev_name(void *dev, char *name /* [16] */)
         bpf_probe_read_kernel(name, 16, (char *)dev + NS_OFF_NETDEV_NAME);
 }
 
-/* The device's ifindex and the address of its struct net: together they name a
- * device in any namespace (ifindex alone is per namespace), at the cost of one read
- * where the two fields sit close (NS_DEV_WIN, from offsets.py). */
+/* ifindex + struct net address: a device in any namespace (docs/bpf.md), one read in NS_DEV_WIN. */
 static __always_inline void ns_dev_id(void *dev, u32 *ifindex, u64 *net)
 {
     *ifindex = 0;
@@ -188,8 +178,7 @@ static __always_inline u32 ns_dev_netns(void *dev)
     return ns_net_inum(net);
 }
 
-/* Is dev the device (ifindex, netns inode) given?  ifindex 0 matches any device (of
- * namespace netns when it is not 0); ifindex is per namespace, hence the netns check. */
+/* Is dev the device (ifindex, netns inode) given?  ifindex 0: any (of netns when not 0). */
 static __always_inline int ns_dev_is(void *dev, u32 ifindex, u32 netns)
 {
     if (ifindex == 0)
@@ -199,14 +188,12 @@ static __always_inline int ns_dev_is(void *dev, u32 ifindex, u32 netns)
     return netns == 0 || ns_dev_netns(dev) == netns;
 }
 
-/* Is this device the one the user asked for? */
 static __always_inline int ns_dev_match(void *dev)
 {
     return ns_dev_is(dev, NS_F_IFINDEX, NS_F_NETNS);
 }
 
-/* Parse an Ethernet header (h: at least 18 bytes, read already); return the L3
- * offset: 14, or 18 past one VLAN tag. */
+/* Parse an Ethernet header (h: 18 bytes read); the L3 offset: 14, or 18 past a VLAN tag. */
 static __always_inline u32 ns_eth_from(u8 *h, struct ns_pkt *p)
 {
     __builtin_memcpy(p->eth_dst, h, 6);
@@ -222,7 +209,6 @@ static __always_inline u32 ns_eth_from(u8 *h, struct ns_pkt *p)
     return 14;
 }
 
-/* Parse the Ethernet header at mac, return the L3 start. */
 static __always_inline unsigned char *ns_parse_eth(unsigned char *mac, struct ns_pkt *p)
 {
     u8 h[18] = {};  /* dst, src, type, and a VLAN tag's TCI + inner type */
@@ -235,17 +221,13 @@ static __always_inline int ns_ip_ok(struct ns_iphdr *iph)
     return (iph->ver_ihl >> 4) == 4 && (iph->ver_ihl & 0x0f) >= 5;
 }
 
-/* Read an IPv4 header candidate; true when it looks like one. */
 static __always_inline int ns_read_ip(unsigned char *ip, struct ns_iphdr *iph)
 {
     bpf_probe_read_kernel(iph, sizeof(*iph), ip);
     return ns_ip_ok(iph);
 }
 
-/* An IPv4 header candidate that must also carry a correct header checksum (over its
- * options too: up to 60 bytes, read at once; the head buffer's skb_shared_info follows
- * the data, so the read stays inside the allocation).  For headers with no offsets to
- * vouch for them, see ns_skb_parse. */
+/* An IPv4 header with a correct checksum (options too: 60 bytes read at once; docs/bpf.md). */
 static __always_inline int ns_read_ip_verified(unsigned char *ip, struct ns_iphdr *iph)
 {
     u16 w[30] = {};
@@ -265,23 +247,17 @@ static __always_inline int ns_read_ip_verified(unsigned char *ip, struct ns_iphd
     return sum == 0xffff;  /* ones' complement sum of a correct header: byte order does not matter */
 }
 
-/* Untagged Ethernet + IPv4 without options + L4 header, the common case, read from
- * the MAC header in one call (each bpf_probe_read_kernel costs tens of ns:
- * bench/drop_program_cost.py).  The head buffer holds skb_shared_info after the
- * data, so the read stays inside the allocation even for a short packet. */
+/* Ethernet + IPv4 + L4 in one read: docs/bpf.md#parsing-a-packet-ns_skb_parse */
 #define NS_BURST_LEN 56  /* 14 + 20 + sizeof(struct ns_l4), rounded up */
 
-/* Fill p from the skb: Ethernet when the MAC header is known, then IPv4 and L4.
- * Where the stack left no usable header offsets (e.g. early in tun_get_user),
- * fall back to parsing from skb->data.  Returns the IPv4 header's address (0: none). */
+/* Fill p from the skb (Ethernet, IPv4, L4, else from skb->data); the IPv4 header's address or 0. */
 static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
 {
     unsigned char *head = 0, *data = 0, *ip = 0;
     u16 nh = 0, mh = NS_MAC_UNSET, proto = 0, tci = 0;
 
 #ifdef NS_SKB_WIN_START
-    /* The header fields sit close together in sk_buff: one read instead of six
-     * (the driver defines the window only when they span a few dozen bytes). */
+    /* one read instead of six (the window: offsets.py) */
     u64 win[NS_SKB_WIN_LEN / 8] = {};
     bpf_probe_read_kernel(win, sizeof(win), (char *)skb + NS_SKB_WIN_START);
 #define NS_WIN(type, FIELD) (*(type *)((char *)win + NS_OFF_##FIELD - NS_SKB_WIN_START))
@@ -306,8 +282,7 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     struct ns_iphdr iph = {};
     struct ns_l4 l4 = {};
     int have_l4 = 0;
-    /* A MAC header at the network header is no MAC header (an L3 device: tun, tunnels):
-     * parsed as Ethernet, a packet from 8.0.69.0-8.0.79.255 would pass for IPv4. */
+    /* a MAC header at the network header is none (L3 device: docs/bpf.md) */
     if (mh != NS_MAC_UNSET && mh != nh) {
         u8 b[NS_BURST_LEN] = {};
         if (bpf_probe_read_kernel(b, sizeof(b), head + mh) == 0) {
@@ -334,12 +309,7 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     if (!ip && nh != NS_MAC_UNSET && nh != 0 && ns_read_ip(head + nh, &iph))
         ip = head + nh;
     if (!ip && data) {
-        /* No offsets to trust (an skb just built from a buffer: a tap's write before
-         * eth_type_trans, OVS_PACKET_CMD_EXECUTE): data holds an IP packet or an Ethernet
-         * frame, and version/IHL cannot tell which: a destination MAC 46:.. reads as
-         * IPv4 with IHL 6 (2 of ~7 lab boots drew such a random MAC, and that direction's
-         * packets got a garbage identity).  These packets come whole, from a guest or from
-         * ovs-vswitchd, so a real IPv4 header has a correct checksum: only that counts. */
+        /* no offsets to trust: IP or Ethernet, told by the IP checksum (docs/bpf.md) */
         if (ns_read_ip_verified(data, &iph)) {
             ip = data;
         } else if (mh == NS_MAC_UNSET) {
@@ -404,29 +374,11 @@ static __always_inline int ns_flow_match(struct ns_flow *f)
         return 0;
     if (NS_F_DPORT && ns_ntohs(f->dport) != NS_F_DPORT)
         return 0;
-    /* Any address/port filter means "IPv4 only": non-IP packets have a zero flow. */
     return 1;
 }
 
 
-/* A packet's identity across skb copies, for the latency and upcall probes.
- *
- * Why not the skb address: the OVS upcall path copies the packet to
- * ovs-vswitchd, which re-injects it as a new skb (OVS_PACKET_CMD_EXECUTE), and
- * outputs to several ports clone it; the address changes at both.  What
- * survives every copy is the packet's content, so the identity is read from
- * it: IPv4 addresses, protocol, IP id, ports (ICMP: id and sequence) and a
- * discriminator `disc`.  The IP id alone is not enough: Linux sends the
- * datagrams of an unconnected socket that always sets Don't Fragment
- * (IP_PMTUDISC_DO, as QUIC stacks do) with id 0 (ip_select_ident_segs), so such
- * a sendto() stream has one identity for all its packets in flight.
- * disc is the TCP sequence number for TCP; for other protocols a hash of the
- * first NS_DISC_BYTES payload bytes (RTP/DNS/QUIC sequence numbers and ids sit
- * there; payloads are never rewritten on the path, unlike the L4 checksum,
- * which OVS completes when a CHECKSUM_PARTIAL packet goes up to user space).
- * The hash is taken only when those bytes are in the skb's linear data, else
- * disc is 0; a copy made by the upcall path is always linear, so a lookup that
- * misses with a non-zero disc retries with disc = 0 (ns_pkt_id_unhashed). */
+/* A packet's identity across skb copies, from its content: docs/bpf.md#a-packets-identity-across-skb-copies-ns_pkt_identity */
 #if defined(NS_OFF_SKB_LEN) && defined(NS_OFF_SKB_DATA_LEN)  /* only programs that read the lengths */
 #define NS_DISC_BYTES 32
 
@@ -441,7 +393,6 @@ struct ns_pkt_id {
     u8 pad;
 };
 
-/* FNV-1a over the first n (<= NS_DISC_BYTES) bytes of b; never 0. */
 static __always_inline u32 ns_payload_hash(u8 *b, u32 n)
 {
     u32 h = 2166136261u;
@@ -455,8 +406,7 @@ static __always_inline u32 ns_payload_hash(u8 *b, u32 n)
     return h ? h : 1;
 }
 
-/* The identity of the packet in skb (0 when it is not IPv4 or the filters reject it);
- * also its IP length and skb->len. */
+/* The packet's identity, IP length, skb->len; 0: not IPv4, or filtered out. */
 static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 *ip_len, u32 *skb_len)
 {
     struct ns_pkt p = {};
@@ -495,7 +445,6 @@ static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 
     return 1;
 }
 
-/* The same identity without the payload hash (see above); 0 when it has none. */
 static __always_inline int ns_pkt_id_unhashed(struct ns_pkt_id *id)
 {
     if (!id->disc || id->proto == 6)
@@ -505,7 +454,6 @@ static __always_inline int ns_pkt_id_unhashed(struct ns_pkt_id *id)
 }
 #endif
 
-/* Argument n (1-based) of a kprobed function. */
 static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
 {
     switch (n) {
@@ -517,22 +465,13 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
     return 0;
 }
 
-/* ---- The drop hook shared by drop-summary and drop-details ------------------
- * The including program defines ns_on_drop(ctx, skb, reason, location) and then
- * expands NS_DEFINE_DROP_HOOK() in its own file (BCC only generates tracepoint
- * argument structs for functions of the main file).  The driver picks the attach
- * point: the skb:kfree_skb raw tracepoint (NS_DROP_RAW_TP=1) or tracepoint
- * (NS_DROP_TP=1), NS_DROP_HAS_REASON where the kernel has drop reasons, or a kprobe on the kernel's drop function, whose skb /
- * reason argument positions are NS_KPROBE_SKB_ARG / NS_KPROBE_REASON_ARG
- * (0 = no reason argument). */
-/* OVS "drop" actions on kernels whose OVS has no drop reasons of its own: the
- * consume_skb hook in netsleuth_ovs_drop.inc.c, which the drop programs paste in
- * after NS_DEFINE_DROP_HOOK(); this is its synthetic reason code. */
+/* The drop hook: the program defines ns_on_drop() and expands NS_DEFINE_DROP_HOOK() in its own
+ * file, where BCC makes tracepoint structs (docs/bpf.md#the-drop-hook-ns_define_drop_hook). */
+/* the reason of an OVS drop action (netsleuth_ovs_drop.inc.c) */
 #define NS_REASON_OVS_DROP_ACTION 0x7fff0001
 
 #if defined(NS_DROP_RAW_TP) && NS_DROP_RAW_TP
-/* kfree_skb(skb, location[, reason[, rx_sk]]): these argument positions hold on
- * every kernel with the tracepoint, and no trace record is built (the cheapest hook). */
+/* kfree_skb(skb, location[, reason[, rx_sk]]) on every kernel with the tracepoint */
 #define NS_DEFINE_DROP_HOOK()                                                       \
     int ns_raw_drop(struct bpf_raw_tracepoint_args *ctx)                            \
     {                                                                               \
@@ -555,7 +494,7 @@ enum skb_drop_reason { SKB_DROP_REASON_NOT_DROPPED_YET = 0 };
         return ns_on_drop(args, args->skbaddr, NS_TP_REASON(args), (u64)args->location); \
     }
 #elif defined(NS_DROP_TP)
-/* The location is the caller's return address, found at the stack pointer on entry. */
+/* location: the return address, at the stack pointer on entry */
 #define NS_DEFINE_DROP_HOOK()                                                       \
     int ns_kprobe_drop(struct pt_regs *ctx)                                         \
     {                                                                               \

@@ -1,11 +1,4 @@
-/* The event stream of an event probe, with flow control.  BCC reads a perf
- * buffer for as long as events keep coming, so under a flood its poll never
- * returns to Python: no stop signal is acted on and the backlog grows without
- * bound.  User space sets hold[0] when it stops or falls behind; events are then
- * held back (counted in hold[1]) until it clears it, and the poll returns.
- *
- * This file calls maps, which BCC rewrites only in the main file: the loader
- * pastes it in where a program includes it (probes/runtime/loader.py). */
+/* An event probe's stream, held back (counted) while hold[0] is set: docs/bpf.md#netsleuth_eventsincc-flow-control */
 BPF_PERF_OUTPUT(events);
 BPF_ARRAY(hold, u64, 2);
 

@@ -1,27 +1,7 @@
-/* OVS drop actions on kernels whose OVS has no drop reasons of its own (before
- * 6.6, "net: openvswitch: add last-action drop reason"): do_execute_actions
- * frees a packet whose action list ends without an output with consume_skb,
- * unseen by kfree_skb (measured in the lab on 6.1).  A kprobe on consume_skb
- * whose caller lies in [NS_OVS_ACTION_LO, NS_OVS_ACTION_HI) reports it with a
- * synthetic reason.
- *
- * The same call frees a packet whose last action was `userspace` (an OpenFlow
- * controller action, the slow path): handed to ovs-vswitchd, not dropped.  So
- * a kprobe on ovs_dp_upcall called from the actions ([NS_OVS_USERSPACE_LO,
- * NS_OVS_USERSPACE_HI): output_userspace, or do_execute_actions where it is
- * inlined) notes per CPU the skb it hands up; consuming that same skb right
- * after is not a drop.  Actions run with bottom halves off, so nothing else
- * runs on the CPU in between; the time bound only keeps a note from outliving
- * its packet when the skb went on to an output instead.  It is generous: the
- * two are microseconds apart on hardware, but a software-emulated VM's vCPU
- * can sit descheduled on its host for over 10 ms between them (measured in the
- * lab: an 18.6 ms clock gap in 15 s of a guest busy loop; once, with a 10 ms
- * bound, the lab reported a controller packet as a drop).
- *
- * Pasted into the drop programs after NS_DEFINE_DROP_HOOK() (it calls their
- * ns_on_drop and a map: BCC rewrites map calls only in the main file). */
+/* OVS drop actions before 6.6: consume_skb called from the actions, unless just upcalled
+ * (docs/bpf.md#netsleuth_ovs_dropincc-ovs-drop-actions-before-66). */
 #if defined(NS_OVS_ACTION_LO) && NS_OVS_ACTION_LO
-#define NS_OVS_UPCALL_WINDOW_NS 1000000000ULL  /* see above */
+#define NS_OVS_UPCALL_WINDOW_NS 1000000000ULL  /* generous: a TCG vCPU stalls > 10 ms */
 
 struct ns_ovs_upcalled {
     u64 skb;

@@ -1,11 +1,4 @@
-/* The thread filter of the root-cause probes (offcpu, futex): -p PID, --tid TID...,
- * never the tracer itself.  Python fills `tids` after load (probes/target.py).
- *
- * Constants: NS_F_TGID (0 = any process), NS_SELF_TGID (the tracer), NS_F_TIDS
- * (only threads in `tids`), NS_MAX_TIDS (its size: the number of --tid threads).
- *
- * This file calls a map, which BCC rewrites only in the main file: the loader
- * pastes it in where a program includes it (probes/runtime/loader.py). */
+/* The root-cause probes' thread filter: docs/bpf.md#netsleuth_threadsincc-the-thread-filter */
 BPF_HASH(tids, u32, u8, NS_MAX_TIDS);
 
 static inline __attribute__((always_inline)) int thread_match(u32 tgid, u32 tid)

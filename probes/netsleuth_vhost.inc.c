@@ -1,12 +1,6 @@
-/* vhost-net virtqueues, shared by vhost-eventfd-count and vhost-queue-correlation-details.
- *
- * Which vq a work item belongs to, and which tap queue a vq serves.  Offsets come
- * from the vhost, vhost_net and tun modules' BTF (runtime/offsets.py MODULE_FIELDS);
- * the work functions' and tun_recvmsg's addresses from kallsyms (NS_VHOST_*,
- * probes/vhost_common.py).  docs/output-virt.md says what each field means.
- */
+/* A work item's vq, a vq's tap queue: docs/bpf.md#netsleuth_vhostincc-vhost-net-virtqueues */
 
-/* vhost_net's vqs[] and poll[] indexes (VHOST_NET_VQ_RX, VHOST_NET_VQ_TX in net.c). */
+/* VHOST_NET_VQ_RX, VHOST_NET_VQ_TX */
 #define NS_VNET_RX 0
 #define NS_VNET_TX 1
 
@@ -42,8 +36,7 @@ static __always_inline int ns_vhost_kind_is_kick(int kind)
     return kind == NS_WORK_TX_KICK || kind == NS_WORK_RX_KICK;
 }
 
-/* The vq of a vhost-net work item: a kick's work sits in vq->poll, a socket wakeup's in
- * vhost_net.poll[rx|tx], beside vhost_net.vqs[rx|tx].vq (container_of by hand). */
+/* The vq of a work item: vq->poll's, or vhost_net.poll[rx|tx]'s (container_of by hand). */
 static __always_inline u64 ns_vhost_work_vq(u64 work, int kind)
 {
     u64 poll = work - NS_OFF_VHOST_POLL_WORK;
@@ -54,8 +47,7 @@ static __always_inline u64 ns_vhost_work_vq(u64 work, int kind)
     return net + NS_OFF_VNET_VQS + i * NS_OFF_VNET_NVQ_SIZE + NS_OFF_VNET_NVQ_VQ;
 }
 
-/* The tun_file behind a vq's backend socket (vq->private_data is &tfile->socket, set by
- * tun_get_socket), or 0 when the backend is not a tun/tap (macvtap, none attached). */
+/* The tun_file behind a vq's socket (&tfile->socket), or 0: no tun/tap backend. */
 static __always_inline u64 ns_vq_tfile(u64 vq)
 {
     u64 sock = 0, ops = 0, recvmsg = 0;
@@ -66,7 +58,7 @@ static __always_inline u64 ns_vq_tfile(u64 vq)
     if (ops)
         NS_READ(recvmsg, ops, PROTO_OPS_RECVMSG);
     if (recvmsg != NS_TUN_RECVMSG)
-        return 0;  /* tun_socket_ops is data, absent from kallsyms without KALLSYMS_ALL: its recvmsg is not */
+        return 0;  /* tun_socket_ops is not in kallsyms without KALLSYMS_ALL: its recvmsg is */
     return sock - NS_OFF_TFILE_SOCKET;
 }
 

@@ -1,19 +1,5 @@
-/* offcpu: how long threads stay off CPU, with the kernel and user stacks they
- * blocked in.  At a context switch the outgoing thread (still `current`) is
- * stamped with the time and its stacks; when it is switched in again the block
- * is either sent to user space (per-event mode) or added to a per-stack total.
- *
- * A thread's last switch-out (it is dead) is never followed by a switch-in, so
- * it is not stamped: otherwise every thread that exits would keep its `start`
- * entry until the table fills and blocks go uncounted.  (An LRU table would
- * evict the least recently stamped threads instead: those blocked the longest,
- * the blocks this probe is for.  sched_process_exit fires before that last
- * switch-out, so a cleanup there would not help.)
- *
- * Constants: NS_RAW_TP (raw tracepoint, else the sched:sched_switch tracepoint),
- * NS_RAW_HAS_STATE (raw args[3] is prev_state: kernels >= 5.18), the thread
- * filter's (netsleuth_threads.inc.c), NS_MIN_BLOCK_NS, NS_AGGREGATE,
- * NS_MAX_THREADS, NS_MAX_KEYS, NS_STACK_ENTRIES. */
+/* offcpu: how long threads stay off CPU, with the stacks they blocked in; a dying thread's
+ * last switch-out is not stamped: docs/bpf.md#offcpubpfc */
 #ifndef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 #endif
@@ -89,7 +75,6 @@ static __always_inline void block_ended(void *ctx, u32 tid, struct block_start *
         count_lost(1);
         return;
     }
-    /* Only this thread updates its own key, but keep the adds atomic anyway. */
     __sync_fetch_and_add(&t->total_ns, delta);
     __sync_fetch_and_add(&t->count, 1);
     if (delta > t->max_ns)
@@ -139,7 +124,7 @@ int ns_offcpu_switch(struct bpf_raw_tracepoint_args *ctx)
         state = NS_STATE_PREEMPTED;
     else if (NS_RAW_HAS_STATE)
         state = (u32)ctx->args[3];
-    /* Without prev_state (< 5.18) a dying thread cannot be told: "auto" takes the tracepoint there. */
+    /* before 5.18 a dying thread cannot be told (docs/bpf.md#offcpubpfc) */
     int dying = NS_RAW_HAS_STATE && state != NS_STATE_PREEMPTED && (state & NS_RAW_TASK_DEAD);
     return on_switch(ctx, next_tid, state, dying);
 }

@@ -1,10 +1,5 @@
-/* ovs-megaflow: the megaflow lifecycle.  Upcalls (the kernel missed: packet
- * headers), FLOW_CMD_NEW and FLOW_CMD_DEL (the netlink request from
- * ovs-vswitchd, copied raw and decoded in user space), and the packets
- * ovs-vswitchd sends back to execute (OVS_PACKET_CMD_EXECUTE: an upcall answered,
- * with or without an install).  Every filter runs here: on the packets, and on
- * the flow key of the request (the key of the packet that missed), found by
- * walking its netlink attributes. */
+/* ovs-megaflow: upcalls, flow installs and deletes, executes; filtered here, on the packets
+ * and on the request's flow key (its netlink attributes walked): docs/bpf.md#ovs_megaflowbpfc */
 #include "netsleuth.h"
 
 #define EV_UPCALL 1
@@ -92,8 +87,7 @@ static __always_inline int on_packet(struct pt_regs *ctx, u32 kind, void *skb)
 /* ovs_dp_upcall(dp, skb, key, upcall_info, cutlen) */
 int on_upcall(struct pt_regs *ctx) { return on_packet(ctx, EV_UPCALL, (void *)ns_kprobe_arg(ctx, 2)); }
 
-/* ovs_flow_key_extract_userspace(net, attr, skb, key, log): only in OVS_PACKET_CMD_EXECUTE,
- * on the packet just copied out of the request (parsed from its data). */
+/* ovs_flow_key_extract_userspace(net, attr, skb, key, log): OVS_PACKET_CMD_EXECUTE only */
 int on_execute(struct pt_regs *ctx) { return on_packet(ctx, EV_EXECUTE, (void *)ns_kprobe_arg(ctx, 3)); }
 
 /* Bytes of the copied message, at an offset masked into the copy (the slack covers +12). */
@@ -110,8 +104,7 @@ static __always_inline u32 mf_u32raw(u8 *p)  /* as the packet's field reads on t
 }
 
 #if MF_F_ETH || MF_F_IP || MF_F_L4
-/* Where each key attribute starts in the copy, by type (0: absent).  Kept in a map: the
- * walk below stores by a variable index, which stack slots do not allow on older kernels. */
+/* Where each key attribute starts in the copy, by type (0: absent); a map: docs/bpf.md */
 struct mf_walk {
     u16 at[64];
 };
@@ -127,11 +120,7 @@ static __always_inline u8 *mf_attr(struct mf_event *e, u32 off, u32 min_len)
 }
 #endif
 
-/* Does the request's flow key pass the filters?  A filtered field the key lacks fails
- * (as a non-IP packet fails an address filter).  No key at all (a delete by UFID):
- * passed on, user space knows which install it deletes.  The walks only break out of
- * their loops, never branch inside: the verifier of older kernels (6.1) gives up on a
- * loop whose every step can go two ways. */
+/* Does the request's flow key pass the filters?  Loops only break, never branch: docs/bpf.md */
 static __always_inline int mf_key_match(struct mf_event *e)
 {
 #if MF_F_ETH || MF_F_IP || MF_F_L4
@@ -157,8 +146,7 @@ static __always_inline int mf_key_match(struct mf_event *e)
     u32 key_len = mf_u16le(mf_at(e, off));
     u32 key_end = off + key_len < end ? off + key_len : end;
     off += 4;
-    /* the count is needed: a bare `unroll` leaves this loop rolled (clang 14), and kernels
-     * before 5.3 reject any loop */
+    /* a counted unroll: clang 14 leaves a bare one rolled (docs/bpf.md#ovs_megaflowbpfc) */
 #pragma unroll KEY_ATTRS
     for (int i = 0; i < KEY_ATTRS; i++) {
         if (off + 4 > key_end)

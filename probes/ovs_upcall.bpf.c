@@ -1,16 +1,5 @@
-/* ovs-upcall-summary: how long ovs-vswitchd takes to answer a datapath miss.
- *
- * Start: ovs_dp_upcall (the kernel hands the packet to user space).
- * End: ovs_flow_key_extract_userspace on a packet with the same identity
- * (netsleuth.h, ns_pkt_identity).  It runs only in OVS_PACKET_CMD_EXECUTE, i.e.
- * when ovs-vswitchd sends a missed packet back to be executed, in the answering
- * handler thread's context (recorded too), so packets on the fast path never
- * reach this probe.  At that point the packet was just copied out of the
- * netlink message: no header offsets yet, parsed from data.  An upcall that
- * ovs-vswitchd answers without sending the packet back (a drop decision: it
- * only installs the flow) has no end: it stays unanswered and ages out of the
- * LRU table.
- */
+/* ovs-upcall-summary: ovs_dp_upcall to the execute of the same packet (ns_pkt_identity):
+ * how long ovs-vswitchd takes to answer a miss (docs/bpf.md#ovs_upcallbpfc) */
 #include "netsleuth.h"
 
 struct handler_val {
@@ -23,8 +12,7 @@ struct handler_val {
 BPF_TABLE("lru_hash", struct ns_pkt_id, u64, pending, 16384);
 BPF_PERCPU_ARRAY(slots, u64, 64);          /* log2 histogram of latency in us */
 BPF_PERCPU_ARRAY(totals, u64, 4);          /* [0] upcalls [1] answered [2] sum ns [3] executes without upcall */
-/* The interval's maximum, per CPU, in slot [epoch & 1]: user space bumps epoch[0] at
- * each read, then reads and clears the slot of the interval that just ended. */
+/* The interval's maximum per CPU in slot [epoch & 1] (docs/bpf.md#the-interval-maxima-ovs_upcall-kvm_irqfd) */
 BPF_ARRAY(epoch, u64, 1);
 BPF_PERCPU_ARRAY(max_ns, u64, 2);
 BPF_HASH(handlers, u32, struct handler_val, 1024);

@@ -1,28 +1,9 @@
-/* pthread-lock: waits on pthread mutexes and rwlocks of one process (uprobes on
- * its libc), with the thread that held the lock (the guide's
- * pthread_rwlock_wrlock.bt).
- *
- * Holder tracking: every successful acquisition (lock, trylock, return from a
- * condition wait) records lock -> (thread, time); the holder's unlock clears it
- * and leaves a "released" record, with the releasing stack when someone was
- * waiting.  A waiter reports the holder it found on arrival, and the thread
- * whose release let it through.  For a rwlock taken by several readers, only
- * the last reader is remembered.  Kinds name how a lock is taken, for the
- * waiter and for the holder alike: mutex, rdlock (shared) or wrlock.
- *
- * What the holder did while it held the lock: its on-CPU time and its run-queue
- * wait (task_struct se.sum_exec_runtime, sched_info.run_delay) at acquire and at
- * release.  A holder that mostly waited for a CPU makes the lock wait a symptom
- * of CPU starvation, not lock contention (docs/output-root-cause.md).
- *
- * Constants: NS_F_TGID, NS_MIN_WAIT_NS, NS_MAX_LOCKS, NS_MAX_THREADS, NS_STACK_ENTRIES,
- * NS_HOLDER_SCHED (the two task_struct offsets are known: NS_OFF_TASK_SUM_EXEC,
- * NS_OFF_TASK_RUN_DELAY). */
+/* pthread-lock: one process's pthread lock waits (libc uprobes) with the holder and its CPU
+ * time in the hold (the guide's pthread_rwlock_wrlock.bt): docs/bpf.md#pthread_lockbpfc */
 #include <uapi/linux/ptrace.h>
 
 enum { KIND_MUTEX, KIND_RDLOCK, KIND_WRLOCK, KIND_UNKNOWN };
-/* How the call takes the lock: it may wait, it never waits (trylock), or it
- * retakes a mutex on the way out of a condition wait. */
+/* How the call takes the lock: may wait, never waits (trylock), retaken after a condition wait. */
 enum { CALL_WAIT, CALL_TRY, CALL_COND };
 
 struct holder {
@@ -139,8 +120,7 @@ static inline __attribute__((always_inline)) void release(struct pt_regs *ctx, u
     bpf_get_current_comm(&r.comm, sizeof(r.comm));
     u64 *w = waiting.lookup(&lock);
     if (w && *w > 0) {
-        /* On the first instruction the frame-pointer walk skips our caller:
-         * its return address is at the stack pointer. */
+        /* at entry the frame-pointer walk skips our caller: its address is at the SP */
         r.stack = stacks.get_stackid(ctx, BPF_F_USER_STACK);
         bpf_probe_read_user(&r.caller, sizeof(r.caller), (void *)PT_REGS_SP(ctx));
     }

@@ -1,20 +1,11 @@
-/* qdisc-drops: the packets one device's queueing disciplines drop, counted in the
- * kernel by (qdisc, drop reason, drop location, stage) and by (qdisc, flow); a
- * qdisc is its (handle, parent): the children of mq all have handle 0.  The qdisc statistics themselves come from netlink (qdisc_stats.py).
- *
- * A packet the qdisc accepted is remembered by skb address at qdisc:qdisc_enqueue
- * (the tracepoint fires only on a successful enqueue) and forgotten when the driver
- * gets it (net_dev_start_xmit): a drop of a remembered packet happened after enqueue
- * (AQM at dequeue, a purge) and is tied to the qdisc the tracepoint named.  Any other
- * drop is tied to the device's root qdisc: the enqueue refused it.
- * Counts are per-CPU and cumulative: user space reads deltas.  docs/output-qdisc.md. */
+/* qdisc-drops: one device's qdisc drops by (qdisc, reason, location, stage) and (qdisc, flow);
+ * after enqueue or refused by it: docs/bpf.md#qdisc_dropsbpfc, docs/output-qdisc.md */
 #include "netsleuth.h"
 
 #ifndef NS_QDISC_ENQUEUE_TP
 #define NS_QDISC_ENQUEUE_TP 0
 #endif
-/* The kernel's qdisc drop reasons by number (0: unused slot).  Kernels without them
- * (before ~5.18) show only the drops after enqueue here; netlink counts all. */
+/* The kernel's qdisc drop reasons by number (0: unused slot). */
 #ifndef NS_QR0
 #define NS_QR0 0
 #endif
@@ -119,8 +110,7 @@ static __always_inline int ns_on_drop(void *ctx, void *skb, u32 reason, u64 loca
     if (!ns_flow_match(&pkt.flow))
         return 0;
 
-    /* insert fails when another CPU added the key meanwhile (count into our slot of
-     * it) or when the table is full (counted as lost) */
+    /* insert failed: another CPU added the key (count) or the table is full (lost) */
     struct qdisc_drop_val *v = drops.lookup(&key);
     if (v) {
         __sync_fetch_and_add(&v->count, 1);

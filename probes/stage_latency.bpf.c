@@ -1,17 +1,5 @@
-/* Per-packet latency between stages of the host / VM network path (guide tools 3 and 4).
- *
- * The driver attaches stage_<N> to the kernel function of stage N (kprobes) and
- * tells where the skb is: NS_STAGE<N>_ARG (argument position) and
- * NS_STAGE<N>_DEREF (the argument is a struct sk_buff **, as for
- * netdev_frame_hook).  Stage 0 starts a packet, NS_LAST_STAGE ends it.
- *
- * A packet is followed by its identity (netsleuth.h, ns_pkt_identity: why its
- * content and not the skb address), kept in an LRU table of NS_MAX_INFLIGHT
- * packets.  Packets that never reach the last stage stay until the table
- * pushes them out; user space counts those (started - completed - replaced -
- * still in the table).  A packet starting while an unfinished one with the
- * same identity is in the table replaces it: counted in counters[3].
- */
+/* Per-packet latency between stages of the host / VM network path (guide tools 3 and 4),
+ * a packet followed by its identity: docs/bpf.md#stage_latencybpfc */
 #include "netsleuth.h"
 
 #define NS_MAX_STAGES 8
@@ -101,8 +89,7 @@ static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
 
     if (!skb || !ns_pkt_identity(skb, &id, &ip_len, &skb_len))
         return 0;
-    /* Stages where the packet meets the user's interfaces only count on those devices:
-     * dev_queue_xmit and netif_receive_skb also run for the other ports of the path. */
+    /* a stage at the user's interfaces counts there only (it runs for other ports too) */
     if (stage == NS_DEV_A_STAGE && !ns_dev_is(ns_skb_dev(skb), NS_DEV_A_IFINDEX, NS_DEV_A_NETNS))
         return 0;
     if (stage == NS_DEV_B_STAGE && !ns_dev_is(ns_skb_dev(skb), NS_DEV_B_IFINDEX, NS_DEV_B_NETNS))

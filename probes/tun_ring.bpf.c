@@ -1,7 +1,5 @@
-/* tun-ring-monitor: packets dropped on one tap, by queue and reason (the drop hook,
- * filtered to the device in the kernel), and with NS_RING the state of the queue's
- * ring each time tun_net_xmit is entered: how full, how often full.  The ring is the
- * tun_file's ptr_ring; its fields come from BTF (docs/output-virt.md). */
+/* tun-ring-monitor: one tap's drops by queue and reason, and with NS_RING its queues' ptr_ring
+ * fill at each tun_net_xmit (docs/output-virt.md) */
 #include "netsleuth.h"
 
 struct queue_reason {
@@ -49,8 +47,7 @@ BPF_PERCPU_HASH(ring_counts, u32, struct ring_count, NS_TUN_MAX_QUEUES);
 BPF_PERCPU_HASH(ring_max, u32, u32, NS_TUN_MAX_QUEUES);
 BPF_PERCPU_HASH(ring_size, u32, u32, NS_TUN_MAX_QUEUES);
 
-/* tun_net_xmit(skb, dev): the queue is skb->queue_mapping, the tun_struct is
- * netdev_priv(dev). */
+/* tun_net_xmit(skb, dev): queue skb->queue_mapping of tun_struct netdev_priv(dev) */
 int ns_tun_net_xmit(struct pt_regs *ctx)
 {
     void *skb = (void *)PT_REGS_PARM1(ctx);
@@ -80,8 +77,7 @@ int ns_tun_net_xmit(struct pt_regs *ctx)
         return 0;
     void *slot = NULL;  /* the producer's slot is taken exactly when the ring is full */
     bpf_probe_read_kernel(&slot, sizeof(slot), &slots[producer]);
-    /* Full for the producer even when the consumer has read part of it: it frees the
-     * slots it read only in batches (ptr_ring's consumer_tail). */
+    /* full even when partly read: the consumer frees slots in batches (consumer_tail) */
     u32 pending = slot ? size : (producer >= head ? producer - head : producer + size - head);
 
     struct ring_count zero = {};

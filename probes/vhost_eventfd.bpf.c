@@ -1,18 +1,5 @@
-/* vhost-eventfd-count: per vhost-net virtqueue, counters aggregated in the kernel.
- *
- * kicks / net_wakeups: vhost_poll_wakeup (the wait-queue callback of the kick eventfd and
- *   of the tap socket) whose key matches the poll's mask, told apart by the work's fn.
- * runs / busy_ns: entry and return of the four work functions (handle_rx_* tail-jump
- *   into handle_rx, so the return is the end of the whole run).
- * signal_attempts: vhost_add_used_and_signal_n / _signal / vhost_signal (outermost only;
- *   vhost_signal is inlined into _signal_n on Debian 6.1).
- * eventfd_signals: eventfd_signal(_mask) on the vq's call eventfd during an attempt.
- * signals: irqfd_wakeup for that eventfd during the attempt: KVM got the interrupt.
- * weight_exhausted: the worker queueing again the vq it is running (vhost_exceeds_weight
- *   does at the weight limit, through vhost_work_queue on 6.1: vhost_poll_queue is inlined
- *   there); not a kretprobe on vhost_exceeds_weight, which runs for every packet.
- * Nothing is emitted: user space reads the table every interval (docs/output-virt.md).
- */
+/* vhost-eventfd-count: per vhost-net virtqueue, counters in the kernel, read every interval;
+ * where each is counted: docs/bpf.md#vhost_eventfdbpfc */
 #include "netsleuth.h"
 #include "netsleuth_vhost.inc.c"
 
@@ -129,9 +116,7 @@ int on_work_return(struct pt_regs *ctx)
     return 0;
 }
 
-/* vhost_work_queue(dev, work) / vhost_vq_work_queue(vq, work) by the worker during a run,
- * for the kick work of the vq it runs: a requeue at the weight limit (or by vhost's busy
- * polling, when enabled).  Per requeue, not per packet; the argument by BTF name. */
+/* vhost_(vq_)work_queue of the running vq's kick work: a requeue at the weight limit or busy poll. */
 static __always_inline int on_queue(u64 work)
 {
     u32 tid = bpf_get_current_pid_tgid();
@@ -147,8 +132,7 @@ static __always_inline int on_queue(u64 work)
 int on_work_queue(struct pt_regs *ctx) { return on_queue(ns_kprobe_arg(ctx, NS_WORK_QUEUE_WORK_ARG)); }
 int on_vq_work_queue(struct pt_regs *ctx) { return on_queue(ns_kprobe_arg(ctx, NS_VQ_WORK_QUEUE_WORK_ARG)); }
 
-/* An attempt to signal the guest about used buffers; the vq argument is chosen by its
- * BTF parameter name (NS_SIGNAL_VQ_ARG*). Only vqs seen running are counted. */
+/* An attempt to signal the guest (vq argument by BTF name); only vqs seen running count. */
 static __always_inline int on_signal(u64 vq)
 {
     u32 tid = bpf_get_current_pid_tgid();

@@ -1,13 +1,5 @@
-/* vhost-queue-correlation-details: each vhost-net work item, from queued to done.
- *
- * Queued: vhost_poll_wakeup (guest kick / tap socket wakeup, when the key matches the
- *   poll's mask) and vhost_poll_queue (requeue: weight limit, busy poll).  The first
- *   queueing wins until the work runs, as the kernel coalesces (VHOST_WORK_QUEUED).
- * Start: the work function's entry: wait = now - queued; the vq's ring state.
- * End: its return: run time, used-ring progress, whether vhost_get_vq_desc found the
- *   guest's ring empty, whether vhost_exceeds_weight said stop.
- * Per vq: totals and a log2 histogram of the wait; an event past NS_THRESHOLD_NS.
- */
+/* vhost-queue-correlation-details: each vhost-net work item from queued to done, per vq
+ * totals and a wait histogram, an event past NS_THRESHOLD_NS: docs/bpf.md#vhost_queuebpfc */
 #include "netsleuth.h"
 #include "netsleuth_vhost.inc.c"
 #include "netsleuth_events.inc.c"

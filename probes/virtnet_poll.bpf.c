@@ -1,7 +1,5 @@
-/* virtnet-poll-monitor (inside a guest): each NAPI poll of a virtio-net RX queue, from the
- * napi:napi_poll tracepoint (after the poll returned) filtered to virtio-net's poll
- * function, and each interrupt of the queue's MSI-X vector (irq:irq_handler_entry; user
- * space maps vectors to queues).  Fields and record: docs/output-virt.md. */
+/* virtnet-poll-monitor (in a guest): each NAPI poll of a virtio-net RX queue (napi:napi_poll)
+ * and each interrupt of its MSI-X vector (docs/output-virt.md) */
 #include "netsleuth.h"
 
 struct queue_key {
@@ -18,8 +16,7 @@ struct queue_count {
 };
 
 BPF_PERCPU_HASH(counts, struct queue_key, struct queue_count, 1024);
-/* Most work in one poll and most free RX descriptors seen after a poll, since user
- * space last cleared them (each interval). */
+/* Most work in one poll, most free RX descriptors after one: since cleared (each interval). */
 BPF_PERCPU_HASH(work_max, struct queue_key, u32, 1024);
 BPF_PERCPU_HASH(free_max, struct queue_key, u32, 1024);
 /* irq number -> its RX queue, filled by user space from /proc/interrupts. */

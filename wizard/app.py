@@ -186,8 +186,7 @@ class NetsleuthApp(App):
         """The VM's QEMU pid from its tap (discovery's vnet -> VM map), as the autopilot finds it
         (hostvalues.py), when the user named the tap and not the pid; live only."""
         tap = context.get("vm_interface")
-        live = callable(getattr(self.backend, "host_values", None))
-        if not (live and tap and self.inventory is not None and "vm_pid" in self.lib.context) \
+        if not (self.backend.mode == "live" and tap and self.inventory is not None and "vm_pid" in self.lib.context) \
                 or context.get("vm_pid") not in (None, ""):
             return context, {}
         pid, how = qemu_of_tap(self.inventory, tap)

@@ -25,17 +25,18 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from playbooks.engine import StepView, Walk
 from playbooks.model import Library, Question
 from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
 
+from .contracts import PilotBackend
 from .flagnames import dests
 from .guestimport import guest_command, guest_hint, runs_in_guest
 from .replay import Recorder, generic_command
-from .report import CONCLUSION_HEADS, build_report, host_facts, write_reports
+from .report import CONCLUSION_HEADS, build_report, write_reports
 from .session import Session
 from .steprun import run_source
 
@@ -56,7 +57,7 @@ class AutopilotResult:
     statuses: list[str] = field(default_factory=list)
 
 
-def command_for(backend: Any) -> Callable[[str, dict], str]:
+def command_for(backend: PilotBackend) -> Callable[[str, dict], str]:
     """The `netsleuth probe ...` command of a probe with flag-keyed params: the probe's own
     command_line() where this host can build it, else spelled out from the params."""
     def command(probe: str, params: dict) -> str:
@@ -68,7 +69,7 @@ def command_for(backend: Any) -> Callable[[str, dict], str]:
 
 
 class Autopilot:
-    def __init__(self, lib: Library, backend: Any, duration: float | None = None,
+    def __init__(self, lib: Library, backend: PilotBackend, duration: float | None = None,
                  recorder: Recorder | None = None, log: Callable[[str], None] | None = None,
                  stop: threading.Event | None = None):
         self.lib = lib
@@ -120,8 +121,8 @@ class Autopilot:
             self.log(f"  cannot start {view.probe}: {error}")
             walk.complete("error", error=error, params=view.params, command=self.command(view.probe, view.params))
             return "error"
-        command = source.command_line() if hasattr(source, "command_line") else self.command(view.probe, view.params)
-        recorded = getattr(source, "recorded_duration_s", None)
+        command = source.command_line()
+        recorded = source.recorded_duration_s
         self.log(f"  running: {command}  " + (f"(replaying a recorded run of {recorded:g} s)" if recorded is not None
                                               else f"({duration:g} s)"))
         run_id = self.recorder.start_run(view.probe, view.params, view.ref, command) if self.recorder else None
@@ -129,7 +130,7 @@ class Autopilot:
         outcome = run_source(source, view.probe, self.lib.probes[view.probe], duration, self.stop, on_records)
         if self.recorder:
             self.recorder.end_run(run_id, outcome.status, outcome.duration_s, outcome.error)
-        ran_with = getattr(source, "recorded_params", None) or view.params  # a replay: what was recorded
+        ran_with = source.recorded_params or view.params  # a replay: what was recorded
         findings = walk.complete(outcome.status, outcome.result, outcome.duration_s, outcome.started, outcome.error,
                                  command, ran_with)
         if outcome.error:
@@ -193,29 +194,27 @@ def exit_code(cause_found: bool, statuses: list[str]) -> int:
     return EXIT_NO_CAUSE
 
 
-def _host_values(lib: Library, backend: Any, context: dict, host: dict) -> tuple[dict, dict, list[str]]:
+def _host_values(lib: Library, backend: PilotBackend, context: dict, host: dict) -> tuple[dict, dict, list[str]]:
     """The context with what this host knows added (also in the report's host facts), why the
     rest could not be known, and the lines that say what was found."""
-    find = getattr(backend, "host_values", None)
-    if not callable(find):
+    hv = backend.host_values(context)
+    if hv is None:
         return context, {}, []
-    hv = find(context)
     found = {k: v for k, v in hv.values.items() if k in lib.context}
     if found:
         host["found_here"] = "; ".join(f"{k} = {v} ({hv.how[k]})" for k, v in found.items())
     return {**context, **found}, hv.unknown, [f"from this host: {k} = {v} ({hv.how[k]})" for k, v in found.items()]
 
 
-def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, report_dir: str,
+def run_autopilot(lib: Library, backend: PilotBackend, symptom: str, context: dict, report_dir: str,
                   duration: float | None = None, record: str | None = None, sessions: str | None = None,
                   max_steps: int = MAX_STEPS, log: Callable[[str], None] | None = None,
                   host: dict | None = None, start: str | None = None) -> AutopilotResult:
     """Diagnose ``symptom`` with no human; the report goes to ``report_dir``.  ``start``: a
     step or question of the symptom's playbook to begin at instead of its first."""
     if host is None:
-        facts = getattr(backend, "host_facts", None)
-        host = facts() if callable(facts) else host_facts(getattr(backend, "caps", None))
-    netns = backend.netns() if hasattr(backend, "netns") else None
+        host = backend.host_facts()
+    netns = backend.netns()
     if netns is not None and "netns" not in context:
         context = dict(context, netns=netns)
     host = dict(host)
@@ -238,7 +237,7 @@ def run_autopilot(lib: Library, backend: Any, symptom: str, context: dict, repor
         statuses = pilot.walk(walk, max_steps)
         conclusion = walk.conclusion()
         report = build_report(walk, host, session.id, pilot.command, mode="autopilot",
-                              known_fixes=getattr(backend, "known_fixes", None))
+                              known_fixes=backend.known_fixes)
         code = exit_code(conclusion.cause_found, statuses)
         try:
             paths = write_reports(report, report_dir)

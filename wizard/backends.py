@@ -16,6 +16,7 @@ from probes.registry import PROBES
 from probes.runtime import params as P
 
 from . import discovery
+from .contracts import BackendDefaults
 from .flagnames import dests
 from .guestimport import GUEST_ONLY
 from .replay import RecordedBackend
@@ -39,7 +40,7 @@ def namespaced(flags: tuple[Flag, ...], values: dict[str, Any]) -> dict[str, Any
     return out
 
 
-class LiveBackend:
+class LiveBackend(BackendDefaults):
     """This host: real capabilities, real discovery, real probes."""
 
     mode = "live"
@@ -123,19 +124,6 @@ class LiveBackend:
         """What the live view pumps: here, the probe itself."""
         return self.build(name, values)
 
-    # nothing recorded on a live host (contracts.Backend)
-    def recorded_symptom(self) -> None:
-        return None
-
-    def recorded_run(self, name: str, values: dict[str, Any]) -> None:
-        return None
-
-    def context_prefill(self) -> None:
-        return None
-
-    def replay_start(self, lib) -> None:
-        return None
-
 
 class ReplayBackend(RecordedBackend):
     """The app over a recording (``netsleuth replay FILE``): the recorded runs, plus what the
@@ -182,9 +170,6 @@ class ReplayBackend(RecordedBackend):
                 raise P.ParamError("--" + flag.name, value, "process/thread ids (numbers)")
             return value
         return flag.parse(value)
-
-    def known_fixes(self, causes: list) -> list[str]:
-        return []  # nothing to read from the recorded host
 
     def check(self, name: str, values: dict[str, Any]) -> None:
         for f in self.flags(name):

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from playbooks.engine import NOT_IMPLEMENTED, same_params
-from probes.base import Unavailable
+from probes.base import SourceDefaults, Unavailable
 from probes.runtime import stop
 from probes.runtime.loader import ProbeError
 
+from .contracts import BackendDefaults
 from .durable import fsync_dir
 from .flagnames import names
 from .jsonl import json_lines
@@ -205,7 +206,7 @@ class Recording:
                    list(runs.values()))
 
 
-class RecordedProbe:
+class RecordedProbe(SourceDefaults):
     """One recorded run, served through the probe interface.
 
     ``speed`` 1.0 replays at the recorded pace, 0 serves everything at once
@@ -222,7 +223,7 @@ class RecordedProbe:
         self.recorded_params = dict(run.params)  # what this run was recorded with (flag names)
 
     @property
-    def streaming(self) -> bool:
+    def wakes_on_events(self) -> bool:  # type: ignore[override]
         """At a pace its wait returns as records come, like a live event stream's: the step
         loop reads it at its own cadence, not once per record."""
         return self.speed > 0
@@ -297,7 +298,7 @@ def generic_command(probe: str, params: dict) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-class RecordedBackend:
+class RecordedBackend(BackendDefaults):
     """The wizard's backend over a recording: probes run from the recorded data."""
 
     mode = "replay"

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from playbooks.merge import Accumulator
 from playbooks.model import ProbeSpec
@@ -20,6 +20,9 @@ from probes.base import Unavailable
 from probes.runtime.loader import ProbeError
 from probes.runtime.stop import ProbeStopped
 from probes.runtime.params import ParamError
+
+if TYPE_CHECKING:
+    from .contracts import ProbeSource
 
 READ_EVERY_S = 1.0
 # An event stream's wait returns as soon as events come: it is polled in slices (a stop is
@@ -41,7 +44,7 @@ def now_iso() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
+def run_source(source: ProbeSource, probe: str, spec: ProbeSpec, duration: float,
                stop: threading.Event | None = None,
                on_records: Callable[[float, list[dict]], None] | None = None,
                on_update: Callable[[dict], None] | None = None,
@@ -52,7 +55,7 @@ def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
     started = now_iso()
     t0 = time.monotonic()
     status, error = "ok", None
-    streaming = bool(getattr(source, "streaming", False) or callable(getattr(source, "poll_events", None)))
+    streaming = source.wakes_on_events
 
     def take() -> None:
         records = source.read()
@@ -70,7 +73,7 @@ def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
         next_read = t0 + read_every
         while True:
             now = time.monotonic()
-            if now >= deadline or (stop is not None and stop.is_set()) or getattr(source, "exhausted", False):
+            if now >= deadline or (stop is not None and stop.is_set()) or source.exhausted:
                 break
             until = min(next_read, deadline) - now
             source.wait(max(0.0, min(POLL_S, until) if streaming else until))
@@ -79,9 +82,7 @@ def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
                 next_read = max(next_read + read_every, time.monotonic())
         if stop is not None and stop.is_set():
             status = "stopped"
-        finish = getattr(source, "finish", None)  # e.g. cpu-burst reports a burst still going on
-        if callable(finish):
-            finish()
+        source.finish()  # e.g. cpu-burst reports a burst still going on
         take()
     except Unavailable as e:
         status, error = "unavailable", str(e)
@@ -99,8 +100,7 @@ def run_source(source: Any, probe: str, spec: ProbeSpec, duration: float,
         except Exception as e:  # closing must not hide the outcome
             error = error or f"closing the probe failed: {e}"
     elapsed = round(time.monotonic() - t0, 3)
-    replayed = getattr(source, "replayed_s", None)  # replay: the recorded time served (all, or until stopped)
-    if replayed is not None:
-        elapsed = replayed
+    if source.replayed_s is not None:  # replay: the recorded time served (all, or until stopped)
+        elapsed = source.replayed_s
     result = acc.result(elapsed) if status in ("ok", "stopped") else None
     return StepOutcome(status, result, elapsed, started, error)

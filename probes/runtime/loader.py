@@ -7,12 +7,14 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import subprocess
+import sys
 import threading
 import weakref
 from pathlib import Path
 
 from .includes import choose_include_tree
-from .layout import layout_checks
+from .layout import layout_checks, mismatch
 from .offsets import OffsetsUnavailable, resolve, window_cflags
 from .params import CDefines
 
@@ -60,6 +62,21 @@ def program_text(source: str) -> str:
     return text + layout_checks([text, *headers])
 
 
+_RECOMPILE = "import sys; from bcc import BPF; BPF(text=sys.stdin.buffer.read(), cflags=sys.argv[1:])"
+
+
+def compiler_output(text: str, cflags: list[str]) -> str:
+    """Clang's diagnostics for a program that failed to compile. BCC prints them to fd 2 and
+    raises a bare "Failed to compile"; fd 2 is the wizard's screen (Textual draws on stderr),
+    so the program is compiled again in a child whose stderr is a pipe."""
+    try:
+        child = subprocess.run([sys.executable, "-c", _RECOMPILE, *cflags], input=text.encode(),
+                               capture_output=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return child.stderr.decode(errors="replace")
+
+
 def load(source: str, defines: CDefines, fields: list[str]):
     """Compile ``probes/<source>`` and return the ``bcc.BPF`` object."""
     try:
@@ -94,7 +111,8 @@ def load(source: str, defines: CDefines, fields: list[str]):
     try:
         bpf = BPF(text=text.encode(), cflags=cflags)
     except Exception as e:  # BCC raises bare Exception on compile/load failures
-        raise ProbeError(f"could not load {source}: {e}") from None
+        why = mismatch(compiler_output(text, cflags)) if "Failed to compile" in str(e) else None
+        raise ProbeError(f"could not load {source}: {why or e}") from None
     with _live_lock:
         _live.add(bpf)
     return bpf

@@ -92,12 +92,16 @@ def _loop(probe: Probe, as_json: bool) -> int:
             stop_at = min(next_report, deadline) if deadline else next_report
             probe.wait(max(0.0, stop_at - now))
             now = time.monotonic()
-            if probe.streaming or now >= next_report or (deadline and now >= deadline):
+            ending = bool(deadline and now >= deadline)
+            if ending:
+                probe.finish()  # e.g. vhost Details: the interval so far as a summary
+            if probe.streaming or now >= next_report or ending:
                 _emit(probe, probe.read(), as_json)
                 next_report = now + interval
-            if deadline and now >= deadline:
+            if ending:
                 return EXIT_OK
     except (KeyboardInterrupt, ProbeStopped):
         # Report what was collected since the last interval before detaching.
+        probe.finish()
         _emit(probe, probe.read(), as_json)
         return EXIT_OK

@@ -2,9 +2,9 @@
 rules, from `netsleuth diagnose --guest-records` and from the wizard's step; a file that is not
 such a record is one line and the session goes on.
 
-tests/data/virtnet_records.json is written by hand in the probe's record shape (the lab guest
-with virtio-net NICs does not boot yet, docs/lab.md): these tests check the import and the
-rules' logic, not the probe's counts."""
+tests/data/virtnet_records.json holds what the probe wrote in the lab guest on a real virtio-net
+NIC, with the NIC's own counts (tests/lab/virtio_checks.py); the probe's counts are checked
+there, the import and the rules here."""
 
 from __future__ import annotations
 

@@ -60,8 +60,10 @@ def lab(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def vmlab(tmp_path_factory) -> dict:
-    """The VM path's checks against a nested VM (tests/lab/vm_checks.py), a boot of its own."""
-    results = guest_run(tmp_path_factory, "tests.lab.vm_checks", "vm_results.json", VM_GUEST_TIMEOUT_S)
+    """The VM path's checks against a nested VM (tests/lab/vm_checks.py), a boot of its own;
+    also the guest side, on the lab guest's own virtio-net NICs (tests/lab/virtio_checks.py)."""
+    results = guest_run(tmp_path_factory, "tests.lab.vm_checks", "vm_results.json", VM_GUEST_TIMEOUT_S,
+                        virtio_nics=True)
     if results.get("nesting_unavailable"):
         pytest.fail(f"the lab guest cannot run a nested VM: {results['nesting_unavailable']}")
     return results

@@ -6,8 +6,7 @@ checks below assert the probe against it and the run exits 1 when one fails.
 
     python3 -m tests.lab.runner --virtio-nics 'python3 -m tests.lab.virtio_checks /lab/virtio.json'
 
-NOT YET RUN: a lab guest given these NICs has not reached its init so far (docs/lab.md,
-"virtio-net NICs"), so this is not part of guest_checks.py's boot.
+In CI it runs in vm_checks.py's boot; tests/lab/test_lab_virtio.py asserts CHECKS on it.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.lab import nested_vm
+from tests.lab import nested_vm, virtio_checks
 from tests.lab import topology as T
 from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe
 from tests.lab.vm_checks_kvm import check_kvm_irqfd, start_kvm_probe
@@ -158,6 +158,14 @@ def check_autopilot_vhost_not_scheduled(vm: nested_vm.NestedVm) -> dict:
     return out
 
 
+def _check_virtio(rec: Recorder, worker) -> None:
+    """virtnet-poll-monitor on the lab guest's own virtio-net NIC (tests/lab/virtio_checks.py)."""
+    if worker is None:
+        return
+    with rec.step("virtio"):
+        rec.data["virtio"] = virtio_checks.check_virtnet(worker)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--autopilot-vhost"]:  # the dev loop, in tests.lab.nested_vm (docs/lab.md)
         Path(argv[1]).write_text(json.dumps(check_autopilot_vhost_not_scheduled(running_vm()), indent=1))
@@ -169,9 +177,14 @@ def main(argv: list[str]) -> int:
     rec.data["boot_uptime_s"] = T.uptime()
     T.modprobe("tun", "veth", "vhost_net")
     T.sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    virtio_worker = None
+    with rec.step("virtio_setup"):  # the lab guest's own virtio-net NICs (conftest: --virtio-nics)
+        virtio_checks.setup()
+        virtio_worker = virtio_checks.start_worker()  # compiles while the nested VM boots
     why = nested_vm.nesting_unavailable()
     if why:
         rec.data["nesting_unavailable"] = why
+        _check_virtio(rec, virtio_worker)
         rec.save()
         return 0
 
@@ -184,12 +197,15 @@ def main(argv: list[str]) -> int:
         rec.data["vm"] = {"boot_s": vm.boot_s, "pid": vm.pid, "tap": vm.tap, "ip": vm.ip,
                           "vhost_tids": vm.vhost_tids(), "vcpu_tids": vm.vcpu_tids()}
     if "topology" in rec.data["errors"]:
+        if virtio_worker:
+            virtio_worker.close()
         return 1
     try:
         ring_f = pool.submit(start_probe, "tun-ring-monitor", "--device", vm.tap, "-i", "1", "--json")
         kvm_probe = start_kvm_probe(vm)  # compiles in its own process meanwhile
         with rec.step("probes_attach"):
             ring_probe = ring_f.result()
+        _check_virtio(rec, virtio_worker)
         with rec.step("tun_ring"):
             rec.data["tun_ring"] = check_ring_overflow(br, sysnet, vm, ring_probe)
         with rec.step("probes_stop"):

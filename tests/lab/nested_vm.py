@@ -50,6 +50,7 @@ echo L2 READY
 s=/sys/class/net/eth0/statistics
 while true; do
   echo "STATS up=$(cut -d' ' -f1 /proc/uptime) rx=$(cat $s/rx_packets) tx=$(cat $s/tx_packets)" \\
+    "udp_noports=$(awk '/^Udp:/ {{n++}} n == 2 {{print $3; exit}}' /proc/net/snmp)" \\
     "rxdrop=$(cat $s/rx_dropped) $(awk '/virtio/ {{printf "%s=%s ", $NF, $2}}' /proc/interrupts)" \\
     "$(ethtool -S eth0 2>/dev/null | awk -F': ' '/kicks/ {{gsub(/ /, "", $1); printf "%s=%s ", $1, $2}}')"
   sleep {period}
@@ -176,7 +177,8 @@ class NestedVm:
 
     def guest_stats(self, timeout: float = 30) -> dict:
         """The VM's counters as it printed them after this call (so they include everything
-        before it): rx, tx, rxdrop, virtio<N>-input.0 / -output.0 interrupts, *_kicks."""
+        before it): rx, tx, udp_noports (datagrams to a closed port), rxdrop, virtio<N>-input.0 /
+        -output.0 interrupts, *_kicks."""
         first = self._last_stats()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,19 +1,21 @@
 """What the event probes share: a BCC perf buffer, polled with flow control, its losses reported.
 
-BCC's ``perf_buffer_poll`` reads for as long as events keep coming: under a
-flood it never returns to Python.  So the event callback (called from C inside
-the poll) holds the program's events back (``netsleuth_events.inc.c``) when
-the probe is stopping or when more than MAX_BACKLOG events wait for a read;
-the buffer drains, the poll returns, and the held-back events are counted as
-lost.  A consumer that must stay responsive (the wizard's UI shares the GIL with
-the decoding) sets ``decode_share``, the fraction of the time decoding may take:
-a token bucket, spent per event and refilled per poll, holds the stream when it
-runs dry, so the events decoded are spread over the whole read interval (the
-newest are recent); those still in the buffer then are counted, not decoded.
-``interrupt()`` (from another thread) ends a poll within a buffer's drain.
-A signal handled inside the callback (Python runs handlers at the next
-bytecode, which under load is in the callback, where ctypes would print and
-drop the exception) is kept and raised once the poll has returned.
+BCC's ``perf_buffer_poll`` reads for as long as events keep coming and calls
+Python for each: under a flood it never returns, and every event costs the GIL
+whether decoded or not.  So the kernel sends only what will be decoded: before
+each poll the stream grants the program credit (``netsleuth_events.inc.c``),
+the events up to MAX_BACKLOG per read, or none when the probe is stopping; the
+program holds the rest back and counts them, and they are reported as lost.
+A consumer that must stay responsive (the wizard's UI shares the GIL with the
+decoding) sets ``decode_share``, the fraction of the time decoding may take: a
+token bucket, refilled per poll and spent per event, sizes the credit (the
+tokens over the measured cost of one event), so the work per second is bounded
+by the share, not by the event rate, and the events decoded are the latest
+poll's (the newest are recent).
+``interrupt()`` (from another thread) revokes the credit: the poll returns
+within its timeout.  A signal handled inside the callback (Python runs handlers
+at the next bytecode, which under load is in the callback, where ctypes would
+print and drop the exception) is kept and raised once the poll has returned.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from .runtime.stop import ProbeStopped
 
 MAX_BACKLOG = 20_000  # events taken between two reads before the kernel side is held
 MAX_DECODE_ERRORS = 5
-BURST_S = 0.2  # decode_share: the most decoding time saved up, per second of share
+BURST_S = 0.2  # decode_share: the most decoding time saved up (or owed), per second of share
+FIRST_COST_S = 0.001  # decode_share: one event's decoding time until measured
 
 
 class EventStream:
@@ -49,10 +52,10 @@ class EventStream:
         self.decode_errors: list[str] = []
         self._stop: BaseException | None = None
         self._backlog = 0
-        self._holding = False
-        self._tokens = 0.0  # decoding seconds left (decode_share)
+        self._tokens = self._burst()  # decoding CPU seconds left (decode_share)
+        self._cost = FIRST_COST_S  # one event's decoding time, a moving average
         self._refilled = time.perf_counter()
-        self._hold = bpf[b"hold"]
+        self._credit = bpf[b"credit"]
 
         def callback(_cpu, data, size):
             try:
@@ -60,15 +63,16 @@ class EventStream:
                     self.events_lost += 1  # already in the buffer: counted, not decoded
                     return
                 self._backlog += 1
-                t0 = time.perf_counter()
+                t0 = time.thread_time()  # the CPU it takes, not the waits for the CPU or the GIL
                 on_event(data, size)
-                self._tokens -= time.perf_counter() - t0
-                if (self._backlog >= MAX_BACKLOG or self._over_budget() or stopping.requested()) \
-                        and not self._holding:
-                    self._set_hold(True)
+                took = time.thread_time() - t0
+                self._tokens = max(self._tokens - took, -self._burst())  # one slow event: a short pause
+                self._cost += (took - self._cost) / 8
+                if stopping.requested() and self._granted:
+                    self._grant(0)
             except (KeyboardInterrupt, ProbeStopped) as stop:
                 self._stop = self._stop or stop
-                self._set_hold(True)
+                self._grant(0)
             except Exception as exc:  # one undecodable event must not end the stream
                 if len(self.decode_errors) < MAX_DECODE_ERRORS:
                     self.decode_errors.append(repr(exc))
@@ -78,36 +82,52 @@ class EventStream:
                 self.events_lost += count
             except (KeyboardInterrupt, ProbeStopped) as stop:
                 self._stop = self._stop or stop
-                self._set_hold(True)
+                self._grant(0)
 
         bpf[b"events"].open_perf_buffer(callback, page_cnt=page_cnt, lost_cb=lost)
+        self._grant(self._affordable())  # events before the first poll wait in the buffer
 
-    def _set_hold(self, on: bool) -> None:
-        self._hold[ct.c_int(0)] = self._hold.Leaf(int(on))
-        self._holding = on
-        if not on:  # what the kernel held back meanwhile
-            held = self._hold[ct.c_int(1)].value
-            self.events_lost += held - self._held_counted
-            self._held_counted = held
+    def _grant(self, events: int) -> None:
+        """Let the program send ``events`` more (0: hold them back); count what it held back."""
+        self._credit[ct.c_int(0)] = self._credit.Leaf(events)
+        self._granted = events
+        self._count_held()
+
+    def _count_held(self) -> None:
+        held = self._credit[ct.c_int(1)].value
+        self.events_lost += held - self._held_counted
+        self._held_counted = held
+
+    def _affordable(self) -> int:
+        """The events to decode until the next poll: room in this read, within the decoding budget."""
+        room = max(0, MAX_BACKLOG - self._backlog)
+        if self.decode_share is None:
+            return room
+        if self._tokens <= 0:
+            return 0
+        return min(room, max(1, int(self._tokens / max(self._cost, 1e-6))))  # 1: the cost is measured again
 
     def _over_budget(self) -> bool:
         return self.decode_share is not None and self._tokens <= 0
 
+    def _burst(self) -> float:
+        return (self.decode_share or 0) * BURST_S
+
     def _refill(self) -> None:
         now = time.perf_counter()
         if self.decode_share is not None:
-            self._tokens = min(self._tokens + (now - self._refilled) * self.decode_share,
-                               self.decode_share * BURST_S)
+            self._tokens = min(self._tokens + (now - self._refilled) * self.decode_share, self._burst())
         self._refilled = now
 
     def interrupt(self) -> None:
-        """Stop decoding now (called from another thread): the kernel side is held, the buffer
-        drains uncounted into lost, and the poll returns; the owner's loop then stops."""
+        """Stop decoding now (called from another thread): the credit is revoked, what is
+        still in the buffer drains uncounted into lost, and the poll returns; the owner's
+        loop then stops."""
         self._interrupted = True
-        hold = getattr(self, "_hold", None)
-        if hold is not None and self.bpf is not None:
+        credit = getattr(self, "_credit", None)
+        if credit is not None and self.bpf is not None:
             try:
-                hold[ct.c_int(0)] = hold.Leaf(1)
+                credit[ct.c_int(0)] = credit.Leaf(0)
             except Exception:  # noqa: BLE001 - closing meanwhile: nothing left to hold
                 pass
 
@@ -116,8 +136,7 @@ class EventStream:
         if self._interrupted:
             return
         self._refill()
-        if self._holding and self._backlog < MAX_BACKLOG and not self._over_budget():
-            self._set_hold(False)
+        self._grant(0 if stopping.requested() else self._affordable())
         self.bpf.perf_buffer_poll(timeout=int(timeout * 1000))
         stop, self._stop = self._stop, None
         if stop is not None:
@@ -130,6 +149,7 @@ class EventStream:
         lost or undecodable since the last one: a consumer must know the stream has gaps."""
         out, self._pending = sorted(self._pending, key=lambda r: r.get("ktime_ns", 0)), []
         self._backlog = 0
+        self._count_held()
         new = self.events_lost - self._lost_reported
         if new or self.decode_errors:
             self._lost_reported = self.events_lost

@@ -50,7 +50,7 @@ def test_unwritable_cache_falls_back_to_a_private_temporary_one(monkeypatch, tmp
 def test_main_file_includes_are_pasted_in():
     text = program_text("drop_details.bpf.c")
     assert '#include "netsleuth_events.inc.c"' not in text
-    assert "BPF_ARRAY(hold, u64, 2);" in text and "static inline __attribute__((always_inline)) void ns_emit" in text
+    assert "BPF_ARRAY(credit, s64, 2);" in text and "static inline __attribute__((always_inline)) void ns_emit" in text
     assert '#include "netsleuth.h"' in text  # ordinary headers stay includes
 
 

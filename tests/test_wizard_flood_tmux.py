@@ -28,7 +28,9 @@ pytestmark = [
 SPORT, DPORT = 40001, 5555
 KEY_S = 0.2  # a key must show its effect within this
 DETACH_S = 1.0  # a stop must detach the probe within this
-SLACK = 3  # the bounds above, on a host that other work loads (measured: load 12 on 2 CPUs)
+SLACK = 3  # keys and stops, on a host that other work loads (measured: load 12 on 2 CPUs)
+ROW_AGE_S = 1.0  # the newest listed drop, typically (read 4 times a second, drawn at once)
+ROW_AGE_MAX_S = 1.5  # and at the most: a stall of the stream (seen: 2-3 s) fails
 
 
 def timed(term: Tmux, keys: list[str], shows, timeout: float = 10) -> tuple[float, str]:
@@ -125,14 +127,15 @@ def test_details_stay_responsive_under_a_flood(tmp_path):
             figures["drops/s"] = rate = round((udp_no_ports(ns) - n0) / (time.monotonic() - t0))
             assert rate >= 10_000, f"the flood reached only {rate} drops/s"
 
-            figures["key waits (s)"] = waits = help_key_waits(term)
-
-            # The newest rows are listed; what is not listed, and what was lost, is counted.
+            # The newest rows are listed (first: the run lasts 20 s, keys take long on a loaded host).
             ages = []
             for _ in range(5):
                 ages.append(newest_row_age(term.screen()))
                 time.sleep(0.4)
             figures["newest row age (s)"] = [round(a, 2) for a in ages]
+
+            figures["key waits (s)"] = waits = help_key_waits(term)
+            # what is not listed, and what was lost, is counted
             screen = term.screen()
             events, lost, skipped = counter(screen, "events"), counter(screen, "lost"), counter(screen, "not listed")
             figures["events, lost, not listed"] = (events, lost, skipped)
@@ -156,6 +159,7 @@ def test_details_stay_responsive_under_a_flood(tmp_path):
             term.wait_for("not listed", timeout=60)
             progs2 = held_programs(pid)
             took_quit, _ = timed(term, ["C-c"], "Quit netsleuth?")
+            figures["Ctrl-C: asks after (s)"] = round(took_quit, 3)
             t0 = time.monotonic()
             term.keys("y")
             figures["Ctrl-C y: detached after (s)"] = quit_detach_s = round(detached_after(pid, progs2, t0), 3)
@@ -176,9 +180,11 @@ def test_details_stay_responsive_under_a_flood(tmp_path):
     # Within KEY_S; on a host so loaded that keys take longer even without a flood, not much
     # slower than there (the medians: the same keys, the same terminal).  The figures are printed.
     allowed = max(KEY_S, SLACK * statistics.median(calm))
+    loaded_host = max(1.0, statistics.median(calm) / KEY_S)  # how much slower than KEY_S keys are here
     assert statistics.median(waits) < allowed and took_quit < 2 * allowed, figures
-    assert statistics.median(ages) < 1.5, figures  # read twice a second, drawn at once
+    assert statistics.median(ages) < ROW_AGE_S and max(ages) < ROW_AGE_MAX_S * loaded_host, figures
     # lost (held back in the kernel) and not listed (decoded, more than the list holds) on screen
     assert events > 0 and lost > 0 and (skipped > 0 or events < 2 * EVENT_ROWS), figures
+    # from the key press: mostly the key reaching a loaded app (stop to detached: 10 ms, profiled)
     assert detach_s < DETACH_S * SLACK and quit_detach_s < DETACH_S * SLACK, figures
     assert our_bpf_programs(pid) == []

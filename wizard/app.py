@@ -427,7 +427,9 @@ class NetsleuthApp(App):
                 detail += f"\nResume it with: {self.resume_command()}"
 
         def answered(yes: bool | None) -> None:
-            if yes:
+            if yes:  # the probes stop now, not after the dialog has closed and the screen redrawn
+                self.live_runs.closing = True
+                self.live_runs.stop_all()
                 self.call_later(self.shutdown, "user quit")
 
         self.push_screen(ConfirmQuit(detail), answered)

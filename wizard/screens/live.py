@@ -428,7 +428,7 @@ EVENT_ROWS = 60  # the newest events listed (the selected one in full below); ea
 
 
 class LiveDetailsScreen(LiveScreen):
-    READ_EVERY_S = 0.5  # the list's newest rows are at most this old (plus a poll)
+    READ_EVERY_S = 0.25  # the list's newest rows are at most this old (plus a poll and a redraw)
     HELP = ("The Details probe reports each matching event (here: each dropped packet) as it happens. "
             "Move in the list with ↑/↓: the selected packet's fields and kernel stack show below.\n"
             "While you look at an older row the list stands still; End goes back to the newest. Under a "
@@ -485,6 +485,7 @@ class LiveDetailsScreen(LiveScreen):
         if self.waiting and table.following:
             waiting, self.waiting = list(self.waiting), deque(maxlen=table.limit)
             table.append(waiting)
+            self._tick()  # the "newer: End" note goes at once, not at the next tick
 
     def _show_event(self, e: dict | None) -> None:
         if e is not None:

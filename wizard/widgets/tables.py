@@ -90,7 +90,7 @@ class EntryTable(DataTable):
         self.limit = limit
         self.keep = tuple(k.lower() for k in keep)
         self.items: list[dict] = []
-        self._widths: list[int] | None = None
+        self._layout: list[tuple[str, int]] | None = None  # the columns shown: (title, width)
 
     def on_mount(self) -> None:
         self._build(self.cursor_row)
@@ -133,9 +133,14 @@ class EntryTable(DataTable):
         widths = fit_widths(titles, rows, width - SCROLLBAR, [t.lower() in self.keep for t in titles],
                             pad=2 * self.cell_padding)
         shown = [i for i, w in enumerate(widths) if w]
-        self.clear(columns=True)
-        for i in shown:
-            self.add_column(cut(titles[i], widths[i]), width=widths[i])
+        layout = [(titles[i], widths[i]) for i in shown]
+        if layout != self._layout:  # new columns only when they change: most refreshes only swap rows
+            self.clear(columns=True)
+            for title, w in layout:
+                self.add_column(cut(title, w), width=w)
+            self._layout = layout
+        else:
+            self.clear()
         self.add_rows([[cut(row[i], widths[i]) for i in shown] for row in rows])
         if self.items:
             self.move_cursor(row=min(max(cursor, 0), len(self.items) - 1), animate=False)

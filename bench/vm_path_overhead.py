@@ -361,11 +361,12 @@ def guest(share: Path, seconds: float, cycles: int, per_attach: int) -> int:
                     current.command("on")
                 attached_now = current
             time.sleep(SETTLE_S)
+            # The program counters just before the tap's at both ends: windows of the same length.
             runs_a = current.command("stats") if current else {}
             a = counters()
             time.sleep(seconds)
-            b = counters()
             runs_b = current.command("stats") if current else {}
+            b = counters()
             vm_rate, lines = vm_rx_rate(vm.console, a["console"], b["console"])
             wall, rx_cpu, tx_cpu = b["t"] - a["t"], (b["rx_side_ns"] - a["rx_side_ns"]) / 1e9, \
                 (b["sender_ns"] - a["sender_ns"]) / 1e9
@@ -440,17 +441,18 @@ def table(data: dict) -> tuple[str, str]:
     costs: dict[tuple[str, str], tuple[float, list[float]]] = {}
     for name, *_ in PROBES:
         seen = [r.get("seen") for r in data["rounds"] if r["probe"] == name]
-        for k, (metric, label) in enumerate(METRICS.items()):
+        first = True  # the probe's first row names it
+        for metric, label in METRICS.items():
             on, off, ratio = ratios(data, name, metric)
             if not ratio:
                 continue
             r = statistics.median(ratio)
             costs[(name, metric)] = (1 - r, ratio)
-            first = k == 0
             lines.append(f"| {name if first else ''} | {per_packet[name] if first else ''} | {label} "
                          f"| {statistics.median(off):,.0f} | {statistics.median(on):,.0f} | {r:.3f} "
                          f"| {100 * (1 - r):.1f} % | {min(ratio):.3f}–{max(ratio):.3f} | {len(ratio)} "
                          f"| {(f'{statistics.median(seen):,.0f}' if seen and None not in seen else '') if first else ''} |")
+            first = False
     verdicts = []
     for name, *_ in PROBES:
         if name == REFERENCE or name.startswith("empty "):
@@ -572,7 +574,8 @@ def host(args) -> int:
         subprocess.run(["gcc", "-static", "-O2", "-o", str(share / "udpblast"), str(ROOT / "bench/udpblast.c")],
                        check=True)
         rounds = args.cycles * (1 + args.per_attach) * len(PROBES) + 1
-        budget = rounds * (args.seconds + SETTLE_S + 8) + 420
+        # boot, and the compile: 6.5 min on 2026-12-03 with the host's cores busy
+        budget = rounds * (args.seconds + SETTLE_S + 8) + 720
         try:
             guest_run = run(f"python3 bench/vm_path_overhead.py --guest /lab --seconds {args.seconds:g} "
                             f"--cycles {args.cycles} --per-attach {args.per_attach}", timeout=budget,

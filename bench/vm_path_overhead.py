@@ -48,7 +48,7 @@ SETTLE_S = 1.0  # after a toggle, before a round's first counter read
 #  what runs for each packet of this traffic; docs/output-virt.md, the probes' BPF C)
 PROBES = [
     ("tun-ring-monitor", lambda vm, phy: dict(device=vm.tap, interval="3600"), "xmits",
-     "kprobe tun_net_xmit (9 reads, 3 per-CPU hash lookups); the drop tracepoint per packet dropped on the tap"),
+     "kprobe tun_net_xmit (9 reads, its queue's per-CPU array entry); the drop tracepoint per packet dropped on the tap"),
     ("vhost-eventfd-count", lambda vm, phy: dict(pid=str(vm.pid), interval="3600"), "runs",
      "nothing (per socket wakeup, run, requeue or signal: a map update each)"),
     ("kvm-irqfd-stats-summary", lambda vm, phy: dict(pid=str(vm.pid), interval="3600"), "injected",

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.drop_program_cost import program_stats  # noqa: E402
+from bench.bpf_stats import program_stats  # noqa: E402
 from bench.report import publish  # noqa: E402
 from tests.netenv import ProbeProcess  # noqa: E402
 

@@ -11,9 +11,7 @@ programs and settings, and say what one drop costs the CPU that drops it.
 
 from __future__ import annotations
 
-import json
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -24,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bpf_stats import fd_stats, program_stats, stats_enabled  # noqa: E402
 from bench.report import bench_arguments, publish  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402
 
@@ -55,22 +54,12 @@ def empty_program_cost(drop_all, tmp: Path) -> tuple[int, int]:
     try:
         bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"empty")
         fd = bpf.funcs[b"empty"].fd
-        before = _fdinfo_stats(fd)
+        before = fd_stats(fd)
         drop_all()
-        after = _fdinfo_stats(fd)
+        after = fd_stats(fd)
     finally:
         bpf.cleanup()
     return after[0] - before[0], after[1] - before[1]
-
-
-def _fdinfo_stats(fd: int) -> tuple[int, int]:
-    text = Path(f"/proc/self/fdinfo/{fd}").read_text()
-    return tuple(int(re.search(rf"^{k}:\s*(\d+)", text, re.M).group(1)) for k in ("run_cnt", "run_time_ns"))
-
-
-def program_stats() -> dict[int, tuple[str, int, int]]:
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
-    return {p["id"]: (p.get("name", "?"), p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in json.loads(out)}
 
 
 def main() -> int:
@@ -78,8 +67,6 @@ def main() -> int:
     if not shutil.which("bpftool"):
         print("install bpftool (apt install bpftool)", file=sys.stderr)
         return 2
-    sysctl = Path("/proc/sys/kernel/bpf_stats_enabled")
-    before = sysctl.read_text().strip()
     runs: dict[tuple[str, str], list[tuple[int, float]]] = {}  # (setting, program) -> [(runs, ns per run)]
     with tempfile.TemporaryDirectory() as tmp, veth_ns() as env:
         blast = Path(tmp) / "udpblast"
@@ -88,8 +75,7 @@ def main() -> int:
         def drop_all() -> None:
             subprocess.run([str(blast), "send", env.peer_ip, "9", str(args.seconds)], capture_output=True, check=True)
 
-        sysctl.write_text("1")
-        try:
+        with stats_enabled():
             for _ in range(args.rounds):  # settings interleaved, so the host's drift hits them alike
                 cnt, ns = empty_program_cost(drop_all, Path(tmp))
                 runs.setdefault((FLOOR, "empty"), []).append((cnt, ns / max(cnt, 1)))
@@ -107,8 +93,6 @@ def main() -> int:
                         if cnt > cnt0:
                             label = f"`{name} {' '.join(flags)}`".strip()
                             runs.setdefault((label, prog), []).append((cnt - cnt0, (ns - ns0) / (cnt - cnt0)))
-        finally:
-            sysctl.write_text(before)
     lines = ["| probe and flags | program | runs (all rounds) | ns per run: median of rounds | range |",
              "|---|---|---|---|---|"]
     for (label, prog), got in runs.items():

@@ -37,15 +37,19 @@ NS_DEFINE_DROP_HOOK()
 /* netdev_priv(): the tun_struct follows the net_device, NETDEV_ALIGN (32) aligned. */
 #define NS_TUN_PRIV ((NS_OFF_NETDEV_SIZE + 31) & ~31)
 
-struct ring_count {
+/* A queue's ring as seen on one CPU: one entry per queue, no other map per packet. */
+struct ring_state {
     u64 xmits;      /* packets tun_net_xmit was given */
     u64 found_full; /* ... that found the ring full (ptr_ring_produce fails: dropped) */
+    u64 epoch;      /* the interval max_pending belongs to (ring_epoch's number) */
+    u32 max_pending;/* highest fill seen in that interval */
+    u32 size;
 };
 
-BPF_PERCPU_HASH(ring_counts, u32, struct ring_count, NS_TUN_MAX_QUEUES);
-/* Highest fill seen since user space last cleared it (each interval). */
-BPF_PERCPU_HASH(ring_max, u32, u32, NS_TUN_MAX_QUEUES);
-BPF_PERCPU_HASH(ring_size, u32, u32, NS_TUN_MAX_QUEUES);
+BPF_PERCPU_ARRAY(rings, struct ring_state, NS_TUN_MAX_QUEUES);  /* read and written on its own CPU only */
+/* The number of the interval user space is in: it adds one after each read, which
+ * starts every queue's maximum again (a plain array: its lookup is inlined). */
+BPF_ARRAY(ring_epoch, u64, 1);
 
 /* tun_net_xmit(skb, dev): queue skb->queue_mapping of tun_struct netdev_priv(dev) */
 int ns_tun_net_xmit(struct pt_regs *ctx)
@@ -80,21 +84,20 @@ int ns_tun_net_xmit(struct pt_regs *ctx)
     /* full even when partly read: the consumer frees slots in batches (consumer_tail) */
     u32 pending = slot ? size : (producer >= head ? producer - head : producer + size - head);
 
-    struct ring_count zero = {};
-    struct ring_count *c = ring_counts.lookup_or_try_init(&queue, &zero);
-    if (c) {
-        __sync_fetch_and_add(&c->xmits, 1);
-        if (slot)
-            __sync_fetch_and_add(&c->found_full, 1);
+    struct ring_state *r = rings.lookup(&queue);
+    if (!r)
+        return 0;
+    r->xmits++;
+    if (slot)
+        r->found_full++;
+    u32 zero = 0;
+    u64 *now = ring_epoch.lookup(&zero);
+    u64 epoch = now ? *now : 0;
+    if (r->epoch != epoch || pending > r->max_pending) {
+        r->epoch = epoch;
+        r->max_pending = pending;
     }
-    u32 none = 0;
-    u32 *max = ring_max.lookup_or_try_init(&queue, &none);
-    if (max && pending > *max)
-        *max = pending;  /* per CPU: no other writer */
-    u32 usize = size;
-    u32 *known = ring_size.lookup(&queue);
-    if (!known || *known != usize)
-        ring_size.update(&queue, &usize);
+    r->size = size;
     return 0;
 }
 #endif

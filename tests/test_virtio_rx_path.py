@@ -14,7 +14,6 @@ from probes.virtio_rx_path import STAGES, VirtioRxPathMonitor
 from probes.virtnet_poll import virtio_devices
 from tests.netenv import NETSLEUTH, ROOT, ProbeProcess
 from tests.test_ovs_output_doc import documented
-from tests.test_virtnet_poll import fake_nic  # noqa: F401 (one fake NIC builder)
 
 DOC = ROOT / "docs" / "output-virt.md"
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

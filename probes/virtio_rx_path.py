@@ -70,6 +70,7 @@ class VirtioRxPathMonitor(EventStream, Probe):
     tier = 2
     runs_in_guest = True
     streaming = True
+    other_records = ("virtio_rx_path_event",)  # a guest file may hold them beside the summaries
     cost = ("medium: tracepoints per received packet (GRO, netif_receive_skb) and per interrupt, kprobes on "
             "IP and L4 receive; one event per packet past the threshold")
     description = ("Inside a VM, per received packet on a virtio-net interface: the time from the RX queue's "
@@ -154,7 +155,8 @@ class VirtioRxPathMonitor(EventStream, Probe):
             prev = t
         slowest = max(stages[1:], key=lambda s: s["delta_us"], default=stages[0])
         return {
-            "type": "virtio_rx_path_event", "device": ifname(p.ifindex), "queue": p.queue, "cpu": p.cpu,
+            "type": "virtio_rx_path_event", "hostname": socket.gethostname(), "kernel": platform.release(),
+            "device": ifname(p.ifindex), "queue": p.queue, "cpu": p.cpu,
             "src_ip": ipv4(p.saddr), "dst_ip": ipv4(p.daddr), "protocol": p.proto,
             "src_port": p.sport or None, "dst_port": p.dport or None, "ip_len": p.ip_len,
             "total_us": round((prev - first) / 1000, 1), "slowest_stage": slowest["stage"], "stages": stages,

@@ -63,3 +63,33 @@ def test_the_records_are_documented():
         written = set(re.findall(r'"(\w+)":', block))
         assert written == documented(f'"{kind}"', DOC), kind
     assert STAGES == ("IRQ", "GRO", "NETIF_RECEIVE", "IP", "L4")
+
+
+def test_a_guest_file_of_summaries_and_events_is_imported(tmp_path):
+    """The guest's --json output (both record types) comes back as one run of this probe and
+    merges per (device, queue, stage); a file taken on this host is refused in one line."""
+    import json
+
+    from tests.test_playbooks_engine import LIB, merged
+    from wizard.guestimport import GuestFileError, load_guest_file
+    guest = {"hostname": "guest7", "kernel": "6.1.0-lab"}
+    hist = {"count": 3, "buckets": [{"low": 4, "high": 7, "count": 3}], "p50": 7, "p90": 7, "p99": 7,
+            "p99_9": 7, "max": 7}
+    summary = dict(guest, type="virtio_rx_path_summary", device="eth0", queue=0, interval_s=5.0,
+                   stages_available=list(STAGES), stages_unavailable_reason=None, packets=3, completed=3,
+                   stages=[dict(hist, stage=s, to=s, packets=3, **{"from": STAGES[max(i - 1, 0)]})
+                           for i, s in enumerate(STAGES)], total=hist)
+    event = dict(guest, type="virtio_rx_path_event", device="eth0", queue=0, cpu=1, src_ip="10.0.0.1",
+                 dst_ip="10.0.0.2", protocol=17, src_port=5, dst_port=6, ip_len=60, total_us=1500.0,
+                 slowest_stage="IP", stages=[])
+    path = tmp_path / "rxpath.json"
+    path.write_text("\n".join(json.dumps(r) for r in (event, summary, summary)) + "\n")
+    run = load_guest_file(path, LIB)
+    assert run.probe == "virtio-rx-path-monitor" and len(run.records) == 3
+    assert "in guest guest7 (kernel 6.1.0-lab)" in run.command
+    result = merged("virtio-rx-path-monitor", [r for _, r in run.records])
+    ip = [e for e in result["entries"] if e["stage"] == "IP"]
+    assert len(ip) == 1 and ip[0]["count"] == 6
+    path.write_text(json.dumps(dict(summary, hostname=os.uname().nodename, kernel=os.uname().release)) + "\n")
+    with pytest.raises(GuestFileError, match="taken on this host"):
+        load_guest_file(path, LIB)

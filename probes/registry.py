@@ -18,6 +18,7 @@ from .tun_ring import TunRingMonitor
 from .system_latency import SystemLatencyDetails, SystemLatencySummary
 from .vhost_eventfd import VhostEventfdCount
 from .vhost_queue import VhostQueueCorrelationDetails
+from .virtio_rx_path import VirtioRxPathMonitor
 from .virtnet_poll import VirtnetPollMonitor
 from .vm_latency import VmLatencyDetails, VmLatencySummary
 
@@ -25,6 +26,6 @@ PROBES: dict[str, type[Probe]] = {cls.name: cls for cls in (
     DropSummary, DropDetails, SystemLatencySummary, SystemLatencyDetails, VmLatencySummary, VmLatencyDetails,
     OvsUpcallSummary, OvsMegaflow, TunRingMonitor, OffCpu, Futex, PthreadLock, CpuBurst, QdiscDrops,
     VhostEventfdCount, VhostQueueCorrelationDetails,
-    KvmIrqfdSummary, CpuStarvation, VirtnetPollMonitor,
+    KvmIrqfdSummary, CpuStarvation, VirtnetPollMonitor, VirtioRxPathMonitor,
 )}
 

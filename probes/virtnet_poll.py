@@ -113,6 +113,13 @@ def rx_queue_count(device: str, sys_net: Path = SYS_NET) -> int:
         return 0
 
 
+def check_device(device: str | None) -> None:
+    """A given --device must be a virtio-net interface (the guest probes watch no other)."""
+    if device and driver_of(str(device)) != DRIVER:
+        raise ParamError("--device", device, f"a virtio-net interface (this one's driver is "
+                         f"{driver_of(str(device)) or 'none'}); {GUEST_HINT}")
+
+
 def poll_address() -> int:
     """virtnet_poll's address, checked to be a kernel text address (it becomes a C constant)."""
     addr = symbol_address(POLL_FN)
@@ -140,10 +147,7 @@ class VirtnetPollMonitor(Probe):
     @classmethod
     def parse_options(cls, raw):
         options = super().parse_options(raw)
-        device = options.raw.get("device")
-        if device and driver_of(str(device)) != DRIVER:
-            raise ParamError("--device", device, f"a virtio-net interface (this one's driver is "
-                             f"{driver_of(str(device)) or 'none'}); {GUEST_HINT}")
+        check_device(options.raw.get("device"))
         return options
 
     @classmethod

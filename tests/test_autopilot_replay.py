@@ -194,7 +194,7 @@ def test_recorded_backend_matches_runs_by_params(tmp_path):
     b = RecordedBackend(Recording.load(rec))
     assert b.availability("drop-details") is None
     assert b.availability("drop-summary").startswith("not in this recording")
-    assert b.availability("virtio-rx-path-monitor") == "not implemented in this version of netsleuth"
+    assert b.availability("no-such-probe") == "not implemented in this version of netsleuth"
     p = b.build("drop-details", {"dst_port": 9997, "duration": 86400})
     p.start()
     assert p.read() == [{"type": "drop", "port": 9997}] and p.command_line() == "cmd 9997"

@@ -54,8 +54,8 @@ def load_guest_file(path: str | Path, lib) -> RecordedRun:
         raise GuestFileError(f"{p}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise GuestFileError(f"{p}: not a probe's --json output (not text)") from None
-    by_record = {lib.probes[name].merge.record: name for name in PROBES
-                 if runs_in_guest(name) and name in lib.probes}
+    by_record = {rtype: name for name in PROBES if runs_in_guest(name) and name in lib.probes
+                 for rtype in (lib.probes[name].merge.record, *getattr(PROBES[name], "other_records", ()))}
     probe, records, elapsed = None, [], 0.0
     for n, obj in json_lines(lines, p, GuestFileError):
         rtype = obj.get("type") if isinstance(obj, dict) else None

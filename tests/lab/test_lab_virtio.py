@@ -1,6 +1,7 @@
-"""virtnet-poll-monitor on the lab guest's own virtio-net NIC (tests/lab/virtio_checks.py, run in
-vm_checks.py's boot): packets and interrupts equal the NIC's own counts, the budget runs out
-under a burst and never under a trickle."""
+"""virtnet-poll-monitor and virtio-rx-path-monitor on the lab guest's own virtio-net NIC
+(tests/lab/virtio_checks.py, run in vm_checks.py's boot): packets and interrupts equal the NIC's
+own counts, the budget runs out under a burst and never under a trickle; every UDP datagram a
+socket received passed every RX stage in order, the filtered-out port none."""
 
 from __future__ import annotations
 

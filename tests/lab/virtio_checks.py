@@ -1,8 +1,9 @@
-"""virtnet-poll-monitor inside the lab guest (runs INSIDE the guest): the outer QEMU gives
+"""virtnet-poll-monitor and virtio-rx-path-monitor inside the lab guest (runs INSIDE the guest): the outer QEMU gives
 it two virtio-net NICs joined by a hub and nothing else (runner.VIRTIO_HUB_NICS); raw
 frames sent on one arrive on the other, whose NAPI weight is tiny so a burst outlasts it.
-Ground truth: the receiving NIC's rx_packets and its queue's /proc/interrupts line; the
-checks below assert the probe against it and the run exits 1 when one fails.
+Ground truth: the receiving NIC's rx_packets and its queue's /proc/interrupts line, and for
+the RX path the datagrams a UDP socket on the receiving NIC got; the checks below assert the
+probes against it and the run exits 1 when one fails.
 
     python3 -m tests.lab.runner --virtio-nics 'python3 -m tests.lab.virtio_checks /lab/virtio.json'
 
@@ -26,6 +27,9 @@ from tests.lab.runner import VIRTIO_HUB_NICS
 NAPI_WEIGHT = 4  # virtio_net's napi_weight: the poll budget (default 64)
 ETHERTYPE = 0x88B5  # IEEE local experimental: no protocol takes it, the frames end at the NIC
 BURST, TRICKLE, TRICKLE_GAP_S = 400, 20, 0.05
+# The RX path phase: UDP from a made-up peer to an address on the receiving NIC (rp_filter off).
+RX_IP, PEER_IP, PORT, OTHER_PORT, DATAGRAMS, OTHERS = "10.231.7.2", "10.231.7.1", 40123, 40124, 50, 10
+STAGES = ("IRQ", "GRO", "NETIF_RECEIVE", "IP", "L4")
 (TX, TX_MAC), (RX, RX_MAC) = VIRTIO_HUB_NICS
 
 
@@ -50,8 +54,11 @@ def setup() -> None:
         T.sh("ip", "link", "set", name, "up")
 
 
-def start_worker() -> ProbeWorker:
-    return ProbeWorker("virtnet-poll-monitor", device=RX)
+def start_worker() -> tuple[ProbeWorker, ProbeWorker]:
+    """Both guest probes, compiling while the caller goes on."""
+    return (ProbeWorker("virtnet-poll-monitor", device=RX),
+            ProbeWorker("virtio-rx-path-monitor", device=RX, dst_port=str(PORT), l4_protocol="udp",
+                        latency_threshold="0", interval="0.1"))
 
 
 def rx_packets() -> int:
@@ -79,6 +86,58 @@ def send_frames(count: int, gap_s: float) -> None:
                 time.sleep(gap_s)
 
 
+def _csum(b: bytes) -> int:
+    s = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2))
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
+
+
+def udp_frame(dport: int, seq: int) -> bytes:
+    """Ethernet + IPv4 + UDP (checksum 0: none) from PEER_IP to RX_IP, built by hand."""
+    payload = seq.to_bytes(4, "big") + bytes(28)
+    udp = (50000).to_bytes(2, "big") + dport.to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + bytes(2)
+    ip = bytearray(b"\x45\x00" + (20 + len(udp) + len(payload)).to_bytes(2, "big") + seq.to_bytes(2, "big")
+                   + b"\x00\x00\x40\x11\x00\x00" + socket.inet_aton(PEER_IP) + socket.inet_aton(RX_IP))
+    ip[10:12] = _csum(bytes(ip)).to_bytes(2, "big")
+    eth = bytes.fromhex(RX_MAC.replace(":", "")) + bytes.fromhex(TX_MAC.replace(":", "")) + b"\x08\x00"
+    return eth + bytes(ip) + udp + payload
+
+
+def received(sock: socket.socket, want: int, timeout: float = 10) -> int:
+    got, end = 0, time.monotonic() + timeout
+    sock.settimeout(0.2)
+    while got < want and time.monotonic() < end:
+        try:
+            sock.recv(2048)
+            got += 1
+        except socket.timeout:
+            pass
+    return got
+
+
+def rx_path_phase(worker: ProbeWorker) -> dict:
+    """DATAGRAMS to PORT (watched) and OTHERS to OTHER_PORT (filtered out), each to a bound socket."""
+    T.sh("ip", "addr", "replace", f"{RX_IP}/24", "dev", RX)
+    T.sh("sysctl", "-q", "-w", f"net.ipv4.conf.{RX}.rp_filter=0", "net.ipv4.conf.all.rp_filter=0")
+    T.sh("ip", "neigh", "replace", PEER_IP, "lladdr", TX_MAC, "dev", RX)  # no ARP on the wire
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as watched, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other, \
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as tx:
+        watched.bind((RX_IP, PORT))
+        other.bind((RX_IP, OTHER_PORT))
+        tx.bind((TX, 0))
+        worker.read()  # nothing before this phase counts
+        for i in range(DATAGRAMS):
+            tx.send(udp_frame(PORT, i))
+            if i % 5 == 0:
+                tx.send(udp_frame(OTHER_PORT, i))
+        truth = {"sent": DATAGRAMS, "received": received(watched, DATAGRAMS),
+                 "others_received": received(other, OTHERS, timeout=2)}
+    time.sleep(0.5)
+    records = worker.read() + worker.read()
+    return {"truth": truth, "records": records}
+
+
 def phase(worker: ProbeWorker, count: int, gap_s: float) -> dict:
     worker.read()  # nothing before this phase counts
     packets, interrupts = rx_packets(), rx_interrupts()
@@ -89,13 +148,18 @@ def phase(worker: ProbeWorker, count: int, gap_s: float) -> dict:
     return {"truth": truth, "records": worker.read()}
 
 
-def check_virtnet(worker: ProbeWorker) -> dict:
+def check_virtnet(workers: tuple[ProbeWorker, ProbeWorker]) -> dict:
+    worker, rx_worker = workers
     try:
         worker.ready()
         out = {"attached": worker.attached, "attach_s": worker.attach_s, "device": RX, "weight": NAPI_WEIGHT,
                "trickle": phase(worker, TRICKLE, TRICKLE_GAP_S), "burst": phase(worker, BURST, 0)}
+        worker.close()
+        rx_worker.ready()
+        out["rx_path"] = dict(rx_path_phase(rx_worker), attached=rx_worker.attached, attach_s=rx_worker.attach_s)
     finally:
         worker.close()
+        rx_worker.close()
     return out
 
 
@@ -139,7 +203,27 @@ def check_shape(v: dict) -> None:
     assert "napi:napi_poll" in v["attached"]
 
 
-CHECKS = (check_counts, check_budget, check_shape)
+def check_rx_path(v: dict) -> None:
+    """Every watched datagram reached every stage, in order; none of the filtered-out port did."""
+    rx = v["rx_path"]
+    truth = rx["truth"]
+    assert truth["received"] == truth["sent"] == DATAGRAMS and truth["others_received"] == OTHERS, truth
+    assert "kprobes ip_local_deliver" in rx["attached"], rx["attached"]
+    events = [r for r in rx["records"] if r["type"] == "virtio_rx_path_event"]
+    assert len(events) == DATAGRAMS and {(e["dst_port"], e["protocol"], e["device"]) for e in events} == \
+        {(PORT, 17, RX)}, [e["dst_port"] for e in events]
+    for e in events:
+        assert [s["stage"] for s in e["stages"]] == list(STAGES), e
+        times = [s["ktime_ns"] for s in e["stages"]]
+        assert times == sorted(times) and e["total_us"] >= 0, e
+    summaries = [r for r in rx["records"] if r["type"] == "virtio_rx_path_summary"]
+    per_stage = {s: sum(st["packets"] for r in summaries for st in r["stages"] if st["stage"] == s) for s in STAGES}
+    assert per_stage == dict.fromkeys(STAGES, DATAGRAMS), per_stage
+    assert sum(r["completed"] for r in summaries) == DATAGRAMS
+    assert sum(r["total"]["count"] for r in summaries) == DATAGRAMS
+
+
+CHECKS = (check_counts, check_budget, check_shape, check_rx_path)
 
 
 def main(argv: list[str]) -> int:

@@ -161,7 +161,7 @@ def check_autopilot_vhost_not_scheduled(vm: nested_vm.NestedVm) -> dict:
 
 
 def _check_virtio(rec: Recorder, worker) -> None:
-    """virtnet-poll-monitor on the lab guest's own virtio-net NIC (tests/lab/virtio_checks.py)."""
+    """The guest probes on the lab guest's own virtio-net NIC (tests/lab/virtio_checks.py)."""
     if worker is None:
         return
     with rec.step("virtio"):
@@ -199,8 +199,8 @@ def main(argv: list[str]) -> int:
         rec.data["vm"] = {"boot_s": vm.boot_s, "pid": vm.pid, "tap": vm.tap, "ip": vm.ip,
                           "vhost_tids": vm.vhost_tids(), "vcpu_tids": vm.vcpu_tids()}
     if "topology" in rec.data["errors"]:
-        if virtio_worker:
-            virtio_worker.close()
+        for w in virtio_worker or ():
+            w.close()
         return 1
     try:
         ring_f = pool.submit(start_probe, "tun-ring-monitor", "--device", vm.tap, "-i", "1", "--json")

@@ -1,5 +1,5 @@
-/* virtnet-poll-monitor (in a guest): each NAPI poll of a virtio-net RX queue (napi:napi_poll)
- * and each interrupt of its MSI-X vector (docs/output-virt.md) */
+/* virtnet-poll-monitor (in a guest): each NAPI poll of a virtio-net RX queue (napi:napi_poll);
+ * interrupts come from /proc/interrupts (docs/output-virt.md) */
 #include "netsleuth.h"
 
 struct queue_key {
@@ -11,7 +11,6 @@ struct queue_count {
     u64 polls;
     u64 packets;    /* sum of the polls' work */
     u64 exhausted;  /* polls whose work reached the budget (more was waiting) */
-    u64 interrupts;
     u64 budget;     /* the last poll's budget (napi weight) */
 };
 
@@ -19,8 +18,6 @@ BPF_PERCPU_HASH(counts, struct queue_key, struct queue_count, 1024);
 /* Most work in one poll, most free RX descriptors after one: since cleared (each interval). */
 BPF_PERCPU_HASH(work_max, struct queue_key, u32, 1024);
 BPF_PERCPU_HASH(free_max, struct queue_key, u32, 1024);
-/* irq number -> its RX queue, filled by user space from /proc/interrupts. */
-BPF_HASH(irq_queues, u32, struct queue_key, 1024);
 
 TRACEPOINT_PROBE(napi, napi_poll)
 {
@@ -59,19 +56,5 @@ TRACEPOINT_PROBE(napi, napi_poll)
     u32 *fmax = free_max.lookup_or_try_init(&key, &none);
     if (fmax && num_free > *fmax)
         *fmax = num_free;
-    return 0;
-}
-
-TRACEPOINT_PROBE(irq, irq_handler_entry)
-{
-    u32 irq = args->irq;
-    struct queue_key *key = irq_queues.lookup(&irq);
-    if (!key)
-        return 0;
-    struct queue_key k = *key;
-    struct queue_count zero = {};
-    struct queue_count *c = counts.lookup_or_try_init(&k, &zero);
-    if (c)
-        c->interrupts++;
     return 0;
 }

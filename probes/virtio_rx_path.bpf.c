@@ -17,12 +17,7 @@ struct pkt {
     u32 cpu;
     u32 ifindex;
     u32 queue;
-    u32 saddr;
-    u32 daddr;
-    u16 sport;
-    u16 dport;
-    u8 proto;
-    u8 pad[3];
+    struct ns_flow flow;
     u32 ip_len;
 };
 
@@ -135,11 +130,7 @@ TRACEPOINT_PROBE(net, napi_gro_receive_entry)
     u64 now = bpf_ktime_get_ns();
     p.queue = s->queue;
     p.cpu = bpf_get_smp_processor_id();
-    p.saddr = pk.flow.saddr;
-    p.daddr = pk.flow.daddr;
-    p.sport = ns_ntohs(pk.flow.sport);
-    p.dport = ns_ntohs(pk.flow.dport);
-    p.proto = pk.flow.proto;
+    p.flow = pk.flow;
     p.ip_len = pk.ip_len;
     p.stage_ns[STAGE_IRQ] = s->ns;
     p.stage_ns[STAGE_GRO] = now;

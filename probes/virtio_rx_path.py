@@ -20,6 +20,7 @@ from vocab.hist import Log2Hist, render_text
 from .base import (DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable, btf_reason,
                    tracepoint_reason)
 from .events import EventStream
+from .flows import NsFlow, flow_dict
 from .runtime.attach import attach_kprobe
 from .runtime.clock import iso
 from .runtime.counters import Deltas
@@ -48,9 +49,7 @@ class Packet(CMirror):
 
     _c_struct_ = "pkt"
     _fields_ = [("stage_ns", ct.c_uint64 * len(STAGES)), ("seen", ct.c_uint32), ("cpu", ct.c_uint32),
-                ("ifindex", ct.c_uint32), ("queue", ct.c_uint32), ("saddr", ct.c_uint32), ("daddr", ct.c_uint32),
-                ("sport", ct.c_uint16), ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("pad", ct.c_uint8 * 3),
-                ("ip_len", ct.c_uint32)]
+                ("ifindex", ct.c_uint32), ("queue", ct.c_uint32), ("flow", NsFlow), ("ip_len", ct.c_uint32)]
 
 
 def ifname(ifindex: int) -> str:
@@ -58,10 +57,6 @@ def ifname(ifindex: int) -> str:
         return socket.if_indextoname(ifindex)
     except OSError:
         return f"ifindex {ifindex}"
-
-
-def ipv4(addr: int) -> str:
-    return socket.inet_ntoa(addr.to_bytes(4, "little"))
 
 
 class VirtioRxPathMonitor(EventStream, Probe):
@@ -157,8 +152,7 @@ class VirtioRxPathMonitor(EventStream, Probe):
         return {
             "type": "virtio_rx_path_event", "hostname": socket.gethostname(), "kernel": platform.release(),
             "device": ifname(p.ifindex), "queue": p.queue, "cpu": p.cpu,
-            "src_ip": ipv4(p.saddr), "dst_ip": ipv4(p.daddr), "protocol": p.proto,
-            "src_port": p.sport or None, "dst_port": p.dport or None, "ip_len": p.ip_len,
+            **flow_dict(p.flow), "ip_len": p.ip_len,
             "total_us": round((prev - first) / 1000, 1), "slowest_stage": slowest["stage"], "stages": stages,
         }
 

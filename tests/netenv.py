@@ -23,6 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 NETSLEUTH = [sys.executable, "-m", "wizard.main"]
 
 
+def probe_refusal(probe: str, *flags: str) -> str:
+    """``netsleuth probe PROBE FLAGS -d 1`` refused as bad input: exit 2, one stderr line, no
+    traceback; that line."""
+    cp = subprocess.run(NETSLEUTH + ["probe", probe, *flags, "-d", "1"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=60)
+    assert cp.returncode == 2, cp.stderr
+    assert len(cp.stderr.strip().splitlines()) == 1 and "Traceback" not in cp.stderr, cp.stderr
+    return cp.stderr.strip()
+
+
 def sh(*cmd: str, check: bool = True, ns: str | None = None, **kw) -> subprocess.CompletedProcess:
     full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
     return subprocess.run(full, check=check, capture_output=True, text=True, **kw)

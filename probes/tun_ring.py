@@ -118,18 +118,19 @@ class TunRingMonitor(drop_hook.DropHookProbe):
                 entry["drops"] += delta
                 entry["reasons"][reason] = entry["reasons"].get(reason, 0) + delta
         if self.no_ring is None:
+            # The next interval starts before this one is read: every packet counted below has
+            # this epoch or the next (one just now may count in both maxima, never in neither).
             epochs = self.bpf[b"ring_epoch"]
             epoch = epochs[0].value
+            epochs[0] = epochs.Leaf(epoch + 1)
             for key, per_cpu in self.bpf[b"rings"].items():
                 q = key.value
                 xmits = self._seen.of(("xmit", q), sum(v.xmits for v in per_cpu))
                 full = self._seen.of(("full", q), sum(v.found_full for v in per_cpu))
                 if xmits > 0:
-                    maxima = [v.max_pending for v in per_cpu if v.epoch == epoch]
+                    maxima = [v.max_pending for v in per_cpu if v.epoch >= epoch]
                     queue(q).update(xmits=xmits, found_full=full, size=max(v.size for v in per_cpu),
                                     max_pending=max(maxima, default=None))
-            # the next interval's maximum starts again (a packet between the read and this is missed)
-            epochs[0] = epochs.Leaf(epoch + 1)
         readers = tap_readers(device)
         txqueuelen = self._txqueuelen()
         stamp = datetime.now().astimezone().isoformat(timespec="seconds")

@@ -43,6 +43,7 @@ class EventStream:
     decode_share: float | None = None  # of the wall-clock time, for decoding; None: no limit
     wakes_on_events = True  # poll_events returns as events come (base.SourceDefaults)
     _interrupted = False
+    _credit = None  # the program's credit map, once open_events ran
 
     def open_events(self, bpf, on_event: Callable[[int, int], None], page_cnt: int = 64) -> None:
         self._pending: list[dict] = []
@@ -94,6 +95,8 @@ class EventStream:
         self._count_held()
 
     def _count_held(self) -> None:
+        if self._credit is None:
+            return  # no stream open: nothing held back
         held = self._credit[ct.c_int(1)].value
         self.events_lost += held - self._held_counted
         self._held_counted = held
@@ -124,7 +127,7 @@ class EventStream:
         still in the buffer drains uncounted into lost, and the poll returns; the owner's
         loop then stops."""
         self._interrupted = True
-        credit = getattr(self, "_credit", None)
+        credit = self._credit
         if credit is not None and self.bpf is not None:
             try:
                 credit[ct.c_int(0)] = credit.Leaf(0)

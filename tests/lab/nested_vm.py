@@ -34,6 +34,7 @@ QBOOT = Path("/usr/share/qemu/qboot.rom")
 WORK = Path("/tmp/l2")
 L2_MODULES = ("virtio_pci", "virtio_net")
 STATS_PERIOD_S = 0.5
+STATS_KEYS = {"up", "rx", "tx", "udp_noports", "rxdrop"}  # the fixed head of L2_INIT's STATS line
 BOOT_TIMEOUT_S = 120
 
 # PID 1 of the VM: the NIC up with a static address and neighbour, then its counters on
@@ -163,17 +164,20 @@ class NestedVm:
         return sorted(t for t, comm in threads(self.pid).items() if comm.startswith("CPU ") and comm.endswith("/KVM"))
 
     def _last_stats(self) -> dict | None:
-        lines = [line for line in self.console.read_text(errors="replace").splitlines() if line.startswith("STATS ")]
-        if not lines:
-            return None
-        out = {}
-        for word in lines[-1].split()[1:]:
-            key, _, value = word.partition("=")
-            try:
-                out[key] = float(value) if key == "up" else int(value)
-            except ValueError:
+        """The last whole STATS line (a kernel message printed on the console can cut one)."""
+        for line in reversed(self.console.read_text(errors="replace").splitlines()):
+            if not line.startswith("STATS "):
                 continue
-        return out
+            out = {}
+            for word in line.split()[1:]:
+                key, _, value = word.partition("=")
+                try:
+                    out[key] = float(value) if key == "up" else int(value)
+                except ValueError:
+                    continue
+            if STATS_KEYS <= out.keys():
+                return out
+        return None
 
     def guest_stats(self, timeout: float = 30) -> dict:
         """The VM's counters as it printed them after this call (so they include everything

@@ -3,12 +3,7 @@
 #include "netsleuth.h"
 #include "netsleuth_events.inc.c"
 
-#define STAGE_IRQ 0
-#define STAGE_GRO 1
-#define STAGE_NETIF 2
-#define STAGE_IP 3
-#define STAGE_L4 4
-#define NSTAGES 5
+/* STAGE_IRQ .. STAGE_L4 and NSTAGES come from the driver's STAGES. */
 #define SLOT_TOTAL 0xff
 
 struct pkt {
@@ -144,7 +139,7 @@ TRACEPOINT_PROBE(net, napi_gro_receive_entry)
 
 TRACEPOINT_PROBE(net, netif_receive_skb)
 {
-    stage_hit(args, (u64)args->skbaddr, STAGE_NETIF);
+    stage_hit(args, (u64)args->skbaddr, STAGE_NETIF_RECEIVE);
     return 0;
 }
 

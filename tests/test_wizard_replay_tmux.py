@@ -141,9 +141,10 @@ def test_a_trainee_walks_the_netfilter_recording(tmp_path, size):
         term.keys("c")
         before = term.wait_for("w Write report")  # the footer (the button may sit past the edge)
         term.keys("PageDown")
-        time.sleep(0.5)
-        after = term.screen()
-        assert after.splitlines()[2:-3] != before.splitlines()[2:-3], "PageDown scrolled nothing"
+        deadline = time.monotonic() + 10  # a loaded host can take seconds to redraw
+        while (after := term.screen()).splitlines()[2:-3] == before.splitlines()[2:-3]:
+            assert time.monotonic() < deadline, "PageDown scrolled nothing"
+            time.sleep(0.1)
         term.keys("q")
         term.wait_for("Quit netsleuth?")
         term.keys("y")

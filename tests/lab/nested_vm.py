@@ -37,7 +37,8 @@ STATS_PERIOD_S = 0.5
 STATS_KEYS = {"up", "rx", "tx", "udp_noports", "rxdrop"}  # the fixed head of L2_INIT's STATS line
 BOOT_TIMEOUT_S = 120
 
-# PID 1 of the VM: the NIC up with a static address and neighbour, then its counters on
+# PID 1 of the VM: the NIC up with a static address and neighbour (no IPv6: its router
+# solicitations back off to minutes and land in counted windows), then its counters on
 # the console for the host to read (one vCPU: /proc/interrupts has one count column).
 L2_INIT = """#!/bin/sh
 /bin/busybox --install -s /bin
@@ -45,6 +46,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules/order); do insmod /modules/$m; done
 ip link set lo up
 ip addr add {ip}/24 dev eth0
+for c in all default eth0; do echo 1 > /proc/sys/net/ipv6/conf/$c/disable_ipv6; done 2>/dev/null
 ip link set eth0 up
 ip neigh replace {host_ip} lladdr {host_mac} dev eth0 nud permanent
 echo L2 READY

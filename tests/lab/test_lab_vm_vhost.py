@@ -41,12 +41,18 @@ def check_counts(v: dict) -> None:
     assert {q["vq"] for q in rec["vqs"]} == {"rx", "tx"}
     truth = v["counts_truth"]
     assert rec["signals"] == sum(truth["irqfd_wakeups_by_worker"].values()) > 0, (rec, truth)
-    assert rec["kicks"] == truth["guest_kicks"] > 0, (rec, truth)
-    # one interrupt per signal at this rate: the VM's own virtio interrupt counts
+    # The VM's counters come from a line printed up to ~1 s after the probe's window ends: a
+    # packet of its own beyond the pings (CI 2026-12-03: one each way) can fall in between.
     guest = truth["guest"]
+    stray = {"rx": guest["rx"] - 30, "tx": guest["tx"] - 30}
+    assert 0 <= stray["rx"] <= 2 and 0 <= stray["tx"] <= 2, guest
+    assert truth["guest_kicks"] - stray["tx"] <= rec["kicks"] <= truth["guest_kicks"], (rec, truth)
+    assert rec["kicks"] > 0
+    # one interrupt per signal at this rate: the VM's own virtio interrupt counts
     interrupts = {vq: sum(n for k, n in guest.items() if k.startswith("virtio") and k.endswith(f"-{name}.0"))
                   for vq, name in (("rx", "input"), ("tx", "output"))}
-    assert {vq: vq_total(v, "signals", vq) for vq in ("rx", "tx")} == interrupts, (rec, guest)
+    for vq in ("rx", "tx"):
+        assert interrupts[vq] - stray[vq] <= vq_total(v, "signals", vq) <= interrupts[vq], (vq, rec, guest)
     assert rec["signals_no_irqfd"] == 0 and rec["signals"] <= rec["eventfd_signals"] <= rec["signal_attempts"]
     # 30 requests in, 30 replies out: the rx vq received them through socket wakeups
     assert vq_total(v, "net_wakeups", "rx") >= 1 and vq_total(v, "runs") >= 2

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.expect import run_checks, step_ok
-from tests.lab.starvation_checks import HOG_COMM, HOG_SPIN_S, QUOTA_PCT
+from tests.lab.starvation_checks import HOG_COMM, HOG_SPIN_S, MONITOR_LATE, QUOTA_PCT
 from wizard.autopilot import EXIT_CAUSE, EXIT_NO_CAUSE
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
@@ -45,6 +45,12 @@ def check_chain_through_handlers(run: dict) -> None:
     assert chain[2].startswith("upcalls wait up to"), chain
 
 
+def check_fault_showed(run: dict) -> None:
+    """The scenario's precondition: the monitor counted late replies before the walk."""
+    assert run["reported_loss"] >= MONITOR_LATE, (
+        f"the scenario made {run['reported_loss']} pings late in {run['monitor_s']} s", run["pings"])
+
+
 def check_late_not_lost(run: dict) -> None:
     """The monitor counted late replies as lost; the kernel dropped none of them, and the
     conclusion says so before it names the cause."""
@@ -64,6 +70,7 @@ def no_step_repeated(run: dict) -> bool:
 
 def check_quota(lab: dict) -> None:
     run = lab["starvation"]["quota"]
+    check_fault_showed(run)
     assert run["returncode"] == EXIT_CAUSE and "Traceback" not in run["stderr"], run["stderr"]
     truth = run["truth"]  # cpu.stat of the cgroup, read around the whole walk
     assert truth["nr_periods"] >= 10 and truth["nr_throttled"] / truth["nr_periods"] > 0.8, truth
@@ -87,6 +94,7 @@ def check_quota(lab: dict) -> None:
 
 def check_contention(lab: dict) -> None:
     run, hog = lab["starvation"]["contention"], lab["starvation"]["contention"]["hog"]
+    check_fault_showed(run)
     assert run["returncode"] == EXIT_CAUSE and "Traceback" not in run["stderr"], run["stderr"]
     assert causes(run)[0]["rule"] == "cpu-contention", rules(run)
     assert not {f["rule"] for f in causes(run)} & (LOCK_ROOTS | {"cpu-quota-throttled"}), rules(run)

@@ -134,6 +134,21 @@ def start_ovs(wait_for_uptime: bool = True) -> Ovs:
     return Ovs(uptime())
 
 
+def pin_vswitchd(cpus: list[int], timeout: float = 30) -> float:
+    """All of ovs-vswitchd's threads onto ``cpus``, then wait until it has made its new set of
+    handlers, one per CPU: it re-counts its CPUs every 10 s and re-makes every handler, and
+    an upcall sent to a closed handler's socket is lost (a lost ping seen at the start of a
+    later scenario).  The seconds it took."""
+    start, before = time.monotonic(), set(handler_threads())
+    sh("taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(ovs_pid()))
+    while not ((now := set(handler_threads())).isdisjoint(before) and len(now) == len(cpus)):
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"ovs-vswitchd kept handlers {sorted(now)} (before: {sorted(before)}) "
+                               f"{timeout:.0f} s after its CPUs became {cpus}")
+        time.sleep(0.2)
+    return round(time.monotonic() - start, 1)
+
+
 @contextlib.contextmanager
 def slow_vswitchd(percent: int = 5, period_us: int = 100_000):
     """Run ovs-vswitchd (its handler threads included) under a cgroup CPU limit, with a

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import drop_hook
 from .registry import PROBES
+from .runtime import fentry
 from .runtime.kernel import KernelCaps, detect
 
 EXIT_TIER1_OK, EXIT_TIER1_BLOCKED = 0, 4
@@ -94,6 +95,13 @@ def checks(caps: KernelCaps) -> list[Check]:
         "kprobes", caps.kprobes, "available" if caps.kprobes else "not available (CONFIG_KPROBES unset)",
         disables="OVS datapath, tun/vhost and latency-stage probes, and the drop probes' kprobe path (--attach kprobe)",
         fix="a kernel with CONFIG_KPROBES=y and CONFIG_KPROBE_EVENTS=y (standard on distro kernels)"))
+    no_trampolines = fentry.trial()
+    out.append(Check(
+        "BPF trampolines", no_trampolines is None,
+        "fentry programs load (each hook: a trampoline, not a kprobe's trap)" if no_trampolines is None
+        else no_trampolines,
+        disables="nothing: the function hooks use kprobes instead (--attach auto), at a higher cost per packet",
+        fix="a kernel >= 5.11 with BTF that allows BPF_PROG_TYPE_TRACING (optional)"))
     out.append(Check(
         "raw tracepoints", caps.raw_tracepoints, "kernel >= 4.17" if caps.raw_tracepoints else "kernel < 4.17",
         disables="cheaper sched_switch hooks (plain tracepoints are used)", fix="a kernel >= 4.17"))
@@ -127,7 +135,7 @@ def checks(caps: KernelCaps) -> list[Check]:
                      disables="TUN ring probes", fix="modprobe tun"))
     vhost = Path("/sys/module/vhost_net").exists() or Path("/dev/vhost-net").exists()
     out.append(Check("vhost-net", vhost, "present" if vhost else "not loaded",
-                     disables="nothing netsleuth runs yet (the guide's vhost tools are not implemented); "
+                     disables="vhost-eventfd-count and vhost-queue-correlation-details; "
                               "VMs on this host run virtio-net without vhost acceleration",
                      fix="modprobe vhost_net"))
     bpftool = shutil.which("bpftool")

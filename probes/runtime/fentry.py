@@ -1,0 +1,274 @@
+"""Attaching a compiled program to a kernel function through a BPF trampoline (fentry/fexit).
+
+BCC compiles the program; it is loaded here with the bpf() syscall because Debian 12's bcc
+(0.26) finds fentry targets in vmlinux's BTF only, and the per-packet functions (OVS, tun,
+vhost, kvm) are in modules: a module's function is named by its BTF object's fd
+(``attach_btf_obj_fd``, 5.11+).  Why and what it costs: docs/bpf.md#trampolines.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .btf import VMLINUX_BTF, BTFError, function_type, string_section, type_count
+from .kernel import kernel_version
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_RAW_TRACEPOINT_OPEN = 5, 15, 17
+BPF_BTF_GET_FD_BY_ID, BPF_BTF_GET_NEXT_ID = 19, 23
+BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT = 26, 24, 25
+MIN_KERNEL = (5, 11)  # trampolines came in 5.5; on module functions (attach_btf_obj_fd) in 5.11
+LOG_SIZE = 1 << 16
+
+_libc = ct.CDLL(None, use_errno=True)
+_libc.syscall.restype = ct.c_long
+
+
+class ProgLoadAttr(ct.Structure):
+    """union bpf_attr for BPF_PROG_LOAD, up to attach_btf_obj_fd (include/uapi/linux/bpf.h)."""
+
+    _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
+                ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
+                ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32), ("prog_flags", ct.c_uint32),
+                ("prog_name", ct.c_char * 16), ("prog_ifindex", ct.c_uint32),
+                ("expected_attach_type", ct.c_uint32), ("prog_btf_fd", ct.c_uint32),
+                ("func_info_rec_size", ct.c_uint32), ("func_info", ct.c_uint64), ("func_info_cnt", ct.c_uint32),
+                ("line_info_rec_size", ct.c_uint32), ("line_info", ct.c_uint64), ("line_info_cnt", ct.c_uint32),
+                ("attach_btf_id", ct.c_uint32), ("attach_btf_obj_fd", ct.c_uint32)]
+
+
+class RawTracepointOpenAttr(ct.Structure):
+    _fields_ = [("name", ct.c_uint64), ("prog_fd", ct.c_uint32)]
+
+
+class IdAttr(ct.Structure):
+    """BPF_BTF_GET_NEXT_ID (start_id, next_id) and BPF_BTF_GET_FD_BY_ID (btf_id)."""
+
+    _fields_ = [("id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
+
+
+class InfoAttr(ct.Structure):
+    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+
+
+class BtfInfo(ct.Structure):
+    _fields_ = [("btf", ct.c_uint64), ("btf_size", ct.c_uint32), ("id", ct.c_uint32),
+                ("name", ct.c_uint64), ("name_len", ct.c_uint32), ("kernel_btf", ct.c_uint32)]
+
+
+class TrampolineError(Exception):
+    """The kernel refused a trampoline on a function; the message says why.  ``everywhere``:
+    it would refuse any (a policy, EPERM as root), so trying the other hooks is no use."""
+
+    def __init__(self, message: str, everywhere: bool = False):
+        super().__init__(message)
+        self.everywhere = everywhere
+
+
+def _bpf(cmd: int, attr: ct.Structure) -> int:
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        raise TrampolineError(f"fentry is not supported here on {platform.machine()}")
+    ret = _libc.syscall(nr, cmd, ct.byref(attr), ct.sizeof(attr))
+    if ret < 0:
+        raise OSError(ct.get_errno(), os.strerror(ct.get_errno()))
+    return ret
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a function's BTF lives: its type id in its BTF object ("vmlinux" or a module)."""
+
+    function: str
+    btf_id: int
+    btf_object: str
+
+
+def why_no_trampolines(release: str | None = None) -> str | None:
+    """Why this kernel cannot take any trampoline at all, or None."""
+    release = release or platform.release()
+    if platform.machine() not in _NR_BPF:
+        return f"BPF trampolines are not used on {platform.machine()} by netsleuth"
+    if kernel_version(release) < MIN_KERNEL:
+        return (f"kernel {release} is older than {MIN_KERNEL[0]}.{MIN_KERNEL[1]}: no BPF trampolines "
+                "on module functions")
+    if not VMLINUX_BTF.exists():
+        return "the kernel has no BTF (/sys/kernel/btf/vmlinux): fentry needs it"
+    return None
+
+
+def module_of(function: str) -> str | None:
+    """The module a function is in ("openvswitch"), None for vmlinux's (from /proc/kallsyms)."""
+    return _module_functions().get(function)
+
+
+@lru_cache(maxsize=1)
+def _module_functions() -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                if line.endswith("]\n"):
+                    _addr, kind, name, module = line.split()[:4]
+                    if kind in "tT":
+                        out.setdefault(name, module.strip("[]"))
+    except OSError:
+        pass
+    return out
+
+
+@lru_cache(maxsize=None)
+def _blob(obj: str) -> tuple[bytes, bytes, int]:
+    """(a BTF object's blob, the strings and type count its ids continue: vmlinux's for a module)."""
+    blob = VMLINUX_BTF.read_bytes() if obj == "vmlinux" else (VMLINUX_BTF.parent / obj).read_bytes()
+    if obj == "vmlinux":
+        return blob, b"", 0
+    base = VMLINUX_BTF.read_bytes()
+    return blob, string_section(base), type_count(base)
+
+
+def target(function: str) -> Target:
+    """The BTF description of ``function``, or a TrampolineError saying why there is none."""
+    obj = module_of(function) or "vmlinux"
+    if obj != "vmlinux" and not (VMLINUX_BTF.parent / obj).exists():
+        raise TrampolineError(f"module {obj} has no BTF (/sys/kernel/btf/{obj})")
+    try:
+        found = function_type(*_blob(obj)[:1], function, *_blob(obj)[1:])
+    except (OSError, BTFError) as e:
+        raise TrampolineError(f"cannot read the BTF of {obj}: {e}") from None
+    if found is None:
+        raise TrampolineError(f"{function} is not in the BTF of {obj} (inlined or static)")
+    return Target(function, found, obj)
+
+
+def _btf_object_fd(name: str) -> int:
+    """An fd for the kernel BTF object called ``name`` (a module's), found by walking BTF ids."""
+    next_id = 0
+    while True:
+        ids = IdAttr(id=next_id)
+        try:
+            _bpf(BPF_BTF_GET_NEXT_ID, ids)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                raise TrampolineError(f"the kernel lists no BTF object for module {name}") from None
+            raise TrampolineError(f"cannot list the kernel's BTF objects: {e.strerror}") from None
+        next_id = ids.next_id
+        try:
+            fd = _bpf(BPF_BTF_GET_FD_BY_ID, IdAttr(id=next_id))
+        except OSError:
+            continue  # freed meanwhile (a module unloaded)
+        buf = ct.create_string_buffer(64)
+        info = BtfInfo(name=ct.addressof(buf), name_len=len(buf))
+        try:
+            _bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info)))
+        except OSError:
+            os.close(fd)
+            continue
+        if info.kernel_btf and buf.value.decode() == name:
+            return fd
+        os.close(fd)
+
+
+def load_and_attach(insns: bytes, name: str, tgt: Target, exit: bool) -> tuple[int, int]:
+    """Load ``insns`` (BCC's compiled program, its maps' fds in place) as a trampoline program on
+    ``tgt`` and attach it; (program fd, link fd).  Closing the link fd detaches it."""
+    obj_fd = _btf_object_fd(tgt.btf_object) if tgt.btf_object != "vmlinux" else 0
+    log = ct.create_string_buffer(LOG_SIZE)
+    code = ct.create_string_buffer(insns, len(insns))
+    license = ct.create_string_buffer(b"GPL")
+    attr = ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8, insns=ct.addressof(code),
+                        license=ct.addressof(license), log_level=0, log_size=0, log_buf=0,
+                        prog_name=name.encode()[:15],
+                        expected_attach_type=BPF_TRACE_FEXIT if exit else BPF_TRACE_FENTRY,
+                        attach_btf_id=tgt.btf_id, attach_btf_obj_fd=obj_fd)
+    try:
+        try:
+            prog_fd = _bpf(BPF_PROG_LOAD, attr)
+        except OSError as first:
+            if first.errno != errno.EACCES:  # the verifier's refusal: run again for its reason
+                raise TrampolineError(f"the kernel refused an fentry program on {tgt.function}: "
+                                      f"{first.strerror}", everywhere=first.errno == errno.EPERM) from None
+            attr.log_level, attr.log_size, attr.log_buf = 1, LOG_SIZE, ct.addressof(log)
+            try:
+                prog_fd = _bpf(BPF_PROG_LOAD, attr)
+            except OSError:
+                last = log.value.decode(errors="replace").strip().splitlines()[-3:]
+                raise TrampolineError(f"the verifier refused the fentry program on {tgt.function}: "
+                                      + " / ".join(last)) from None
+    finally:
+        if obj_fd:
+            os.close(obj_fd)
+    try:
+        link_fd = _bpf(BPF_RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=0, prog_fd=prog_fd))
+    except OSError as e:
+        os.close(prog_fd)
+        raise TrampolineError(f"could not attach the fentry program to {tgt.function}: {e.strerror}") from None
+    return prog_fd, link_fd
+
+
+TRIAL_FUNCTION = "ip_rcv"  # any vmlinux function with BTF; loading alone attaches nothing
+_RETURN_0 = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
+
+
+def trial() -> str | None:
+    """Why this kernel takes no trampoline program (a policy, no BTF, too old), or None when it
+    takes one: a two-instruction program is loaded for TRIAL_FUNCTION and freed, never attached."""
+    why = why_no_trampolines()
+    if why:
+        return why
+    license = ct.create_string_buffer(b"GPL")
+    try:
+        tgt = target(TRIAL_FUNCTION)
+        code = ct.create_string_buffer(_RETURN_0, len(_RETURN_0))
+        fd = _bpf(BPF_PROG_LOAD, ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=2, insns=ct.addressof(code),
+                                              license=ct.addressof(license), prog_name=b"netsleuth_trial",
+                                              expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=tgt.btf_id))
+    except TrampolineError as e:
+        return str(e)
+    except OSError as e:
+        return f"the kernel refuses fentry programs: {e.strerror}"
+    os.close(fd)
+    return None
+
+
+BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID = 11, 13
+
+
+class ProgInfo(ct.Structure):
+    """struct bpf_prog_info up to its name."""
+
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8), ("jited_prog_len", ct.c_uint32),
+                ("xlated_prog_len", ct.c_uint32), ("jited_prog_insns", ct.c_uint64), ("xlated_prog_insns", ct.c_uint64),
+                ("load_time", ct.c_uint64), ("created_by_uid", ct.c_uint32), ("nr_map_ids", ct.c_uint32),
+                ("map_ids", ct.c_uint64), ("name", ct.c_char * 16)]
+
+
+def trampoline_programs() -> list[str]:
+    """The names of the trampoline (tracing) programs loaded in the kernel now: after a probe
+    detached, none of its own may be left (what kprobe_events shows for kprobes)."""
+    names, next_id = [], 0
+    while True:
+        ids = IdAttr(id=next_id)
+        try:
+            _bpf(BPF_PROG_GET_NEXT_ID, ids)
+        except OSError:
+            return names
+        next_id = ids.next_id
+        try:
+            fd = _bpf(BPF_PROG_GET_FD_BY_ID, IdAttr(id=next_id))
+        except OSError:
+            continue
+        info = ProgInfo()
+        try:
+            _bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info)))
+            if info.type == BPF_PROG_TYPE_TRACING:
+                names.append(info.name.decode(errors="replace"))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

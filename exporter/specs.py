@@ -15,7 +15,10 @@ from .series import SERIES
 NOT_FOR_EXPORTER = {"interval", "duration", "top"}
 # Flags the exporter sets where the user does not: drop-summary keyed by drop location
 # only (flows are never labels, and keying by flow fills the kernel table on a port scan).
-EXPORTER_DEFAULTS = {"drop-summary": {"group_by": "stack"}}
+# The latency Summaries by kprobes: a trampoline on a module's function holds the module, so an
+# always-on exporter would make an OVS upgrade's module reload fail (`attach=fentry` to choose it).
+EXPORTER_DEFAULTS = {"drop-summary": {"group_by": "stack"}, "system-latency-summary": {"attach": "kprobe"},
+                     "vm-latency-summary": {"attach": "kprobe"}}
 # Probes one instance of which follows one VM (an example of its flags): never started by default.
 PER_VM = {"vm-latency-summary": "vm-interface=VNET:phy-interface=NIC:direction=rx",
           "tun-ring-monitor": "device=VNET"}

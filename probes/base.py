@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Iterable
 from .runtime import following
 from .runtime import params as P
 from .runtime import stop
+from .runtime.attach import HOOK_MODES
 from .runtime.kernel import KernelCaps, detect
 from .runtime.loader import ProbeError, unload
 
@@ -115,6 +116,10 @@ def interval_flag(default: float | None, help: str = "seconds between reports", 
     return Flag("interval", "seconds", help, short="i", default=default, lo=0.1, hi=hi, label=label)
 ATTACH = Flag("attach", "choice", "attach point: auto (best available), raw-tracepoint, tracepoint or kprobe",
               default="auto", choices=("auto", "raw-tracepoint", "tracepoint", "kprobe"), label="Attach point")
+
+HOOK_ATTACH = Flag("attach", "choice", "how kernel functions are hooked: auto (BPF trampolines where the kernel "
+                   "takes them, kprobes otherwise), fentry or kprobe", default="auto", choices=HOOK_MODES,
+                   label="Attach by")
 
 
 class Unavailable(ProbeError):

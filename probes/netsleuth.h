@@ -465,6 +465,18 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
     return 0;
 }
 
+/* A trampoline program's context is the function's arguments, 64 bits each (docs/bpf.md#trampolines). */
+static __always_inline u64 ns_fentry_arg(unsigned long long *ctx, int n)
+{
+    switch (n) {
+    case 1: return ctx[0];
+    case 2: return ctx[1];
+    case 3: return ctx[2];
+    case 4: return ctx[3];
+    }
+    return 0;
+}
+
 /* The drop hook: the program defines ns_on_drop() and expands NS_DEFINE_DROP_HOOK() in its own
  * file, where BCC makes tracepoint structs (docs/bpf.md#the-drop-hook-ns_define_drop_hook). */
 /* the reason of an OVS drop action (netsleuth_ovs_drop.inc.c) */

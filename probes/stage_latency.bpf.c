@@ -143,9 +143,8 @@ static __always_inline int on_stage(void *ctx, u32 stage, void *skb)
     return 0;
 }
 
-static __always_inline void *stage_skb(struct pt_regs *ctx, int arg, int deref)
+static __always_inline void *stage_skb(void *p, int deref)
 {
-    void *p = (void *)ns_kprobe_arg(ctx, arg);
     if (deref && p) {
         void *skb = 0;
         bpf_probe_read_kernel(&skb, sizeof(skb), p);
@@ -154,8 +153,12 @@ static __always_inline void *stage_skb(struct pt_regs *ctx, int arg, int deref)
     return p;
 }
 
+/* each stage twice: a kprobe program and a trampoline one (probes/runtime/fentry.py) */
 #define NS_STAGE(N) \
-    int stage_##N(struct pt_regs *ctx) { return on_stage(ctx, N, stage_skb(ctx, NS_STAGE##N##_ARG, NS_STAGE##N##_DEREF)); }
+    int stage_##N(struct pt_regs *ctx) \
+    { return on_stage(ctx, N, stage_skb((void *)ns_kprobe_arg(ctx, NS_STAGE##N##_ARG), NS_STAGE##N##_DEREF)); } \
+    int fentry_stage_##N(unsigned long long *ctx) \
+    { return on_stage(ctx, N, stage_skb((void *)ns_fentry_arg(ctx, NS_STAGE##N##_ARG), NS_STAGE##N##_DEREF)); }
 
 /* Receive stages on kernels without kprobes too: the net:netif_receive_skb tracepoint. */
 #ifdef NS_TP_NETIF_RECEIVE_STAGE

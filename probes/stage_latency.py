@@ -16,7 +16,7 @@ from vocab.hist import Log2Hist
 
 from .base import Probe, Unavailable, kprobe_reason
 from .events import EventStream
-from .runtime.attach import attach_kprobe
+from .runtime.attach import FunctionHooks
 from .runtime.clock import iso
 from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
@@ -152,13 +152,13 @@ class StageLatency(EventStream, Probe):
         hooks = self._resolve(stages)
         bpf = load("stage_latency.bpf.c", self.c_defines(stages, devices), FIELDS)
         self.attached: list[str] = []
+        self.hooks = FunctionHooks(bpf, self.options.values.get("attach", "auto"))
         for i, present in enumerate(hooks):
             for h in present:
                 if h.function == NETIF_RECEIVE_TP:
                     self.attached.append(f"{stages[i].label}: tracepoint net:netif_receive_skb")
                     continue  # attached by its TRACEPOINT_PROBE
-                attach_kprobe(bpf, h.function, f"stage_{i}")
-                self.attached.append(f"{stages[i].label}: kprobe {h.function}")
+                self.attached.append(f"{stages[i].label}: {self.hooks.entry(h.function, f'stage_{i}')} {h.function}")
         self.start_reading()
         if self.details:
             self.open_events(bpf, lambda data, _size: self._pending.append(
@@ -213,6 +213,7 @@ class StageLatency(EventStream, Probe):
             "evicted_unfinished": self._seen.rise("evicted", evicted),
             "in_flight": inflight,
             "pairs": pairs,
+            **self.hooks.record(),
         }
         return record
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DST_IP, DURATION, SRC_IP, Flag, interval_flag
+from .base import DST_IP, DURATION, HOOK_ATTACH, SRC_IP, Flag, interval_flag
 from .stage_latency import (FLOW_EXTRACT, OVS_PROCESS, OVS_RX, OVS_UPCALL, QDISC_XMIT, VPORT_SEND, Stage,
                             StageLatency, device, kp, tp)
 
@@ -39,7 +39,7 @@ class SystemLatencySummary(StageLatency):
     cost = "low-medium: kprobes on the OVS datapath, in-kernel histograms"
     description = "Histograms of the time between the stages of the host's own traffic through OVS."
     family = "system"
-    flags = (PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, DURATION)
+    flags = (PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, HOOK_ATTACH, DURATION)
 
     @classmethod
     def all_stages(cls) -> list[Stage]:
@@ -61,4 +61,4 @@ class SystemLatencyDetails(SystemLatencySummary):
                    "and thread; the Summary's record every --interval.")
     details = True
     streaming = True
-    flags = (PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, THRESHOLD, DURATION)
+    flags = (PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, THRESHOLD, HOOK_ATTACH, DURATION)

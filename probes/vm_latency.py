@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DST_IP, DURATION, SRC_IP, Flag
+from .base import DST_IP, DURATION, HOOK_ATTACH, SRC_IP, Flag
 from .stage_latency import (FLOW_EXTRACT, OVS_PROCESS, OVS_RX, OVS_UPCALL, QDISC_XMIT, VPORT_SEND, Stage,
                             StageLatency, device, kp, tp)
 from .system_latency import INTERVAL, PHY, PROTOCOL, THRESHOLD
@@ -26,7 +26,7 @@ class VmLatencySummary(StageLatency):
     cost = "low-medium: kprobes on the OVS datapath and tun, in-kernel histograms"
     description = "Histograms of the time between the stages of a VM's traffic through OVS."
     family = "vm"
-    flags = (VM_IF, PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, DURATION)
+    flags = (VM_IF, PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, HOOK_ATTACH, DURATION)
 
     @classmethod
     def all_stages(cls) -> list[Stage]:
@@ -49,4 +49,4 @@ class VmLatencyDetails(VmLatencySummary):
                    "skb length and thread; the Summary's record every --interval.")
     details = True
     streaming = True
-    flags = (VM_IF, PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, THRESHOLD, DURATION)
+    flags = (VM_IF, PHY, SRC_IP, DST_IP, PROTOCOL, DIRECTION, INTERVAL, THRESHOLD, HOOK_ATTACH, DURATION)

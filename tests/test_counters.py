@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from probes.ovs_upcall import OvsUpcallSummary
+from probes.runtime.attach import FunctionHooks
 from probes.runtime.counters import Deltas, per_cpu_total
 from probes.runtime.kernel import KernelCaps
 from probes.runtime.loader import load, unload
@@ -97,6 +98,7 @@ def test_stage_latency_summary_counts_what_the_maps_grew_by():
     probe.stages = stages
     probe.bpf = load("stage_latency.bpf.c", probe.c_defines(stages, devices), FIELDS)
     try:
+        probe.hooks = FunctionHooks(probe.bpf, "auto")  # nothing attached: the maps are written by hand
         probe.start_reading()
         hists = probe.bpf[b"hists"]
         key = hists.Key(0, 1, 4, 0)  # stage 0 -> 1, 16-31 us
@@ -107,6 +109,7 @@ def test_stage_latency_summary_counts_what_the_maps_grew_by():
         assert (first["packets_started"], first["packets_completed"]) == (3, 2)
         assert [(p["from"], p["to"], p["count"]) for p in first["pairs"]] == [(stages[0].label, stages[1].label, 2)]
         assert first["evicted_unfinished"] == 1  # 3 started, 2 completed, none in flight
+        assert (first["attach"], first["hooks"], first["fentry_refused"]) == ("auto", {}, {})
         hists[key] = hists.Leaf(*([5] + [0] * (hists.total_cpu - 1)))
         second = probe.read()[0]
         assert (second["packets_started"], second["packets_completed"], second["evicted_unfinished"]) == (0, 0, 0)

@@ -19,6 +19,7 @@ from exporter.runner import UP, ProbeRunner
 from exporter.server import app, serve
 from exporter.specs import Spec
 from probes.ovs_upcall import OvsUpcallSummary
+from probes.runtime.attach import FunctionHooks
 from probes.runtime.loader import load
 from probes.stage_latency import FIELDS
 from probes.system_latency import SystemLatencySummary
@@ -51,6 +52,7 @@ class UnattachedStages(SystemLatencySummary):
         self.stages, devices = self.path()
         self.attached = []
         bpf = load("stage_latency.bpf.c", self.c_defines(self.stages, devices), FIELDS)
+        self.hooks = FunctionHooks(bpf, "auto")  # nothing attached: the maps are written by hand
         self.start_reading()
         return bpf
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from probes.ovs_upcall import OvsUpcallSummary
+from probes.runtime.attach import FunctionHooks
 from probes.runtime.loader import load, unload
 from probes.stage_latency import FIELDS, MAX_STAGES, PktState
 from probes.system_latency import SystemLatencyDetails, SystemLatencySummary
@@ -72,6 +73,7 @@ def test_latency_summary_and_pairs(loaded):
     stages, devices = probe.path()
     probe.stages = stages
     probe.bpf = loaded("stage_latency.bpf.c", probe.c_defines(stages, devices))
+    probe.hooks = FunctionHooks(probe.bpf, "auto")  # nothing attached: the maps are written by hand
     probe.start_reading()
     hists = probe.bpf[b"hists"]
     key = hists.Key(prev=3, cur=5, slot=4)

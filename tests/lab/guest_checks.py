@@ -86,6 +86,12 @@ def kprobes_registered() -> list[str]:
         return [f"unreadable: {e}"]
 
 
+def trampolines_loaded() -> list[str]:
+    """netsleuth's trampoline programs (named fentry_*) still in the kernel."""
+    from probes.runtime.fentry import trampoline_programs
+    return [name for name in trampoline_programs() if name.startswith("fentry_")]
+
+
 def check_upcalls(br: T.Bridge, sysnet: T.SystemPath) -> dict:
     """Count ovs_dp_upcall calls with a kprobe against the datapath's own miss counter,
     first with the flow cached (no upcalls), then after each datapath flush."""
@@ -305,6 +311,7 @@ def main(argv: list[str]) -> int:
         with rec.step("exporter_stop"):
             rec.data["exporter_stop"] = exporter_checks.stop_exporter(exporter)
     rec.data["kprobes_left"] = kprobes_registered()
+    rec.data["trampolines_left"] = trampolines_loaded()
     rec.data["total_s"] = round(T.uptime() - rec.data["boot_uptime_s"], 1)
     rec.save()
     return 0

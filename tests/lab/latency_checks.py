@@ -184,6 +184,12 @@ def start_latency_probes(sysnet: T.SystemPath, vm: T.VmPath) -> dict[str, ProbeW
         # Not filtered by protocol: the pings and the UDP phases both count.
         "sys_tx": ProbeWorker("system-latency-summary", direction="tx", src_ip=host, dst_ip=peer, phy_interface=phy),
         "sys_rx": ProbeWorker("system-latency-summary", direction="rx", src_ip=peer, dst_ip=host, phy_interface=phy),
+        # The same two by kprobes (the ones above take trampolines where the lab kernel has them):
+        # both see the same packets, so their counts must be equal phase by phase.
+        "sys_tx_kprobe": ProbeWorker("system-latency-summary", direction="tx", src_ip=host, dst_ip=peer,
+                                     phy_interface=phy, attach="kprobe"),
+        "sys_rx_kprobe": ProbeWorker("system-latency-summary", direction="rx", src_ip=peer, dst_ip=host,
+                                     phy_interface=phy, attach="kprobe"),
         "sys_details": ProbeWorker("system-latency-details", phy_interface=phy, direction="tx", src_ip=host,
                                    dst_ip=peer, **slow),
         "sys_details_rx": ProbeWorker("system-latency-details", phy_interface=phy, direction="rx", src_ip=peer,

@@ -103,3 +103,4 @@ def test_an_unloaded_module_detaches_the_exporters_ovs_probes(lab):
     assert lab["exporter_stop"]["returncode"] == 0, lab["exporter_stop"]["log"]
     assert "Traceback" not in lab["exporter_stop"]["log"]
     assert lab["kprobes_left"] == []
+    assert lab["trampolines_left"] == []  # the latency probes' fentry programs (issue 18)

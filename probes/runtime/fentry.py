@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .btf import VMLINUX_BTF, BTFError, function_type, string_section, type_count
-from .kernel import kernel_version
+from .kernel import kernel_version, module_functions
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_RAW_TRACEPOINT_OPEN = 5, 15, 17
@@ -103,23 +103,8 @@ def why_no_trampolines(release: str | None = None) -> str | None:
 
 
 def module_of(function: str) -> str | None:
-    """The module a function is in ("openvswitch"), None for vmlinux's (from /proc/kallsyms)."""
-    return _module_functions().get(function)
-
-
-@lru_cache(maxsize=1)
-def _module_functions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        with open("/proc/kallsyms") as f:
-            for line in f:
-                if line.endswith("]\n"):
-                    _addr, kind, name, module = line.split()[:4]
-                    if kind in "tT":
-                        out.setdefault(name, module.strip("[]"))
-    except OSError:
-        pass
-    return out
+    """The module a function is in ("openvswitch"), None for vmlinux's."""
+    return module_functions().get(function)
 
 
 @lru_cache(maxsize=None)

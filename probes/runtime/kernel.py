@@ -29,6 +29,22 @@ def kallsyms() -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=1)
+def module_functions() -> dict[str, str]:
+    """{function: module} for the functions of loaded modules (kallsyms' "[module]" column)."""
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                if line.endswith("]\n"):
+                    _addr, kind, name, module = line.split()[:4]
+                    if kind in "tT":
+                        out.setdefault(name, module.strip("[]"))
+    except OSError:
+        pass
+    return out
+
+
 def symbol_range(name: str) -> tuple[int, int] | None:
     """[start, end) address of a kernel text symbol: up to the next symbol (needs root:
     addresses read as zero otherwise)."""

@@ -56,5 +56,5 @@ def test_the_kernel_answers_a_trampoline_program():
     assert "refuse" in why and "Operation not permitted" in why, why
     with pytest.raises(fentry.TrampolineError) as e:
         fentry.load_and_attach(bytes.fromhex("b700000000000000" "9500000000000000"), "fentry_test",
-                               fentry.target("ip_rcv"), exit=False)
+                               fentry.target("ip_rcv"))
     assert "on ip_rcv: Operation not permitted" in str(e.value) and e.value.everywhere

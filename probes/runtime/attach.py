@@ -72,7 +72,7 @@ class FunctionHooks:
     def _trampoline(self, function: str, fn_name: str) -> None:
         from bcc import BPF  # present: the program was compiled with it
         prog_fd, link_fd = fentry.load_and_attach(self.bpf.dump_func(fn_name.encode()), fn_name,
-                                                  fentry.target(function), exit=False)
+                                                  fentry.target(function))
         # Handed to BCC's own bookkeeping, so its cleanup closes them: closing the link detaches.
         key = f"{fn_name}@{function}".encode()
         self.bpf.funcs[key] = BPF.Function(self.bpf, key, prog_fd)

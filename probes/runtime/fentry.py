@@ -1,4 +1,4 @@
-"""Attaching a compiled program to a kernel function through a BPF trampoline (fentry/fexit).
+"""Attaching a compiled program to a kernel function's entry through a BPF trampoline (fentry).
 
 BCC compiles the program; it is loaded here with the bpf() syscall because Debian 12's bcc
 (0.26) finds fentry targets in vmlinux's BTF only, and the per-packet functions (OVS, tun,
@@ -14,14 +14,15 @@ import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 from .btf import VMLINUX_BTF, BTFError, function_type, string_section, type_count
 from .kernel import kernel_version, module_functions
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
-BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_RAW_TRACEPOINT_OPEN = 5, 15, 17
-BPF_BTF_GET_FD_BY_ID, BPF_BTF_GET_NEXT_ID = 19, 23
-BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT = 26, 24, 25
+BPF_PROG_LOAD, BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 5, 11, 13, 15
+BPF_RAW_TRACEPOINT_OPEN, BPF_BTF_GET_FD_BY_ID, BPF_BTF_GET_NEXT_ID = 17, 19, 23
+BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY = 26, 24
 MIN_KERNEL = (5, 11)  # trampolines came in 5.5; on module functions (attach_btf_obj_fd) in 5.11
 LOG_SIZE = 1 << 16
 
@@ -47,7 +48,7 @@ class RawTracepointOpenAttr(ct.Structure):
 
 
 class IdAttr(ct.Structure):
-    """BPF_BTF_GET_NEXT_ID (start_id, next_id) and BPF_BTF_GET_FD_BY_ID (btf_id)."""
+    """BPF_*_GET_NEXT_ID (start_id, next_id) and BPF_*_GET_FD_BY_ID (the id)."""
 
     _fields_ = [("id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
 
@@ -59,6 +60,15 @@ class InfoAttr(ct.Structure):
 class BtfInfo(ct.Structure):
     _fields_ = [("btf", ct.c_uint64), ("btf_size", ct.c_uint32), ("id", ct.c_uint32),
                 ("name", ct.c_uint64), ("name_len", ct.c_uint32), ("kernel_btf", ct.c_uint32)]
+
+
+class ProgInfo(ct.Structure):
+    """struct bpf_prog_info up to its name."""
+
+    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8), ("jited_prog_len", ct.c_uint32),
+                ("xlated_prog_len", ct.c_uint32), ("jited_prog_insns", ct.c_uint64), ("xlated_prog_insns", ct.c_uint64),
+                ("load_time", ct.c_uint64), ("created_by_uid", ct.c_uint32), ("nr_map_ids", ct.c_uint32),
+                ("map_ids", ct.c_uint64), ("name", ct.c_char * 16)]
 
 
 class TrampolineError(Exception):
@@ -108,13 +118,12 @@ def module_of(function: str) -> str | None:
 
 
 @lru_cache(maxsize=None)
-def _blob(obj: str) -> tuple[bytes, bytes, int]:
+def _btf_of(obj: str) -> tuple[bytes, bytes, int]:
     """(a BTF object's blob, the strings and type count its ids continue: vmlinux's for a module)."""
-    blob = VMLINUX_BTF.read_bytes() if obj == "vmlinux" else (VMLINUX_BTF.parent / obj).read_bytes()
+    vmlinux = VMLINUX_BTF.read_bytes()
     if obj == "vmlinux":
-        return blob, b"", 0
-    base = VMLINUX_BTF.read_bytes()
-    return blob, string_section(base), type_count(base)
+        return vmlinux, b"", 0
+    return (VMLINUX_BTF.parent / obj).read_bytes(), string_section(vmlinux), type_count(vmlinux)
 
 
 def target(function: str) -> Target:
@@ -123,7 +132,8 @@ def target(function: str) -> Target:
     if obj != "vmlinux" and not (VMLINUX_BTF.parent / obj).exists():
         raise TrampolineError(f"module {obj} has no BTF (/sys/kernel/btf/{obj})")
     try:
-        found = function_type(*_blob(obj)[:1], function, *_blob(obj)[1:])
+        blob, base_strings, id_base = _btf_of(obj)
+        found = function_type(blob, function, base_strings, id_base)
     except (OSError, BTFError) as e:
         raise TrampolineError(f"cannot read the BTF of {obj}: {e}") from None
     if found is None:
@@ -131,63 +141,77 @@ def target(function: str) -> Target:
     return Target(function, found, obj)
 
 
-def _btf_object_fd(name: str) -> int:
-    """An fd for the kernel BTF object called ``name`` (a module's), found by walking BTF ids."""
+def _objects(next_cmd: int, fd_cmd: int, new_info: Callable[[], ct.Structure]):
+    """Each kernel object of a kind (BTF objects, programs), as (fd, a ``new_info()`` the kernel
+    filled in); the fd is closed when the caller asks for the next one.  Objects freed meanwhile
+    are skipped."""
     next_id = 0
     while True:
         ids = IdAttr(id=next_id)
         try:
-            _bpf(BPF_BTF_GET_NEXT_ID, ids)
+            _bpf(next_cmd, ids)
         except OSError as e:
             if e.errno == errno.ENOENT:
-                raise TrampolineError(f"the kernel lists no BTF object for module {name}") from None
-            raise TrampolineError(f"cannot list the kernel's BTF objects: {e.strerror}") from None
+                return  # the last one
+            raise TrampolineError(f"cannot list the kernel's BPF objects: {e.strerror}") from None
         next_id = ids.next_id
         try:
-            fd = _bpf(BPF_BTF_GET_FD_BY_ID, IdAttr(id=next_id))
+            fd = _bpf(fd_cmd, IdAttr(id=next_id))
         except OSError:
-            continue  # freed meanwhile (a module unloaded)
-        buf = ct.create_string_buffer(64)
-        info = BtfInfo(name=ct.addressof(buf), name_len=len(buf))
+            continue
+        info = new_info()
         try:
             _bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info)))
+            yield fd, info
         except OSError:
+            pass
+        finally:
             os.close(fd)
-            continue
+
+
+def _btf_object_fd(name: str) -> int:
+    """An fd of its own for the kernel's BTF object called ``name`` (a module's)."""
+    buf = ct.create_string_buffer(64)
+    for fd, info in _objects(BPF_BTF_GET_NEXT_ID, BPF_BTF_GET_FD_BY_ID,
+                             lambda: BtfInfo(name=ct.addressof(buf), name_len=len(buf))):
         if info.kernel_btf and buf.value.decode() == name:
-            return fd
-        os.close(fd)
+            return os.dup(fd)
+    raise TrampolineError(f"the kernel lists no BTF object for module {name}")
 
 
-def load_and_attach(insns: bytes, name: str, tgt: Target, exit: bool) -> tuple[int, int]:
-    """Load ``insns`` (BCC's compiled program, its maps' fds in place) as a trampoline program on
-    ``tgt`` and attach it; (program fd, link fd).  Closing the link fd detaches it."""
+def _load(insns: bytes, name: str, tgt: Target) -> int:
+    """Load ``insns`` as a trampoline program for ``tgt``'s entry; its fd.  A refusal says the
+    kernel's reason (the verifier's last lines when it was the verifier)."""
     obj_fd = _btf_object_fd(tgt.btf_object) if tgt.btf_object != "vmlinux" else 0
     log = ct.create_string_buffer(LOG_SIZE)
     code = ct.create_string_buffer(insns, len(insns))
     license = ct.create_string_buffer(b"GPL")
     attr = ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8, insns=ct.addressof(code),
-                        license=ct.addressof(license), log_level=0, log_size=0, log_buf=0,
-                        prog_name=name.encode()[:15],
-                        expected_attach_type=BPF_TRACE_FEXIT if exit else BPF_TRACE_FENTRY,
-                        attach_btf_id=tgt.btf_id, attach_btf_obj_fd=obj_fd)
+                        license=ct.addressof(license), prog_name=name.encode()[:15],
+                        expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=tgt.btf_id, attach_btf_obj_fd=obj_fd)
     try:
         try:
-            prog_fd = _bpf(BPF_PROG_LOAD, attr)
+            return _bpf(BPF_PROG_LOAD, attr)
         except OSError as first:
-            if first.errno != errno.EACCES:  # the verifier's refusal: run again for its reason
+            if first.errno != errno.EACCES:  # EACCES is the verifier's: run again for its reason
                 raise TrampolineError(f"the kernel refused an fentry program on {tgt.function}: "
                                       f"{first.strerror}", everywhere=first.errno == errno.EPERM) from None
-            attr.log_level, attr.log_size, attr.log_buf = 1, LOG_SIZE, ct.addressof(log)
-            try:
-                prog_fd = _bpf(BPF_PROG_LOAD, attr)
-            except OSError:
-                last = log.value.decode(errors="replace").strip().splitlines()[-3:]
-                raise TrampolineError(f"the verifier refused the fentry program on {tgt.function}: "
-                                      + " / ".join(last)) from None
+        attr.log_level, attr.log_size, attr.log_buf = 1, LOG_SIZE, ct.addressof(log)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr)
+        except OSError:
+            last = log.value.decode(errors="replace").strip().splitlines()[-3:]
+            raise TrampolineError(f"the verifier refused the fentry program on {tgt.function}: "
+                                  + " / ".join(last)) from None
     finally:
         if obj_fd:
             os.close(obj_fd)
+
+
+def load_and_attach(insns: bytes, name: str, tgt: Target) -> tuple[int, int]:
+    """Load ``insns`` (BCC's compiled program, its maps' fds in place) on ``tgt``'s entry and
+    attach it; (program fd, link fd).  Closing the link fd detaches it."""
+    prog_fd = _load(insns, name, tgt)
     try:
         link_fd = _bpf(BPF_RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=0, prog_fd=prog_fd))
     except OSError as e:
@@ -206,54 +230,16 @@ def trial() -> str | None:
     why = why_no_trampolines()
     if why:
         return why
-    license = ct.create_string_buffer(b"GPL")
     try:
-        tgt = target(TRIAL_FUNCTION)
-        code = ct.create_string_buffer(_RETURN_0, len(_RETURN_0))
-        fd = _bpf(BPF_PROG_LOAD, ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=2, insns=ct.addressof(code),
-                                              license=ct.addressof(license), prog_name=b"netsleuth_trial",
-                                              expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=tgt.btf_id))
+        os.close(_load(_RETURN_0, "netsleuth_trial", target(TRIAL_FUNCTION)))
     except TrampolineError as e:
         return str(e)
-    except OSError as e:
-        return f"the kernel refuses fentry programs: {e.strerror}"
-    os.close(fd)
     return None
-
-
-BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID = 11, 13
-
-
-class ProgInfo(ct.Structure):
-    """struct bpf_prog_info up to its name."""
-
-    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8), ("jited_prog_len", ct.c_uint32),
-                ("xlated_prog_len", ct.c_uint32), ("jited_prog_insns", ct.c_uint64), ("xlated_prog_insns", ct.c_uint64),
-                ("load_time", ct.c_uint64), ("created_by_uid", ct.c_uint32), ("nr_map_ids", ct.c_uint32),
-                ("map_ids", ct.c_uint64), ("name", ct.c_char * 16)]
 
 
 def trampoline_programs() -> list[str]:
     """The names of the trampoline (tracing) programs loaded in the kernel now: after a probe
     detached, none of its own may be left (what kprobe_events shows for kprobes)."""
-    names, next_id = [], 0
-    while True:
-        ids = IdAttr(id=next_id)
-        try:
-            _bpf(BPF_PROG_GET_NEXT_ID, ids)
-        except OSError:
-            return names
-        next_id = ids.next_id
-        try:
-            fd = _bpf(BPF_PROG_GET_FD_BY_ID, IdAttr(id=next_id))
-        except OSError:
-            continue
-        info = ProgInfo()
-        try:
-            _bpf(BPF_OBJ_GET_INFO_BY_FD, InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info)))
-            if info.type == BPF_PROG_TYPE_TRACING:
-                names.append(info.name.decode(errors="replace"))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+    return [info.name.decode(errors="replace")
+            for _, info in _objects(BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, ProgInfo)
+            if info.type == BPF_PROG_TYPE_TRACING]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probes.base import Probe
+from probes.base import HOOK_ATTACH, Probe
 from probes.registry import PROBES
 from probes.runtime.kernel import KernelCaps
 from probes.runtime.params import ParamError
@@ -15,10 +15,10 @@ from .series import SERIES
 NOT_FOR_EXPORTER = {"interval", "duration", "top"}
 # Flags the exporter sets where the user does not: drop-summary keyed by drop location
 # only (flows are never labels, and keying by flow fills the kernel table on a port scan).
-# The latency Summaries by kprobes: a trampoline on a module's function holds the module, so an
+# Every probe with --attach by kprobes: a trampoline on a module's function holds the module, so an
 # always-on exporter would make an OVS upgrade's module reload fail (`attach=fentry` to choose it).
-EXPORTER_DEFAULTS = {"drop-summary": {"group_by": "stack"}, "system-latency-summary": {"attach": "kprobe"},
-                     "vm-latency-summary": {"attach": "kprobe"}}
+EXPORTER_DEFAULTS = {"drop-summary": {"group_by": "stack"},
+                     **{name: {"attach": "kprobe"} for name, cls in PROBES.items() if HOOK_ATTACH in cls.flags}}
 # Probes one instance of which follows one VM (an example of its flags): never started by default.
 PER_VM = {"vm-latency-summary": "vm-interface=VNET:phy-interface=NIC:direction=rx",
           "tun-ring-monitor": "device=VNET"}

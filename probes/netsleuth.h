@@ -477,6 +477,12 @@ static __always_inline u64 ns_fentry_arg(unsigned long long *ctx, int n)
     return 0;
 }
 
+/* A hook on a function's entry twice, as a kprobe (NAME) and a trampoline program (fentry_NAME),
+ * each calling BODY(its argument number ARG): the probe's driver picks one (probes/runtime/attach.py). */
+#define NS_ENTRY_HOOK(NAME, ARG, BODY) \
+    int NAME(struct pt_regs *ctx) { return BODY((void *)ns_kprobe_arg(ctx, ARG)); } \
+    int fentry_##NAME(unsigned long long *ctx) { return BODY((void *)ns_fentry_arg(ctx, ARG)); }
+
 /* The drop hook: the program defines ns_on_drop() and expands NS_DEFINE_DROP_HOOK() in its own
  * file, where BCC makes tracepoint structs (docs/bpf.md#the-drop-hook-ns_define_drop_hook). */
 /* the reason of an OVS drop action (netsleuth_ovs_drop.inc.c) */

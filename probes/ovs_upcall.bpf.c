@@ -24,11 +24,10 @@ static __always_inline void add(int idx, u64 v)
         __sync_fetch_and_add(p, v);
 }
 
-int on_upcall(struct pt_regs *ctx)
+static __always_inline int upcall(void *skb)
 {
     struct ns_pkt_id id = {};
     u32 ip_len = 0, skb_len = 0;
-    void *skb = (void *)ns_kprobe_arg(ctx, 2);
     if (!skb || !ns_pkt_identity(skb, &id, &ip_len, &skb_len))
         return 0;
     u64 now = bpf_ktime_get_ns();
@@ -37,11 +36,10 @@ int on_upcall(struct pt_regs *ctx)
     return 0;
 }
 
-int on_answer(struct pt_regs *ctx)
+static __always_inline int answer(void *skb)
 {
     struct ns_pkt_id id = {};
     u32 ip_len = 0, skb_len = 0;
-    void *skb = (void *)ns_kprobe_arg(ctx, 3);
     if (!skb || !ns_pkt_identity(skb, &id, &ip_len, &skb_len))
         return 0;
     u64 *start = pending.lookup(&id);
@@ -79,3 +77,6 @@ int on_answer(struct pt_regs *ctx)
     }
     return 0;
 }
+
+NS_ENTRY_HOOK(on_upcall, 2, upcall)  /* ovs_dp_upcall(dp, skb, ...) */
+NS_ENTRY_HOOK(on_answer, 3, answer)  /* ovs_flow_key_extract_userspace(net, attr, skb, ...) */

@@ -6,8 +6,8 @@ import ctypes as ct
 
 from vocab.hist import Log2Hist, render_text
 
-from .base import DST_IP, DURATION, SRC_IP, Flag, Probe, interval_flag, kprobe_reason
-from .runtime.attach import attach_kprobe
+from .base import DST_IP, DURATION, HOOK_ATTACH, SRC_IP, Flag, Probe, interval_flag, kprobe_reason
+from .runtime.attach import FunctionHooks
 from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.loader import load
@@ -24,13 +24,14 @@ class OvsUpcallSummary(Probe):
     name = "ovs-upcall-summary"
     title = "OVS upcall latency Summary"
     tier = 1
-    cost = "low: two kprobes on the OVS datapath, only upcalls and their answers are timed"
+    cost = "low: two hooks on the OVS datapath (trampolines or kprobes), only upcalls and their answers are timed"
     description = "Histogram of upcall latency (datapath miss -> ovs-vswitchd's answer), with the handler threads."
     flags = (
         SRC_IP, DST_IP,
         Flag("proto", "protocol", "tcp, udp, icmp or all", default="all", choices=("tcp", "udp", "icmp", "all"),
              label="Protocol"),
         interval_flag(5.0),
+        HOOK_ATTACH,
         DURATION,
     )
 
@@ -44,8 +45,9 @@ class OvsUpcallSummary(Probe):
 
     def load(self):
         bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
-        attach_kprobe(bpf, UPCALL_FN, "on_upcall")
-        attach_kprobe(bpf, ANSWER_FN, "on_answer")
+        self.hooks = FunctionHooks(bpf, self.options.values.get("attach", "auto"))
+        self.hooks.entry(UPCALL_FN, "on_upcall")
+        self.hooks.entry(ANSWER_FN, "on_answer")
         self.start_reading()
         return bpf
 
@@ -56,7 +58,7 @@ class OvsUpcallSummary(Probe):
         self._run_max_ns = 0
 
     def describe_attach(self) -> str:
-        return f"kprobes {UPCALL_FN} + {ANSWER_FN}"
+        return " + ".join(f"{way} {fn}" for fn, way in self.hooks.by.items())
 
     def read(self) -> list[dict]:
         slots = self._seen.of("slots", tuple(sum(self.bpf[b"slots"][ct.c_int(i)]) for i in range(64)))
@@ -91,6 +93,7 @@ class OvsUpcallSummary(Probe):
             "max_us_since_start": round(self._run_max_ns / 1000, 1) if self._run_max_ns else None,
             "histogram": summary,
             "handlers": handlers,
+            **self.hooks.record(),
         }]
 
     def _interval_max_ns(self) -> int:

@@ -39,6 +39,7 @@ class UnattachedUpcalls(OvsUpcallSummary):
 
     def load(self):
         bpf = load("ovs_upcall.bpf.c", self.c_defines(), FIELDS)
+        self.hooks = FunctionHooks(bpf, "auto")  # nothing attached: the maps are written by hand
         self.start_reading()
         return bpf
 

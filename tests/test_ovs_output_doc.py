@@ -104,6 +104,7 @@ def test_latency_event_and_stages():
 def test_upcall_summary_and_handlers(loaded):
     probe = OvsUpcallSummary(caps=CAPS)
     probe.bpf = loaded("ovs_upcall.bpf.c", probe.c_defines())
+    probe.hooks = FunctionHooks(probe.bpf, "auto")  # nothing attached: the maps are written by hand
     probe.start_reading()
     handlers = probe.bpf[b"handlers"]
     handlers[ct.c_uint32(4242)] = handlers.Leaf(count=3, total_ns=3_000_000, max_ns=2_000_000, comm=b"handler7")

@@ -202,6 +202,7 @@ def start_latency_probes(sysnet: T.SystemPath, vm: T.VmPath) -> dict[str, ProbeW
         "vm_details_rx": ProbeWorker("vm-latency-details", vm_interface=vm.tap, phy_interface=phy, direction="rx",
                                      protocol="icmp", dst_ip=vm.ip, latency_threshold="0", interval="2"),
         "upcall": ProbeWorker("ovs-upcall-summary"),
+        "upcall_kprobe": ProbeWorker("ovs-upcall-summary", attach="kprobe"),
         # The in-kernel filters: only the host's datagrams to the namespace.
         "upcall_udp_tx": ProbeWorker("ovs-upcall-summary", proto="udp", src_ip=host, dst_ip=peer),
         "megaflow": ProbeWorker("ovs-megaflow", interval="1"),

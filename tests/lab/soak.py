@@ -29,7 +29,7 @@ from tests.netenv import NETSLEUTH
 # (probe, flags): every kprobe a default run of these places on kernel 6.1 with OVS.
 SOAKED = (
     ("drop-summary", dict(attach="kprobe")),  # kfree_skb_reason, consume_skb, ovs_dp_upcall
-    ("ovs-upcall-summary", {}),               # ovs_dp_upcall, ovs_flow_key_extract_userspace
+    ("ovs-upcall-summary", dict(attach="kprobe")),  # ovs_dp_upcall, ovs_flow_key_extract_userspace
 )
 
 

@@ -219,6 +219,20 @@ def test_ovs_upcall_summary_counts_what_the_datapath_missed(lab):
     assert h["buckets"][-1]["low"] <= rec["max_us"] <= h["buckets"][-1]["high"], rec  # this interval's slowest
 
 
+def test_ovs_upcall_summary_by_trampolines_counts_what_kprobes_count(lab):
+    """Both OVS functions take a trampoline in the lab; the kprobe twin sees the same upcalls
+    and answers in every phase, and a histogram of as many samples."""
+    step_ok(lab, "latency")
+    assert lab["latency"]["attached"]["upcall"] == "fentry ovs_dp_upcall + fentry ovs_flow_key_extract_userspace"
+    for name in lab["latency"]["phases"]:
+        a, k = summary(lab["latency"][name], "upcall"), summary(lab["latency"][name], "upcall_kprobe")
+        assert set(a["hooks"].values()) == {"fentry"} and a["fentry_refused"] == {}, a
+        assert set(k["hooks"].values()) == {"kprobe"}, k
+        same = ("upcalls", "answered", "executes_without_upcall")
+        assert [a[f] for f in same] + [a["histogram"]["count"]] == [k[f] for f in same] + [k["histogram"]["count"]], name
+    assert summary(phase(lab, "flushed"), "upcall")["upcalls"] > 0
+
+
 def test_ovs_upcall_summary_filters_in_the_kernel(lab):
     """--proto udp --src-ip host --dst-ip peer: the host's datagrams to the namespace count,
     the namespace's datagrams back and the pings do not."""

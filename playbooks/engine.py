@@ -38,6 +38,7 @@ class StepResult:
     error: str | None = None
     command: str | None = None
     params: dict = field(default_factory=dict)  # what actually ran (after edits)
+    attached: str | None = None  # how the probe hooked the kernel, as its start line said
 
 
 @dataclass
@@ -193,7 +194,7 @@ class Walk:
         frame = self._current_frame_of_step()
         step = self.lib.steps[frame.ref]
         r = StepResult(e["status"], e.get("result"), e.get("duration_s"), e.get("started"), e.get("error"),
-                       e.get("command"), dict(e.get("params", frame.params)))
+                       e.get("command"), dict(e.get("params", frame.params)), e.get("attached"))
         frame.result = r
         frame.findings = []
         if r.status in ("ok", "stopped") and r.result is not None:
@@ -308,12 +309,12 @@ class Walk:
 
     def complete(self, status: str, result: dict | None = None, duration_s: float | None = None,
                  started: str | None = None, error: str | None = None, command: str | None = None,
-                 params: dict | None = None) -> list[Finding]:
+                 params: dict | None = None, attached: str | None = None) -> list[Finding]:
         """Record the current step's outcome; returns its findings."""
         frame = self._current_frame_of_step()
         self._emit({"event": "result", "step": frame.ref, "status": status, "params": params or frame.params,
                     "result": result, "duration_s": duration_s, "started": started, "error": error,
-                    "command": command})
+                    "command": command, "attached": attached})
         return list(self.frames[-1].findings)
 
     def back(self) -> None:

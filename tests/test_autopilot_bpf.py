@@ -70,6 +70,7 @@ def test_autopilot_finds_the_dropped_flows_and_prefills_details(tmp_path):
     steps = [t for t in report["timeline"] if t["kind"] == "step"]
     summary, details = steps[0], steps[1]
     assert summary["probe"] == "drop-summary" and summary["status"] == "ok"
+    assert "kfree_skb" in summary["attached"], summary["attached"]  # the probe's start line: how it hooked
     dropped_ports = {row[5].rsplit(":", 1)[1].split()[0] for row in summary["key_results"]["rows"]}
     assert str(PASSING) not in dropped_ports and {str(DROPPED), str(CLOSED)} <= dropped_ports
     # The Details step carries the dominant flow's filters, prefilled from the Summary's evidence.
@@ -87,5 +88,6 @@ def test_autopilot_finds_the_dropped_flows_and_prefills_details(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert f"`sudo netsleuth probe drop-summary --dst-ip {env.peer_ip} --l4-protocol udp --duration 3`" in md
     assert details["command"] in md
+    assert f"- attached: {summary['attached']}" in md
     # What the probes produced was recorded for replay.
     assert (tmp_path / "run.jsonl.gz").stat().st_size > 0

@@ -309,7 +309,8 @@ class NetsleuthApp(App):
         params = (source.recorded_params if isinstance(source, RecordedSource) else None) or self.walk.current.params
         command = source.command_line()
         findings = self.walk.complete(outcome.status, outcome.result, duration_s=outcome.duration_s,
-                                      started=outcome.started, command=command, params=params)
+                                      started=outcome.started, command=command, params=params,
+                                      attached=outcome.attached)
         self._end_recorded_run(screen, outcome.status, outcome.duration_s, outcome.error)
         return findings
 

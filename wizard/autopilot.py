@@ -132,7 +132,7 @@ class Autopilot:
             self.recorder.end_run(run_id, outcome.status, outcome.duration_s, outcome.error)
         ran_with = source.recorded_params or view.params  # a replay: what was recorded
         findings = walk.complete(outcome.status, outcome.result, outcome.duration_s, outcome.started, outcome.error,
-                                 command, ran_with)
+                                 command, ran_with, outcome.attached)
         if outcome.error:
             self.log(f"  {outcome.status}: {outcome.error}")
         for f in findings:

@@ -171,6 +171,7 @@ def build_report(walk: Walk, host: dict, session_id: str | None = None, command_
             "asked_params": frame.params if r and not same_filters(frame.params, r.params) else None,
             "status": r.status if r else "not run", "error": r.error if r else None,
             "started": r.started if r else None, "duration_s": r.duration_s if r else None,
+            "attached": r.attached if r else None,
             "command": (r.command if r and r.command else command_for(node.probe, params)),
             "key_results": _key_results(spec, r.result if r else None),
             "findings": [f.title for f in frame.findings],
@@ -271,6 +272,8 @@ def render_markdown(rep: dict, figures: dict[str, str] | None = None) -> str:
         out += [f"- status: **{t['status']}**{dur}" + (f" — {t['error']}" if t["error"] else "")]
         if t["started"]:
             out += [f"- started: {t['started']}"]
+        if t.get("attached"):  # reports written before it was kept have no such key
+            out += [f"- attached: {t['attached']}"]
         out += [f"- parameters: {_params_text(t['params'])}"]
         if t.get("asked_params") is not None:
             out += [f"- asked for: {_params_text(t['asked_params'])} (a replay shows the run as recorded)"]

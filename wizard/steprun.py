@@ -38,6 +38,7 @@ class StepOutcome:
     duration_s: float
     started: str
     error: str | None = None
+    attached: str | None = None  # how the probe hooked the kernel (its start line)
 
 
 def now_iso() -> str:
@@ -54,7 +55,7 @@ def run_source(source: ProbeSource, probe: str, spec: ProbeSpec, duration: float
     acc = Accumulator(probe, spec.merge, spec.chart)
     started = now_iso()
     t0 = time.monotonic()
-    status, error = "ok", None
+    status, error, attached = "ok", None, None
     streaming = source.wakes_on_events
 
     def take() -> None:
@@ -68,6 +69,7 @@ def run_source(source: ProbeSource, probe: str, spec: ProbeSpec, duration: float
 
     try:
         source.start()
+        attached = source.describe_attach()
         t0 = time.monotonic()
         deadline = t0 + duration
         next_read = t0 + read_every
@@ -103,4 +105,4 @@ def run_source(source: ProbeSource, probe: str, spec: ProbeSpec, duration: float
     if source.replayed_s is not None:  # replay: the recorded time served (all, or until stopped)
         elapsed = source.replayed_s
     result = acc.result(elapsed) if status in ("ok", "stopped") else None
-    return StepOutcome(status, result, elapsed, started, error)
+    return StepOutcome(status, result, elapsed, started, error, attached)

@@ -482,6 +482,12 @@ static __always_inline u64 ns_fentry_arg(unsigned long long *ctx, int n)
 #define NS_ENTRY_HOOK(NAME, ARG, BODY) \
     int NAME(struct pt_regs *ctx) { return BODY((void *)ns_kprobe_arg(ctx, ARG)); } \
     int fentry_##NAME(unsigned long long *ctx) { return BODY((void *)ns_fentry_arg(ctx, ARG)); }
+/* the same with two of the function's arguments */
+#define NS_ENTRY_HOOK2(NAME, ARG_A, ARG_B, BODY) \
+    int NAME(struct pt_regs *ctx) \
+    { return BODY((void *)ns_kprobe_arg(ctx, ARG_A), (void *)ns_kprobe_arg(ctx, ARG_B)); } \
+    int fentry_##NAME(unsigned long long *ctx) \
+    { return BODY((void *)ns_fentry_arg(ctx, ARG_A), (void *)ns_fentry_arg(ctx, ARG_B)); }
 
 /* The drop hook: the program defines ns_on_drop() and expands NS_DEFINE_DROP_HOOK() in its own
  * file, where BCC makes tracepoint structs (docs/bpf.md#the-drop-hook-ns_define_drop_hook). */

@@ -52,10 +52,8 @@ BPF_PERCPU_ARRAY(rings, struct ring_state, NS_TUN_MAX_QUEUES);  /* read and writ
 BPF_ARRAY(ring_epoch, u64, 1);
 
 /* tun_net_xmit(skb, dev): queue skb->queue_mapping of tun_struct netdev_priv(dev) */
-int ns_tun_net_xmit(struct pt_regs *ctx)
+static __always_inline int tun_xmit(void *skb, void *dev)
 {
-    void *skb = (void *)PT_REGS_PARM1(ctx);
-    void *dev = (void *)PT_REGS_PARM2(ctx);
     if (!ns_dev_match(dev))
         return 0;
     u16 q16 = 0;
@@ -100,4 +98,5 @@ int ns_tun_net_xmit(struct pt_regs *ctx)
     r->size = size;
     return 0;
 }
+NS_ENTRY_HOOK2(ns_tun_net_xmit, 1, 2, tun_xmit)
 #endif

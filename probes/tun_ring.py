@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import drop_hook
 from .base import ATTACH, DST_IP, DST_PORT, DURATION, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Unavailable, interval_flag
-from .runtime.attach import attach_kprobe
+from .runtime.attach import FunctionHooks
 from .runtime.counters import Deltas
 from .runtime.loader import load
 from .runtime.offsets import OffsetsUnavailable, module_offset
@@ -82,14 +82,21 @@ class TunRingMonitor(drop_hook.DropHookProbe):
             fields += RING_FIELDS
         bpf = load("tun_ring.bpf.c", d, sorted(set(fields)))
         hook.attach(bpf)
-        if self.no_ring is None:
-            attach_kprobe(bpf, XMIT_FN, "ns_tun_net_xmit")
+        self.ring_hook = None
+        if self.no_ring is None:  # --attach kprobe: kprobes everywhere; else a trampoline where taken
+            hooks = FunctionHooks(bpf, "kprobe" if self.options.attach == "kprobe" else "auto")
+            self.ring_hook = hooks.entry(XMIT_FN, "ns_tun_net_xmit")
+            self.ring_fentry_refused = hooks.fell_back.get(XMIT_FN)
         self._seen = Deltas()
         self._last_read = time.monotonic()
         return bpf
 
     def describe_attach(self) -> str:
-        ring = f" + kprobe {XMIT_FN} (ring fill)" if self.no_ring is None else f" (ring fill: {self.no_ring})"
+        if self.no_ring is not None:
+            ring = f" (ring fill: {self.no_ring})"
+        else:
+            refused = f"; no trampoline: {self.ring_fentry_refused}" if self.ring_fentry_refused else ""
+            ring = f" + {self.ring_hook} {XMIT_FN} (ring fill{refused})"
         return self.hook.describe() + ring
 
 
@@ -146,7 +153,7 @@ class TunRingMonitor(drop_hook.DropHookProbe):
                 "no_reader_drops": e["reasons"].get("DEV_READY", 0),
                 "size": size, "xmits": e["xmits"], "found_full": e["found_full"],
                 "max_pending": e["max_pending"], "fill_pct": fill,
-                "ring_watched": self.no_ring is None, "ring_unavailable": self.no_ring,
+                "ring_watched": self.no_ring is None, "ring_unavailable": self.no_ring, "ring_hook": self.ring_hook,
                 "readers": readers,
             })
         return records

@@ -19,6 +19,17 @@ def ring_records(vmlab: dict, phase: str) -> list[dict]:
     return [r for r in records[p["records_from"]:p["records_to"]] if r["type"] == "tun_ring"]
 
 
+def test_ring_fill_by_trampoline_and_by_kprobe_counts_alike(vmlab):
+    """tun_net_xmit takes a trampoline in the lab (the tun module's BTF); its kprobe twin,
+    attached all along beside it, counts the same drops and the same packets finding the ring full."""
+    def rings(name: str) -> list[dict]:
+        return [r for r in vmlab["probes"][name]["records"] if r["type"] == "tun_ring"]
+    auto, kprobe = rings("tun-ring-monitor"), rings("tun-ring-monitor --attach kprobe")
+    assert {r["ring_hook"] for r in auto} == {"fentry"} and {r["ring_hook"] for r in kprobe} == {"kprobe"}
+    for field in ("drops", "found_full"):
+        assert sum(r[field] for r in auto) == sum(r[field] for r in kprobe) > 0, field
+
+
 def test_the_nested_vm_runs_with_vhost(vmlab):
     vm = vmlab["vm"]
     assert vm["vhost_tids"], "no vhost worker: the VM's net device is not served by vhost-net"

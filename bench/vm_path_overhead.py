@@ -29,12 +29,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.toggle import Toggle  # noqa: E402 - after the path above
 
 # Multi-threaded TCG: under single-threaded TCG the nested VM did not boot in 120 s
 # (2026-12-03); multi-threaded TCG can crash while kprobes are re-attached under traffic
@@ -59,9 +60,9 @@ PROBES = [
                                                 protocol="udp", interval="3600"), "packets_completed",
      "7 stage hooks (1 tracepoint, 6 kprobes), 2 map updates"),
     # Floors: a program that does nothing, on a per-packet hook (what the hook alone costs).
-    ("empty kprobe tun_net_xmit", lambda vm, phy: dict(function="tun_net_xmit"), None,
+    ("empty kprobe tun_net_xmit", lambda vm, phy: dict(functions=["tun_net_xmit"]), None,
      "an empty program: the dispatch of tun-ring-monitor's per-packet hook"),
-    ("empty kretprobe vhost_exceeds_weight", lambda vm, phy: dict(function="vhost_exceeds_weight", ret=True), None,
+    ("empty kretprobe vhost_exceeds_weight", lambda vm, phy: dict(functions=["vhost_exceeds_weight"], attach="kretprobe"), None,
      "an empty program: the per-packet hook vhost-eventfd-count had before it counted requeues instead"),
 ]
 REFERENCE = "vm-latency-summary"
@@ -70,180 +71,6 @@ METRICS = {  # key in a round's figures -> its label in the table
     "vm_rx_per_cpu_s": "delivered to the VM (tap tx_packets) per CPU-second of its vhost worker + vCPU",
     "tap_in_per_cpu_s": "sent to the tap per sender CPU-second",
 }
-
-
-# --- a probe that can be attached and detached without compiling again (a child process) ----
-
-ATTACHES = {"attach_kprobe": "detach_kprobe", "attach_kretprobe": "detach_kretprobe",
-            "attach_tracepoint": "detach_tracepoint", "attach_raw_tracepoint": "detach_raw_tracepoint"}
-
-
-def _record_attaches(calls: list) -> dict:
-    """Wrap bcc.BPF's attach methods so each call (the probe's own, BCC's autoload of its
-    TRACEPOINT_PROBEs) is recorded; the originals, for replaying them."""
-    import bcc
-
-    originals = {name: getattr(bcc.BPF, name) for name in ATTACHES}
-
-    def wrap(name, original):
-        def attach(self, *args, **kwargs):
-            if args or kwargs.get("event_re") or kwargs.get("tp_re"):
-                raise RuntimeError(f"{name} with positional arguments or a pattern: cannot replay it")
-            result = original(self, *args, **kwargs)
-            calls.append((name, kwargs))
-            return result
-        return attach
-
-    for name, original in originals.items():
-        setattr(bcc.BPF, name, wrap(name, original))
-    return originals
-
-
-class EmptyProgram:
-    """A kprobe or kretprobe running a program that returns at once: the hook's own cost."""
-
-    streaming = False
-
-    def __init__(self, function: str, ret: bool = False):
-        self.function, self.ret, self.bpf = function, ret, None
-
-    def start(self) -> None:
-        from bcc import BPF
-
-        self.bpf = BPF(text="int empty(struct pt_regs *ctx) { return 0; }")
-        attach = self.bpf.attach_kretprobe if self.ret else self.bpf.attach_kprobe
-        attach(event=self.function.encode(), fn_name=b"empty")
-
-    def describe_attach(self) -> str:
-        return f"{'kretprobe' if self.ret else 'kprobe'} {self.function}"
-
-    def read(self) -> list[dict]:
-        return []
-
-    def close(self) -> None:
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
-
-
-def hook_name(attach: str, kwargs: dict) -> str:
-    kind = attach.removeprefix("attach_").replace("_", " ")
-    target = kwargs.get("event") or kwargs.get("tp") or b"?"
-    return f"{kind} {target.decode() if isinstance(target, bytes) else target}"
-
-
-def toggle_child(name: str, flags: dict) -> int:
-    """stdin: "off" / "on" (detach / attach every hook the probe placed) / "read" /
-    "stats" (each program's run_cnt, run_time_ns) / "stop"; one JSON line answers each."""
-    from bench.bpf_stats import fd_stats
-
-    from probes.registry import PROBES as REGISTRY
-
-    calls: list = []
-    originals = _record_attaches(calls)
-    probe = EmptyProgram(**flags) if name.startswith("empty ") else REGISTRY[name](**flags)
-    probe.start()
-    bpf = probe.bpf
-    lock = threading.Lock()
-    records: list[dict] = []
-    done = threading.Event()
-
-    def poll() -> None:  # event probes: their buffer drained all along, as the CLI does
-        while not done.is_set():
-            with lock:
-                probe.wait(0.1)
-                records.extend(probe.read())
-            time.sleep(0.05)
-
-    def detach() -> None:
-        for attach, kwargs in calls:
-            target = {k: v for k, v in kwargs.items() if k in ("event", "fn_name", "tp")}
-            if attach == "attach_tracepoint" or attach == "attach_raw_tracepoint":
-                target.pop("fn_name", None)
-            getattr(bpf, ATTACHES[attach])(**target)
-
-    def attach() -> None:
-        for attach_name, kwargs in calls:
-            originals[attach_name](bpf, **kwargs)
-
-    poller = threading.Thread(target=poll, daemon=True) if probe.streaming else None
-    if poller:
-        poller.start()
-    programs: dict[str, list[str]] = {}  # program -> the hooks it runs on
-    for attach_name, kwargs in calls:
-        fn = kwargs.get("fn_name") or b""
-        programs.setdefault(fn.decode() if isinstance(fn, bytes) else fn, []).append(hook_name(attach_name, kwargs))
-    print(json.dumps({"attached": probe.describe_attach(), "hooks": len(calls), "programs": programs}), flush=True)
-    try:
-        for line in sys.stdin:
-            cmd = line.strip()
-            t0 = time.monotonic()
-            with lock:
-                if cmd == "off":
-                    detach()
-                elif cmd == "on":
-                    attach()
-                elif cmd == "read":
-                    got = records[:] if poller else probe.read()
-                    records.clear()
-                    print(json.dumps(got), flush=True)
-                    continue
-                elif cmd == "stats":
-                    print(json.dumps({fn.decode(): fd_stats(f.fd) for fn, f in bpf.funcs.items()}), flush=True)
-                    continue
-                elif cmd == "stop":
-                    break
-            print(json.dumps({"ok": cmd, "s": round(time.monotonic() - t0, 3)}), flush=True)
-    finally:
-        done.set()
-        probe.close()
-    return 0
-
-
-class Toggle:
-    """The parent's handle on a toggle_child."""
-
-    def __init__(self, name: str, flags: dict):
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, __file__, "--toggle", name, json.dumps(flags)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.started = time.monotonic()
-        self.ready_s: float | None = None
-        self.attached = ""
-        self.toggle_s: list[float] = []
-
-    def _line(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} ended: {self.proc.stderr.read()[-3000:]}")
-        return line
-
-    def ready(self) -> "Toggle":
-        first = json.loads(self._line())
-        self.ready_s = round(time.monotonic() - self.started, 1)
-        self.attached = first["attached"]
-        self.programs = first["programs"]
-        self.command("off")
-        return self
-
-    def command(self, cmd: str):
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        answer = json.loads(self._line())
-        if cmd in ("on", "off"):
-            self.toggle_s.append(answer["s"])
-        return answer
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("stop\n")
-            self.proc.stdin.flush()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # --- guest side ------------------------------------------------------------------
@@ -617,10 +444,7 @@ def main() -> int:
                     help="print (and --write) the figures of an earlier run's bench.json")
     ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
     ap.add_argument("--guest", type=Path, metavar="SHARE", help=argparse.SUPPRESS)  # inside the lab VM
-    ap.add_argument("--toggle", nargs=2, metavar=("PROBE", "FLAGS"), help=argparse.SUPPRESS)  # a child
     args = ap.parse_args()
-    if args.toggle:
-        return toggle_child(args.toggle[0], json.loads(args.toggle[1]))
     if args.guest:
         from bench.bpf_stats import stats_enabled
 

@@ -33,6 +33,11 @@ def attach_kretprobe(bpf, function: str, fn_name: str) -> None:
 HOOK_MODES = ("auto", "fentry", "kprobe")
 
 
+def link_key(program_key: bytes) -> bytes:
+    """Where BCC keeps a trampoline's link fd (its cleanup closes them: that detaches)."""
+    return b"kfunc__" + program_key
+
+
 class FunctionHooks:
     """A probe's hooks on kernel functions, by the user's ``--attach``: ``fentry`` (BPF trampolines,
     an error where the kernel refuses one), ``kprobe``, or ``auto`` (a trampoline where the kernel
@@ -44,6 +49,7 @@ class FunctionHooks:
         self.bpf, self.mode = bpf, mode
         self.by: dict[str, str] = {}  # function -> "fentry" | "kprobe"
         self.fell_back: dict[str, str] = {}  # function -> why not fentry (auto only)
+        self.trampolines: dict[str, bytes] = {}  # function -> its program's key in bpf.funcs
         self._refused: str | None = None if mode != "kprobe" else "--attach kprobe"
         if mode != "kprobe" and (why := fentry.why_no_trampolines()):
             self._refused = why
@@ -76,7 +82,8 @@ class FunctionHooks:
         # Handed to BCC's own bookkeeping, so its cleanup closes them: closing the link detaches.
         key = f"{fn_name}@{function}".encode()
         self.bpf.funcs[key] = BPF.Function(self.bpf, key, prog_fd)
-        self.bpf.kfunc_entry_fds[b"kfunc__" + key] = link_fd
+        self.bpf.kfunc_entry_fds[link_key(key)] = link_fd
+        self.trampolines[function] = key
 
     def record(self) -> dict:
         """What the records say: each function's way, and why any fell back from fentry."""

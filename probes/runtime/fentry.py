@@ -213,11 +213,18 @@ def load_and_attach(insns: bytes, name: str, tgt: Target) -> tuple[int, int]:
     attach it; (program fd, link fd).  Closing the link fd detaches it."""
     prog_fd = _load(insns, name, tgt)
     try:
-        link_fd = _bpf(BPF_RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=0, prog_fd=prog_fd))
-    except OSError as e:
+        return prog_fd, attach(prog_fd, tgt.function)
+    except TrampolineError:
         os.close(prog_fd)
-        raise TrampolineError(f"could not attach the fentry program to {tgt.function}: {e.strerror}") from None
-    return prog_fd, link_fd
+        raise
+
+
+def attach(prog_fd: int, function: str) -> int:
+    """Attach a loaded trampoline program (to the function it was loaded for); the link's fd."""
+    try:
+        return _bpf(BPF_RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=0, prog_fd=prog_fd))
+    except OSError as e:
+        raise TrampolineError(f"could not attach the fentry program to {function}: {e.strerror}") from None
 
 
 TRIAL_FUNCTION = "ip_rcv"  # any vmlinux function with BTF; loading alone attaches nothing

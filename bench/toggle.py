@@ -74,7 +74,8 @@ class EmptyProgram:
             self.hooks.entry(f, "empty")
 
     def describe_attach(self) -> str:
-        return ", ".join(f"{self.attach} {f}" for f in self.functions)
+        by = self.hooks.by if self.hooks else {}
+        return ", ".join(f"{by.get(f, self.attach)} {f}" for f in self.functions)
 
     def read(self) -> list[dict]:
         return []

@@ -1,5 +1,6 @@
-/* Minimal UDP load for the benchmarks: "send DST PORT SECONDS [cpu]" counts datagrams
- * sent with sendmmsg and prints them per second; with "cpu", also per second of its own
+/* Minimal UDP load for the benchmarks: "send DST PORT SECONDS [cpu|spread N]" counts datagrams
+ * sent with sendmmsg and prints them per second; with "spread N", datagram k goes to port
+ * PORT + k % N (each a flow of its own: a new datapath flow); with "cpu", also per second of its own
  * CPU time (which takes in the receive side the kernel runs in its context: softirqs at
  * bottom-half enable, when the kernel has no IRQ time accounting to take them out);
  * "sink PORT SECONDS" counts datagrams received with recvmmsg. */
@@ -35,7 +36,7 @@ int main(int argc, char **argv)
     long long count = 0;
 
     if (argc < 4 && !(argc == 4 && !strcmp(argv[1], "sink"))) {
-        fprintf(stderr, "usage: udpblast send DST PORT SECONDS [cpu] | udpblast sink PORT SECONDS\n");
+        fprintf(stderr, "usage: udpblast send DST PORT SECONDS [cpu|spread N] | udpblast sink PORT SECONDS\n");
         return 2;
     }
     memset(msgs, 0, sizeof(msgs));
@@ -47,13 +48,24 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "send")) {
         double end = now() + atof(argv[4]);
-        addr.sin_port = htons(atoi(argv[3]));
+        int port = atoi(argv[3]), spread = argc > 6 && !strcmp(argv[5], "spread") ? atoi(argv[6]) : 0;
+        static struct sockaddr_in to[BATCH];
+        addr.sin_port = htons(port);
         inet_pton(AF_INET, argv[2], &addr.sin_addr);
-        if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("connect"); return 1; }
+        if (spread > 0) {
+            for (int i = 0; i < BATCH; i++) {
+                to[i] = addr;
+                msgs[i].msg_hdr.msg_name = &to[i];
+                msgs[i].msg_hdr.msg_namelen = sizeof(to[i]);
+            }
+        } else if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) < 0) { perror("connect"); return 1; }
         double start = now(), cpu0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
+        long long k = 0;
         while (now() < end) {
+            for (int i = 0; spread > 0 && i < BATCH; i++)
+                to[i].sin_port = htons(port + (k + i) % spread);
             int n = sendmmsg(s, msgs, BATCH, 0);
-            if (n > 0) count += n;
+            if (n > 0) count += n, k += n;
         }
         printf("%.0f", count / (now() - start));
         if (argc > 5 && !strcmp(argv[5], "cpu"))

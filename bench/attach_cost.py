@@ -24,14 +24,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.toggle import Toggle  # noqa: E402 - after the path above
+from bench.labrun import add_lab_options  # noqa: E402 - after the path above
+from bench.toggle import Toggle  # noqa: E402
 
 SINK_PORT = 5001
 SPREAD = 50000  # upcall traffic: datagrams to this many ports, each a flow of its own
@@ -208,33 +208,17 @@ def method(data: dict) -> str:
 
 
 def host(args) -> int:
+    from bench.labrun import run_in_lab
     from bench.report import publish
-    from tests.lab.build import LabUnavailable
-    from tests.lab.runner import run
 
     if args.from_file:
         data = json.loads(args.from_file.read_text())
     else:
-        if os.geteuid() != 0:
-            print("run as root (it builds and boots the lab VM)", file=sys.stderr)
-            return 2
-        share = args.results or Path(tempfile.mkdtemp(prefix="netsleuth-bench-"))
-        share.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["gcc", "-static", "-O2", "-o", str(share / "udpblast"), str(ROOT / "bench/udpblast.c")],
-                       check=True)
         budget = len(GROUPS) * (args.cycles * (len(WAYS) + 1) * (args.seconds + 8) + 600) + 300
-        try:
-            guest_run = run(f"python3 bench/attach_cost.py --guest /lab --seconds {args.seconds:g} "
-                            f"--cycles {args.cycles}", timeout=budget, results=share)
-        except LabUnavailable as e:
-            print(f"lab VM unavailable: {e}", file=sys.stderr)
-            return 2
-        out = share / "bench.json"
-        if guest_run.exit_status != 0 or not out.exists():
-            print(guest_run.explain(), file=sys.stderr)
-            return 1
-        print(f"the run's files: {share}")
-        data = json.loads(out.read_text())
+        data = run_in_lab("bench/attach_cost.py", f"--seconds {args.seconds:g} --cycles {args.cycles}", budget,
+                          args.results)
+        if isinstance(data, int):
+            return data
     text, verdicts = table(data)
     publish("attach-cost", "kprobes against BPF trampolines (lab VM)", method(data), text,
             "bench/attach_cost.py", args.write, verdicts + "\n")
@@ -245,11 +229,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per round")
     ap.add_argument("--cycles", type=int, default=5, help="rounds of each way (and of nothing attached)")
-    ap.add_argument("--results", type=Path, help="the run's directory (default: a new one under /tmp)")
-    ap.add_argument("--from", dest="from_file", type=Path, metavar="BENCH_JSON",
-                    help="print (and --write) the figures of an earlier run's bench.json")
-    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
-    ap.add_argument("--guest", type=Path, metavar="SHARE", help=argparse.SUPPRESS)  # inside the lab VM
+    add_lab_options(ap)
     args = ap.parse_args()
     if args.guest:
         from bench.bpf_stats import stats_enabled

@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -110,29 +109,13 @@ def table(data: dict) -> str:
 
 
 def host(args) -> int:
+    from bench.labrun import run_in_lab
     from bench.report import publish
-    from tests.lab.build import LabUnavailable
-    from tests.lab.runner import run
 
-    if os.geteuid() != 0:
-        print("run as root (it builds and boots the lab VM)", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="netsleuth-bench-") as tmp:
-        share = Path(tmp)
-        subprocess.run(["gcc", "-static", "-O2", "-o", str(share / "udpblast"), str(ROOT / "bench/udpblast.c")],
-                       check=True)
-        budget = len(PROBES) * (3 * args.rounds * (args.seconds + 2) + 240) + 120
-        try:
-            guest_run = run(f"python3 bench/lab_bridge_overhead.py --guest /lab --seconds {args.seconds:g} "
-                            f"--rounds {args.rounds}", timeout=budget, results=share)
-        except LabUnavailable as e:
-            print(f"lab VM unavailable: {e}", file=sys.stderr)
-            return 2
-        out = share / "bench.json"
-        if guest_run.exit_status != 0 or not out.exists():
-            print(guest_run.explain(), file=sys.stderr)
-            return 1
-        data = json.loads(out.read_text())
+    budget = len(PROBES) * (3 * args.rounds * (args.seconds + 2) + 240) + 120
+    data = run_in_lab("bench/lab_bridge_overhead.py", f"--seconds {args.seconds:g} --rounds {args.rounds}", budget)
+    if isinstance(data, int):
+        return data
     publish("lab-bridge", "Summary probes across an OVS bridge (lab VM)",
             f"in the lab guest (kernel {data['kernel']}, QEMU TCG, 2 vCPUs, OVS kernel datapath); per probe "
             f"{data['rounds']} rounds of {data['seconds']:g} s detached, {data['rounds']} attached, "

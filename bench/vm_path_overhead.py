@@ -28,14 +28,14 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.toggle import Toggle  # noqa: E402 - after the path above
+from bench.labrun import add_lab_options  # noqa: E402 - after the path above
+from bench.toggle import Toggle  # noqa: E402
 
 # Multi-threaded TCG: under single-threaded TCG the nested VM did not boot in 120 s
 # (2026-12-03); multi-threaded TCG can crash while kprobes are re-attached under traffic
@@ -386,36 +386,19 @@ def method(data: dict) -> str:
 
 
 def host(args) -> int:
+    from bench.labrun import run_in_lab
     from bench.report import publish
-    from tests.lab.build import LabUnavailable
-    from tests.lab.runner import run
 
     if args.from_file:
         data = json.loads(args.from_file.read_text())
     else:
-        if os.geteuid() != 0:
-            print("run as root (it builds and boots the lab VM)", file=sys.stderr)
-            return 2
-        share = args.results or Path(tempfile.mkdtemp(prefix="netsleuth-vmcost-"))
-        share.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["gcc", "-static", "-O2", "-o", str(share / "udpblast"), str(ROOT / "bench/udpblast.c")],
-                       check=True)
         rounds = args.cycles * (1 + args.per_attach) * len(PROBES) + 1
         # boot, and the compile: 6.5 min on 2026-12-03 with the host's cores busy
         budget = rounds * (args.seconds + SETTLE_S + 8) + 720
-        try:
-            guest_run = run(f"python3 bench/vm_path_overhead.py --guest /lab --seconds {args.seconds:g} "
-                            f"--cycles {args.cycles} --per-attach {args.per_attach}", timeout=budget,
-                            results=share, tcg=TCG)
-        except LabUnavailable as e:
-            print(f"lab VM unavailable: {e}", file=sys.stderr)
-            return 2
-        out = share / "bench.json"
-        print(f"guest run: exit {guest_run.exit_status}, {guest_run.wall_s:.0f} s; results in {share}")
-        if guest_run.exit_status != 0 or not out.exists():
-            print(guest_run.explain(), file=sys.stderr)
-            return 1
-        data = json.loads(out.read_text())
+        data = run_in_lab("bench/vm_path_overhead.py", f"--seconds {args.seconds:g} --cycles {args.cycles} "
+                          f"--per-attach {args.per_attach}", budget, args.results, tcg=TCG)
+        if isinstance(data, int):
+            return data
     text, verdicts = table(data)
     bpf_text, bpf_verdicts = bpf_table(data) if any(r.get("bpf") for r in data["rounds"]) else ("", "")
     if bpf_text:
@@ -439,11 +422,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per round")
     ap.add_argument("--cycles", type=int, default=2, help="times each probe is attached")
     ap.add_argument("--per-attach", type=int, default=2, help="rounds measured per attachment")
-    ap.add_argument("--results", type=Path, help="the run's directory (default: a new one under /tmp)")
-    ap.add_argument("--from", dest="from_file", type=Path, metavar="BENCH_JSON",
-                    help="print (and --write) the figures of an earlier run's bench.json")
-    ap.add_argument("--write", action="store_true", help="write its section of docs/performance.md")
-    ap.add_argument("--guest", type=Path, metavar="SHARE", help=argparse.SUPPRESS)  # inside the lab VM
+    add_lab_options(ap)
     args = ap.parse_args()
     if args.guest:
         from bench.bpf_stats import stats_enabled

@@ -148,6 +148,14 @@ class NestedVm:
     def pid(self) -> int:
         return self.qemu.pid
 
+    def gone(self) -> str | None:
+        """How the VM ended, when its QEMU has exited (its exit status, its output, the guest's
+        last console lines), or None while it runs."""
+        if self.qemu.poll() is None:
+            return None
+        return (f"the nested VM's QEMU exited {self.qemu.returncode}: {self.qemu.stdout.read()[-1500:]}\n"
+                f"its console ended: {self.console.read_text(errors='replace')[-1500:]}")
+
     def vhost_tids(self) -> list[int]:
         """The vhost workers of this VM: kthreads named vhost-<qemu pid> (<= 6.3), threads of
         QEMU's group with that name (6.4+)."""
@@ -195,7 +203,8 @@ class NestedVm:
                 return now
             if now and not first:
                 first = now
-        raise TimeoutError(f"the nested VM printed no counters for {timeout} s (paused? {self.paused})")
+        raise TimeoutError(f"the nested VM printed no counters for {timeout} s (paused? {self.paused}) "
+                           f"{self.gone() or ''}")
 
     def pause(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)

@@ -196,7 +196,8 @@ def main(argv: list[str]) -> int:
         br = T.Bridge.create("br-int")
         sysnet = T.system_path(br)
         vm = nested_vm.start_nested_vm(br, sysnet)
-        rec.data["vm"] = {"boot_s": vm.boot_s, "pid": vm.pid, "tap": vm.tap, "ip": vm.ip,
+        rec.data["vm"] = {"boot_s": vm.boot_s, "failed_boots": vm.failed_boots, "pid": vm.pid,
+                          "tap": vm.tap, "ip": vm.ip,
                           "vhost_tids": vm.vhost_tids(), "vcpu_tids": vm.vcpu_tids()}
     if "topology" in rec.data["errors"]:
         for w in virtio_worker or ():

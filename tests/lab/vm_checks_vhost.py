@@ -204,14 +204,14 @@ def _kprobes_left() -> list[str]:
 
 def running_vm():
     """The dev loop's VM: the one nested_vm.main started, rebuilt from its environment."""
-    from tests.lab.nested_vm import L2_MAC, WORK, NestedVm
+    from tests.lab.nested_vm import L2_MAC, NestedVm
 
     class RunningVm(NestedVm):
         @property
         def pid(self) -> int:
             return int(os.environ["NESTED_QEMU_PID"])
 
-    return RunningVm(None, os.environ["NESTED_TAP"], os.environ["NESTED_IP"], L2_MAC, WORK / "console.log")
+    return RunningVm(None, os.environ["NESTED_TAP"], os.environ["NESTED_IP"], L2_MAC, Path(os.environ["NESTED_CONSOLE"]))
 
 
 def main() -> int:

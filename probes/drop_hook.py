@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 from vocab.stacks import function_of
 
 from .base import Flag, Probe, Unavailable
+from .runtime import direct_reads
 from .runtime.attach import attach_kprobe, attach_or_unload
 from .runtime.btf import BTF, VMLINUX_BTF, BTFError
 from .runtime.kernel import KernelCaps, symbol_range
-from .runtime.loader import load
+from .runtime.loader import load, unload
 from .runtime.netns import current_netns
 from .runtime.params import CDefines
 
@@ -79,6 +80,8 @@ class DropHook:
     # code that hands packets of userspace actions to ovs_dp_upcall (netsleuth_ovs_drop.inc.c)
     ovs_action_range: tuple[int, int] | None = None
     ovs_userspace_range: tuple[int, int] | None = None
+    # The raw tracepoint's program reads struct fields by plain loads (runtime/direct_reads.py)
+    direct_reads: bool = False
 
     def reason_name(self, code: int, names: dict[int, str]) -> str | None:
         if code == OVS_DROP_ACTION and self.ovs_action_range:
@@ -93,6 +96,11 @@ class DropHook:
         d.set("NS_DROP_RAW_TP", self.kind == "raw-tracepoint")
         d.set("NS_DROP_TP", self.kind == "tracepoint")
         d.set("NS_DROP_HAS_REASON", self.has_reason)
+        d.set("NS_DIRECT_READS", self.direct_reads)
+        if self.direct_reads:
+            d.set("NS_RDONLY_CAST_STANDIN", direct_reads.RDONLY_CAST_STANDIN)
+            d.set("NS_BTF_SK_BUFF", direct_reads.struct_type_id("sk_buff"))
+            d.set("NS_BTF_NET_DEVICE", direct_reads.struct_type_id("net_device"))
         if self.kind == "kprobe":
             target = next(t for t in KPROBE_TARGETS if t[0] == self.function)
             d.set("NS_KPROBE_SKB_ARG", target[1])
@@ -104,7 +112,9 @@ class DropHook:
 
     def attach(self, bpf) -> None:
         # The tracepoint attaches itself (TRACEPOINT_PROBE); the others are explicit.
-        if self.kind == "raw-tracepoint":
+        if self.kind == "raw-tracepoint" and self.direct_reads:
+            direct_reads.attach_raw_tracepoint(bpf, "kfree_skb", "ns_raw_drop")  # its caller falls back
+        elif self.kind == "raw-tracepoint":
             attach_or_unload(bpf, "raw tracepoint kfree_skb",
                              lambda: bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"ns_raw_drop"))
         if self.kind == "kprobe":
@@ -116,7 +126,8 @@ class DropHook:
     def describe(self) -> str:
         reasons = " (with drop reasons)" if self.has_reason else ""
         if self.kind == "raw-tracepoint":
-            return "raw tracepoint kfree_skb" + reasons + self._ovs_note()
+            direct = ", fields read by plain loads" if self.direct_reads else ""
+            return "raw tracepoint kfree_skb" + reasons + direct + self._ovs_note()
         if self.kind == "tracepoint":
             return "tracepoint skb:kfree_skb" + reasons + self._ovs_note()
         return f"kprobe {self.function}" + reasons + self._ovs_note()
@@ -222,6 +233,9 @@ class DropHookProbe(Probe):
     """What drop-summary and drop-details share: availability and attaching the hook."""
 
     hook: DropHook
+    # Read struct fields by plain loads where the kernel can (the drop hook's hot path).
+    DIRECT_READS = False
+    direct_reads_refused: str | None = None
 
     @classmethod
     def unavailable_reason(cls, caps: KernelCaps) -> str | None:
@@ -239,7 +253,17 @@ class DropHookProbe(Probe):
         hook = choose(self.caps, self.options.attach, not self.options.no_ovs_actions)
         if isinstance(hook, str):
             raise Unavailable(f"{self.name}: {hook}")
+        if self.DIRECT_READS and hook.kind == "raw-tracepoint" and not hook.ovs_action_range \
+                and direct_reads.unavailable() is None:
+            hook = replace(hook, direct_reads=True)
         self.hook = hook
         bpf = load(source, self.c_defines(hook), fields)
-        hook.attach(bpf)
+        try:
+            hook.attach(bpf)
+        except direct_reads.DirectReadsError as e:  # the kernel's verifier said no: helper reads then
+            unload(bpf)
+            self.direct_reads_refused = str(e)
+            self.hook = hook = replace(hook, direct_reads=False)
+            bpf = load(source, self.c_defines(hook), fields)
+            hook.attach(bpf)
         return bpf

@@ -122,13 +122,28 @@ int ns_raw_notifier(struct bpf_raw_tracepoint_args *ctx)
 }
 #endif
 
+/* The device's address and dev_gen, for the next drop's shortcut (not with direct reads). */
+static __always_inline void ns_slot_remember(struct group_slot *slot, void *dev, u64 gen)
+{
+#if !NS_DIRECT_READS
+    slot->dev = (u64)dev;
+    slot->gen = gen;
+#endif
+}
+
 static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 location)
 {
     struct group_key key = {.reason = reason};
 #if NS_GROUP_STACK
     key.location = location;
 #endif
+#if NS_DIRECT_READS
+    /* plain loads: the device's identity itself, no need to know its address */
+    ns_dev_id(dev, &key.ifindex, &key.net);
+    u64 h = (key.location ^ (key.location >> 17) ^ ((u64)key.ifindex << 7) ^ reason) * 0x9E3779B97F4A7C15ULL;
+#else
     u64 h = (key.location ^ (key.location >> 17) ^ ((u64)dev >> 6) ^ reason) * 0x9E3779B97F4A7C15ULL;
+#endif
     u32 idx = (u32)(h >> 40) & (NS_GROUP_SLOTS - 1);
     struct group_slot *slot = group_slots.lookup(&idx);
     if (!slot)
@@ -146,18 +161,18 @@ static __always_inline int ns_count_group(void *ctx, void *dev, u32 reason, u64 
         return 0;
     }
 #endif
+#if !NS_DIRECT_READS
     ns_dev_id(dev, &key.ifindex, &key.net);
+#endif
     if (slot->val.count && slot->key.location == key.location && slot->key.net == key.net &&
         slot->key.ifindex == key.ifindex && slot->key.reason == key.reason) {
-        slot->dev = (u64)dev;
-        slot->gen = gen;
+        ns_slot_remember(slot, dev, gen);
         slot->val.count++;
         return 0;
     }
     if (!slot->val.count) {  /* free: take it; the count is written last (user space skips 0) */
         slot->key = key;
-        slot->dev = (u64)dev;
-        slot->gen = gen;
+        ns_slot_remember(slot, dev, gen);
         ns_first_seen(ctx, dev, key.net, -1, &slot->val);
         slot->val.count = 1;
         return 0;

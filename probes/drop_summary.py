@@ -45,6 +45,7 @@ class DropSummary(drop_hook.DropHookProbe):
         drop_hook.NO_OVS_ACTIONS,
     )
 
+    DIRECT_READS = True
     MAX_KEYS = 10240
     EVICT_AT = 0.75  # of MAX_KEYS
     IDLE_READS = 2
@@ -57,7 +58,7 @@ class DropSummary(drop_hook.DropHookProbe):
 
     def load(self):
         bpf = self.load_with_hook("drop_summary.bpf.c", drop_hook.FIELDS)
-        if self._dev_gen():
+        if self._dev_gen(self.hook):
             attach_or_unload(bpf, "raw tracepoint notifier_run",
                              lambda: bpf.attach_raw_tracepoint(tp=b"notifier_run", fn_name=b"ns_raw_notifier"))
         self._seen = Deltas()  # flow keys
@@ -78,9 +79,10 @@ class DropSummary(drop_hook.DropHookProbe):
             return EVERY_DROP
         return GROUPS_ONLY if o.group_by == "stack" else SAMPLED
 
-    def _dev_gen(self) -> bool:
-        """Can group slots trust a device's address between notifier runs (bpf.c)?"""
-        return (self.sample_mode() != EVERY_DROP and self.caps.raw_tracepoints
+    def _dev_gen(self, hook: drop_hook.DropHook) -> bool:
+        """Can group slots trust a device's address between notifier runs (bpf.c)?  Not needed
+        where the program reads the device's identity itself (direct reads)."""
+        return (self.sample_mode() != EVERY_DROP and not hook.direct_reads and self.caps.raw_tracepoints
                 and bool(self.caps.tracefs) and self.caps.tracepoint("notifier", "notifier_run"))
 
     def c_defines(self, hook: drop_hook.DropHook) -> CDefines:
@@ -93,7 +95,7 @@ class DropSummary(drop_hook.DropHookProbe):
         d.set("NS_EXACT_STACKS", o.exact_stacks)
         d.set("NS_STACK_ENTRIES", 4096).set("NS_MAX_KEYS", self.MAX_KEYS)
         d.set("NS_SAMPLE_MODE", self.sample_mode()).set("NS_GROUP_SLOTS", self.GROUP_SLOTS)
-        d.set("NS_GROUP_ONLY", GROUP_ONLY).set("NS_DEV_GEN", self._dev_gen())
+        d.set("NS_GROUP_ONLY", GROUP_ONLY).set("NS_DEV_GEN", self._dev_gen(hook))
         d.set("NS_DETAIL_PER_SECOND", self.DETAIL_PER_SECOND).set("NS_DETAIL_ONE_IN", self.DETAIL_ONE_IN)
         # The sampling window: jiffies cost nothing to read (bpf_jiffies64, 5.5+), the
         # clock a clock read each time; older kernels pay that.

@@ -14,6 +14,9 @@
 #endif
 
 /* Filter constants: 0 (or -1 for VLAN) means "no filter". */
+#ifndef NS_DIRECT_READS  /* struct fields by plain loads (set by the loader, see below) */
+#define NS_DIRECT_READS 0
+#endif
 #ifndef NS_F_SADDR
 #define NS_F_SADDR 0
 #endif
@@ -44,6 +47,14 @@
 
 #define NS_READ(dst, base, field) \
     bpf_probe_read_kernel(&(dst), sizeof(dst), (char *)(base) + NS_OFF_##field)
+
+#if NS_DIRECT_READS
+/* A plain load of a struct field (bpf_rdonly_cast, 6.2+): no helper call. The loader turns
+ * the stand-in's calls into the kfunc's (probes/runtime/direct_reads.py, docs/bpf.md#direct-reads). */
+static void *(*ns_rdonly_cast)(void *obj, u32 btf_id) = (void *)NS_RDONLY_CAST_STANDIN;
+#define NS_DIRECT(type, base, STRUCT, field) \
+    (*(type *)((char *)ns_rdonly_cast((void *)(base), NS_BTF_##STRUCT) + NS_OFF_##field))
+#endif
 
 #define NS_ETH_P_IP 0x0800
 #define NS_ETH_P_8021Q 0x8100
@@ -123,9 +134,13 @@ static __always_inline u32 ns_ntohl(u32 x) { return __builtin_bswap32(x); }
 #ifndef NS_NO_PACKET_HELPERS
 static __always_inline void *ns_skb_dev(void *skb)
 {
+#if NS_DIRECT_READS
+    return NS_DIRECT(void *, skb, SK_BUFF, SKB_DEV);
+#else
     void *dev = 0;
     NS_READ(dev, skb, SKB_DEV);
     return dev;
+#endif
 }
 
 static __always_inline u32 ns_dev_ifindex(void *dev)
@@ -149,7 +164,10 @@ static __always_inline void ns_dev_id(void *dev, u32 *ifindex, u64 *net)
     *net = 0;
     if (!dev)
         return;
-#ifdef NS_DEV_WIN_START
+#if NS_DIRECT_READS
+    *ifindex = NS_DIRECT(u32, dev, NET_DEVICE, NETDEV_IFINDEX);
+    *net = NS_DIRECT(u64, dev, NET_DEVICE, NETDEV_ND_NET);
+#elif defined(NS_DEV_WIN_START)
     u64 win[NS_DEV_WIN_LEN / 8] = {};
     bpf_probe_read_kernel(win, sizeof(win), (char *)dev + NS_DEV_WIN_START);
     *ifindex = *(u32 *)((char *)win + NS_OFF_NETDEV_IFINDEX - NS_DEV_WIN_START);

@@ -17,6 +17,7 @@ import pytest
 
 from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
+from probes.runtime import direct_reads
 from tests.netenv import (ROOT, TAP, TUN, ProbeProcess, flood_udp, ipv4_udp, l3_tun_in_namespace, loaded_bpf_programs,
                           ns_pair, our_bpf_programs, send_icmp_echo, send_tcp_syn, send_udp, settle, sh, veth_ns,
                           write_refused_by_tun)
@@ -34,6 +35,21 @@ def env():
 def no_leaked_programs():
     yield
     assert our_bpf_programs() == [], "a probe left BPF programs loaded"
+
+
+@pytest.fixture(params=["plain loads", "helper reads"])
+def read_path(request, monkeypatch) -> str:
+    """drop-summary's program reading struct fields by plain loads (where the kernel can) or by
+    bpf_probe_read_kernel: the same counts either way (docs/bpf.md#direct-reads)."""
+    direct = request.param == "plain loads"
+    if direct and (why := direct_reads.unavailable()):
+        pytest.skip(f"no direct reads on this kernel: {why}")
+    monkeypatch.setattr(DropSummary, "DIRECT_READS", direct)
+    return request.param
+
+
+def assert_read_path(record: dict, read_path: str) -> None:
+    assert ("fields read by plain loads" in record["attach"]) == (read_path == "plain loads"), record["attach"]
 
 
 def _entries(records, **match):
@@ -122,7 +138,7 @@ def test_summary_device_filter(env):
     assert _entries([rec_lo], dst_port=9998) == []
 
 
-def test_summary_tells_devices_apart_by_namespace_when_their_ifindex_is_the_same():
+def test_summary_tells_devices_apart_by_namespace_when_their_ifindex_is_the_same(read_path):
     """ifindex is per namespace: two devices with ifindex 7 in two namespaces, each dropping
     the other side's datagrams, are two entries with their own namespace."""
     with ns_pair(ifindex=7) as pair:
@@ -132,6 +148,7 @@ def test_summary_tells_devices_apart_by_namespace_when_their_ifindex_is_the_same
             send_udp(pair.a_ip, 9989, 4, ns=pair.b)  # dropped at a_if
             settle()
             (rec,) = probe.read()
+    assert_read_path(rec, read_path)
     got = {(e["device"], e["ifindex"], e["netns"]): 0 for e in rec["entries"]}
     for e in rec["entries"]:
         got[(e["device"], e["ifindex"], e["netns"])] += e["count"]
@@ -145,7 +162,7 @@ def _udp_no_ports(ns: str) -> int:
 
 
 @pytest.mark.parametrize("slots", [DropSummary.GROUP_SLOTS, 1])
-def test_summary_totals_stay_exact_under_a_flood_and_the_sampled_flows_say_so(monkeypatch, slots):
+def test_summary_totals_stay_exact_under_a_flood_and_the_sampled_flows_say_so(monkeypatch, slots, read_path):
     """No flow filter, a flood to a closed port: past each CPU's budget only a sample of the
     drops is broken down by flow, yet the drops at (__udp4_lib_rcv, NO_SOCKET, b_if) add up to
     the namespace's own NoPorts counter, and every record says how it sampled.  With one
@@ -170,6 +187,7 @@ def test_summary_totals_stay_exact_under_a_flood_and_the_sampled_flows_say_so(mo
             dropped = _udp_no_ports(pair.b) - before
     for r in records:
         assert r["total"] == sum(e["count"] for e in r["entries"]) + r["uncounted_table_full"] + r["uncounted_nested"]
+        assert_read_path(r, read_path)
     ours = [e for r in records for e in r["entries"]
             if (e["device"], e["netns"], e["reason"]) == (pair.b_if, inode_b, "NO_SOCKET")]
     # Enough to go past the budget of every CPU for every second of the flood.
@@ -191,7 +209,7 @@ def test_summary_totals_stay_exact_under_a_flood_and_the_sampled_flows_say_so(mo
     assert sum(e["count"] for e in flows) >= sum(e["count"] for e in rest) / DropSummary.DETAIL_ONE_IN / 2
 
 
-def test_summary_counts_each_new_device_apart_though_it_reuses_an_old_address(monkeypatch):
+def test_summary_counts_each_new_device_apart_though_it_reuses_an_old_address(monkeypatch, read_path):
     """A group slot remembers its device's address; a device deleted and another made (it
     often gets the freed memory) must not inherit the old one's slot: trusting the address
     without the notifier generation failed this test 2 runs in 3.  Veth pairs in turn between the same two namespaces, every drop past the
@@ -214,12 +232,31 @@ def test_summary_counts_each_new_device_apart_though_it_reuses_an_old_address(mo
         settle()
         (rec,) = probe.read()
         inode_b = os.stat(f"/run/netns/{pair.b}").st_ino
+    assert_read_path(rec, read_path)
     got = {}
     for e in rec["entries"]:
         if e["netns"] == inode_b and e["reason"] == "NO_SOCKET":
             got[(e["device"], e["ifindex"])] = got.get((e["device"], e["ifindex"]), 0) + e["count"]
     assert got == sent
     assert any(e["flow"] is None for e in rec["entries"]), "no drop was counted by group only"
+
+
+def test_summary_reads_by_helper_where_the_kernel_refuses_the_plain_loads(env, monkeypatch):
+    """A kernel whose verifier refuses the direct-reads program: compiled again with helper
+    reads, the drops still counted, and why kept."""
+    if why := direct_reads.unavailable():
+        pytest.skip(f"no direct reads on this kernel: {why}")
+
+    def refuse(bpf, tracepoint, fn_name):
+        raise direct_reads.DirectReadsError("the kernel refused ns_raw_drop with direct reads: (test)")
+    monkeypatch.setattr(direct_reads, "attach_raw_tracepoint", refuse)
+    with DropSummary(dst_ip=env.peer_ip) as probe:
+        send_udp(env.peer_ip, 9985, 11)
+        settle()
+        (rec,) = probe.read()
+        assert probe.direct_reads_refused.endswith("(test)")
+    assert_read_path(rec, "helper reads")
+    assert sum(e["count"] for e in _entries([rec], dst_port=9985)) == 11
 
 
 def test_summary_group_by_fivetuple_has_no_stack(env):

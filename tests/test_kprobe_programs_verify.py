@@ -127,5 +127,5 @@ def test_drop_probes_kprobe_and_ovs_consume_paths_pass_the_verifier(kind, filter
     for cls, source, fields in ((DropSummary, "drop_summary.bpf.c", SUMMARY_FIELDS),
                                 (DropDetails, "drop_details.bpf.c", DETAILS_FIELDS)):
         probe = cls(caps=CAPS, **filters)
-        notifier = ["ns_raw_notifier"] if cls is DropSummary and probe._dev_gen() else []
+        notifier = ["ns_raw_notifier"] if cls is DropSummary and probe._dev_gen(hook) else []
         _verify(source, probe.c_defines(hook), fns + notifier, fields)

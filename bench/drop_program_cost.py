@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bpf_stats import fd_stats, program_stats, stats_enabled  # noqa: E402
 from bench.report import bench_arguments, publish  # noqa: E402
+from bench.toggle import empty_raw_tracepoint_program  # noqa: E402
 from tests.netenv import ProbeProcess, veth_ns  # noqa: E402
 
 SETTINGS = [
@@ -44,13 +45,7 @@ FLOOR = "empty program on the raw tracepoint kfree_skb (the floor)"
 
 def empty_program_cost(drop_all, tmp: Path) -> tuple[int, int]:
     """(runs, ns) of an empty program attached to the raw tracepoint while drop_all() runs."""
-    from probes.runtime.loader import load
-    from probes.runtime.params import CDefines
-
-    source = tmp / "empty.bpf.c"  # built like the probes (include tree), so it loads where they do
-    source.write_text("#include <uapi/linux/ptrace.h>\n"
-                      "int empty(struct bpf_raw_tracepoint_args *ctx) { return 0; }\n")
-    bpf = load(str(source), CDefines(), [])
+    bpf = empty_raw_tracepoint_program(tmp)
     try:
         bpf.attach_raw_tracepoint(tp=b"kfree_skb", fn_name=b"empty")
         fd = bpf.funcs[b"empty"].fd

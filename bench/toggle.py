@@ -49,6 +49,19 @@ def _record_attaches(calls: list) -> dict:
     return originals
 
 
+def empty_raw_tracepoint_program(tmp: Path):
+    """A loaded BPF object whose program "empty" returns at once, for a raw tracepoint: what
+    the tracepoint's hook alone costs. Built like the probes (their include tree), so it
+    loads where they do."""
+    from probes.runtime.loader import load
+    from probes.runtime.params import CDefines
+
+    source = tmp / "empty.bpf.c"
+    source.write_text("#include <uapi/linux/ptrace.h>\n"
+                      "int empty(struct bpf_raw_tracepoint_args *ctx) { return 0; }\n")
+    return load(str(source), CDefines(), [])
+
+
 class EmptyProgram:
     """A program that returns at once on each of ``functions``: what the hooks alone cost.
     ``attach``: kprobe, kretprobe or fentry (a BPF trampoline)."""

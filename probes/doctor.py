@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import drop_hook
 from .registry import PROBES
-from .runtime import fentry
+from .runtime import direct_reads, fentry
 from .runtime.kernel import KernelCaps, detect
 
 EXIT_TIER1_OK, EXIT_TIER1_BLOCKED = 0, 4
@@ -102,6 +102,13 @@ def checks(caps: KernelCaps) -> list[Check]:
         else no_trampolines,
         disables="nothing: the function hooks use kprobes instead (--attach auto), at a higher cost per packet",
         fix="a kernel >= 5.11 with BTF that allows BPF_PROG_TYPE_TRACING (optional)"))
+    no_direct_reads = direct_reads.unavailable()
+    out.append(Check(
+        "direct reads", no_direct_reads is None,
+        "drop-summary reads kernel struct fields by plain loads (bpf_rdonly_cast)" if no_direct_reads is None
+        else no_direct_reads,
+        disables="nothing: drop-summary reads them with a helper call each, at a higher cost per drop",
+        fix="a kernel >= 6.2 with BTF (optional)"))
     out.append(Check(
         "raw tracepoints", caps.raw_tracepoints, "kernel >= 4.17" if caps.raw_tracepoints else "kernel < 4.17",
         disables="cheaper sched_switch hooks (plain tracepoints are used)", fix="a kernel >= 4.17"))

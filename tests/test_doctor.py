@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from probes.doctor import checks, format_text, report
+from probes.runtime import direct_reads
 from probes.runtime.kernel import KernelCaps, detect, drop_reason_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ def test_doctor_json_matches_the_host():
     assert by_name["kprobes"]["ok"] == detect().kprobes
     assert by_name["drop reasons"]["detail"].startswith(str(len(drop_reason_names())))
     assert by_name["tracefs"]["ok"]
+    assert by_name["direct reads"]["ok"] == (direct_reads.unavailable() is None)
     assert rep["tier1_ready"] is True and r.returncode == 0
     assert rep["probes"]["drop-summary"] is None
 

@@ -1,4 +1,4 @@
-"""A lab bench's host side: build the load generator, boot the lab guest running the bench's
+"""A lab bench's host side: build the load generators, boot the lab guest running the bench's
 `--guest` half, and return the figures it wrote (bench.json)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ("udpblast", "sysloop")  # bench/<tool>.c, built static for the guest (no compiler there)
 
 
 def run_in_lab(script: str, guest_args: str, budget: float, results: Path | None = None,
@@ -26,8 +27,8 @@ def run_in_lab(script: str, guest_args: str, budget: float, results: Path | None
         return 2
     share = results or Path(tempfile.mkdtemp(prefix="netsleuth-bench-"))
     share.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(share / "udpblast"), str(ROOT / "bench/udpblast.c")],
-                   check=True)
+    for tool in TOOLS:
+        subprocess.run(["gcc", "-static", "-O2", "-o", str(share / tool), str(ROOT / f"bench/{tool}.c")], check=True)
     try:
         guest_run = run(f"python3 {script} --guest /lab {guest_args}", timeout=budget, results=share,
                         **run_options)

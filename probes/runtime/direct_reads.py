@@ -17,7 +17,7 @@ import platform
 import struct
 from functools import lru_cache
 
-from . import btf, fentry
+from . import bpf_syscall, btf
 
 # The stand-in's helper number in the compiled code: far past any real helper.
 RDONLY_CAST_STANDIN = 0x7EC0_0001
@@ -58,15 +58,15 @@ def rewrite(insns: bytes) -> bytes:
 
 
 def _load(insns: bytes, name: str) -> int:
-    log = ct.create_string_buffer(fentry.LOG_SIZE)
+    log = ct.create_string_buffer(bpf_syscall.LOG_SIZE)
     code = ct.create_string_buffer(insns, len(insns))
     license = ct.create_string_buffer(b"GPL")
-    attr = fentry.ProgLoadAttr(prog_type=BPF_PROG_TYPE_RAW_TRACEPOINT, insn_cnt=len(insns) // 8,
+    attr = bpf_syscall.ProgLoadAttr(prog_type=BPF_PROG_TYPE_RAW_TRACEPOINT, insn_cnt=len(insns) // 8,
                                insns=ct.addressof(code), license=ct.addressof(license),
-                               prog_name=name.encode()[:15], log_level=1, log_size=fentry.LOG_SIZE,
+                               prog_name=name.encode()[:15], log_level=1, log_size=bpf_syscall.LOG_SIZE,
                                log_buf=ct.addressof(log))
     try:
-        return fentry._bpf(fentry.BPF_PROG_LOAD, attr)
+        return bpf_syscall.call(bpf_syscall.BPF_PROG_LOAD, attr)
     except OSError as e:
         last = " / ".join(log.value.decode(errors="replace").strip().splitlines()[-3:])
         raise DirectReadsError(f"the kernel refused {name} with direct reads: {e.strerror}"
@@ -76,8 +76,8 @@ def _load(insns: bytes, name: str) -> int:
 def _open(prog_fd: int, tracepoint: str) -> int:
     name = ct.create_string_buffer(tracepoint.encode())
     try:
-        return fentry._bpf(fentry.BPF_RAW_TRACEPOINT_OPEN,
-                           fentry.RawTracepointOpenAttr(name=ct.addressof(name), prog_fd=prog_fd))
+        return bpf_syscall.call(bpf_syscall.BPF_RAW_TRACEPOINT_OPEN,
+                                bpf_syscall.RawTracepointOpenAttr(name=ct.addressof(name), prog_fd=prog_fd))
     except OSError as e:
         raise DirectReadsError(f"could not attach to the raw tracepoint {tracepoint}: {e.strerror}") from None
 
@@ -102,7 +102,7 @@ def attach_raw_tracepoint(bpf, tracepoint: str, fn_name: str) -> None:
 def unavailable() -> str | None:
     """Why this kernel cannot take direct reads in a raw tracepoint program, or None: a trial
     program that casts a pointer and loads through it."""
-    if platform.machine() not in fentry._NR_BPF:
+    if platform.machine() not in bpf_syscall.NR_BPF:
         return f"netsleuth does not load BPF itself on {platform.machine()}"
     if not btf.VMLINUX_BTF.exists():
         return "the kernel has no BTF (/sys/kernel/btf/vmlinux)"

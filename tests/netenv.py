@@ -272,6 +272,16 @@ def our_bpf_programs(pid: int | None = None) -> list[int]:
     return ids
 
 
+def still_loaded(ids, grace_s: float = 2.0) -> set[int]:
+    """Which of the programs ``ids`` are loaded once ``grace_s`` has passed (or none is): a
+    closed raw tracepoint link puts its program after an RCU grace period, so a program can
+    outlive the process that held it by milliseconds."""
+    deadline = time.monotonic() + grace_s
+    while (left := set(ids) & loaded_bpf_programs()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def loaded_bpf_programs(mine_only: bool = False) -> set[int]:
     """Ids of the BPF programs loaded in the kernel (bpftool prog show); with ``mine_only``,
     only those held by this process or its descendants (another test run on the machine

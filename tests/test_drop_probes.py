@@ -19,8 +19,8 @@ from probes.drop_details import DropDetails
 from probes.drop_summary import DropSummary
 from probes.runtime import direct_reads
 from tests.netenv import (ROOT, TAP, TUN, ProbeProcess, flood_udp, ipv4_udp, l3_tun_in_namespace, loaded_bpf_programs,
-                          ns_pair, our_bpf_programs, send_icmp_echo, send_tcp_syn, send_udp, settle, sh, veth_ns,
-                          write_refused_by_tun)
+                          ns_pair, our_bpf_programs, send_icmp_echo, send_tcp_syn, send_udp, settle, sh, still_loaded,
+                          veth_ns, write_refused_by_tun)
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF")]
 
@@ -324,7 +324,7 @@ def _count_then_stop(env, stop_sig: int, count: int, sport: int, ignoring: tuple
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
     assert sum(e["count"] for e in records[-1]["entries"]) == count
-    assert not set(held) & loaded_bpf_programs(), "the probe's programs are still loaded after it exited"
+    assert not still_loaded(held), "the probe's programs are still loaded after it exited"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -366,7 +366,7 @@ def test_details_cli_stops_at_once_on_a_signal_during_a_flood(env, sig):
     assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr
     assert [r for r in records if r["type"] == "drop"], "the flood's drops were not seen"
     assert took < 3, f"the probe took {took:.1f} s to stop"
-    assert held and not set(held) & loaded_bpf_programs()
+    assert held and not still_loaded(held)
 
 
 def test_details_keep_up_with_a_flood_by_holding_events_back(env, monkeypatch):

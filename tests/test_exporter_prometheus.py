@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.netenv import loaded_bpf_programs, our_bpf_programs, send_udp, sh, veth_ns
+from tests.netenv import our_bpf_programs, send_udp, sh, still_loaded, veth_ns
 from tests.promenv import Exporter, Prometheus, http_get, wait_until
 
 pytestmark = [pytest.mark.bpf, pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF"),
@@ -107,7 +107,7 @@ def test_a_stop_signal_leaves_no_bpf_program(sig):
         assert time.monotonic() - began < 20
     finally:
         exp.stop(signal.SIGKILL)
-    left = held & loaded_bpf_programs()
+    left = still_loaded(held)
     assert not left, f"still loaded after {sig.name}: {sorted(left)}"
 
 

@@ -78,6 +78,14 @@ def test_the_guest_handled_every_injection(kvm, phase):
         p["guest_interrupts"], p["kvm_injected_per_vector"], p["kvm_reinjected_per_vector"], lines(p, pid))
 
 
+def max_by_gsi(phase: dict, pid: int, field: str) -> dict[int, float]:
+    """Per GSI, the largest ``field`` of the phase's records."""
+    out: dict[int, float] = {}
+    for e in lines(phase, pid):
+        out[e["gsi"]] = max(out.get(e["gsi"], 0), e[field] or 0)
+    return out
+
+
 def slower_than(phase: dict, pid: int, ms: float) -> int:
     """Injections in buckets wholly above ``ms``."""
     return sum(b["count"] for e in lines(phase, pid) for b in e["buckets"] if b["low"] >= ms * 1000)
@@ -92,7 +100,12 @@ def test_the_slowest_injection_is_the_stop(kvm):
     low = stop_ms - stopped["ping_interval_s"] * 1000 - 5
     high = stop_ms + stopped["cont_signal_s"] * 1000 + STOP_SLACK_MS
     assert low <= slowest <= high, (slowest, stopped)
-    assert max(e["max_us_since_start"] for e in lines(stopped, pid)) / 1000 == slowest
+    # The maximum since the probe started: the stop's, unless an injection before the control
+    # phase was slower (the VM paused by the ring checks once the probe had attached: CI, once).
+    before = max_by_gsi(kvm["control"], pid, "max_us_since_start")
+    since_start = max_by_gsi(stopped, pid, "max_us_since_start")
+    assert since_start == {gsi: max(before.get(gsi, 0), m) for gsi, m in max_by_gsi(stopped, pid, "max_us").items()}, \
+        (since_start, before)
     # Only the interrupts pending across the stop are that slow: one per queue expected, two on
     # one queue seen once (2026-12-03, not explained); a stale start time would make dozens.
     # Without the stop none comes near it (TCG-nested: up to ~35 ms measured).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -45,9 +46,14 @@ def screen_text(app) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+# Box-drawing characters (a notification's or a panel's border): a wrapped line inside a box
+# has one between its words.
+_BOX = re.compile("[\u2500-\u257f]")
+
+
 def flat_text(app) -> str:
-    """The screen's words on one line (wrapped lines joined, padding collapsed)."""
-    return " ".join(screen_text(app).split())
+    """The screen's words on one line (wrapped lines joined, borders and padding collapsed)."""
+    return " ".join(_BOX.sub(" ", screen_text(app)).split())
 
 
 async def wait_for(pilot, predicate, timeout: float = 10.0, what: str = "condition") -> None:

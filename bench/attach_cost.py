@@ -208,17 +208,13 @@ def method(data: dict) -> str:
 
 
 def host(args) -> int:
-    from bench.labrun import run_in_lab
+    from bench.labrun import lab_figures
     from bench.report import publish
 
-    if args.from_file:
-        data = json.loads(args.from_file.read_text())
-    else:
-        budget = len(GROUPS) * (args.cycles * (len(WAYS) + 1) * (args.seconds + 8) + 600) + 300
-        data = run_in_lab("bench/attach_cost.py", f"--seconds {args.seconds:g} --cycles {args.cycles}", budget,
-                          args.results)
-        if isinstance(data, int):
-            return data
+    budget = len(GROUPS) * (args.cycles * (len(WAYS) + 1) * (args.seconds + 8) + 600) + 300
+    data = lab_figures(args, "bench/attach_cost.py", f"--seconds {args.seconds:g} --cycles {args.cycles}", budget)
+    if isinstance(data, int):
+        return data
     text, verdicts = table(data)
     publish("attach-cost", "kprobes against BPF trampolines (lab VM)", method(data), text,
             "bench/attach_cost.py", args.write, verdicts + "\n")

@@ -92,16 +92,13 @@ def method(data: dict) -> str:
 
 
 def host(args) -> int:
-    from bench.labrun import run_in_lab
+    from bench.labrun import lab_figures
     from bench.report import publish
 
-    if args.from_file:
-        data = json.loads(args.from_file.read_text())
-    else:
-        data = run_in_lab("bench/hook_cost.py", f"--calls {args.calls} --cycles {args.cycles}",
-                          900 + args.cycles * 60, args.results)
-        if isinstance(data, int):
-            return data
+    data = lab_figures(args, "bench/hook_cost.py", f"--calls {args.calls} --cycles {args.cycles}",
+                       900 + args.cycles * 60)
+    if isinstance(data, int):
+        return data
     text, verdict = table(data)
     publish("hook-cost", "One hook's cost: kprobe against BPF trampoline (lab VM)", method(data), text,
             "bench/hook_cost.py", args.write, verdict + "\n")

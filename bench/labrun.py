@@ -43,6 +43,14 @@ def run_in_lab(script: str, guest_args: str, budget: float, results: Path | None
     return json.loads(out.read_text())
 
 
+def lab_figures(args, script: str, guest_args: str, budget: float, **run_options) -> dict | int:
+    """The figures of an earlier run (``--from``) or of a new lab run of ``script``; an exit
+    status where there are none (run_in_lab says why)."""
+    if args.from_file:
+        return json.loads(args.from_file.read_text())
+    return run_in_lab(script, guest_args, budget, args.results, **run_options)
+
+
 def add_lab_options(ap) -> None:
     """The options every lab bench takes: where its run goes, an earlier run's figures, --write."""
     import argparse

@@ -386,19 +386,16 @@ def method(data: dict) -> str:
 
 
 def host(args) -> int:
-    from bench.labrun import run_in_lab
+    from bench.labrun import lab_figures
     from bench.report import publish
 
-    if args.from_file:
-        data = json.loads(args.from_file.read_text())
-    else:
-        rounds = args.cycles * (1 + args.per_attach) * len(PROBES) + 1
-        # boot, and the compile: 6.5 min on 2026-12-03 with the host's cores busy
-        budget = rounds * (args.seconds + SETTLE_S + 8) + 720
-        data = run_in_lab("bench/vm_path_overhead.py", f"--seconds {args.seconds:g} --cycles {args.cycles} "
-                          f"--per-attach {args.per_attach}", budget, args.results, tcg=TCG)
-        if isinstance(data, int):
-            return data
+    rounds = args.cycles * (1 + args.per_attach) * len(PROBES) + 1
+    # boot, and the compile: 6.5 min on 2026-12-03 with the host's cores busy
+    budget = rounds * (args.seconds + SETTLE_S + 8) + 720
+    data = lab_figures(args, "bench/vm_path_overhead.py", f"--seconds {args.seconds:g} --cycles {args.cycles} "
+                       f"--per-attach {args.per_attach}", budget, tcg=TCG)
+    if isinstance(data, int):
+        return data
     text, verdicts = table(data)
     bpf_text, bpf_verdicts = bpf_table(data) if any(r.get("bpf") for r in data["rounds"]) else ("", "")
     if bpf_text:

@@ -93,9 +93,16 @@ def ovs_pid(daemon: str = "ovs-vswitchd") -> int:
 
 
 def handler_threads() -> list[int]:
-    """Thread ids of ovs-vswitchd's upcall handlers."""
-    return [int(t.name) for t in Path(f"/proc/{ovs_pid()}/task").iterdir()
-            if (t / "comm").read_text().startswith("handler")]
+    """Thread ids of ovs-vswitchd's upcall handlers (a thread that exits meanwhile is skipped:
+    ovs-vswitchd replaces its handlers when its CPUs change)."""
+    out = []
+    for task in Path(f"/proc/{ovs_pid()}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith("handler"):
+                out.append(int(task.name))
+        except OSError:
+            continue
+    return out
 
 
 def wait_for_handlers(timeout: float = 60) -> list[int]:

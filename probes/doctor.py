@@ -98,9 +98,10 @@ def checks(caps: KernelCaps) -> list[Check]:
     no_trampolines = fentry.trial()
     out.append(Check(
         "BPF trampolines", no_trampolines is None,
-        "fentry programs load (each hook: a trampoline, not a kprobe's trap)" if no_trampolines is None
+        "fentry/fexit programs load (each hook: a trampoline, not a kprobe's trap)" if no_trampolines is None
         else no_trampolines,
-        disables="nothing: the function hooks use kprobes instead (--attach auto), at a higher cost per packet",
+        disables="nothing: the function hooks use kprobes and kretprobes instead (--attach auto), at a higher "
+                 "cost per packet",
         fix="a kernel >= 5.11 with BTF that allows BPF_PROG_TYPE_TRACING (optional)"))
     no_direct_reads = direct_reads.unavailable()
     out.append(Check(

@@ -479,6 +479,8 @@ static __always_inline u64 ns_kprobe_arg(struct pt_regs *ctx, int n)
     case 2: return PT_REGS_PARM2(ctx);
     case 3: return PT_REGS_PARM3(ctx);
     case 4: return PT_REGS_PARM4(ctx);
+    case 5: return PT_REGS_PARM5(ctx);
+    case 6: return PT_REGS_PARM6(ctx);
     }
     return 0;
 }
@@ -491,21 +493,39 @@ static __always_inline u64 ns_fentry_arg(unsigned long long *ctx, int n)
     case 2: return ctx[1];
     case 3: return ctx[2];
     case 4: return ctx[3];
+    case 5: return ctx[4];
+    case 6: return ctx[5];
     }
     return 0;
 }
 
 /* A hook on a function's entry twice, as a kprobe (NAME) and a trampoline program (fentry_NAME),
- * each calling BODY(its argument number ARG): the probe's driver picks one (probes/runtime/attach.py). */
-#define NS_ENTRY_HOOK(NAME, ARG, BODY) \
-    int NAME(struct pt_regs *ctx) { return BODY((void *)ns_kprobe_arg(ctx, ARG)); } \
-    int fentry_##NAME(unsigned long long *ctx) { return BODY((void *)ns_fentry_arg(ctx, ARG)); }
+ * each calling BODY(its argument number ARG, any constants after it): the probe's driver picks
+ * one (probes/runtime/attach.py). */
+#define NS_ENTRY_HOOK(NAME, ARG, BODY, ...) \
+    int NAME(struct pt_regs *ctx) { return BODY((void *)ns_kprobe_arg(ctx, ARG), ##__VA_ARGS__); } \
+    int fentry_##NAME(unsigned long long *ctx) { return BODY((void *)ns_fentry_arg(ctx, ARG), ##__VA_ARGS__); }
+/* the same, BODY taking the context first (for perf_submit) */
+#define NS_ENTRY_HOOK_CTX(NAME, ARG, BODY, ...) \
+    int NAME(struct pt_regs *ctx) { return BODY(ctx, (void *)ns_kprobe_arg(ctx, ARG), ##__VA_ARGS__); } \
+    int fentry_##NAME(unsigned long long *ctx) \
+    { return BODY(ctx, (void *)ns_fentry_arg(ctx, ARG), ##__VA_ARGS__); }
 /* the same with two of the function's arguments */
 #define NS_ENTRY_HOOK2(NAME, ARG_A, ARG_B, BODY) \
     int NAME(struct pt_regs *ctx) \
     { return BODY((void *)ns_kprobe_arg(ctx, ARG_A), (void *)ns_kprobe_arg(ctx, ARG_B)); } \
     int fentry_##NAME(unsigned long long *ctx) \
     { return BODY((void *)ns_fentry_arg(ctx, ARG_A), (void *)ns_fentry_arg(ctx, ARG_B)); }
+/* A hook on a function's return twice, as a kretprobe (NAME) and a trampoline program (fexit_NAME),
+ * each calling BODY(the return value); RET_AT: the function's argument count, where a trampoline
+ * finds its return value (the driver's, from BTF: probes/runtime/fentry.py return_slot). */
+#define NS_RETURN_HOOK(NAME, RET_AT, BODY) \
+    int NAME(struct pt_regs *ctx) { return BODY(PT_REGS_RC(ctx)); } \
+    int fexit_##NAME(unsigned long long *ctx) { return BODY(ctx[RET_AT]); }
+/* the same for a body that needs nothing of the function: BODY(the context, for perf_submit) */
+#define NS_EXIT_HOOK(NAME, BODY) \
+    int NAME(struct pt_regs *ctx) { return BODY(ctx); } \
+    int fexit_##NAME(unsigned long long *ctx) { return BODY(ctx); }
 
 /* The drop hook: the program defines ns_on_drop() and expands NS_DEFINE_DROP_HOOK() in its own
  * file, where BCC makes tracepoint structs (docs/bpf.md#the-drop-hook-ns_define_drop_hook). */

@@ -43,48 +43,77 @@ class FunctionHooks:
     an error where the kernel refuses one), ``kprobe``, or ``auto`` (a trampoline where the kernel
     takes it, a kprobe on that hook otherwise).  Each hook's way and any fallback's reason are kept
     for the probe's start line and records.  The program is compiled with both twins of each
-    function: ``fn_name`` (kprobe) and ``fentry_<fn_name>``."""
+    hook: ``fn_name`` (kprobe or kretprobe) and ``fentry_<fn_name>`` / ``fexit_<fn_name>``
+    (netsleuth.h's NS_ENTRY_HOOK, NS_RETURN_HOOK)."""
 
     def __init__(self, bpf, mode: str = "auto"):
         self.bpf, self.mode = bpf, mode
-        self.by: dict[str, str] = {}  # function -> "fentry" | "kprobe"
-        self.fell_back: dict[str, str] = {}  # function -> why not fentry (auto only)
-        self.trampolines: dict[str, bytes] = {}  # function -> its program's key in bpf.funcs
+        self.by: dict[str, str] = {}  # hook ("fn" or "fn return") -> "fentry" | "fexit" | "kprobe" | "kretprobe"
+        self.fell_back: dict[str, str] = {}  # hook -> why not a trampoline (auto only)
+        self.trampolines: dict[str, bytes] = {}  # hook -> its program's key in bpf.funcs
         self._refused: str | None = None if mode != "kprobe" else "--attach kprobe"
         if mode != "kprobe" and (why := fentry.why_no_trampolines()):
             self._refused = why
 
-    def entry(self, function: str, fn_name: str) -> str:
-        """Hook ``function``'s entry; "fentry" or "kprobe"."""
+    def entry(self, function: str, fn_name: str, symbol: str | None = None) -> str:
+        """Hook ``function``'s entry; "fentry" or "kprobe" (on ``symbol``, its name in
+        kallsyms where the compiler cloned it, e.g. ``f.isra.0``: a trampoline needs BTF's name)."""
+        return self._hook(function, fn_name, symbol or function, at_return=False)
+
+    def exit(self, function: str, fn_name: str, symbol: str | None = None, maxactive: int = 0) -> str:
+        """Hook ``function``'s return; "fexit" or "kretprobe" (``maxactive``: its instances)."""
+        return self._hook(function, fn_name, symbol or function, at_return=True, maxactive=maxactive)
+
+    def _hook(self, function: str, fn_name: str, symbol: str, at_return: bool, maxactive: int = 0) -> str:
+        hook = f"{function} return" if at_return else function
+        trampoline, probe = ("fexit", "kretprobe") if at_return else ("fentry", "kprobe")
         why = self._refused
         if why is None:
             try:
-                self._trampoline(function, f"fentry_{fn_name}")
-                self.by[function] = "fentry"
-                return "fentry"
+                self._trampoline(hook, function, f"{trampoline}_{fn_name}", at_return)
+                self.by[hook] = trampoline
+                return trampoline
             except fentry.TrampolineError as e:
                 why = str(e)
                 if e.everywhere:
                     self._refused = why
         if self.mode == "fentry":
             unload(self.bpf)
-            raise ProbeError(f"could not attach fentry {function}: {why}")
+            raise ProbeError(f"could not attach {trampoline} {function}: {why}")
         if self.mode == "auto":
-            self.fell_back[function] = why
-        attach_kprobe(self.bpf, function, fn_name)
-        self.by[function] = "kprobe"
-        return "kprobe"
+            self.fell_back[hook] = why
+        if at_return:
+            attach_or_unload(self.bpf, f"kretprobe {symbol}", lambda: self.bpf.attach_kretprobe(
+                event=symbol.encode(), fn_name=fn_name.encode(), maxactive=maxactive))
+        else:
+            attach_kprobe(self.bpf, symbol, fn_name)
+        self.by[hook] = probe
+        return probe
 
-    def _trampoline(self, function: str, fn_name: str) -> None:
+    def _trampoline(self, hook: str, function: str, fn_name: str, at_return: bool) -> None:
         from bcc import BPF  # present: the program was compiled with it
         prog_fd, link_fd = fentry.load_and_attach(self.bpf.dump_func(fn_name.encode()), fn_name,
-                                                  fentry.target(function))
+                                                  fentry.target(function), at_return)
         # Handed to BCC's own bookkeeping, so its cleanup closes them: closing the link detaches.
         key = f"{fn_name}@{function}".encode()
         self.bpf.funcs[key] = BPF.Function(self.bpf, key, prog_fd)
         self.bpf.kfunc_entry_fds[link_key(key)] = link_fd
-        self.trampolines[function] = key
+        self.trampolines[hook] = key
+
+    def describe(self) -> str:
+        """The start line's words: each way with its functions, and why any hook took no
+        trampoline: "fentry a, b; kretprobe c (no trampoline for c return: why)"."""
+        ways: dict[str, list[str]] = {}
+        for hook, way in self.by.items():
+            ways.setdefault(way, []).append(hook.removesuffix(" return"))
+        text = "; ".join(f"{way} {', '.join(fns)}" for way, fns in ways.items())
+        by_reason: dict[str, list[str]] = {}  # one reason for all when the kernel refuses every one
+        for hook, why in self.fell_back.items():
+            by_reason.setdefault(why, []).append(hook)
+        if by_reason:
+            text += " (no trampoline " + "; ".join(f"for {', '.join(h)}: {why}" for why, h in by_reason.items()) + ")"
+        return text
 
     def record(self) -> dict:
-        """What the records say: each function's way, and why any fell back from fentry."""
+        """What the records say: each hook's way, and why any fell back from a trampoline."""
         return {"attach": self.mode, "hooks": dict(self.by), "fentry_refused": dict(self.fell_back)}

@@ -109,6 +109,21 @@ def type_id(blob: bytes, name: str, kind: int, base_strings: bytes = b"", id_bas
     return None
 
 
+def type_header(blob: bytes, wanted: int, id_base: int = 0) -> tuple[int, int, int]:
+    """(kind, vlen, size_or_type) of type id ``wanted`` in the blob (ids from ``id_base`` + 1)."""
+    hdr_len, type_off, type_len, _str_off, _str_len = _sections(blob)
+    pos, end, tid = hdr_len + type_off, hdr_len + type_off + type_len, id_base
+    while pos < end:
+        info, size_or_type = struct.unpack_from("<II", blob, pos + 4)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        tid += 1
+        if tid == wanted:
+            return kind, vlen, size_or_type
+        fixed, per_item = _EXTRA.get(kind, (0, 0))
+        pos += 12 + fixed + per_item * vlen
+    raise BTFError(f"type id {wanted} is not in the BTF blob")
+
+
 def string_section(blob: bytes) -> bytes:
     """The string section of a BTF blob, from its header alone."""
     hdr_len, _type_off, _type_len, str_off, str_len = _sections(blob)

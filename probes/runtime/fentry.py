@@ -20,10 +20,11 @@ from .bpf_syscall import (BPF_BTF_GET_FD_BY_ID, BPF_BTF_GET_NEXT_ID, BPF_OBJ_GET
                           BPF_PROG_GET_NEXT_ID, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN, LOG_SIZE, NR_BPF, BtfInfo,
                           IdAttr, InfoAttr, ProgInfo, ProgLoadAttr, RawTracepointOpenAttr)
 from .bpf_syscall import call as _bpf
-from .btf import VMLINUX_BTF, BTFError, function_type, string_section, type_count
+from .btf import VMLINUX_BTF, BTFError, function_type, string_section, type_count, type_header
 from .kernel import kernel_version, module_functions
 
-BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY = 26, 24
+BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPF_TRACE_FEXIT = 26, 24, 25
+ENOTSUPP = 524  # the kernel's own errno: the trampoline cannot take the function
 MIN_KERNEL = (5, 11)  # trampolines came in 5.5; on module functions (attach_btf_obj_fd) in 5.11
 
 
@@ -38,11 +39,13 @@ class TrampolineError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Where a function's BTF lives: its type id in its BTF object ("vmlinux" or a module)."""
+    """Where a function's BTF lives: its type id in its BTF object ("vmlinux" or a module), and
+    how many arguments it takes (an fexit program finds the return value after them)."""
 
     function: str
     btf_id: int
     btf_object: str
+    arity: int
 
 
 def why_no_trampolines(release: str | None = None) -> str | None:
@@ -80,11 +83,23 @@ def target(function: str) -> Target:
     try:
         blob, base_strings, id_base = _btf_of(obj)
         found = function_type(blob, function, base_strings, id_base)
+        if found is None:
+            raise TrampolineError(f"{function} is not in the BTF of {obj} (inlined or static)")
+        proto = type_header(blob, found, id_base)[2]
+        in_blob = proto > id_base  # a module's prototype may be one of vmlinux's
+        arity = type_header(blob if in_blob else _btf_of("vmlinux")[0], proto, id_base if in_blob else 0)[1]
     except (OSError, BTFError) as e:
         raise TrampolineError(f"cannot read the BTF of {obj}: {e}") from None
-    if found is None:
-        raise TrampolineError(f"{function} is not in the BTF of {obj} (inlined or static)")
-    return Target(function, found, obj)
+    return Target(function, found, obj, arity)
+
+
+def return_slot(function: str) -> int:
+    """Where an fexit program on ``function`` finds its return value: after its arguments,
+    64 bits each.  0 where it has no BTF (then it takes no trampoline: a kretprobe runs)."""
+    try:
+        return target(function).arity
+    except TrampolineError:
+        return 0
 
 
 def _objects(next_cmd: int, fd_cmd: int, new_info: Callable[[], ct.Structure]):
@@ -125,39 +140,40 @@ def _btf_object_fd(name: str) -> int:
     raise TrampolineError(f"the kernel lists no BTF object for module {name}")
 
 
-def _load(insns: bytes, name: str, tgt: Target) -> int:
-    """Load ``insns`` as a trampoline program for ``tgt``'s entry; its fd.  A refusal says the
-    kernel's reason (the verifier's last lines when it was the verifier)."""
+def _load(insns: bytes, name: str, tgt: Target, at_return: bool = False) -> int:
+    """Load ``insns`` as a trampoline program for ``tgt``'s entry (or return); its fd.  A refusal
+    says the kernel's reason (the verifier's last lines when it was the verifier)."""
+    way = "fexit" if at_return else "fentry"
     obj_fd = _btf_object_fd(tgt.btf_object) if tgt.btf_object != "vmlinux" else 0
     log = ct.create_string_buffer(LOG_SIZE)
     code = ct.create_string_buffer(insns, len(insns))
     license = ct.create_string_buffer(b"GPL")
     attr = ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8, insns=ct.addressof(code),
                         license=ct.addressof(license), prog_name=name.encode()[:15],
-                        expected_attach_type=BPF_TRACE_FENTRY, attach_btf_id=tgt.btf_id, attach_btf_obj_fd=obj_fd)
+                        expected_attach_type=BPF_TRACE_FEXIT if at_return else BPF_TRACE_FENTRY, attach_btf_id=tgt.btf_id, attach_btf_obj_fd=obj_fd)
     try:
         try:
             return _bpf(BPF_PROG_LOAD, attr)
         except OSError as first:
             if first.errno != errno.EACCES:  # EACCES is the verifier's: run again for its reason
-                raise TrampolineError(f"the kernel refused an fentry program on {tgt.function}: "
+                raise TrampolineError(f"the kernel refused an {way} program on {tgt.function}: "
                                       f"{first.strerror}", everywhere=first.errno == errno.EPERM) from None
         attr.log_level, attr.log_size, attr.log_buf = 1, LOG_SIZE, ct.addressof(log)
         try:
             return _bpf(BPF_PROG_LOAD, attr)
         except OSError:
             last = log.value.decode(errors="replace").strip().splitlines()[-3:]
-            raise TrampolineError(f"the verifier refused the fentry program on {tgt.function}: "
+            raise TrampolineError(f"the verifier refused the {way} program on {tgt.function}: "
                                   + " / ".join(last)) from None
     finally:
         if obj_fd:
             os.close(obj_fd)
 
 
-def load_and_attach(insns: bytes, name: str, tgt: Target) -> tuple[int, int]:
-    """Load ``insns`` (BCC's compiled program, its maps' fds in place) on ``tgt``'s entry and
-    attach it; (program fd, link fd).  Closing the link fd detaches it."""
-    prog_fd = _load(insns, name, tgt)
+def load_and_attach(insns: bytes, name: str, tgt: Target, at_return: bool = False) -> tuple[int, int]:
+    """Load ``insns`` (BCC's compiled program, its maps' fds in place) on ``tgt``'s entry (or
+    return) and attach it; (program fd, link fd).  Closing the link fd detaches it."""
+    prog_fd = _load(insns, name, tgt, at_return)
     try:
         return prog_fd, attach(prog_fd, tgt.function)
     except TrampolineError:
@@ -170,7 +186,9 @@ def attach(prog_fd: int, function: str) -> int:
     try:
         return _bpf(BPF_RAW_TRACEPOINT_OPEN, RawTracepointOpenAttr(name=0, prog_fd=prog_fd))
     except OSError as e:
-        raise TrampolineError(f"could not attach the fentry program to {function}: {e.strerror}") from None
+        why = ("the trampoline cannot take this function (x86 before 6.5: at most 6 arguments)"
+               if e.errno == ENOTSUPP else e.strerror)
+        raise TrampolineError(f"could not attach a trampoline to {function}: {why}") from None
 
 
 TRIAL_FUNCTION = "ip_rcv"  # any vmlinux function with BTF; loading alone attaches nothing

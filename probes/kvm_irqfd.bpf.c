@@ -125,24 +125,24 @@ static __always_inline int mark(void *irqfd, u32 slow)
     return 1;
 }
 
-int on_irqfd_wakeup(struct pt_regs *ctx)
+/* irqfd_wakeup(wait, mode, sync, key) */
+static __always_inline int at_irqfd_wakeup(void *wait, void *key)
 {
-    u64 key = ns_kprobe_arg(ctx, 4);
-    if (!(key & NS_EPOLLIN))
+    if (!((u64)key & NS_EPOLLIN))
         return 0;  /* EPOLLHUP: the eventfd is closing */
-    void *irqfd = (char *)ns_kprobe_arg(ctx, 1) - NS_OFF_IRQFD_WAIT;
-    mark(irqfd, 0);
+    mark((char *)wait - NS_OFF_IRQFD_WAIT, 0);
     return 0;
 }
+NS_ENTRY_HOOK2(on_irqfd_wakeup, 1, 4, at_irqfd_wakeup)
 
-/* kretprobe: the fast path's verdict; the mark ends (interrupts off since irqfd_wakeup) */
-int on_set_irq_inatomic_return(struct pt_regs *ctx)
+/* the fast path's verdict; the mark ends (interrupts off since irqfd_wakeup) */
+static __always_inline int at_set_irq_inatomic_return(u64 ret)
 {
     u32 tid = current_tid();
     struct irq_mark *m = marks.lookup(&tid);
     if (!m || m->slow)
         return 0;
-    int rc = PT_REGS_RC(ctx);
+    int rc = (int)ret;
     if (rc == -NS_EWOULDBLOCK)
         count(m->pid, m->gsi, C_SLOW_PATH);
     else if (rc > 0)
@@ -152,15 +152,17 @@ int on_set_irq_inatomic_return(struct pt_regs *ctx)
     marks.delete(&tid);
     return 0;
 }
+NS_RETURN_HOOK(on_set_irq_inatomic_return, NS_RET_AT_SET_IRQ_INATOMIC, at_set_irq_inatomic_return)
 
-int on_irqfd_inject(struct pt_regs *ctx)
+/* irqfd_inject(work): the slow path, in a kworker */
+static __always_inline int at_irqfd_inject(void *work)
 {
-    void *irqfd = (char *)ns_kprobe_arg(ctx, 1) - NS_OFF_IRQFD_INJECT;
-    mark(irqfd, 1);
+    mark((char *)work - NS_OFF_IRQFD_INJECT, 1);
     return 0;
 }
+NS_ENTRY_HOOK(on_irqfd_inject, 1, at_irqfd_inject)
 
-int on_irqfd_inject_return(struct pt_regs *ctx)
+static __always_inline int at_irqfd_inject_return(void *ctx)
 {
     u32 tid = current_tid();
     struct irq_mark *m = marks.lookup(&tid);
@@ -171,15 +173,15 @@ int on_irqfd_inject_return(struct pt_regs *ctx)
     marks.delete(&tid);
     return 0;
 }
+NS_EXIT_HOOK(on_irqfd_inject_return, at_irqfd_inject_return)
 
 /* vCPU identity per thread, at kvm_arch_vcpu_load (rarer than VM entries: docs/bpf.md) */
-int on_vcpu_load(struct pt_regs *ctx)
+static __always_inline int at_vcpu_load(void *vcpu)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (NS_F_PID && (pid_tgid >> 32) != NS_F_PID)
         return 0;
     u32 tid = (u32)pid_tgid;
-    void *vcpu = (void *)ns_kprobe_arg(ctx, NS_VCPU_ARG);
     struct vcpu_val v = {.pid = pid_tgid >> 32};
     NS_READ(v.kvm, vcpu, VCPU_KVM);
     NS_READ(v.vcpu_id, vcpu, VCPU_ID);
@@ -193,6 +195,7 @@ int on_vcpu_load(struct pt_regs *ctx)
     vcpu_seen.update(&k, &tid);
     return 0;
 }
+NS_ENTRY_HOOK(on_vcpu_load, NS_VCPU_ARG, at_vcpu_load)
 
 /* t0: the interrupt is pending in the vCPU's IRR. */
 TRACEPOINT_PROBE(kvm, kvm_apic_accept_irq)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from vocab.hist import Log2Hist, render_text
 
-from .base import DURATION, Flag, Probe, btf_reason, interval_flag, kprobe_reason, tracepoint_reason
+from .base import DURATION, HOOK_ATTACH, Flag, Probe, btf_reason, interval_flag, kprobe_reason, tracepoint_reason
 from .runtime import params as P
 from .runtime import tracefs
-from .runtime.attach import attach_kprobe, attach_kretprobe
+from .runtime.attach import FunctionHooks
+from .runtime.fentry import return_slot
 from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
 from .runtime.loader import ProbeError, load
@@ -50,7 +51,7 @@ class KvmIrqfdSummary(Probe):
     name = "kvm-irqfd-stats-summary"
     title = "KVM irqfd injection latency Summary"
     tier = 1
-    cost = "low: kprobes per irqfd signal (not per packet) and two kvm tracepoints per interrupt"
+    cost = "low: four hooks (trampolines or kprobes) per irqfd signal (not per packet) and two kvm tracepoints per interrupt"
     description = ("Latency from an irqfd signal to the vector injected into the vCPU (P50/P99/P99.9/max), "
                    "per VM and interrupt line, with fast-path, slow-path and coalesced counts.")
     flags = (
@@ -59,6 +60,7 @@ class KvmIrqfdSummary(Probe):
         Flag("gsi", "int", "only this interrupt line (a gsi, as the records name it; -1: every line)",
              default=-1, lo=0, hi=4095, label="Interrupt line (gsi)"),
         interval_flag(5.0),
+        HOOK_ATTACH,
         DURATION,
     )
 
@@ -92,15 +94,17 @@ class KvmIrqfdSummary(Probe):
         vcpu_arg = params.index("vcpu") + 1 if "vcpu" in params else 1
         return (CDefines().set("NS_F_PID", o.pid).set("NS_F_GSI_ON", o.gsi >= 0)
                 .set("NS_F_GSI", max(o.gsi, 0)).set("NS_INJ_HAS_FLAGS", flags).set("NS_VCPU_ARG", vcpu_arg)
-                .set("NS_HAS_APICV_TP", self.caps.tracepoint("kvm", "kvm_apicv_accept_irq")))
+                .set("NS_HAS_APICV_TP", self.caps.tracepoint("kvm", "kvm_apicv_accept_irq"))
+                .set("NS_RET_AT_SET_IRQ_INATOMIC", return_slot(FAST_FN)))
 
     def load(self):
         bpf = load("kvm_irqfd.bpf.c", self.c_defines(), FIELDS)
-        attach_kprobe(bpf, WAKEUP_FN, "on_irqfd_wakeup")
-        attach_kretprobe(bpf, FAST_FN, "on_set_irq_inatomic_return")
-        attach_kprobe(bpf, SLOW_FN, "on_irqfd_inject")
-        attach_kretprobe(bpf, SLOW_FN, "on_irqfd_inject_return")
-        attach_kprobe(bpf, VCPU_LOAD_FN, "on_vcpu_load")
+        self.hooks = FunctionHooks(bpf, self.options.values.get("attach", "auto"))
+        self.hooks.entry(WAKEUP_FN, "on_irqfd_wakeup")
+        self.hooks.exit(FAST_FN, "on_set_irq_inatomic_return")
+        self.hooks.entry(SLOW_FN, "on_irqfd_inject")
+        self.hooks.exit(SLOW_FN, "on_irqfd_inject_return")
+        self.hooks.entry(VCPU_LOAD_FN, "on_vcpu_load")
         self.start_reading()
         return bpf
 
@@ -112,8 +116,7 @@ class KvmIrqfdSummary(Probe):
         self._posted = posted_interrupts()
 
     def describe_attach(self) -> str:
-        return (f"kprobes {WAKEUP_FN}, {SLOW_FN}, {VCPU_LOAD_FN}, kretprobes {FAST_FN}, {SLOW_FN}; "
-                "tracepoints kvm:kvm_apic_accept_irq, kvm:kvm_inj_virq")
+        return f"{self.hooks.describe()}; tracepoints kvm:kvm_apic_accept_irq, kvm:kvm_inj_virq"
 
     def _totals(self) -> dict[tuple[int, int], list[int]]:
         """(pid, gsi) -> counters + histogram slots since start, summed over CPUs."""
@@ -171,6 +174,7 @@ class KvmIrqfdSummary(Probe):
             "posted_interrupts": self._posted,
             **totals,
             "entries": entries,
+            **self.hooks.record(),
         }]
 
     def format_text(self, r: dict) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .base import Flag, Probe, interval_flag, kprobe_reason
 from .runtime import params as P
-from .runtime.attach import attach_or_unload
+from .runtime.attach import FunctionHooks
+from .runtime.fentry import return_slot
 from .runtime.kernel import KernelCaps, function_symbol, symbol_address
 from .runtime.loader import ProbeError
 from .runtime.offsets import MODULE_FIELDS, OffsetsUnavailable, module_offset, module_params
@@ -59,14 +60,17 @@ def check_vm_flags(raw: dict, values: dict) -> None:
 
 @dataclass(frozen=True)
 class Hook:
-    """One kernel function a probe hooks: a kprobe running ``entry`` and/or a kretprobe running
-    ``ret``; ``reads_args``: the entry reads arguments (then a .constprop clone is refused)."""
+    """One kernel function a probe hooks: its entry running ``entry`` and/or its return running
+    ``ret`` (each a trampoline or a kprobe: FunctionHooks); ``ret_slot``: the C macro telling
+    ``ret`` where a trampoline finds the return value; ``reads_args``: the entry reads arguments
+    (then a .constprop clone is refused)."""
 
     function: str
     entry: str | None = None
     ret: str | None = None
     required: bool = True
     reads_args: bool = True
+    ret_slot: str | None = None
 
 
 def hooks_reason(caps: KernelCaps, hooks: tuple[Hook, ...], what: str) -> str | None:
@@ -103,9 +107,9 @@ def _clone_problem(h: Hook, caps: KernelCaps | None = None) -> tuple[str | None,
     return symbol, problem
 
 
-def attach_hooks(bpf, hooks: tuple[Hook, ...]) -> list[str]:
-    """Attach every hook whose function exists; the attached functions' names."""
-    done = []
+def attach_hooks(bpf, hooks: tuple[Hook, ...], mode: str) -> FunctionHooks:
+    """Attach every hook whose function exists, by ``--attach``; how each one was."""
+    attached = FunctionHooks(bpf, mode)
     for h in hooks:
         symbol, problem = _clone_problem(h)
         if symbol is None:
@@ -113,14 +117,18 @@ def attach_hooks(bpf, hooks: tuple[Hook, ...]) -> list[str]:
                 raise ProbeError(problem or f"kernel function {h.function} is missing ({VHOST_HINT})")
             continue
         if h.entry:
-            attach_or_unload(bpf, f"kprobe {symbol}",
-                             lambda s=symbol, fn=h.entry: bpf.attach_kprobe(event=s.encode(), fn_name=fn.encode()))
+            attached.entry(h.function, h.entry, symbol)
         if h.ret:
-            attach_or_unload(bpf, f"kretprobe {symbol}",
-                             lambda s=symbol, fn=h.ret: bpf.attach_kretprobe(event=s.encode(), fn_name=fn.encode(),
-                                                                              maxactive=64))
-        done.append(symbol)
-    return done
+            attached.exit(h.function, h.ret, symbol, maxactive=64)
+    return attached
+
+
+def set_return_slots(d: CDefines, hooks: tuple[Hook, ...]) -> CDefines:
+    """Each ``ret_slot`` macro: where its function's trampoline finds the return value."""
+    for h in hooks:
+        if h.ret_slot:
+            d.set(h.ret_slot, return_slot(h.function))
+    return d
 
 
 def arg_index(module: str, function: str, param: str) -> int:

@@ -49,10 +49,11 @@ static __always_inline struct vq_stats *vq_entry(u64 vq, int kind)
     return vqs.lookup_or_try_init(&vq, &init);
 }
 
-int on_poll_wakeup(struct pt_regs *ctx)
+/* vhost_poll_wakeup(wait, mode, sync, key) */
+static __always_inline int at_poll_wakeup(void *wait, void *key_arg)
 {
-    u64 poll = PT_REGS_PARM1(ctx) - NS_OFF_VHOST_POLL_WAIT;
-    u64 key = PT_REGS_PARM4(ctx);
+    u64 poll = (u64)wait - NS_OFF_VHOST_POLL_WAIT;
+    u64 key = (u64)key_arg;
     u64 fn = 0;
     u32 mask = 0;  /* __poll_t */
     NS_READ(mask, poll, VHOST_POLL_MASK);
@@ -73,10 +74,11 @@ int on_poll_wakeup(struct pt_regs *ctx)
     }
     return 0;
 }
+NS_ENTRY_HOOK2(on_poll_wakeup, 1, 4, at_poll_wakeup)
 
-static __always_inline int on_work(struct pt_regs *ctx, int kind)
+static __always_inline int on_work(void *work, int kind)
 {
-    u64 vq = ns_vhost_work_vq(PT_REGS_PARM1(ctx), kind);
+    u64 vq = ns_vhost_work_vq((u64)work, kind);
     struct vq_stats *s = vq_entry(vq, kind);
     if (!s)
         return 0;
@@ -98,12 +100,12 @@ static __always_inline int on_work(struct pt_regs *ctx, int kind)
     return 0;
 }
 
-int on_tx_kick(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_TX_KICK); }
-int on_rx_kick(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_RX_KICK); }
-int on_tx_net(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_TX_NET); }
-int on_rx_net(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_RX_NET); }
+NS_ENTRY_HOOK(on_tx_kick, 1, on_work, NS_WORK_TX_KICK)
+NS_ENTRY_HOOK(on_rx_kick, 1, on_work, NS_WORK_RX_KICK)
+NS_ENTRY_HOOK(on_tx_net, 1, on_work, NS_WORK_TX_NET)
+NS_ENTRY_HOOK(on_rx_net, 1, on_work, NS_WORK_RX_NET)
 
-int on_work_return(struct pt_regs *ctx)
+static __always_inline int at_work_return(void *ctx)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct run *r = running.lookup(&tid);
@@ -115,10 +117,12 @@ int on_work_return(struct pt_regs *ctx)
     running.delete(&tid);
     return 0;
 }
+NS_EXIT_HOOK(on_work_return, at_work_return)
 
 /* vhost_(vq_)work_queue of the running vq's kick work: a requeue at the weight limit or busy poll. */
-static __always_inline int on_queue(u64 work)
+static __always_inline int on_queue(void *work_arg)
 {
+    u64 work = (u64)work_arg;
     u32 tid = bpf_get_current_pid_tgid();
     struct run *r = running.lookup(&tid);
     if (!r || work - NS_OFF_VHOST_POLL_WORK - NS_OFF_VQ_POLL != r->vq)
@@ -129,12 +133,13 @@ static __always_inline int on_queue(u64 work)
     return 0;
 }
 
-int on_work_queue(struct pt_regs *ctx) { return on_queue(ns_kprobe_arg(ctx, NS_WORK_QUEUE_WORK_ARG)); }
-int on_vq_work_queue(struct pt_regs *ctx) { return on_queue(ns_kprobe_arg(ctx, NS_VQ_WORK_QUEUE_WORK_ARG)); }
+NS_ENTRY_HOOK(on_work_queue, NS_WORK_QUEUE_WORK_ARG, on_queue)
+NS_ENTRY_HOOK(on_vq_work_queue, NS_VQ_WORK_QUEUE_WORK_ARG, on_queue)
 
 /* An attempt to signal the guest (vq argument by BTF name); only vqs seen running count. */
-static __always_inline int on_signal(u64 vq)
+static __always_inline int on_signal(void *vq_arg)
 {
+    u64 vq = (u64)vq_arg;
     u32 tid = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
     struct signalling *cur = signalling.lookup(&tid);
@@ -151,11 +156,11 @@ static __always_inline int on_signal(u64 vq)
     return 0;
 }
 
-int on_signal_n(struct pt_regs *ctx) { return on_signal(ns_kprobe_arg(ctx, NS_SIGNAL_N_VQ_ARG)); }
-int on_signal_1(struct pt_regs *ctx) { return on_signal(ns_kprobe_arg(ctx, NS_SIGNAL_1_VQ_ARG)); }
-int on_signal_plain(struct pt_regs *ctx) { return on_signal(ns_kprobe_arg(ctx, NS_SIGNAL_VQ_ARG)); }
+NS_ENTRY_HOOK(on_signal_n, NS_SIGNAL_N_VQ_ARG, on_signal)
+NS_ENTRY_HOOK(on_signal_1, NS_SIGNAL_1_VQ_ARG, on_signal)
+NS_ENTRY_HOOK(on_signal_plain, NS_SIGNAL_VQ_ARG, on_signal)
 
-int on_signal_return(struct pt_regs *ctx)
+static __always_inline int at_signal_return(void *ctx)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct signalling *cur = signalling.lookup(&tid);
@@ -168,12 +173,14 @@ int on_signal_return(struct pt_regs *ctx)
     signalling.delete(&tid);
     return 0;
 }
+NS_EXIT_HOOK(on_signal_return, at_signal_return)
 
-int on_eventfd_signal(struct pt_regs *ctx)
+/* eventfd_signal(ctx, n) */
+static __always_inline int at_eventfd_signal(void *eventfd)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct signalling *cur = signalling.lookup(&tid);
-    if (!cur || cur->eventfd_seen || PT_REGS_PARM1(ctx) != cur->call_ctx)
+    if (!cur || cur->eventfd_seen || (u64)eventfd != cur->call_ctx)
         return 0;  /* eventfd_signal -> eventfd_signal_mask: counted once */
     cur->eventfd_seen = 1;
     struct vq_stats *s = vqs.lookup(&cur->vq);
@@ -181,15 +188,17 @@ int on_eventfd_signal(struct pt_regs *ctx)
         __sync_fetch_and_add(&s->eventfd_signals, 1);
     return 0;
 }
+NS_ENTRY_HOOK(on_eventfd_signal, 1, at_eventfd_signal)
 
 #ifdef NS_HAVE_IRQFD
-int on_irqfd_wakeup(struct pt_regs *ctx)
+/* irqfd_wakeup(wait, mode, sync, key) */
+static __always_inline int at_irqfd_wakeup(void *wait, void *key)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct signalling *cur = signalling.lookup(&tid);
-    if (!cur || cur->delivered || !(PT_REGS_PARM4(ctx) & NS_EPOLLIN))
+    if (!cur || cur->delivered || !((u64)key & NS_EPOLLIN))
         return 0;
-    u64 irqfd = PT_REGS_PARM1(ctx) - NS_OFF_IRQFD_WAIT, eventfd = 0;
+    u64 irqfd = (u64)wait - NS_OFF_IRQFD_WAIT, eventfd = 0;
     NS_READ(eventfd, irqfd, IRQFD_EVENTFD);
     if (eventfd != cur->call_ctx)
         return 0;
@@ -199,4 +208,5 @@ int on_irqfd_wakeup(struct pt_regs *ctx)
         __sync_fetch_and_add(&s->signals, 1);
     return 0;
 }
+NS_ENTRY_HOOK2(on_irqfd_wakeup, 1, 4, at_irqfd_wakeup)
 #endif

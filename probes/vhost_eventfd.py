@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .base import DURATION, Probe
+from .base import DURATION, HOOK_ATTACH, Probe
 from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps, function_symbol
 from .runtime.loader import load
@@ -54,10 +54,11 @@ class VhostEventfdCount(VhostProbe):
     name = "vhost-eventfd-count"
     title = "vhost eventfd kicks and signals"
     tier = 1
-    cost = "low: kprobes on vhost's wakeups, runs and signals (per batch, not per packet); counters in the kernel"
+    cost = ("low: hooks (trampolines or kprobes) on vhost's wakeups, runs and signals (per batch, not per "
+            "packet); counters in the kernel")
     description = ("Per vhost worker thread and virtqueue: guest kicks, tap socket wakeups, runs, busy %, "
                    "weight-limit hits, signal attempts and the interrupts KVM actually received.")
-    flags = (QEMU_PID, TAP, INTERVAL, DURATION)
+    flags = (QEMU_PID, TAP, INTERVAL, HOOK_ATTACH, DURATION)
     hooks = HOOKS
 
     @classmethod
@@ -83,12 +84,12 @@ class VhostEventfdCount(VhostProbe):
             hooks, fields = HOOKS + (IRQFD_HOOK,), VQ_FIELDS + IRQFD_FIELDS
             defines.set("NS_HAVE_IRQFD", 1)
         bpf = load("vhost_eventfd.bpf.c", defines, fields)
-        self.attached = attach_hooks(bpf, hooks)
+        self.attached = attach_hooks(bpf, hooks, self.options.values.get("attach", "auto"))
         self.start_reading()
         return bpf
 
     def describe_attach(self) -> str:
-        return "kprobes " + ", ".join(self.attached)
+        return self.attached.describe()
 
     def start_reading(self) -> None:
         self._seen = Deltas()  # vq address -> counters + busy_ns

@@ -110,26 +110,29 @@ static __always_inline int work_of_poll(u64 poll, u64 *work)
     return ns_vhost_work_kind(fn);
 }
 
-int on_poll_wakeup(struct pt_regs *ctx)
+/* vhost_poll_wakeup(wait, mode, sync, key) */
+static __always_inline int at_poll_wakeup(void *wait, void *key)
 {
-    u64 poll = PT_REGS_PARM1(ctx) - NS_OFF_VHOST_POLL_WAIT, work;
+    u64 poll = (u64)wait - NS_OFF_VHOST_POLL_WAIT, work;
     u32 mask = 0;  /* __poll_t */
     NS_READ(mask, poll, VHOST_POLL_MASK);
-    if (!(PT_REGS_PARM4(ctx) & mask))
+    if (!((u64)key & mask))
         return 0;
     int kind = work_of_poll(poll, &work);
     if (kind != NS_WORK_OTHER)
         note_queued(work, ns_vhost_kind_is_kick(kind) ? NS_TRIGGER_KICK : NS_TRIGGER_SOCKET);
     return 0;
 }
+NS_ENTRY_HOOK2(on_poll_wakeup, 1, 4, at_poll_wakeup)
 
-int on_poll_queue(struct pt_regs *ctx)
+static __always_inline int at_poll_queue(void *poll)
 {
     u64 work;
-    if (work_of_poll(PT_REGS_PARM1(ctx), &work) != NS_WORK_OTHER)
+    if (work_of_poll((u64)poll, &work) != NS_WORK_OTHER)
         note_queued(work, NS_TRIGGER_REQUEUE);
     return 0;
 }
+NS_ENTRY_HOOK(on_poll_queue, 1, at_poll_queue)
 
 /* Entries in the tap's ptr_ring not yet consumed (tun_ring_monitor's "pending"). */
 static __always_inline u32 tun_ring_pending(u64 vq, u32 *size)
@@ -154,9 +157,9 @@ static __always_inline u32 tun_ring_pending(u64 vq, u32 *size)
     return slot ? sz : 0;  /* producer == head: empty, or full when the slot is taken */
 }
 
-static __always_inline int on_work(struct pt_regs *ctx, int kind)
+static __always_inline int on_work(void *work_arg, int kind)
 {
-    u64 work = PT_REGS_PARM1(ctx), now = bpf_ktime_get_ns();
+    u64 work = (u64)work_arg, now = bpf_ktime_get_ns();
     u32 tid = bpf_get_current_pid_tgid();
     struct run r = {.vq = ns_vhost_work_vq(work, kind), .t0 = now, .kind = kind};
     struct queued *q = queued.lookup(&work);
@@ -186,12 +189,12 @@ static __always_inline int on_work(struct pt_regs *ctx, int kind)
     return 0;
 }
 
-int on_tx_kick(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_TX_KICK); }
-int on_rx_kick(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_RX_KICK); }
-int on_tx_net(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_TX_NET); }
-int on_rx_net(struct pt_regs *ctx) { return on_work(ctx, NS_WORK_RX_NET); }
+NS_ENTRY_HOOK(on_tx_kick, 1, on_work, NS_WORK_TX_KICK)
+NS_ENTRY_HOOK(on_rx_kick, 1, on_work, NS_WORK_RX_KICK)
+NS_ENTRY_HOOK(on_tx_net, 1, on_work, NS_WORK_TX_NET)
+NS_ENTRY_HOOK(on_rx_net, 1, on_work, NS_WORK_RX_NET)
 
-int on_get_vq_desc_return(struct pt_regs *ctx)
+static __always_inline int at_get_vq_desc_return(u64 ret)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct run *r = running.lookup(&tid);
@@ -199,19 +202,21 @@ int on_get_vq_desc_return(struct pt_regs *ctx)
         return 0;
     u32 num = 0;
     NS_READ(num, r->vq, VQ_NUM);
-    if ((u32)PT_REGS_RC(ctx) == num && r->guest_empty < 0xffff)
+    if ((u32)ret == num && r->guest_empty < 0xffff)
         r->guest_empty++;  /* vhost_get_vq_desc returns vq->num when no buffer is available */
     return 0;
 }
+NS_RETURN_HOOK(on_get_vq_desc_return, NS_RET_AT_GET_VQ_DESC, at_get_vq_desc_return)
 
-int on_exceeds_weight_return(struct pt_regs *ctx)
+static __always_inline int at_exceeds_weight_return(u64 ret)
 {
     u32 tid = bpf_get_current_pid_tgid();
     struct run *r = running.lookup(&tid);
-    if (r && (PT_REGS_RC(ctx) & 1))
+    if (r && (ret & 1))
         r->weight = 1;
     return 0;
 }
+NS_RETURN_HOOK(on_exceeds_weight_return, NS_RET_AT_EXCEEDS_WEIGHT, at_exceeds_weight_return)
 
 static __always_inline void update_max(u64 *max, u64 v)
 {
@@ -219,7 +224,7 @@ static __always_inline void update_max(u64 *max, u64 v)
         *max = v;  /* one worker per vq: no concurrent writer */
 }
 
-int on_work_return(struct pt_regs *ctx)
+static __always_inline int at_work_return(void *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = id;
@@ -282,3 +287,4 @@ int on_work_return(struct pt_regs *ctx)
     running.delete(&tid);
     return 0;
 }
+NS_EXIT_HOOK(on_work_return, at_work_return)

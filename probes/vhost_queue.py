@@ -9,15 +9,16 @@ import time
 
 from vocab.hist import Log2Hist, render_text
 
-from .base import DURATION, Flag, Probe
+from .base import DURATION, HOOK_ATTACH, Flag, Probe
 from .events import EventStream
 from .runtime.clock import iso
 from .runtime.counters import Deltas
 from .runtime.layout import CMirror
 from .runtime.loader import load
+from .runtime.params import CDefines
 from .vhost_common import (VhostProbe, INTERVAL, POLL_WAKEUP, QEMU_PID, TAP, VQ_FIELDS, WORK_FNS, Hook,
                            attach_hooks, cpu_list, cstr, qemu_pid_of_worker,
-                           vq_defines)
+                           set_return_slots, vq_defines)
 
 THRESHOLD = Flag("latency-threshold", "int", "report work items that waited at least this many microseconds",
                  default=1000, lo=0, hi=60_000_000, label="Latency threshold (µs)")
@@ -29,8 +30,8 @@ HOOKS = (
     Hook(POLL_WAKEUP, entry="on_poll_wakeup"),
     Hook("vhost_poll_queue", entry="on_poll_queue"),
     *(Hook(fn, entry="on_" + fn.removeprefix("handle_"), ret="on_work_return") for fn in WORK_FNS),
-    Hook("vhost_get_vq_desc", ret="on_get_vq_desc_return", reads_args=False),
-    Hook("vhost_exceeds_weight", ret="on_exceeds_weight_return", reads_args=False),
+    Hook("vhost_get_vq_desc", ret="on_get_vq_desc_return", reads_args=False, ret_slot="NS_RET_AT_GET_VQ_DESC"),
+    Hook("vhost_exceeds_weight", ret="on_exceeds_weight_return", reads_args=False, ret_slot="NS_RET_AT_EXCEEDS_WEIGHT"),
 )
 # struct vq_totals counters summed per interval (the C's names), then maxima (kept per interval).
 TOTALS = ("works", "unseen", "wait_ns", "run_ns", "packets", "guest_empty", "weight_exhausted", "slow")
@@ -54,27 +55,29 @@ class VhostQueueCorrelationDetails(EventStream, VhostProbe):
     name = "vhost-queue-correlation-details"
     title = "vhost queue correlation Details"
     tier = 2
-    cost = ("medium: kprobes on vhost's wakeups and work runs, and a return probe on every descriptor "
-            "fetch; one event per work item past the threshold")
+    cost = ("medium: hooks (trampolines or kprobes) on vhost's wakeups and work runs, and a return hook on "
+            "every descriptor fetch; one event per work item past the threshold")
     description = ("Per virtqueue work item: the wait from the guest kick / tap wakeup / requeue to the vhost "
                    "worker starting it, who woke it, run time, packets, guest ring empty, tap ring backlog; "
                    "per-queue wait histograms every --interval.")
     streaming = True
-    flags = (TAP, QEMU_PID, THRESHOLD, INTERVAL, DURATION)
+    flags = (TAP, QEMU_PID, THRESHOLD, INTERVAL, HOOK_ATTACH, DURATION)
     hooks = HOOKS
 
 
+    def c_defines(self) -> CDefines:
+        return set_return_slots(vq_defines().set("NS_THRESHOLD_NS", self.options.latency_threshold * 1000), HOOKS)
+
     def load(self):
-        defines = vq_defines().set("NS_THRESHOLD_NS", self.options.latency_threshold * 1000)
-        bpf = load("vhost_queue.bpf.c", defines, FIELDS)
-        self.attached = attach_hooks(bpf, HOOKS)
+        bpf = load("vhost_queue.bpf.c", self.c_defines(), FIELDS)
+        self.attached = attach_hooks(bpf, HOOKS, self.options.values.get("attach", "auto"))
         self.bpf = bpf
         self.open_events(bpf, self._on_event)
         self.start_reading()
         return bpf
 
     def describe_attach(self) -> str:
-        return "kprobes " + ", ".join(self.attached)
+        return self.attached.describe()
 
     def start_reading(self) -> None:
         self._seen = Deltas()  # vq address -> TOTALS

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from probes.kvm_irqfd import COUNTERS, FIELDS, KvmIrqfdSummary, posted_interrupts
+from probes.runtime.attach import FunctionHooks
 from probes.runtime.kernel import KernelCaps, detect
 from probes.runtime.loader import load, unload
 from probes.runtime.vmproc import is_kvm_process
@@ -100,6 +101,7 @@ def loaded():
     """The probe with its program loaded (tracepoints attached, no kprobes: none here)."""
     probe = KvmIrqfdSummary(caps=CAPS)
     probe.bpf = load("kvm_irqfd.bpf.c", probe.c_defines(), FIELDS)
+    probe.hooks = FunctionHooks(probe.bpf, "kprobe")  # none attached
     probe.start_reading()
     try:
         yield probe

@@ -19,6 +19,7 @@ import pytest
 
 from probes import vhost_common
 from probes.runtime import offsets
+from probes.runtime.attach import FunctionHooks
 from probes.runtime.loader import load, unload
 from probes.vhost_eventfd import VhostEventfdCount
 from probes.vhost_queue import FIELDS as QUEUE_FIELDS
@@ -69,7 +70,7 @@ def verify(bpf, functions) -> None:
 def test_eventfd_count_program_and_records(lab_kernel, monkeypatch):
     monkeypatch.setattr("probes.vhost_eventfd.irqfd_available", lambda: True)
     monkeypatch.setattr("probes.vhost_eventfd.arg_index", lambda module, fn, param: 2)
-    monkeypatch.setattr("probes.vhost_eventfd.attach_hooks", lambda bpf, hooks: [h.function for h in hooks])
+    monkeypatch.setattr("probes.vhost_eventfd.attach_hooks", lambda bpf, hooks, mode: FunctionHooks(bpf, mode))
     probe = VhostEventfdCount(caps=CAPS)
     probe.bpf = probe.load()
     lab_kernel.append(probe.bpf)
@@ -90,9 +91,8 @@ def test_eventfd_count_program_and_records(lab_kernel, monkeypatch):
 
 
 def test_queue_program_and_records(lab_kernel):
-    probe = VhostQueueCorrelationDetails(caps=CAPS, interval="0.1")
-    probe.bpf = bpf = load("vhost_queue.bpf.c", vhost_common.vq_defines().set("NS_THRESHOLD_NS", 1_000_000),
-                           QUEUE_FIELDS)
+    probe = VhostQueueCorrelationDetails(caps=CAPS, interval="0.1", latency_threshold="1000")
+    probe.bpf = bpf = load("vhost_queue.bpf.c", probe.c_defines(), QUEUE_FIELDS)
     lab_kernel.append(bpf)
     verify(bpf, ["on_poll_wakeup", "on_poll_queue", "on_tx_kick", "on_rx_kick", "on_rx_net", "on_get_vq_desc_return",
                  "on_exceeds_weight_return", "on_work_return"])
@@ -120,9 +120,8 @@ def test_queue_program_and_records(lab_kernel):
 def test_queue_summary_of_a_run_shorter_than_the_interval(lab_kernel):
     """A 4 s run of the Details (the autopilot's in the lab) with the default 5 s --interval:
     its end (finish(), as the wizard calls it) reports the part so far, read from the real map."""
-    probe = VhostQueueCorrelationDetails(caps=CAPS)
-    probe.bpf = bpf = load("vhost_queue.bpf.c", vhost_common.vq_defines().set("NS_THRESHOLD_NS", 1_000_000),
-                           QUEUE_FIELDS)
+    probe = VhostQueueCorrelationDetails(caps=CAPS, latency_threshold="1000")
+    probe.bpf = bpf = load("vhost_queue.bpf.c", probe.c_defines(), QUEUE_FIELDS)
     lab_kernel.append(bpf)
     probe.start_reading()
     probe.take_events = lambda: []  # no perf buffer opened: only the interval records are read here

@@ -87,9 +87,9 @@ def kprobes_registered() -> list[str]:
 
 
 def trampolines_loaded() -> list[str]:
-    """netsleuth's trampoline programs (named fentry_*) still in the kernel."""
+    """netsleuth's trampoline programs (named fentry_* and fexit_*) still in the kernel."""
     from probes.runtime.fentry import trampoline_programs
-    return [name for name in trampoline_programs() if name.startswith("fentry_")]
+    return [name for name in trampoline_programs() if name.startswith(("fentry_", "fexit_"))]
 
 
 def check_upcalls(br: T.Bridge, sysnet: T.SystemPath) -> dict:

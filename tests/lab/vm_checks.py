@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tests.lab import nested_vm, virtio_checks
 from tests.lab import topology as T
-from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe
+from tests.lab.guest_checks import Recorder, kprobes_registered, start_probe, stop_probe, trampolines_loaded
 from tests.lab.vm_checks_kvm import check_kvm_irqfd, start_kvm_probe
 from tests.lab.vm_checks_vhost import HOG_CPU, HOG_MS, check_vhost, hog_command, running_vm
 from tests.netenv import NETSLEUTH, send_udp
@@ -225,6 +225,7 @@ def main(argv: list[str]) -> int:
     finally:
         vm.stop()
     rec.data["kprobes_left"] = kprobes_registered()
+    rec.data["trampolines_left"] = trampolines_loaded()
     rec.data["total_s"] = round(T.uptime() - rec.data["boot_uptime_s"], 1)
     rec.save()
     return 0

@@ -103,53 +103,59 @@ def _settled(vm, before: dict[str, int], reads: int = 6) -> dict[str, int]:
     return last
 
 
-def _phase(worker: ProbeWorker, vm, msi: FtraceHist, inj: FtraceHist, action) -> dict:
-    """Run ``action``; the probe's records, KVM's MSIs and injections and the guest's
-    interrupts over exactly it."""
+def _phase(worker: ProbeWorker, twin: ProbeWorker, vm, msi: FtraceHist, inj: FtraceHist, action) -> dict:
+    """Run ``action``; the probe's records (and its kprobe twin's), KVM's MSIs and injections
+    and the guest's interrupts over exactly it."""
     # Quiet first: the interrupts of earlier packets (a reply's TX completion) land before
     # the counters are read, not between them (2026-12-03: 1 per queue when they did).
     time.sleep(1.0)
     worker.read()  # what came before
+    twin.read()
     msi0, inj0, guest0 = msi.counts(), inj.counts(), _guest_virtio_interrupts(vm)
     extra = action() or {}
     time.sleep(1.0)  # the last interrupts injected, vhost idle
     guest1 = _settled(vm, guest0)
     msi1, inj1 = msi.counts(), inj.counts()
-    records = worker.read()
+    records, twin_records = worker.read(), twin.read()
     msis = per_vector(_delta(msi1, msi0))
     injected = _delta(inj1, inj0)
     ours = lambda counts: {v: n for v, n in counts.items() if v in msis}  # the VM's virtio vectors
-    return {"records": records, "msi_per_vector": msis,
+    return {"records": records, "records_kprobe": twin_records, "msi_per_vector": msis,
             "kvm_injected_per_vector": ours(injections(injected, reinjected=False)),
             "kvm_reinjected_per_vector": ours(injections(injected, reinjected=True)),
             "guest_interrupts": {k: v - guest0.get(k, 0) for k, v in guest1.items()}, **extra}
 
 
-def start_kvm_probe(vm) -> ProbeWorker:
-    """The probe on the VM's QEMU, compiling (~60 s under TCG) while other checks run."""
-    return ProbeWorker(PROBE, pid=str(vm.pid), interval="3600")
+def start_kvm_probe(vm) -> tuple[ProbeWorker, ProbeWorker]:
+    """The probe on the VM's QEMU, by trampolines where the kernel takes them and its twin by
+    kprobes (the same counts either way), compiling (~60 s under TCG) while other checks run."""
+    return (ProbeWorker(PROBE, pid=str(vm.pid), interval="3600"),
+            ProbeWorker(PROBE, pid=str(vm.pid), interval="3600", attach="kprobe"))
 
 
-def check_kvm_irqfd(vm, worker: ProbeWorker | None = None) -> dict:
-    """``worker``: from start_kvm_probe(vm), else started here; detached either way."""
+def check_kvm_irqfd(vm, workers: tuple[ProbeWorker, ProbeWorker] | None = None) -> dict:
+    """``workers``: from start_kvm_probe(vm), else started here; detached either way."""
     out: dict = {"qemu_pid": vm.pid, "vcpu_tids": list(vm.vcpu_tids())}
     # A process that holds no /dev/kvm is refused in one line (no compile: parsed first).
     cp = subprocess.run(NETSLEUTH + ["probe", PROBE, "--pid", str(T.ovs_pid()), "-d", "1"],
                         capture_output=True, text=True, timeout=120)
     out["not_kvm_pid"] = {"returncode": cp.returncode, "stderr": cp.stderr}
 
-    worker = worker or start_kvm_probe(vm)
+    worker, twin = workers or start_kvm_probe(vm)
     try:
         worker.ready()
+        twin.ready()
         out["attach_s"], out["attached"] = worker.attach_s, worker.attached
+        out["attached_kprobe"] = twin.attached
         T.ping(vm.ip, 2)  # flows and neighbours in place
         with msi_counter() as msi, injection_counter() as inj:
-            out["control"] = _phase(worker, vm, msi, inj, lambda: {
+            out["control"] = _phase(worker, twin, vm, msi, inj, lambda: {
                 "pings": CONTROL_PINGS, "replies": T.ping(vm.ip, CONTROL_PINGS, interval=0.1)})
-            out["stopped"] = _phase(worker, vm, msi, inj, lambda: _pinged_while_stopped(vm))
-        out["final"] = worker.stop()
+            out["stopped"] = _phase(worker, twin, vm, msi, inj, lambda: _pinged_while_stopped(vm))
+        out["final"], out["final_kprobe"] = worker.stop(), twin.stop()
     finally:
         worker.close()
+        twin.close()
     from tests.lab.guest_checks import kprobes_registered
 
     out["kprobes_left"] = kprobes_registered()

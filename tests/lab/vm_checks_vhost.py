@@ -136,16 +136,28 @@ def check_vhost(br: T.Bridge, vm, res: dict | None = None) -> dict:
     counts = ProbeWorker("vhost-eventfd-count", pid=str(vm.pid), interval="3600")
     details = ProbeWorker("vhost-queue-correlation-details", pid=str(vm.pid), device=vm.tap,
                           latency_threshold=str(THRESHOLD_US), interval="0.1")
+    # The kprobe twins count the same window (trampolines or kprobes: the same counts).
+    twins = {"vhost-eventfd-count": ProbeWorker("vhost-eventfd-count", pid=str(vm.pid), interval="3600",
+                                                attach="kprobe"),
+             "vhost-queue-correlation-details": ProbeWorker(
+                 "vhost-queue-correlation-details", pid=str(vm.pid), device=vm.tap,
+                 latency_threshold=str(THRESHOLD_US), interval="0.1", attach="kprobe")}
     try:
         counts.ready()
         details.ready()
+        for twin in twins.values():
+            twin.ready()
         res["attach_s"] = {"vhost-eventfd-count": counts.attach_s, "vhost-queue-correlation-details": details.attach_s}
+        res["attached"] = {"vhost-eventfd-count": counts.attached, "vhost-queue-correlation-details": details.attached,
+                           **{f"{name} kprobe": twin.attached for name, twin in twins.items()}}
         T.ping(vm.ip, 1)
         time.sleep(1.5)
         details.read()
         # The probe's window and ftrace's are the same instants; the VM's line is printed
         # within 0.5 s after, with nothing sent meanwhile.
         counts.read()
+        for twin in twins.values():
+            twin.read()
         irq_before = irqfd.counts()
         before = stats_with_kicks(vm)
 
@@ -153,13 +165,16 @@ def check_vhost(br: T.Bridge, vm, res: dict | None = None) -> dict:
         res["pings_answered"] = T.ping(vm.ip, 30, interval=0.1)
         time.sleep(1.5)
         res["counts_records"] = counts.read()
+        res["details_counts_window"] = details.read()
+        res["twin_records"] = {name: twin.read() for name, twin in twins.items()}
         irq_after = irqfd.counts()
         after = stats_with_kicks(vm)
         worker_irqfd = {tid: irq_after.get(tid, 0) - irq_before.get(tid, 0) for tid in res["vhost_tids"]}
         res["counts_truth"] = {"guest_before": before, "guest_after": after, "guest": delta(after, before),
                                "guest_kicks": sum(after[k] - before[k] for k in kicks(after) if k in before),
                                "irqfd_wakeups_by_worker": worker_irqfd}
-        details.read()
+        for twin in twins.values():
+            twin.stop()
 
         # not scheduled: the worker pinned where an RT hog spins HOG_MS, pings every 20 ms
         for tid in res["vhost_tids"]:
@@ -190,6 +205,8 @@ def check_vhost(br: T.Bridge, vm, res: dict | None = None) -> dict:
     finally:
         counts.close()
         details.close()
+        for twin in twins.values():
+            twin.close()
         irqfd.close()
     res["kprobes_left"] = _kprobes_left()
     return res

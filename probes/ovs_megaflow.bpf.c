@@ -70,7 +70,7 @@ static __always_inline int mf_macs_match(u8 *src, u8 *dst)
 }
 
 /* A packet event (upcall, execute): its headers, when they pass the filters. */
-static __always_inline int on_packet(struct pt_regs *ctx, u32 kind, void *skb)
+static __always_inline int on_packet(void *ctx, void *skb, u32 kind)
 {
     struct mf_event *e = new_event(kind);
     if (!e || !skb)
@@ -85,10 +85,10 @@ static __always_inline int on_packet(struct pt_regs *ctx, u32 kind, void *skb)
 }
 
 /* ovs_dp_upcall(dp, skb, key, upcall_info, cutlen) */
-int on_upcall(struct pt_regs *ctx) { return on_packet(ctx, EV_UPCALL, (void *)ns_kprobe_arg(ctx, 2)); }
+NS_ENTRY_HOOK_CTX(on_upcall, 2, on_packet, EV_UPCALL)
 
 /* ovs_flow_key_extract_userspace(net, attr, skb, key, log): OVS_PACKET_CMD_EXECUTE only */
-int on_execute(struct pt_regs *ctx) { return on_packet(ctx, EV_EXECUTE, (void *)ns_kprobe_arg(ctx, 3)); }
+NS_ENTRY_HOOK_CTX(on_execute, 3, on_packet, EV_EXECUTE)
 
 /* Bytes of the copied message, at an offset masked into the copy (the slack covers +12). */
 static __always_inline u8 *mf_at(struct mf_event *e, u32 off)
@@ -182,9 +182,8 @@ static __always_inline int mf_key_match(struct mf_event *e)
 }
 
 /* skb is the netlink request: its data is nlmsghdr + genlmsghdr + ovs_header + attributes. */
-static __always_inline int on_flow_cmd(struct pt_regs *ctx, u32 kind)
+static __always_inline int on_flow_cmd(void *ctx, void *skb, u32 kind)
 {
-    void *skb = (void *)ns_kprobe_arg(ctx, 1);
     struct mf_event *e = new_event(kind);
     if (!e || !skb)
         return 0;
@@ -198,5 +197,6 @@ static __always_inline int on_flow_cmd(struct pt_regs *ctx, u32 kind)
     return 0;
 }
 
-int on_flow_new(struct pt_regs *ctx) { return on_flow_cmd(ctx, EV_FLOW_NEW); }
-int on_flow_del(struct pt_regs *ctx) { return on_flow_cmd(ctx, EV_FLOW_DEL); }
+/* ovs_flow_cmd_new/del(skb, info) */
+NS_ENTRY_HOOK_CTX(on_flow_new, 1, on_flow_cmd, EV_FLOW_NEW)
+NS_ENTRY_HOOK_CTX(on_flow_del, 1, on_flow_cmd, EV_FLOW_DEL)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import ctypes as ct
 import time
 
-from .base import DURATION, Flag, Probe, interval_flag, kprobe_reason
+from .base import DURATION, HOOK_ATTACH, Flag, Probe, interval_flag, kprobe_reason
 from .events import EventStream
 from .flows import NsPkt, flow_dict
 from .ovs_flow_match import WAIT_S, MegaflowTracker, flow_fields
 from .ovs_netlink import NetlinkDecodeError, decode_flow_msg, significant_key
-from .runtime.attach import attach_kprobe
+from .runtime.attach import FunctionHooks
 from .runtime.clock import iso
 from .runtime.kernel import KernelCaps
 from .runtime.layout import CMirror
@@ -89,6 +89,7 @@ class OvsMegaflow(EventStream, Probe):
         interval_flag(5.0, "seconds between lifecycle summaries", "Summary every (s)"),
         Flag("storm-threshold", "int", "upcalls per second called a storm", default=STORM_PER_S, lo=1, hi=10_000_000,
              label="Storm above (upcalls/s)"),
+        HOOK_ATTACH,
         DURATION,
     )
 
@@ -110,11 +111,12 @@ class OvsMegaflow(EventStream, Probe):
 
     def load(self):
         bpf = load("ovs_megaflow.bpf.c", self.c_defines(), FIELDS)
-        attach_kprobe(bpf, UPCALL_FN, "on_upcall")
-        attach_kprobe(bpf, NEW_FN, "on_flow_new")
-        attach_kprobe(bpf, EXECUTE_FN, "on_execute")
+        self.hooks = FunctionHooks(bpf, self.options.values.get("attach", "auto"))
+        self.hooks.entry(UPCALL_FN, "on_upcall")
+        self.hooks.entry(NEW_FN, "on_flow_new")
+        self.hooks.entry(EXECUTE_FN, "on_execute")
         if self.caps.function(DEL_FN):
-            attach_kprobe(bpf, DEL_FN, "on_flow_del")
+            self.hooks.entry(DEL_FN, "on_flow_del")
         self.open_events(bpf, self._on_event, page_cnt=128)
         self.start_tracking()
         return bpf
@@ -128,7 +130,7 @@ class OvsMegaflow(EventStream, Probe):
         self._lost_at_summary = 0
 
     def describe_attach(self) -> str:
-        return f"kprobes {UPCALL_FN}, {NEW_FN}, {DEL_FN}, {EXECUTE_FN}"
+        return self.hooks.describe()
 
     def _on_event(self, data, size) -> None:
         """Copy the event out of the perf buffer; events are matched in time order after the poll

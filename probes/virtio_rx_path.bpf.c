@@ -143,14 +143,11 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
     return 0;
 }
 
-int on_ip(struct pt_regs *ctx)
+static __always_inline int at_stage(void *ctx, void *skb, u32 stage)
 {
-    stage_hit(ctx, PT_REGS_PARM1(ctx), STAGE_IP);
+    stage_hit(ctx, (u64)skb, stage);
     return 0;
 }
-
-int on_l4(struct pt_regs *ctx)
-{
-    stage_hit(ctx, PT_REGS_PARM1(ctx), STAGE_L4);
-    return 0;
-}
+/* ip_rcv(skb, ...) and the L4 receive functions (tcp_v4_rcv(skb), udp_rcv(skb)...) */
+NS_ENTRY_HOOK_CTX(on_ip, 1, at_stage, STAGE_IP)
+NS_ENTRY_HOOK_CTX(on_l4, 1, at_stage, STAGE_L4)

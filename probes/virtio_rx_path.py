@@ -2,8 +2,8 @@
 packet, the time from its virtio-net RX queue's interrupt through GRO, netif_receive_skb, IP and
 the L4 receive; per-stage histograms every --interval, events past --latency-threshold.
 
-Tracepoints for the interrupt, GRO and netif_receive_skb (no kprobes needed); kprobes for IP and
-L4 where the kernel has them, else the stages end at netif_receive_skb.  Design and record:
+Tracepoints for the interrupt, GRO and netif_receive_skb (no kprobes needed); hooks for IP and
+L4 (trampolines, or kprobes) where the kernel has kprobes, else the stages end at netif_receive_skb.  Design and record:
 docs/output-virt.md#virtio-rx-path-monitor.
 """
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from vocab.hist import Log2Hist, render_text
 
-from .base import (DST_IP, DST_PORT, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable, btf_reason,
-                   tracepoint_reason)
+from .base import (DST_IP, DST_PORT, HOOK_ATTACH, L4_PROTOCOL, SRC_IP, SRC_PORT, Flag, Probe, Unavailable,
+                   btf_reason, tracepoint_reason)
 from .events import EventStream
 from .flows import NsFlow, flow_dict
-from .runtime.attach import attach_kprobe
+from .runtime.attach import FunctionHooks
 from .runtime.clock import iso
 from .runtime.counters import Deltas
 from .runtime.kernel import KernelCaps
@@ -66,13 +66,13 @@ class VirtioRxPathMonitor(EventStream, Probe):
     runs_in_guest = True
     streaming = True
     other_records = ("virtio_rx_path_event",)  # a guest file may hold them beside the summaries
-    cost = ("medium: tracepoints per received packet (GRO, netif_receive_skb) and per interrupt, kprobes on "
-            "IP and L4 receive; one event per packet past the threshold")
+    cost = ("medium: tracepoints per received packet (GRO, netif_receive_skb) and per interrupt, hooks on "
+            "IP and L4 receive (trampolines or kprobes); one event per packet past the threshold")
     description = ("Inside a VM, per received packet on a virtio-net interface: the time from the RX queue's "
                    "interrupt to GRO, netif_receive_skb, IP and the L4 receive; per-stage histograms every "
                    "--interval and the packets slower than --latency-threshold.")
     flags = (VirtnetPollMonitor.flags[0], SRC_IP, DST_IP, SRC_PORT, DST_PORT, L4_PROTOCOL, THRESHOLD, INTERVAL,
-             DURATION)
+             HOOK_ATTACH, DURATION)
 
     @classmethod
     def parse_options(cls, raw):
@@ -113,10 +113,11 @@ class VirtioRxPathMonitor(EventStream, Probe):
         self.attached = ["tracepoints irq:irq_handler_entry (RX queues' vectors), net:napi_gro_receive_entry, "
                          "net:netif_receive_skb"]
         if l4_fns:
-            attach_kprobe(bpf, ip_fn, "on_ip")
+            hooks = FunctionHooks(bpf, self.options.values.get("attach", "auto"))
+            hooks.entry(ip_fn, "on_ip")
             for fn in l4_fns:
-                attach_kprobe(bpf, fn, "on_l4")
-            self.attached.append("kprobes " + ", ".join([ip_fn] + l4_fns))
+                hooks.entry(fn, "on_l4")
+            self.attached.append(hooks.describe())
         else:
             self.attached.append(NO_KPROBES)
         text = Path("/proc/interrupts").read_text()

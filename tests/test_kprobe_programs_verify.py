@@ -98,7 +98,7 @@ def test_upcall_programs_pass_the_verifier():
 ], ids=["none", "udp-port", "all"])
 def test_megaflow_programs_pass_the_verifier(filters):
     probe = OvsMegaflow(caps=CAPS, **filters)
-    _verify("ovs_megaflow.bpf.c", probe.c_defines(), ["on_upcall", "on_flow_new", "on_flow_del"], MEGAFLOW_FIELDS)
+    _verify("ovs_megaflow.bpf.c", probe.c_defines(), ["on_upcall", "on_flow_new", "on_flow_del", "on_execute"], MEGAFLOW_FIELDS)
 
 
 def test_unavailable_here_says_why():

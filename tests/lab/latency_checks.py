@@ -206,6 +206,7 @@ def start_latency_probes(sysnet: T.SystemPath, vm: T.VmPath) -> dict[str, ProbeW
         # The in-kernel filters: only the host's datagrams to the namespace.
         "upcall_udp_tx": ProbeWorker("ovs-upcall-summary", proto="udp", src_ip=host, dst_ip=peer),
         "megaflow": ProbeWorker("ovs-megaflow", interval="1"),
+        "megaflow_kprobe": ProbeWorker("ovs-megaflow", interval="1", attach="kprobe"),
         "megaflow_mac": ProbeWorker("ovs-megaflow", eth_dst=T.mac_of(sysnet.peer_if, ns=sysnet.ns), ip_proto="udp",
                                     interval="1"),
     }

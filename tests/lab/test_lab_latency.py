@@ -27,6 +27,8 @@ Ground truth per phase, all controlled by the guest:
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from probes.ovs_megaflow import band_of
@@ -401,6 +403,23 @@ def test_an_install_answers_its_own_flow_not_an_older_waiting_upcall(lab):
     repeats = [r for name in later for r in lab["latency"][name]["records"]["megaflow"]
                if r["type"] == "megaflow_repeated_upcalls"]
     assert repeats and all(r["flow"]["ip_dst"] == a["dst_ip"] for r in repeats), repeats
+
+
+def test_ovs_megaflow_by_trampolines_sees_what_kprobes_see(lab):
+    """Its four OVS functions take a trampoline in the lab; the kprobe twin sees the same upcalls,
+    installs and deletes, with the same keys, in every phase."""
+    step_ok(lab, "latency")
+    attached = lab["latency"]["attached"]
+    assert attached["megaflow"] == ("fentry ovs_dp_upcall, ovs_flow_cmd_new, ovs_flow_key_extract_userspace, "
+                                    "ovs_flow_cmd_del"), attached
+    assert attached["megaflow_kprobe"] == attached["megaflow"].replace("fentry", "kprobe"), attached
+    seen = lambda records: sorted((e["type"], json.dumps(e.get("flow") or e.get("key"), sort_keys=True))
+                                  for e in records if e["type"] in ("megaflow_upcall", "megaflow_install",
+                                                                    "megaflow_delete"))
+    for name in lab["latency"]["phases"]:
+        records = lab["latency"][name]["records"]
+        assert seen(records["megaflow"]) == seen(records["megaflow_kprobe"]), name
+    assert any(e["type"] == "megaflow_install" for e in phase(lab, "flushed")["records"]["megaflow"])
 
 
 def test_ovs_megaflow_filters_in_the_kernel(lab):

@@ -36,7 +36,7 @@ DURATION_S = "3"  # each probe's run in the walk
 # drop-summary, the latency Summary (skipped: the lab's uplink is a veth), upcalls, cpu-starvation.
 MAX_STEPS = "4"
 ROUNDS = 2  # the dev loop's, to see the verdicts hold from run to run
-QUOTA_PCT = 10
+QUOTA_PCT = 5
 HOG_COMM = "nslcpuhog"
 # A real-time hog spinning HOG_SPIN_S of every 2 * HOG_SPIN_S: a CFS hog, even at nice -10, is
 # preempted by a waking handler within ~3 ms on 6.1 (sleeper credit), so no wait would show.

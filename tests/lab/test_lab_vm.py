@@ -15,10 +15,11 @@ from tests.lab.vm_checks_vhost import HOG_CPU, HOG_MS
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]  # the VM boot of the lab takes minutes
 
 
-def ring_records(vmlab: dict, phase: str) -> list[dict]:
+def ring_records(vmlab: dict, phase: str, twin: bool = False) -> list[dict]:
     p = vmlab["tun_ring"][phase]
-    records = vmlab["probes"]["tun-ring-monitor"]["records"]
-    return [r for r in records[p["records_from"]:p["records_to"]] if r["type"] == "tun_ring"]
+    probe, prefix = ("tun-ring-monitor --attach kprobe", "twin_") if twin else ("tun-ring-monitor", "")
+    records = vmlab["probes"][probe]["records"]
+    return [r for r in records[p[prefix + "records_from"]:p[prefix + "records_to"]] if r["type"] == "tun_ring"]
 
 
 def test_the_nested_vm_runs_with_vhost(vmlab):
@@ -53,6 +54,17 @@ def test_no_drop_when_the_vm_keeps_up(vmlab):
     assert sum(r["drops"] for r in records) == 0
     assert c["count"] <= sum(r["xmits"] or 0 for r in records) <= c["count"] + 2
     assert max(r["fill_pct"] for r in records) < 100
+
+
+@pytest.mark.parametrize("phase", ["overflow", "control"])
+def test_the_kprobe_twin_counts_the_same_ring(vmlab, phase):
+    """tun-ring-monitor again with --attach kprobe (the drop hook and tun_net_xmit by kprobes),
+    over the same windows: the same drops, full-ring drops and transmits (issue 18)."""
+    ways = {r["ring_hook"] for r in ring_records(vmlab, phase, twin=True)}
+    assert ways == {"kprobe"}, ways
+    sums = lambda records: [sum(r[f] or 0 for r in records) for f in ("drops", "full_ring_drops", "found_full", "xmits")]
+    by_trampoline, by_kprobe = sums(ring_records(vmlab, phase)), sums(ring_records(vmlab, phase, twin=True))
+    assert by_trampoline == by_kprobe and by_trampoline[0 if phase == "overflow" else 3] > 0, (by_trampoline, by_kprobe)
 
 
 def test_vm_probes_detach(vmlab):

@@ -43,15 +43,15 @@ def rx(vm: nested_vm.NestedVm) -> int:
     return vm.guest_stats()["udp_noports"]
 
 
-def check_ring_overflow(br: T.Bridge, sysnet: T.SystemPath, vm: nested_vm.NestedVm, probe) -> dict:
+def check_ring_overflow(br: T.Bridge, sysnet: T.SystemPath, vm: nested_vm.NestedVm, probe, twin) -> dict:
     """The VM stops (SIGSTOP: its vCPU stops, the vhost kthread goes on until the guest's RX
     ring is full), host -> VM datagrams fill the tap's ring; then a control run at a pace
-    the VM keeps up with."""
+    the VM keeps up with.  ``twin``: the probe again by kprobes, the same windows marked."""
     T.sh("ip", "link", "set", vm.tap, "txqueuelen", str(RING))
     out = {"ring": RING}
     rx0 = rx(vm)
     before = T.link_stats(vm.tap)["tx"]["dropped"]
-    probe_mark = len(probe._lines)
+    probe_mark, twin_mark = len(probe._lines), len(twin._lines)
     vm.pause()
     try:
         o = OVERFLOW
@@ -62,20 +62,20 @@ def check_ring_overflow(br: T.Bridge, sysnet: T.SystemPath, vm: nested_vm.Nested
         vm.resume()
     time.sleep(3)  # the VM drains the rings: every datagram not dropped arrives
     out["overflow"] = {**OVERFLOW, "tx_dropped": dropped, "vm_received": rx(vm) - rx0,
-                       "records_from": probe_mark}
+                       "records_from": probe_mark, "twin_records_from": twin_mark}
     time.sleep(1.5)  # one more probe read covers the drain
-    out["overflow"]["records_to"] = len(probe._lines)
+    out["overflow"] |= {"records_to": len(probe._lines), "twin_records_to": len(twin._lines)}
 
     rx0 = rx(vm)
     before = T.link_stats(vm.tap)["tx"]["dropped"]
-    mark = len(probe._lines)
+    mark, twin_mark = len(probe._lines), len(twin._lines)
     c = CONTROL
     send_udp(vm.ip, c["dport"], c["count"], sport=c["sport"], gap=0.005)
     time.sleep(2)
     out["control"] = {**CONTROL, "tx_dropped": T.link_stats(vm.tap)["tx"]["dropped"] - before,
-                      "vm_received": rx(vm) - rx0, "records_from": mark}
+                      "vm_received": rx(vm) - rx0, "records_from": mark, "twin_records_from": twin_mark}
     time.sleep(1.5)
-    out["control"]["records_to"] = len(probe._lines)
+    out["control"] |= {"records_to": len(probe._lines), "twin_records_to": len(twin._lines)}
     return out
 
 
@@ -205,15 +205,19 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         ring_f = pool.submit(start_probe, "tun-ring-monitor", "--device", vm.tap, "-i", "1", "--json")
+        # its twin by kprobes (drop hook and ring): the same counts (issue 18)
+        twin_f = pool.submit(start_probe, "tun-ring-monitor", "--device", vm.tap, "-i", "1", "--json",
+                             "--attach", "kprobe")
         kvm_probe = start_kvm_probe(vm)  # compiles in its own process meanwhile
         with rec.step("probes_attach"):
-            ring_probe = ring_f.result()
+            ring_probe, ring_twin = ring_f.result(), twin_f.result()
             rec.data["vm_gone_after_attach"] = vm.gone()
         _check_virtio(rec, virtio_worker)
         with rec.step("tun_ring"):
-            rec.data["tun_ring"] = check_ring_overflow(br, sysnet, vm, ring_probe)
+            rec.data["tun_ring"] = check_ring_overflow(br, sysnet, vm, ring_probe, ring_twin)
         with rec.step("probes_stop"):
-            rec.data["probes"] = {"tun-ring-monitor": stop_probe(ring_probe)}
+            rec.data["probes"] = {"tun-ring-monitor": stop_probe(ring_probe),
+                                  "tun-ring-monitor --attach kprobe": stop_probe(ring_twin)}
         with rec.step("kvm_irqfd"):
             rec.data["kvm_irqfd"] = check_kvm_irqfd(vm, kvm_probe)
         with rec.step("autopilot_ring"):

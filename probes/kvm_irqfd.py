@@ -51,7 +51,8 @@ class KvmIrqfdSummary(Probe):
     name = "kvm-irqfd-stats-summary"
     title = "KVM irqfd injection latency Summary"
     tier = 1
-    cost = "low: four hooks (trampolines or kprobes) per irqfd signal (not per packet) and two kvm tracepoints per interrupt"
+    cost = ("low: four hooks (trampolines or kprobes) per irqfd signal (not per packet) and two kvm tracepoints "
+            "per interrupt")
     description = ("Latency from an irqfd signal to the vector injected into the vCPU (P50/P99/P99.9/max), "
                    "per VM and interrupt line, with fast-path, slow-path and coalesced counts.")
     flags = (

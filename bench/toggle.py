@@ -129,7 +129,7 @@ def toggle_child(name: str, flags: dict) -> int:
             time.sleep(0.05)
 
     hooks = getattr(probe, "hooks", None)
-    trampolines = dict(hooks.trampolines) if hooks else {}  # function -> its program's key
+    trampolines = dict(hooks.trampolines) if hooks else {}  # hook ("fn" or "fn return") -> its program's key
 
     def detach() -> None:
         for key in trampolines.values():  # closing a trampoline's link detaches it; the program stays
@@ -143,8 +143,8 @@ def toggle_child(name: str, flags: dict) -> int:
     def attach() -> None:
         for attach_name, kwargs in calls:
             originals[attach_name](bpf, **kwargs)
-        for function, key in trampolines.items():
-            bpf.kfunc_entry_fds[link_key(key)] = fentry.attach(bpf.funcs[key].fd, function)
+        for hook, key in trampolines.items():
+            bpf.kfunc_entry_fds[link_key(key)] = fentry.attach(bpf.funcs[key].fd, hook.removesuffix(" return"))
 
     poller = threading.Thread(target=poll, daemon=True) if probe.streaming else None
     if poller:
@@ -153,8 +153,8 @@ def toggle_child(name: str, flags: dict) -> int:
     for attach_name, kwargs in calls:
         fn = kwargs.get("fn_name") or b""
         programs.setdefault(fn.decode() if isinstance(fn, bytes) else fn, []).append(hook_name(attach_name, kwargs))
-    for function, key in trampolines.items():
-        programs.setdefault(key.decode(), []).append(f"fentry {function}")
+    for hook, key in trampolines.items():  # "fentry f" or "fexit f"
+        programs.setdefault(key.decode(), []).append(f"{hooks.by[hook]} {hook.removesuffix(' return')}")
     print(json.dumps({"attached": probe.describe_attach(), "hooks": len(calls) + len(trampolines),
                       "programs": programs}), flush=True)
     try:

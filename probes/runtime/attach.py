@@ -24,10 +24,11 @@ def attach_kprobe(bpf, function: str, fn_name: str) -> None:
                      lambda: bpf.attach_kprobe(event=function.encode(), fn_name=fn_name.encode()))
 
 
-def attach_kretprobe(bpf, function: str, fn_name: str) -> None:
-    """A kretprobe on ``function`` running ``fn_name``, or the program freed and a ProbeError."""
-    attach_or_unload(bpf, f"kretprobe {function}",
-                     lambda: bpf.attach_kretprobe(event=function.encode(), fn_name=fn_name.encode()))
+def attach_kretprobe(bpf, function: str, fn_name: str, maxactive: int = 0) -> None:
+    """A kretprobe on ``function`` running ``fn_name`` (``maxactive``: its instances, 0 the
+    kernel's default), or the program freed and a ProbeError."""
+    attach_or_unload(bpf, f"kretprobe {function}", lambda: bpf.attach_kretprobe(
+        event=function.encode(), fn_name=fn_name.encode(), maxactive=maxactive))
 
 
 HOOK_MODES = ("auto", "fentry", "kprobe")
@@ -83,8 +84,7 @@ class FunctionHooks:
         if self.mode == "auto":
             self.fell_back[hook] = why
         if at_return:
-            attach_or_unload(self.bpf, f"kretprobe {symbol}", lambda: self.bpf.attach_kretprobe(
-                event=symbol.encode(), fn_name=fn_name.encode(), maxactive=maxactive))
+            attach_kretprobe(self.bpf, symbol, fn_name, maxactive)
         else:
             attach_kprobe(self.bpf, symbol, fn_name)
         self.by[hook] = probe

@@ -114,15 +114,18 @@ def test_the_slowest_injection_is_the_stop(kvm):
     assert control < stop_ms / 2 and slower_than(kvm["control"], pid, stop_ms / 4) == 0, control
 
 
-COUNTS = ("signals", "fast_path", "slow_path", "no_target", "accepted", "coalesced", "posted", "injected", "untracked",
-          "count")
+# What the hooks decide (trampolines or kprobes); the injection side is tracepoints either way.
+HOOK_COUNTS = ("signals", "fast_path", "slow_path", "no_target", "accepted", "posted", "untracked")
 
 
 def test_trampolines_and_kprobes_count_the_same_interrupts(kvm):
     """The lab kernel (6.1, kvm's BTF) takes a trampoline on each of the probe's functions, at entry
     and at return (fexit finds the fast path's verdict after its five arguments).  Its kprobe twin,
     attached to the same functions through both phases, counts the same interrupts, line by line
-    (issue 18: same records, same counts either way)."""
+    (issue 18: same records, same counts either way).  Injected and coalesced are decided by the
+    kvm tracepoints in both; the two probes' programs on one tracepoint run one after the other,
+    and an accept on another CPU can land between them: CI on 2026-12-04 saw the twin count
+    coalesced 1 / injected 72 where the first counted 0 / 73.  So their sum is compared."""
     assert kvm["attached"].startswith("fentry irqfd_wakeup, irqfd_inject, kvm_arch_vcpu_load; "
                                       "fexit kvm_arch_set_irq_inatomic, irqfd_inject;"), kvm["attached"]
     assert kvm["attached_kprobe"].startswith("kprobe irqfd_wakeup, irqfd_inject, kvm_arch_vcpu_load; "
@@ -134,8 +137,8 @@ def test_trampolines_and_kprobes_count_the_same_interrupts(kvm):
         assert {r["attach"] for r in by_trampoline} == {"auto"} and {r["attach"] for r in by_kprobe} == {"kprobe"}
         assert all(set(r["hooks"].values()) == {"fentry", "fexit"} and r["fentry_refused"] == {} for r in by_trampoline)
         assert all(set(r["hooks"].values()) == {"kprobe", "kretprobe"} for r in by_kprobe)
-        counts = lambda records: {e["gsi"]: [e[f] for f in COUNTS] for r in records for e in r["entries"]
-                                  if e["pid"] == pid}
+        counts = lambda records: {e["gsi"]: [e[f] for f in HOOK_COUNTS] + [e["injected"] + e["coalesced"]]
+                                  for r in records for e in r["entries"] if e["pid"] == pid}
         assert counts(by_trampoline) == counts(by_kprobe) and total(p, pid, "signals") >= CONTROL_PINGS, phase
 
 

@@ -59,12 +59,19 @@ def test_no_drop_when_the_vm_keeps_up(vmlab):
 @pytest.mark.parametrize("phase", ["overflow", "control"])
 def test_the_kprobe_twin_counts_the_same_ring(vmlab, phase):
     """tun-ring-monitor again with --attach kprobe (the drop hook and tun_net_xmit by kprobes),
-    over the same windows: the same drops, full-ring drops and transmits (issue 18)."""
+    over the same windows: the same drops and full-ring drops, the test's transmits (issue 18)."""
     ways = {r["ring_hook"] for r in ring_records(vmlab, phase, twin=True)}
     assert ways == {"kprobe"}, ways
     sums = lambda records: [sum(r[f] or 0 for r in records) for f in ("drops", "full_ring_drops", "found_full", "xmits")]
     by_trampoline, by_kprobe = sums(ring_records(vmlab, phase)), sums(ring_records(vmlab, phase, twin=True))
-    assert by_trampoline == by_kprobe and by_trampoline[0 if phase == "overflow" else 3] > 0, (by_trampoline, by_kprobe)
+    # Drops happen only while the VM is stopped, well inside both windows: exact.  A window
+    # ends at each probe's own one-second print, so a stray frame near an edge (the host's
+    # ARP or IPv6 to the VM) can fall in one and not the other (CI: 200 against 201).
+    assert by_trampoline[:3] == by_kprobe[:3], (by_trampoline, by_kprobe)
+    assert (by_trampoline[0] > 0) == (phase == "overflow"), by_trampoline
+    count = vmlab["tun_ring"][phase]["count"]
+    for xmits in (by_trampoline[3], by_kprobe[3]):
+        assert count <= xmits <= count + 2, (by_trampoline, by_kprobe, count)
 
 
 def test_vm_probes_detach(vmlab):

@@ -265,11 +265,22 @@ static __always_inline int ns_read_ip_verified(unsigned char *ip, struct ns_iphd
     return sum == 0xffff;  /* ones' complement sum of a correct header: byte order does not matter */
 }
 
-/* Ethernet + IPv4 + L4 in one read: docs/bpf.md#parsing-a-packet-ns_skb_parse */
-#define NS_BURST_LEN 56  /* 14 + 20 + sizeof(struct ns_l4), rounded up */
+/* Ethernet + IPv4 + L4 and UDP's or ICMP's first payload bytes in one read:
+ * docs/bpf.md#parsing-a-packet-ns_skb_parse */
+#define NS_BURST_PAYLOAD (14 + 20 + 8)
+#define NS_BURST_LEN 80  /* NS_BURST_PAYLOAD + NS_DISC_BYTES, rounded up */
+
+/* What the parse read besides the headers, for ns_pkt_identity. */
+struct ns_skb_view {
+    unsigned char *data;
+    u32 len;             /* skb->len and ->data_len: set with NS_SKB_WIN_LENS only */
+    u32 data_len;
+    u8 payload_in_burst; /* untagged, no IP options, UDP or ICMP: payload at NS_BURST_PAYLOAD */
+    u8 burst[NS_BURST_LEN];
+};
 
 /* Fill p from the skb (Ethernet, IPv4, L4, else from skb->data); the IPv4 header's address or 0. */
-static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
+static __always_inline unsigned char *ns_skb_parse_view(void *skb, struct ns_pkt *p, struct ns_skb_view *v)
 {
     unsigned char *head = 0, *data = 0, *ip = 0;
     u16 nh = 0, mh = NS_MAC_UNSET, proto = 0, tci = 0;
@@ -285,6 +296,10 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     mh = NS_WIN(u16, SKB_MAC_HEADER);
     proto = NS_WIN(u16, SKB_PROTOCOL);
     tci = NS_WIN(u16, SKB_VLAN_TCI);
+#ifdef NS_SKB_WIN_LENS
+    v->len = NS_WIN(u32, SKB_LEN);
+    v->data_len = NS_WIN(u32, SKB_DATA_LEN);
+#endif
 #undef NS_WIN
 #else
     NS_READ(head, skb, SKB_HEAD);
@@ -294,6 +309,7 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     NS_READ(proto, skb, SKB_PROTOCOL);
     NS_READ(tci, skb, SKB_VLAN_TCI);
 #endif
+    v->data = data;
     if (!head)
         return 0;
 
@@ -302,8 +318,8 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     int have_l4 = 0;
     /* a MAC header at the network header is none (L3 device: docs/bpf.md) */
     if (mh != NS_MAC_UNSET && mh != nh) {
-        u8 b[NS_BURST_LEN] = {};
-        if (bpf_probe_read_kernel(b, sizeof(b), head + mh) == 0) {
+        u8 *b = v->burst;
+        if (bpf_probe_read_kernel(b, NS_BURST_LEN, head + mh) == 0) {
             u32 l3off = ns_eth_from(b, p);
             if (p->eth_type == NS_ETH_P_IP && l3off == 14) {
                 __builtin_memcpy(&iph, b + 14, sizeof(iph));
@@ -375,7 +391,14 @@ static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
     }
     if (p->ip_len > ihl + l4hdr)
         p->payload_len = p->ip_len - ihl - l4hdr;
+    v->payload_in_burst = have_l4 && l4hdr == 8;
     return ip;
+}
+
+static __always_inline unsigned char *ns_skb_parse(void *skb, struct ns_pkt *p)
+{
+    struct ns_skb_view v = {};
+    return ns_skb_parse_view(skb, p, &v);
 }
 #endif  /* NS_NO_PACKET_HELPERS */
 
@@ -399,6 +422,7 @@ static __always_inline int ns_flow_match(struct ns_flow *f)
 /* A packet's identity across skb copies, from its content: docs/bpf.md#a-packets-identity-across-skb-copies-ns_pkt_identity */
 #if defined(NS_OFF_SKB_LEN) && defined(NS_OFF_SKB_DATA_LEN)  /* only programs that read the lengths */
 #define NS_DISC_BYTES 32
+_Static_assert(NS_BURST_PAYLOAD + NS_DISC_BYTES <= NS_BURST_LEN, "the burst holds the payload's hashed bytes");
 
 struct ns_pkt_id {
     u32 saddr;
@@ -428,7 +452,8 @@ static __always_inline u32 ns_payload_hash(u8 *b, u32 n)
 static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 *ip_len, u32 *skb_len)
 {
     struct ns_pkt p = {};
-    unsigned char *ip = ns_skb_parse(skb, &p);
+    struct ns_skb_view v = {};
+    unsigned char *ip = ns_skb_parse_view(skb, &p, &v);
     if (!ip || !p.has_ip || !ns_flow_match(&p.flow))
         return 0;
     id->saddr = p.flow.saddr;
@@ -442,11 +467,12 @@ static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 
         id->sport = p.flow.sport;
         id->dport = p.flow.dport;
     }
-    unsigned char *data = 0;
-    u32 len = 0, data_len = 0;
-    NS_READ(data, skb, SKB_DATA);
+    unsigned char *data = v.data;
+    u32 len = v.len, data_len = v.data_len;
+#ifndef NS_SKB_WIN_LENS  /* not in the parser's window: docs/bpf.md#parsing-a-packet-ns_skb_parse */
     NS_READ(len, skb, SKB_LEN);
     NS_READ(data_len, skb, SKB_DATA_LEN);
+#endif
     *ip_len = p.ip_len;
     *skb_len = len;
     if (p.flow.proto == 6) {
@@ -457,7 +483,9 @@ static __always_inline int ns_pkt_identity(void *skb, struct ns_pkt_id *id, u32 
     unsigned char *payload = ip + (p.ip_len - p.payload_len);
     if (n && data && len >= data_len && payload + n <= data + (len - data_len)) {
         u8 b[NS_DISC_BYTES] = {};
-        if (bpf_probe_read_kernel(b, sizeof(b), payload) == 0)
+        if (v.payload_in_burst)
+            id->disc = ns_payload_hash(v.burst + NS_BURST_PAYLOAD, n);
+        else if (bpf_probe_read_kernel(b, sizeof(b), payload) == 0)
             id->disc = ns_payload_hash(b, n);
     }
     return 1;

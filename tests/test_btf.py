@@ -114,3 +114,17 @@ def test_rejects_garbage():
         BTF(b"\x00" * 64)
     with pytest.raises(BTFError):
         BTF(b"\x9f\xeb")
+
+
+def test_the_skb_window_takes_the_lengths_only_when_read_and_they_fit():
+    parser = list(offsets.WINDOWS["NS_SKB_WIN"])
+    lens = ["SKB_LEN", "SKB_DATA_LEN"]
+    near = {"SKB_VLAN_TCI": "154", "SKB_PROTOCOL": "176", "SKB_NETWORK_HEADER": "180", "SKB_MAC_HEADER": "182",
+            "SKB_HEAD": "192", "SKB_DATA": "200", "SKB_LEN": "112", "SKB_DATA_LEN": "116"}  # 6.18's layout
+    flags = lambda values, names: offsets.window_cflags(offsets.StructOffsets("btf", values), names)
+    assert flags(near, parser) == ["-DNS_SKB_WIN_START=152", "-DNS_SKB_WIN_LEN=56"]
+    assert flags(near, parser + lens) == ["-DNS_SKB_WIN_START=112", "-DNS_SKB_WIN_LEN=96", "-DNS_SKB_WIN_LENS=1"]
+    assert flags(near, parser + lens[:1]) == ["-DNS_SKB_WIN_START=152", "-DNS_SKB_WIN_LEN=56"]
+    far = near | {"SKB_LEN": "40", "SKB_DATA_LEN": "44"}  # too far for one read: the parser's window alone
+    assert flags(far, parser + lens) == ["-DNS_SKB_WIN_START=152", "-DNS_SKB_WIN_LEN=56"]
+    assert flags(near | {"SKB_HEAD": "offsetof(struct sk_buff, head)"}, parser + lens) == []  # headers: per field

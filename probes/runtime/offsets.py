@@ -138,7 +138,21 @@ WINDOWS = {
     "NS_SKB_WIN": ("SKB_VLAN_TCI", "SKB_PROTOCOL", "SKB_NETWORK_HEADER", "SKB_MAC_HEADER", "SKB_HEAD", "SKB_DATA"),
     "NS_DEV_WIN": ("NETDEV_IFINDEX", "NETDEV_ND_NET"),
 }
-_MAX_WINDOW = 96
+# Fields a window takes too (flag -D<WIN>_<NAME>) where the program reads them all and they fit:
+# the packet's identity needs the skb's lengths beside the parser's fields.
+WINDOW_EXTRAS = {"NS_SKB_WIN": ("LENS", ("SKB_LEN", "SKB_DATA_LEN"))}
+_MAX_WINDOW = 128
+
+
+def _span(offsets: "StructOffsets", fields) -> tuple[int, int] | None:
+    """(start, length) of one read covering ``fields``, 8-byte aligned; None if too long or unknown."""
+    try:
+        offs = [int(offsets.values[n]) for n in fields]
+    except (KeyError, ValueError):  # offsetof() expressions (headers) or missing fields
+        return None
+    start = min(offs) // 8 * 8
+    length = (max(offs) + 8 - start + 7) // 8 * 8  # the last field may be a pointer
+    return (start, length) if length <= _MAX_WINDOW else None
 
 
 def window_cflags(offsets: "StructOffsets", names: list[str]) -> list[str]:
@@ -148,14 +162,12 @@ def window_cflags(offsets: "StructOffsets", names: list[str]) -> list[str]:
     for macro, window in WINDOWS.items():
         if not all(n in names for n in window):
             continue
-        try:
-            offs = [int(offsets.values[n]) for n in window]
-        except (KeyError, ValueError):  # offsetof() expressions (headers) or missing fields
-            continue
-        start = min(offs) // 8 * 8
-        length = (max(offs) + 8 - start + 7) // 8 * 8  # the last field may be a pointer
-        if length <= _MAX_WINDOW:
-            out += [f"-D{macro}_START={start}", f"-D{macro}_LEN={length}"]
+        flag, extras = WINDOW_EXTRAS.get(macro, ("", ()))
+        wider = _span(offsets, window + extras) if extras and all(n in names for n in extras) else None
+        span = wider or _span(offsets, window)
+        if span:
+            out += [f"-D{macro}_START={span[0]}", f"-D{macro}_LEN={span[1]}"]
+            out += [f"-D{macro}_{flag}=1"] if wider else []
     return out
 
 

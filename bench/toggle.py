@@ -51,14 +51,22 @@ def _record_attaches(calls: list) -> dict:
 
 def empty_raw_tracepoint_program(tmp: Path):
     """A loaded BPF object whose program "empty" returns at once, for a raw tracepoint: what
-    the tracepoint's hook alone costs. Built like the probes (their include tree), so it
-    loads where they do."""
+    the tracepoint's hook alone costs."""
+    return _empty(tmp, "int empty(struct bpf_raw_tracepoint_args *ctx) { return 0; }\n")
+
+
+def empty_tracepoint_program(tmp: Path, category: str, event: str):
+    """The same for a tracepoint, attached as BCC loads it (its program: tracepoint__CATEGORY__EVENT)."""
+    return _empty(tmp, f"TRACEPOINT_PROBE({category}, {event}) {{ return 0; }}\n")
+
+
+def _empty(tmp: Path, program: str):
+    """Built like the probes (their include tree), so it loads where they do."""
     from probes.runtime.loader import load
     from probes.runtime.params import CDefines
 
     source = tmp / "empty.bpf.c"
-    source.write_text("#include <uapi/linux/ptrace.h>\n"
-                      "int empty(struct bpf_raw_tracepoint_args *ctx) { return 0; }\n")
+    source.write_text("#include <uapi/linux/ptrace.h>\n" + program)
     return load(str(source), CDefines(), [])
 
 

@@ -96,10 +96,13 @@ class Pinger:
         return sum(1 for seq, t in list(self.sent.items())
                    if self.rtt_ms.get(seq, (now - t) * 1000) > TIMEOUT_MS and now - t > TIMEOUT_MS / 1000)
 
-    def stop(self, grace_s: float = 5.0) -> dict:
-        """Stop sending, wait up to grace_s for late replies; the counts."""
+    def stop_sending(self) -> None:
         self.sending = False
         self.threads[0].join()
+
+    def stop(self, grace_s: float = 5.0) -> dict:
+        """Stop sending, wait up to grace_s for late replies; the counts."""
+        self.stop_sending()
         deadline = time.monotonic() + grace_s
         while len(self.rtt_ms) < len(self.sent) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -182,9 +185,11 @@ def monitor(pinger: Pinger, fault: bool) -> int:
     return pinger.late()
 
 
-def scenario(name: str, br: T.Bridge, sysnet: T.SystemPath, truth=None, fault: bool = True) -> dict:
+def scenario(name: str, br: T.Bridge, sysnet: T.SystemPath, truth=None, fault: bool = True, lift=None) -> dict:
     """Flushes and pings, the monitor's window, then the autopilot with its loss count;
-    ``truth()`` brackets the autopilot (kernel counters before/after)."""
+    ``truth()`` brackets the autopilot (kernel counters before/after).  ``lift()`` ends the
+    fault before the last replies are waited for: a reply still queued then is late, not lost."""
+    upcalls_before = br.upcall_stats()
     with Flushing(br) as flushes:
         pinger = Pinger(sysnet.peer_ip)
         monitor_start = time.monotonic()
@@ -193,8 +198,13 @@ def scenario(name: str, br: T.Bridge, sysnet: T.SystemPath, truth=None, fault: b
         before = truth() if truth else None
         result = autopilot(name, sysnet, reported)
         after = truth() if truth else None
+        pinger.stop_sending()
+        if lift:
+            lift()
         result["pings"] = pinger.stop()
         result["reported_loss"], result["monitor_s"] = reported, monitor_s
+    upcalls_after = br.upcall_stats()
+    result["upcalls"] = {k: upcalls_after[k] - upcalls_before.get(k, 0) for k in upcalls_after}  # "lost": the kernel's
     result["flushes"], result["handler_tids"] = flushes.count, sorted(flushes.handler_tids)
     if truth:
         result["truth"] = {k: after[k] - before[k] for k in after if isinstance(after[k], int)}
@@ -204,9 +214,10 @@ def scenario(name: str, br: T.Bridge, sysnet: T.SystemPath, truth=None, fault: b
 def quota_scenario(br: T.Bridge, sysnet: T.SystemPath) -> dict:
     """(a) ovs-vswitchd and a busy loop in one cgroup at QUOTA_PCT % of a CPU."""
     with T.slow_vswitchd(percent=QUOTA_PCT) as group:
-        out = scenario("quota", br, sysnet, lambda: cpu_stat(group))
-        out.update(cgroup="/" + str(group.relative_to("/sys/fs/cgroup")),
-                   cpu_max=(group / "cpu.max").read_text().split())
+        cpu_max = (group / "cpu.max").read_text().split()
+        lift = lambda: (group / "cpu.max").write_text("max 100000")
+        out = scenario("quota", br, sysnet, lambda: cpu_stat(group), lift=lift)
+        out.update(cgroup="/" + str(group.relative_to("/sys/fs/cgroup")), cpu_max=cpu_max)
     return out
 
 
@@ -216,7 +227,7 @@ def contention_scenario(br: T.Bridge, sysnet: T.SystemPath) -> dict:
     settled_s = [T.pin_vswitchd([cpu])]
     hog = subprocess.Popen(["chrt", "-f", "10", "taskset", "-c", str(cpu), sys.executable, "-c", HOG_CODE])
     try:
-        out = scenario("contention", br, sysnet)
+        out = scenario("contention", br, sysnet, lift=hog.kill)
         out["hog"] = {"pid": hog.pid, "comm": HOG_COMM, "cpu": cpu}
     finally:
         hog.kill()

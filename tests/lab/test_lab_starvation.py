@@ -56,7 +56,8 @@ def check_late_not_lost(run: dict) -> None:
     conclusion says so before it names the cause."""
     p = run["pings"]
     assert run["reported_loss"] > 0 and p["late"] > 0, p
-    assert p["answered"] >= p["sent"] - 3, p  # the last few may still be on their way at the end
+    # the fault lifted before the last replies are waited for; "lost": upcalls the kernel lost
+    assert p["answered"] >= p["sent"] - 3, (p, run.get("upcalls"))
     assert run["conclusion"]["summary"].startswith(
         f"0 of the {run['reported_loss']} packets reported lost are real drops"), run["conclusion"]
     assert "latency-not-loss" in rules(run)
